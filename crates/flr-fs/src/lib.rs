@@ -1,0 +1,231 @@
+//! The read-only filesystem interface shared by flr's filesystem readers
+//! (FAT, ext2/3/4, NTFS), so that the operations above them (`ls`, `get`,
+//! `cat`, later `mount` and `verify`) are written once.
+//!
+//! Paths are lists of name components as raw bytes ([`FsPath`]): ext4 names
+//! are arbitrary bytes, FAT and NTFS names are UTF-16 on disk and are given
+//! here as UTF-8.
+//!
+//! # Errors
+//! [`FsError`] sorts failures by whose fault they are: the caller
+//! ([`FsError::NotFound`], [`FsError::NotADirectory`]…), the image
+//! ([`FsError::Corrupt`]), flr's support ([`FsError::Unsupported`], for a
+//! file whose bytes cannot be returned correctly, with the reason), or the
+//! layer below ([`FsError::Io`]).
+#![deny(missing_docs)]
+
+use serde::Serialize;
+
+pub use flr_io::IoError;
+
+/// A path inside a filesystem: its components, root first, without `/`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FsPath(pub Vec<Vec<u8>>);
+
+impl FsPath {
+    /// The root directory.
+    pub fn root() -> Self {
+        FsPath(Vec::new())
+    }
+
+    /// Parses `/a/b/c` (leading and repeated slashes ignored; `.` skipped).
+    /// `..` is kept as a name: filesystems resolve it like any other entry
+    /// name, never as "go up" in the restoring machine's tree.
+    pub fn parse(s: &str) -> Self {
+        FsPath(
+            s.split('/')
+                .filter(|c| !c.is_empty() && *c != ".")
+                .map(|c| c.as_bytes().to_vec())
+                .collect(),
+        )
+    }
+
+    /// This path with one more component.
+    pub fn join(&self, name: &[u8]) -> Self {
+        let mut v = self.0.clone();
+        v.push(name.to_vec());
+        FsPath(v)
+    }
+
+    /// The last component, if any.
+    pub fn file_name(&self) -> Option<&[u8]> {
+        self.0.last().map(|v| v.as_slice())
+    }
+
+    /// True for the root.
+    pub fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Display for FsPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("/");
+        }
+        for c in &self.0 {
+            write!(f, "/{}", String::from_utf8_lossy(c))?;
+        }
+        Ok(())
+    }
+}
+
+/// What kind of object an entry is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Dir,
+    /// A symbolic link (or an NTFS symlink/junction shown as one).
+    Symlink,
+    /// A device, FIFO, socket or other special file: listed, not extracted.
+    Special,
+}
+
+/// A timestamp: seconds and nanoseconds since the Unix epoch (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Timestamp {
+    /// Whole seconds since 1970-01-01T00:00:00Z (negative before).
+    pub secs: i64,
+    /// Nanoseconds, 0..1e9.
+    pub nanos: u32,
+}
+
+/// What is known about one file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Metadata {
+    /// File, directory, symlink or special.
+    pub kind: FileKind,
+    /// Size in bytes of the file's data (for a symlink, of its target).
+    pub size: u64,
+    /// Last modification time, where the filesystem records one.
+    pub mtime: Option<Timestamp>,
+    /// Unix permission bits (`0o7777` part), where the filesystem has them.
+    pub mode: Option<u32>,
+    /// Owner user id, where known.
+    pub uid: Option<u32>,
+    /// Owner group id, where known.
+    pub gid: Option<u32>,
+    /// Inode or file record number, where the filesystem has one.
+    pub inode: Option<u64>,
+    /// Set when flr cannot return this file's data correctly (NTFS
+    /// compression, EFS, ext4 fscrypt…): the reason. Such a file is listed
+    /// but never extracted as wrong bytes.
+    pub unreadable: Option<String>,
+}
+
+/// One entry of a directory listing.
+#[derive(Debug, Clone)]
+pub struct DirEntry {
+    /// The entry's name (UTF-8 for FAT and NTFS; raw bytes for ext).
+    pub name: Vec<u8>,
+    /// Its metadata.
+    pub meta: Metadata,
+}
+
+/// Facts about a filesystem shown by `flr probe`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FsInfo {
+    /// `fat12`, `fat16`, `fat32`, `ext2`, `ext3`, `ext4`, `ntfs`.
+    pub fs_type: String,
+    /// The volume label, if any.
+    pub label: Option<String>,
+    /// UUID (ext) or serial as Windows shows it (FAT `ABCD-1234`, NTFS 16 hex
+    /// digits).
+    pub id: Option<String>,
+    /// Cluster or block size in bytes.
+    pub block_size: u32,
+    /// Total size in bytes as the filesystem sees it.
+    pub total_bytes: u64,
+    /// Free bytes, where cheaply known.
+    pub free_bytes: Option<u64>,
+}
+
+/// An error from a filesystem reader.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FsError {
+    /// No such file or directory.
+    #[error("{path}: no such file or directory")]
+    NotFound {
+        /// The path asked for.
+        path: String,
+    },
+    /// A path component that must be a directory is not one.
+    #[error("{path}: not a directory")]
+    NotADirectory {
+        /// The path.
+        path: String,
+    },
+    /// The operation needs a regular file.
+    #[error("{path}: not a regular file")]
+    NotAFile {
+        /// The path.
+        path: String,
+    },
+    /// The file's data cannot be returned correctly by flr.
+    #[error("{path}: cannot read this file: {reason}")]
+    Unsupported {
+        /// The path.
+        path: String,
+        /// Why (compressed, encrypted, reparse point…).
+        reason: String,
+    },
+    /// The filesystem structures are corrupt.
+    #[error("{fs}: corrupt filesystem{}: {what}", offset.map(|o| format!(" at byte offset {o:#x}")).unwrap_or_default())]
+    Corrupt {
+        /// `ext4`, `ntfs`, `fat`.
+        fs: &'static str,
+        /// Byte offset in the volume, where known.
+        offset: Option<u64>,
+        /// What is wrong.
+        what: String,
+    },
+    /// The layer below failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+}
+
+/// An open regular file, read at positions.
+pub trait FileHandle: Send {
+    /// The file's size in bytes.
+    fn size(&self) -> u64;
+
+    /// Reads up to `buf.len()` bytes at `offset`; returns how many were read
+    /// (0 only at or past the end of the file). Implementations are fastest
+    /// for sequential offsets and large buffers.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, FsError>;
+}
+
+/// A read-only filesystem.
+pub trait Filesystem: Send + Sync {
+    /// Type, label, id, sizes.
+    fn info(&self) -> FsInfo;
+
+    /// Metadata of the object at `path` (symlinks are not followed).
+    fn metadata(&self, path: &FsPath) -> Result<Metadata, FsError>;
+
+    /// The entries of the directory at `path`, without `.` and `..`.
+    fn read_dir(&self, path: &FsPath) -> Result<Vec<DirEntry>, FsError>;
+
+    /// The target of the symlink at `path`, as stored.
+    fn read_link(&self, path: &FsPath) -> Result<Vec<u8>, FsError>;
+
+    /// Opens the regular file at `path` for reading. Fails with
+    /// [`FsError::Unsupported`] when the data cannot be returned correctly.
+    fn open(&self, path: &FsPath) -> Result<Box<dyn FileHandle + '_>, FsError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_paths() {
+        assert_eq!(FsPath::parse("/"), FsPath::root());
+        assert_eq!(FsPath::parse("//a/./b/"), FsPath(vec![b"a".to_vec(), b"b".to_vec()]));
+        assert_eq!(FsPath::parse("a/b").to_string(), "/a/b");
+    }
+}
