@@ -1,1 +1,144 @@
-fn main() { println!("flr: under construction"); }
+//! `flr`: file-level restore from VM disk images, read-only.
+//!
+//! The binary only parses arguments, calls one `flr_ops` function and maps
+//! its result to an exit code; everything else lives in `crates/`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use flr_ops::{exit, Context, GetOptions, LsOptions, OpsError, OutputFormat, VolPath};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  partial: some files were not restored (each one is reported)
+  2  usage: bad arguments, no such volume or path
+  3  bad image: corrupt or unreadable input (the message names the layer and byte offset)
+  4  not readable: encrypted or unsupported volume, or a file whose data flr cannot return correctly
+  5  output could not be written
+
+Volumes are addressed as ID:/path, with the ids `flr probe` shows (p1, p2, … for
+partitions; disk for a filesystem without a partition table). flr never writes to
+an image; restored files go only below the destination folder.";
+
+#[derive(Parser)]
+#[command(name = "flr", version, about = "File-level restore from VM disk images (raw, VHD, VHDX), read-only", after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Show the layers of an image: container, partition table, volumes and what is on each.
+    Probe {
+        /// Disk image: raw, VHD or VHDX (detected from content).
+        image: PathBuf,
+        /// Machine-readable JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a folder on a volume.
+    Ls {
+        /// Disk image.
+        image: PathBuf,
+        /// ID:/folder (e.g. p2:/etc).
+        path: String,
+        /// Long listing: mode, owner, size, mtime.
+        #[arg(short = 'l', long)]
+        long: bool,
+        /// Recurse into subfolders.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// JSON Lines: one object per entry.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore files or folders into DEST.
+    Get {
+        /// Disk image.
+        image: PathBuf,
+        /// ID:/path of each file or folder to restore.
+        #[arg(required = true)]
+        paths: Vec<String>,
+        /// Destination folder (created if missing).
+        #[arg(short = 'o', long = "output", default_value = ".")]
+        dest: PathBuf,
+        /// Overwrite files that already exist in DEST.
+        #[arg(long)]
+        force: bool,
+        /// Print the sha256 of each restored file (sha256sum format).
+        #[arg(long)]
+        checksum: bool,
+        /// Summary as JSON on stderr.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one file to stdout; `ID:` with an empty path streams the whole volume.
+    Cat {
+        /// Disk image.
+        image: PathBuf,
+        /// ID:/file, or ID: for the raw volume.
+        path: String,
+    },
+}
+
+fn parse_specs(v: &[String]) -> Result<Vec<VolPath>, OpsError> {
+    v.iter()
+        .map(|s| VolPath::parse(s).map_err(OpsError::Usage))
+        .collect()
+}
+
+fn run(cli: Cli) -> Result<i32, OpsError> {
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let mut err = stderr.lock();
+    let fmt = |json: bool| if json { OutputFormat::Json } else { OutputFormat::Human };
+    let code = match cli.cmd {
+        Cmd::Probe { image, json } => {
+            let img = flr_engine::open_path(&image)?;
+            let mut ctx = Context { out: &mut out, err: &mut err, format: fmt(json) };
+            flr_ops::probe(&img, &mut ctx)?;
+            exit::OK
+        }
+        Cmd::Ls { image, path, long, recursive, json } => {
+            let spec = VolPath::parse(&path).map_err(OpsError::Usage)?;
+            let img = flr_engine::open_path(&image)?;
+            let mut ctx = Context { out: &mut out, err: &mut err, format: fmt(json) };
+            flr_ops::ls(&img, &spec, LsOptions { long, recursive }, &mut ctx)?;
+            exit::OK
+        }
+        Cmd::Get { image, paths, dest, force, checksum, json } => {
+            let specs = parse_specs(&paths)?;
+            let img = flr_engine::open_path(&image)?;
+            let mut ctx = Context { out: &mut out, err: &mut err, format: fmt(json) };
+            flr_ops::get(&img, &specs, &GetOptions { dest, force, checksum }, &mut ctx)?;
+            exit::OK
+        }
+        Cmd::Cat { image, path } => {
+            let spec = VolPath::parse(&path).map_err(OpsError::Usage)?;
+            let img = flr_engine::open_path(&image)?;
+            flr_ops::cat(&img, &spec, &mut out)?;
+            exit::OK
+        }
+    };
+    out.flush()?;
+    Ok(code)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match run(cli) {
+        Ok(c) => c,
+        // A closed pipe (`flr cat … | head`) is not an error.
+        Err(OpsError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "flr: {e}");
+            e.exit_code()
+        }
+    };
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
+}

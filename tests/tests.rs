@@ -1,1 +1,10 @@
+//! End-to-end tests of the `flr` binary: every file of every committed
+//! fixture is restored and checked against manifests computed from the
+//! source files by the fixture generators (never by flr), plus error paths,
+//! path safety and the third-party corpus tier.
 
+mod util;
+
+mod cli;
+mod corpus;
+mod hostile;

@@ -127,10 +127,10 @@ pub fn corpus(test: &str) -> Option<(PathBuf, PathBuf)> {
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("../shared/corpus"));
     if !dir.join("unpack.sh").exists() {
-        eprintln!(
+        loud(&format!(
             "SKIPPED {test}: corpus not found at {} (set FLR_CORPUS); .ci/run runs this tier",
             dir.display()
-        );
+        ));
         return None;
     }
     let out = scratch_dir().join("corpus");
@@ -146,14 +146,21 @@ pub fn corpus(test: &str) -> Option<(PathBuf, PathBuf)> {
                 std::fs::write(&stamp, b"ok").expect("write stamp");
             }
             other => {
-                eprintln!(
+                loud(&format!(
                     "SKIPPED {test}: corpus unpack failed ({other:?}); needs gzip, xz, zstd, qemu-img"
-                );
+                ));
                 return None;
             }
         }
     }
     Some((out, dir))
+}
+
+/// Prints a line straight to the process's stderr, past the test harness's
+/// output capture, so that skipped tiers are seen in every `cargo test` run.
+pub fn loud(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 /// Whether an external program is on PATH (for tiers that need Debian tools).

@@ -1,0 +1,61 @@
+//! Header summaries of encrypted volumes, for `probe` (no key needed).
+
+use serde::Serialize;
+
+/// What a LUKS header says without a key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LuksSummary {
+    /// 1 or 2.
+    pub version: u16,
+    /// Volume UUID.
+    pub uuid: String,
+    /// Cipher and mode, e.g. `aes-xts-plain64` (LUKS1 header; LUKS2 first segment).
+    pub cipher: Option<String>,
+    /// LUKS2 label.
+    pub label: Option<String>,
+}
+
+fn cstr(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// Largest LUKS2 JSON area flr reads for a summary.
+const MAX_LUKS2_JSON: u64 = 4 * 1024 * 1024;
+
+/// Summarises a LUKS header from the volume's first bytes (`head`) and, for
+/// LUKS2, the JSON area read through `src`.
+pub fn luks_summary(head: &[u8], src: &dyn flr_io::ReadAt) -> Option<LuksSummary> {
+    if head.get(0..6) != Some(b"LUKS\xba\xbe") {
+        return None;
+    }
+    let version = u16::from_be_bytes([*head.get(6)?, *head.get(7)?]);
+    let uuid = cstr(head.get(168..208)?);
+    let mut s = LuksSummary {
+        version,
+        uuid,
+        ..Default::default()
+    };
+    if version == 1 {
+        let name = cstr(head.get(8..40)?);
+        let mode = cstr(head.get(40..72)?);
+        s.cipher = Some(format!("{name}-{mode}"));
+    } else if version == 2 {
+        let label = cstr(head.get(24..72)?);
+        s.label = (!label.is_empty()).then_some(label);
+        let hdr_size = u64::from_be_bytes(head.get(8..16)?.try_into().ok()?);
+        let json_len = hdr_size.checked_sub(4096)?.min(MAX_LUKS2_JSON);
+        let mut json = vec![0u8; usize::try_from(json_len).ok()?];
+        src.read_exact_at(4096, &mut json).ok()?;
+        let text = cstr(&json);
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) {
+            s.cipher = v
+                .get("segments")
+                .and_then(|segs| segs.as_object())
+                .and_then(|o| o.values().find_map(|seg| seg.get("encryption")))
+                .and_then(|e| e.as_str())
+                .map(str::to_string);
+        }
+    }
+    Some(s)
+}

@@ -1,0 +1,250 @@
+//! Writing restored files into the destination folder, safely.
+//!
+//! Everything is created relative to an open handle on the destination
+//! folder (`openat`/`mkdirat`/`renameat` with `O_NOFOLLOW`), so no name from
+//! the image and no symlink already in the destination can lead a write
+//! outside it. Each file is written under a temporary name and renamed into
+//! place when complete, so an interrupted restore never leaves a
+//! half-written file under the real name.
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use flr_fs::Timestamp;
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps};
+use rustix::io::Errno;
+
+/// A folder inside the destination, opened without following symlinks.
+pub(crate) struct DestDir {
+    fd: OwnedFd,
+    /// Path relative to DEST, for messages.
+    pub(crate) rel: String,
+}
+
+/// What to do when the final name already exists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Overwrite {
+    Refuse,
+    Replace,
+}
+
+/// An error while writing into the destination.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WriteError {
+    #[error("{path}: already exists in the destination (use --force to overwrite)")]
+    Exists { path: String },
+    #[error("{path}: is a symlink in the destination; refusing to follow it")]
+    SymlinkInDest { path: String },
+    #[error("{path}: {what}: {source}")]
+    Os {
+        path: String,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn os(path: &str, what: &'static str) -> impl FnOnce(Errno) -> WriteError + '_ {
+    move |e| WriteError::Os {
+        path: path.to_string(),
+        what,
+        source: e.into(),
+    }
+}
+
+fn join(rel: &str, name: &str) -> String {
+    if rel.is_empty() {
+        name.to_string()
+    } else {
+        format!("{rel}/{name}")
+    }
+}
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn tmp_name() -> String {
+    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!(".flr-{}-{n}.partial", std::process::id())
+}
+
+fn timestamps(t: Timestamp) -> Timestamps {
+    let ts = Timespec {
+        tv_sec: t.secs,
+        tv_nsec: i64::from(t.nanos).try_into().unwrap_or(0),
+    };
+    Timestamps {
+        last_access: ts,
+        last_modification: ts,
+    }
+}
+
+impl DestDir {
+    /// Opens (creating if needed) the destination folder chosen by the user.
+    /// The user's own path may contain symlinks; nothing below it is followed.
+    pub(crate) fn open_root(path: &Path) -> Result<DestDir, WriteError> {
+        let shown = path.display().to_string();
+        std::fs::create_dir_all(path).map_err(|source| WriteError::Os {
+            path: shown.clone(),
+            what: "cannot create the destination folder",
+            source,
+        })?;
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(os(&shown, "cannot open the destination folder"))?;
+        Ok(DestDir {
+            fd,
+            rel: String::new(),
+        })
+    }
+
+    /// Opens or creates the subfolder `name` (a safe component).
+    pub(crate) fn subdir(&self, name: &[u8]) -> Result<DestDir, WriteError> {
+        let shown = join(&self.rel, &String::from_utf8_lossy(name));
+        match rustix::fs::mkdirat(&self.fd, name, Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(os(&shown, "cannot create folder")(e)),
+        }
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| match e {
+            Errno::LOOP | Errno::NOTDIR if self.is_symlink(name) => WriteError::SymlinkInDest {
+                path: shown.clone(),
+            },
+            Errno::NOTDIR => WriteError::Exists {
+                path: shown.clone(),
+            },
+            e => os(&shown, "cannot open folder")(e),
+        })?;
+        Ok(DestDir { fd, rel: shown })
+    }
+
+    fn is_symlink(&self, name: &[u8]) -> bool {
+        rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink)
+            .unwrap_or(false)
+    }
+
+    fn exists(&self, name: &[u8]) -> bool {
+        rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
+    /// Sets the folder's own mtime (after its children are written).
+    pub(crate) fn set_mtime(&self, mtime: Timestamp) -> Result<(), WriteError> {
+        rustix::fs::futimens(&self.fd, &timestamps(mtime)).map_err(os(&self.rel, "cannot set mtime"))
+    }
+
+    fn check_free(&self, name: &[u8], shown: &str, ow: Overwrite) -> Result<(), WriteError> {
+        if ow == Overwrite::Refuse && self.exists(name) {
+            return Err(WriteError::Exists {
+                path: shown.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn publish(&self, tmp: &str, name: &[u8], shown: &str, ow: Overwrite) -> Result<(), WriteError> {
+        let flags = match ow {
+            Overwrite::Refuse => RenameFlags::NOREPLACE,
+            Overwrite::Replace => RenameFlags::empty(),
+        };
+        let r = rustix::fs::renameat_with(&self.fd, tmp, &self.fd, name, flags);
+        if let Err(e) = r {
+            let _ = rustix::fs::unlinkat(&self.fd, tmp, AtFlags::empty());
+            return Err(match e {
+                Errno::EXIST => WriteError::Exists {
+                    path: shown.to_string(),
+                },
+                Errno::ISDIR | Errno::NOTEMPTY => WriteError::Exists {
+                    path: shown.to_string(),
+                },
+                e => os(shown, "cannot rename into place")(e),
+            });
+        }
+        Ok(())
+    }
+
+    /// Writes a regular file: `fill` writes the data into the temporary file;
+    /// then mode and mtime are set and it is renamed to `name`.
+    pub(crate) fn write_file<T, E>(
+        &self,
+        name: &[u8],
+        ow: Overwrite,
+        mode: Option<u32>,
+        mtime: Option<Timestamp>,
+        fill: impl FnOnce(&mut File) -> Result<T, E>,
+    ) -> Result<Result<T, E>, WriteError> {
+        let shown = join(&self.rel, &String::from_utf8_lossy(name));
+        self.check_free(name, &shown, ow)?;
+        let tmp = tmp_name();
+        let fd = rustix::fs::openat(
+            &self.fd,
+            tmp.as_str(),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(os(&shown, "cannot create temporary file"))?;
+        let mut file = File::from(fd);
+        let cleanup = |this: &DestDir| {
+            let _ = rustix::fs::unlinkat(&this.fd, tmp.as_str(), AtFlags::empty());
+        };
+        let value = match fill(&mut file) {
+            Ok(v) => v,
+            Err(e) => {
+                drop(file);
+                cleanup(self);
+                return Ok(Err(e));
+            }
+        };
+        let finish = (|| {
+            file.flush().map_err(|source| WriteError::Os {
+                path: shown.clone(),
+                what: "write failed",
+                source,
+            })?;
+            // setuid/setgid bits are not restored: a restore must not mint privileges.
+            let m = mode.unwrap_or(0o644) & 0o1777;
+            rustix::fs::fchmod(file.as_fd(), Mode::from_raw_mode(m))
+                .map_err(os(&shown, "cannot set mode"))?;
+            if let Some(t) = mtime {
+                rustix::fs::futimens(file.as_fd(), &timestamps(t)).map_err(os(&shown, "cannot set mtime"))?;
+            }
+            Ok(())
+        })();
+        drop(file);
+        if let Err(e) = finish {
+            cleanup(self);
+            return Err(e);
+        }
+        self.publish(&tmp, name, &shown, ow)?;
+        Ok(Ok(value))
+    }
+
+    /// Recreates a symlink (never followed) with the target as stored.
+    pub(crate) fn write_symlink(
+        &self,
+        name: &[u8],
+        target: &[u8],
+        ow: Overwrite,
+        mtime: Option<Timestamp>,
+    ) -> Result<(), WriteError> {
+        let shown = join(&self.rel, &String::from_utf8_lossy(name));
+        self.check_free(name, &shown, ow)?;
+        let tmp = tmp_name();
+        rustix::fs::symlinkat(target, &self.fd, tmp.as_str())
+            .map_err(os(&shown, "cannot create symlink"))?;
+        if let Some(t) = mtime {
+            let _ = rustix::fs::utimensat(&self.fd, tmp.as_str(), &timestamps(t), AtFlags::SYMLINK_NOFOLLOW);
+        }
+        self.publish(&tmp, name, &shown, ow)
+    }
+}

@@ -1,0 +1,249 @@
+//! `flr get`: restore files and folders into a destination folder.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::path::PathBuf;
+
+use flr_engine::Image;
+use flr_fs::{FileKind, Filesystem, FsPath, Metadata};
+use sha2::Digest;
+
+use crate::extract::{DestDir, Overwrite, WriteError};
+use crate::ls::MAX_DEPTH;
+use crate::names::{display_name, safe_component};
+use crate::{copy_file, fs_err, Context, CopyError, OpsError, OutputFormat, VolPath};
+
+/// Options of `get`.
+#[derive(Debug, Clone, Default)]
+pub struct GetOptions {
+    /// Destination folder (created if missing).
+    pub dest: PathBuf,
+    /// Overwrite existing files.
+    pub force: bool,
+    /// Print each restored file's sha256.
+    pub checksum: bool,
+}
+
+/// What `get` did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct GetSummary {
+    /// Regular files restored.
+    pub files: u64,
+    /// Folders created or filled.
+    pub dirs: u64,
+    /// Symlinks recreated.
+    pub symlinks: u64,
+    /// Bytes of file data written.
+    pub bytes: u64,
+    /// Names changed to be safe on this machine.
+    pub renamed: u64,
+    /// Items not restored (each reported).
+    pub failed: u64,
+    /// Special files (devices, FIFOs) skipped.
+    pub skipped: u64,
+}
+
+struct Job<'a, 'c> {
+    vol: &'a str,
+    fs: &'a dyn Filesystem,
+    opts: &'a GetOptions,
+    ctx: &'a mut Context<'c>,
+    sum: GetSummary,
+}
+
+/// Restores each `spec` into `opts.dest`: a file lands as `DEST/name`, a
+/// folder as `DEST/name/…`, a volume root's contents directly in `DEST`.
+pub fn get(image: &Image, specs: &[VolPath], opts: &GetOptions, ctx: &mut Context<'_>) -> Result<GetSummary, OpsError> {
+    let root = DestDir::open_root(&opts.dest).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let mut filesystems: HashMap<String, Box<dyn Filesystem>> = HashMap::new();
+    let mut total = GetSummary::default();
+    let mut root_names = HashSet::new();
+    for spec in specs {
+        let vol = image.volume(&spec.volume)?;
+        if !filesystems.contains_key(&vol.id) {
+            filesystems.insert(vol.id.clone(), vol.open_fs()?);
+        }
+        let fs = filesystems[&vol.id].as_ref();
+        let meta = fs.metadata(&spec.path).map_err(fs_err(&vol.id))?;
+        let mut job = Job {
+            vol: &vol.id,
+            fs,
+            opts,
+            ctx: &mut *ctx,
+            sum: GetSummary::default(),
+        };
+        if spec.path.is_root() {
+            job.restore_dir_contents(&spec.path, &root, 0);
+            if let Some(t) = meta.mtime {
+                let _ = root.set_mtime(t);
+            }
+        } else {
+            let name = spec.path.file_name().unwrap_or(b"").to_vec();
+            job.restore(&spec.path, &name, &meta, &root, &mut root_names, 0);
+        }
+        let s = job.sum;
+        total.files += s.files;
+        total.dirs += s.dirs;
+        total.symlinks += s.symlinks;
+        total.bytes += s.bytes;
+        total.renamed += s.renamed;
+        total.failed += s.failed;
+        total.skipped += s.skipped;
+    }
+    if ctx.format == OutputFormat::Json {
+        serde_json::to_writer(&mut *ctx.err, &total).map_err(std::io::Error::from)?;
+        writeln!(ctx.err)?;
+    } else {
+        writeln!(
+            ctx.err,
+            "flr: restored {} files ({} bytes), {} folders, {} symlinks into {}{}{}{}",
+            total.files,
+            total.bytes,
+            total.dirs,
+            total.symlinks,
+            opts.dest.display(),
+            if total.renamed > 0 { format!("; {} names made safe", total.renamed) } else { String::new() },
+            if total.skipped > 0 { format!("; {} special files skipped", total.skipped) } else { String::new() },
+            if total.failed > 0 { format!("; {} FAILED", total.failed) } else { String::new() },
+        )?;
+    }
+    if total.failed > 0 {
+        let all = total.files + total.symlinks + total.failed;
+        return Err(OpsError::Partial {
+            failed: usize::try_from(total.failed).unwrap_or(usize::MAX),
+            total: usize::try_from(all).unwrap_or(usize::MAX),
+        });
+    }
+    Ok(total)
+}
+
+impl Job<'_, '_> {
+    fn fail(&mut self, path: &FsPath, msg: impl std::fmt::Display) {
+        self.sum.failed += 1;
+        let _ = writeln!(self.ctx.err, "flr: {}:{}: {msg}", self.vol, display_name(path.to_string().as_bytes()));
+    }
+
+    fn overwrite(&self) -> Overwrite {
+        if self.opts.force {
+            Overwrite::Replace
+        } else {
+            Overwrite::Refuse
+        }
+    }
+
+    /// Picks the safe, unique name for `name` inside one destination folder.
+    fn dest_name(&mut self, path: &FsPath, name: &[u8], used: &mut HashSet<Vec<u8>>) -> Vec<u8> {
+        let (mut safe, why) = safe_component(name);
+        if used.contains(&safe) {
+            let base = safe.clone();
+            let mut n = 1u32;
+            while used.contains(&safe) {
+                safe = base.clone();
+                safe.extend_from_slice(format!("~{n}").as_bytes());
+                n += 1;
+            }
+        }
+        if safe != name {
+            self.sum.renamed += 1;
+            let _ = writeln!(
+                self.ctx.err,
+                "flr: {}:{}: restored as {:?} ({})",
+                self.vol,
+                display_name(path.to_string().as_bytes()),
+                display_name(&safe),
+                why.as_deref().unwrap_or("name already used in this folder"),
+            );
+        }
+        used.insert(safe.clone());
+        safe
+    }
+
+    fn restore(&mut self, path: &FsPath, name: &[u8], meta: &Metadata, into: &DestDir, used: &mut HashSet<Vec<u8>>, depth: usize) {
+        let safe = self.dest_name(path, name, used);
+        match meta.kind {
+            FileKind::File => self.restore_file(path, &safe, meta, into),
+            FileKind::Symlink => match self.fs.read_link(path) {
+                Ok(target) => match into.write_symlink(&safe, &target, self.overwrite(), meta.mtime) {
+                    Ok(()) => self.sum.symlinks += 1,
+                    Err(e) => self.fail(path, e),
+                },
+                Err(e) => self.fail(path, e),
+            },
+            FileKind::Dir => {
+                if depth >= MAX_DEPTH {
+                    self.fail(path, format!("folders nested deeper than {MAX_DEPTH} levels (a loop?)"));
+                    return;
+                }
+                match into.subdir(&safe) {
+                    Ok(sub) => {
+                        self.sum.dirs += 1;
+                        self.restore_dir_contents(path, &sub, depth + 1);
+                        if let Some(t) = meta.mtime {
+                            if let Err(e) = sub.set_mtime(t) {
+                                self.fail(path, e);
+                            }
+                        }
+                    }
+                    Err(e) => self.fail(path, e),
+                }
+            }
+            FileKind::Special => {
+                self.sum.skipped += 1;
+                let _ = writeln!(self.ctx.err, "flr: {}:{}: special file (device, FIFO or socket) not restored", self.vol, path);
+            }
+        }
+    }
+
+    fn restore_dir_contents(&mut self, dir: &FsPath, into: &DestDir, depth: usize) {
+        let mut entries = match self.fs.read_dir(dir) {
+            Ok(e) => e,
+            Err(e) => return self.fail(dir, e),
+        };
+        entries.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut used = HashSet::new();
+        for e in entries {
+            let path = dir.join(&e.name);
+            self.restore(&path, &e.name, &e.meta, into, &mut used, depth);
+        }
+    }
+
+    fn restore_file(&mut self, path: &FsPath, safe: &[u8], meta: &Metadata, into: &DestDir) {
+        if let Some(r) = &meta.unreadable {
+            return self.fail(path, format!("not restored: {r}"));
+        }
+        let mut handle = match self.fs.open(path) {
+            Ok(h) => h,
+            Err(e) => return self.fail(path, e),
+        };
+        let mut hasher = self.opts.checksum.then(sha2::Sha256::new);
+        let res = into.write_file(safe, self.overwrite(), meta.mode, meta.mtime, |f| {
+            copy_file(handle.as_mut(), path, |b| {
+                if let Some(h) = hasher.as_mut() {
+                    h.update(b);
+                }
+                f.write_all(b)
+            })
+        });
+        match res {
+            Ok(Ok(n)) => {
+                self.sum.files += 1;
+                self.sum.bytes += n;
+                if let Some(h) = hasher {
+                    let rel = if into.rel.is_empty() {
+                        display_name(safe)
+                    } else {
+                        format!("{}/{}", into.rel, display_name(safe))
+                    };
+                    let _ = writeln!(self.ctx.out, "{}  {rel}", hex::encode(h.finalize()));
+                }
+            }
+            Ok(Err(CopyError::Fs(e))) => self.fail(path, e),
+            Ok(Err(CopyError::Out(e))) => self.fail(path, WriteError::Os {
+                path: display_name(safe),
+                what: "write failed",
+                source: e,
+            }),
+            Err(e) => self.fail(path, e),
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! flr's operations over an opened image: `probe`, `ls`, `get`, `cat`.
+//!
+//! Each operation takes its options and a [`Context`] holding the output
+//! streams, so the binary stays thin and tests can capture output in a
+//! `Vec<u8>`.
+//!
+//! # Errors
+//! [`OpsError`] says which layer failed; [`OpsError::exit_code`] maps it to
+//! the exit codes documented in `flr --help`.
+#![deny(missing_docs)]
+
+mod extract;
+mod get;
+mod ls;
+mod names;
+mod probe;
+mod spec;
+
+pub use get::{get, GetOptions, GetSummary};
+pub use ls::{ls, LsOptions};
+pub use names::{display_name, safe_component};
+pub use probe::{probe, probe_report, ProbeReport};
+pub use spec::VolPath;
+
+use std::io::Write;
+
+use flr_engine::{EngineError, Image};
+use flr_fs::{FileKind, FsError, FsPath};
+
+/// Human text or JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OutputFormat {
+    /// Text for people.
+    #[default]
+    Human,
+    /// JSON for programs.
+    Json,
+}
+
+/// Where an operation writes: its result (`out`) and its messages (`err`).
+pub struct Context<'a> {
+    /// Results.
+    pub out: &'a mut dyn Write,
+    /// Warnings and progress.
+    pub err: &'a mut dyn Write,
+    /// Output format.
+    pub format: OutputFormat,
+}
+
+/// Exit codes, documented in `flr --help`.
+pub mod exit {
+    /// Everything asked for was done.
+    pub const OK: i32 = 0;
+    /// Done in part: some files were not restored (each is reported).
+    pub const PARTIAL: i32 = 1;
+    /// Bad arguments, a path that does not exist, a volume that is not there.
+    pub const USAGE: i32 = 2;
+    /// The image is corrupt or unreadable (the message names the layer and offset).
+    pub const BAD_IMAGE: i32 = 3;
+    /// The volume is encrypted or of a kind flr cannot open.
+    pub const NOT_READABLE: i32 = 4;
+    /// Writing the output failed.
+    pub const OUTPUT: i32 = 5;
+}
+
+/// An operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpsError {
+    /// Opening or stacking the image's layers failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// A filesystem operation failed on a volume.
+    #[error("volume {volume}: {source}")]
+    Fs {
+        /// Volume id.
+        volume: String,
+        /// The error.
+        #[source]
+        source: FsError,
+    },
+    /// Bad arguments.
+    #[error("{0}")]
+    Usage(String),
+    /// Writing output failed.
+    #[error("output: {0}")]
+    Output(#[from] std::io::Error),
+    /// Some items failed; each was reported as it happened.
+    #[error("{failed} of {total} items could not be restored (see the messages above)")]
+    Partial {
+        /// How many failed.
+        failed: usize,
+        /// How many were attempted.
+        total: usize,
+    },
+}
+
+impl OpsError {
+    /// The process exit code for this error.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            OpsError::Engine(EngineError::NoSuchVolume { .. }) | OpsError::Usage(_) => exit::USAGE,
+            OpsError::Engine(EngineError::NotReadable { .. }) => exit::NOT_READABLE,
+            OpsError::Engine(_) => exit::BAD_IMAGE,
+            OpsError::Fs { source, .. } => fs_exit_code(source),
+            OpsError::Output(_) => exit::OUTPUT,
+            OpsError::Partial { .. } => exit::PARTIAL,
+        }
+    }
+}
+
+fn fs_exit_code(e: &FsError) -> i32 {
+    match e {
+        FsError::NotFound { .. } | FsError::NotADirectory { .. } | FsError::NotAFile { .. } => {
+            exit::USAGE
+        }
+        FsError::Unsupported { .. } => exit::NOT_READABLE,
+        _ => exit::BAD_IMAGE,
+    }
+}
+
+pub(crate) fn fs_err(volume: &str) -> impl FnOnce(FsError) -> OpsError + '_ {
+    move |source| OpsError::Fs {
+        volume: volume.to_string(),
+        source,
+    }
+}
+
+/// Streams a file (or, for an empty path, the whole volume) to `out`.
+pub fn cat(image: &Image, spec: &VolPath, out: &mut dyn Write) -> Result<(), OpsError> {
+    let vol = image.volume(&spec.volume)?;
+    if spec.raw_path.is_empty() {
+        let src = vol.source();
+        let mut buf = vec![0u8; CHUNK];
+        let mut off = 0u64;
+        while off < src.len() {
+            let n = usize::try_from((src.len() - off).min(CHUNK as u64)).unwrap_or(CHUNK);
+            src.read_exact_at(off, &mut buf[..n])
+                .map_err(|e| OpsError::Engine(EngineError::Io(e)))?;
+            out.write_all(&buf[..n])?;
+            off += n as u64;
+        }
+        return Ok(());
+    }
+    let fs = vol.open_fs()?;
+    let meta = fs.metadata(&spec.path).map_err(fs_err(&vol.id))?;
+    if meta.kind != FileKind::File {
+        return Err(OpsError::Fs {
+            volume: vol.id.clone(),
+            source: FsError::NotAFile {
+                path: spec.path.to_string(),
+            },
+        });
+    }
+    let mut h = fs.open(&spec.path).map_err(fs_err(&vol.id))?;
+    copy_file(h.as_mut(), &spec.path, |b| out.write_all(b)).map_err(|e| match e {
+        CopyError::Fs(source) => OpsError::Fs {
+            volume: vol.id.clone(),
+            source,
+        },
+        CopyError::Out(e) => OpsError::Output(e),
+    })?;
+    Ok(())
+}
+
+/// Read size for file data.
+pub(crate) const CHUNK: usize = 4 << 20;
+
+pub(crate) enum CopyError {
+    Fs(FsError),
+    Out(std::io::Error),
+}
+
+/// Copies a file's data to `sink` in large chunks; fails if the file ends
+/// early (a short read would otherwise produce a silently truncated file).
+pub(crate) fn copy_file(
+    h: &mut dyn flr_fs::FileHandle,
+    path: &FsPath,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<u64, CopyError> {
+    let size = h.size();
+    let mut buf = vec![0u8; CHUNK.min(usize::try_from(size).unwrap_or(CHUNK)).max(1)];
+    let mut off = 0u64;
+    while off < size {
+        let want = usize::try_from((size - off).min(buf.len() as u64)).unwrap_or(buf.len());
+        let n = h.read_at(off, &mut buf[..want]).map_err(CopyError::Fs)?;
+        if n == 0 {
+            return Err(CopyError::Fs(FsError::Corrupt {
+                fs: "filesystem",
+                offset: None,
+                what: format!("{path}: data ends at {off} bytes, but the size is {size}"),
+            }));
+        }
+        sink(&buf[..n]).map_err(CopyError::Out)?;
+        off += n as u64;
+    }
+    Ok(off)
+}

@@ -1,0 +1,216 @@
+//! `flr ls`: list a folder (or describe a file) on a volume.
+
+use std::collections::HashSet;
+
+use flr_engine::Image;
+use flr_fs::{FileKind, Filesystem, FsPath, Metadata, Timestamp};
+use serde::Serialize;
+
+use crate::names::display_name;
+use crate::{fs_err, Context, OpsError, OutputFormat, VolPath};
+
+/// Options of `ls`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LsOptions {
+    /// Long format: mode, owner, size, mtime.
+    pub long: bool,
+    /// Recurse into subfolders.
+    pub recursive: bool,
+}
+
+/// Deepest folder nesting `ls -R` and `get` follow; deeper is reported as corrupt.
+pub(crate) const MAX_DEPTH: usize = 4096;
+
+#[derive(Serialize)]
+struct JsonEntry<'a> {
+    path: String,
+    #[serde(rename = "type")]
+    kind: FileKind,
+    size: u64,
+    mtime: Option<String>,
+    mode: Option<String>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+    inode: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    target: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    unreadable: Option<&'a str>,
+}
+
+/// Lists `spec` on its volume. With `--json`, writes one JSON object per
+/// line (JSON Lines), so huge folders stream.
+pub fn ls(image: &Image, spec: &VolPath, opts: LsOptions, ctx: &mut Context<'_>) -> Result<(), OpsError> {
+    let vol = image.volume(&spec.volume)?;
+    let fs = vol.open_fs()?;
+    let meta = fs.metadata(&spec.path).map_err(fs_err(&vol.id))?;
+    if meta.kind != FileKind::Dir {
+        let name = spec.path.file_name().unwrap_or(b"/").to_vec();
+        return print_entry(fs.as_ref(), ctx, &spec.path, &name, &meta, opts)
+            .map_err(OpsError::from);
+    }
+    let mut seen = HashSet::new();
+    list_dir(fs.as_ref(), &vol.id, &spec.path, opts, ctx, &mut seen, 0)
+}
+
+fn list_dir(
+    fs: &dyn Filesystem,
+    vol: &str,
+    dir: &FsPath,
+    opts: LsOptions,
+    ctx: &mut Context<'_>,
+    ancestors: &mut HashSet<u64>,
+    depth: usize,
+) -> Result<(), OpsError> {
+    if depth > MAX_DEPTH {
+        return Err(fs_err(vol)(flr_fs::FsError::Corrupt {
+            fs: "filesystem",
+            offset: None,
+            what: format!("{dir}: folders nested deeper than {MAX_DEPTH} levels (a loop?)"),
+        }));
+    }
+    let mut entries = fs.read_dir(dir).map_err(fs_err(vol))?;
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    for e in &entries {
+        let path = dir.join(&e.name);
+        let shown = if opts.recursive { path.to_string().into_bytes() } else { e.name.clone() };
+        print_entry(fs, ctx, &path, &shown, &e.meta, opts)?;
+    }
+    if opts.recursive {
+        for e in entries.iter().filter(|e| e.meta.kind == FileKind::Dir) {
+            let path = dir.join(&e.name);
+            if let Some(ino) = e.meta.inode {
+                if !ancestors.insert(ino) {
+                    writeln!(ctx.err, "flr: {vol}:{path}: folder loop (inode {ino} is its own ancestor); not descending")?;
+                    continue;
+                }
+            }
+            let r = list_dir(fs, vol, &path, opts, ctx, ancestors, depth + 1);
+            if let Some(ino) = e.meta.inode {
+                ancestors.remove(&ino);
+            }
+            r?;
+        }
+    }
+    Ok(())
+}
+
+fn print_entry(
+    fs: &dyn Filesystem,
+    ctx: &mut Context<'_>,
+    path: &FsPath,
+    shown: &[u8],
+    m: &Metadata,
+    opts: LsOptions,
+) -> std::io::Result<()> {
+    let target = (m.kind == FileKind::Symlink)
+        .then(|| fs.read_link(path).ok())
+        .flatten();
+    if ctx.format == OutputFormat::Json {
+        let j = JsonEntry {
+            path: display_name(path.to_string().as_bytes()),
+            kind: m.kind,
+            size: m.size,
+            mtime: m.mtime.map(format_time),
+            mode: m.mode.map(|x| format!("{x:04o}")),
+            uid: m.uid,
+            gid: m.gid,
+            inode: m.inode,
+            target: target.as_deref().map(display_name),
+            unreadable: m.unreadable.as_deref(),
+        };
+        serde_json::to_writer(&mut *ctx.out, &j)?;
+        return writeln!(ctx.out);
+    }
+    let name = display_name(shown);
+    if !opts.long {
+        let suffix = if m.kind == FileKind::Dir { "/" } else { "" };
+        return writeln!(ctx.out, "{name}{suffix}");
+    }
+    let owner = match (m.uid, m.gid) {
+        (Some(u), Some(g)) => format!("{u:>5} {g:>5}"),
+        _ => format!("{:>5} {:>5}", "-", "-"),
+    };
+    let time = m.mtime.map(format_time).unwrap_or_else(|| "-".repeat(19));
+    write!(
+        ctx.out,
+        "{} {owner} {:>12} {time} {name}",
+        mode_string(m),
+        m.size
+    )?;
+    if let Some(t) = target {
+        write!(ctx.out, " -> {}", display_name(&t))?;
+    }
+    if let Some(r) = &m.unreadable {
+        write!(ctx.out, "  [cannot restore: {r}]")?;
+    }
+    writeln!(ctx.out)
+}
+
+/// `drwxr-xr-x`; where the filesystem keeps no unix mode, `d?????????`.
+fn mode_string(m: &Metadata) -> String {
+    let k = match m.kind {
+        FileKind::File => '-',
+        FileKind::Dir => 'd',
+        FileKind::Symlink => 'l',
+        FileKind::Special => 's',
+    };
+    let mut s = String::from(k);
+    match m.mode {
+        None => s.push_str("?????????"),
+        Some(mode) => {
+            for (i, c) in "rwxrwxrwx".chars().enumerate() {
+                let bit = 0o400 >> i;
+                s.push(if mode & bit != 0 { c } else { '-' });
+            }
+        }
+    }
+    s
+}
+
+/// `YYYY-MM-DD HH:MM:SS` UTC.
+pub(crate) fn format_time(t: Timestamp) -> String {
+    let days = t.secs.div_euclid(86_400);
+    let rem = t.secs.rem_euclid(86_400);
+    let (y, mo, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{mo:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), by
+/// counting 400-year eras of 146097 days from 0000-03-01.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097); // day of era, 0..146096
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365; // 0..399
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100); // 0..365, from March 1
+    let mp = (5 * doy + 2) / 153; // month from March, 0..11
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, u32::try_from(m).unwrap_or(1), u32::try_from(d).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(format_time(Timestamp { secs: 0, nanos: 0 }), "1970-01-01 00:00:00");
+        assert_eq!(
+            format_time(Timestamp { secs: 951_782_400, nanos: 0 }),
+            "2000-02-29 00:00:00"
+        );
+        assert_eq!(
+            format_time(Timestamp { secs: 1_700_000_000, nanos: 0 }),
+            "2023-11-14 22:13:20"
+        );
+        assert_eq!(format_time(Timestamp { secs: -1, nanos: 0 }), "1969-12-31 23:59:59");
+    }
+}

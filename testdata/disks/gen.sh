@@ -1,0 +1,159 @@
+#!/bin/bash
+# Builds the composite disk fixtures used by flr's end-to-end tests and the demo image,
+# with independent tools only (mkfs.fat + mcopy, mkfs.ext4 -d, mkntfs + ntfs-3g, sgdisk,
+# sfdisk, qemu-img). Manifests (kind, path, size, sha256) are computed from the SOURCE
+# trees with sha256sum, never from flr.
+#
+# Needs root (ntfs-3g FUSE mount) and: dosfstools mtools e2fsprogs ntfs-3g gdisk fdisk
+# qemu-utils zstd python3. Run from anywhere: testdata/disks/gen.sh
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d)
+trap 'mountpoint -q "$work/mnt" && umount "$work/mnt"; rm -rf "$work"' EXIT
+export SOURCE_DATE_EPOCH=1700000000
+export E2FSPROGS_FAKE_TIME=1700000000
+T="2023-11-14 22:13:20 UTC"
+
+# Deterministic pseudo-random bytes: prng SEED BYTES
+prng() { python3 -c "
+import hashlib,sys
+seed=sys.argv[1].encode(); n=int(sys.argv[2]); out=bytearray(); i=0
+while len(out)<n:
+    out+=hashlib.sha256(seed+i.to_bytes(8,'little')).digest(); i+=1
+sys.stdout.buffer.write(bytes(out[:n]))" "$1" "$2"; }
+
+# manifest SRC OUT: kind path size sha256 for every entry below SRC
+manifest() {
+  (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | while IFS= read -r p; do
+    r=${p#./}
+    if [ -L "$p" ]; then t=$(readlink "$p"); printf 'l\t%s\t%s\t%s\n' "$r" "${#t}" "$(printf %s "$t" | sha256sum | cut -d' ' -f1)"
+    elif [ -d "$p" ]; then printf 'd\t%s\t0\t-\n' "$r"
+    else printf 'f\t%s\t%s\t%s\n' "$r" "$(stat -c %s "$p")" "$(sha256sum < "$p" | cut -d' ' -f1)"; fi
+  done) > "$2"
+}
+
+stamp() { find "$1" -depth -exec touch -h -d "$T" {} +; }
+
+# ---------- source trees ----------
+esp=$work/src-esp; root=$work/src-root; data=$work/src-data
+mkdir -p "$esp/EFI/BOOT" "$root/etc" "$root/home/alice" "$root/var/log" "$root/usr/share/zoneinfo" "$data/Users/Bob/Documents" "$data/Projects/2024"
+prng esp-bootx64 65536 > "$esp/EFI/BOOT/BOOTX64.EFI"
+printf 'fs0:\\EFI\\BOOT\\BOOTX64.EFI\r\n' > "$esp/startup.nsh"
+printf '127.0.0.1\tlocalhost\n10.0.0.4\tweb01.internal web01\n' > "$root/etc/hosts"
+printf 'UUID=6e1f0c3a-5d2b-4b7e-9a31-0c5d1e2f3a4b / ext4 defaults 0 1\n' > "$root/etc/fstab"
+printf 'Remember: rotate the storage keys on Friday.\n' > "$root/home/alice/notes.txt"
+python3 -c "
+import sys
+for i in range(4000): sys.stdout.write('Nov 14 22:%02d:%02d web01 app[%d]: request %d served in %d ms\n' % (i//60%60, i%60, 1000+i%7, i, (i*37)%250))
+" > "$root/var/log/syslog"
+prng tz-utc 118 > "$root/usr/share/zoneinfo/UTC"
+ln -s ../usr/share/zoneinfo/UTC "$root/etc/localtime"
+chmod 600 "$root/home/alice/notes.txt"
+printf 'Quarterly report\n================\nRevenue up 12%%.\n' > "$data/Users/Bob/Documents/report.txt"
+python3 -c "
+import sys
+sys.stdout.write('month,amount\n')
+for m in range(1,13): sys.stdout.write('2024-%02d,%d\n' % (m, m*1234))
+" > "$data/Users/Bob/Documents/budget.csv"
+prng data-blob 300000 > "$data/Projects/2024/model.bin"
+printf 'Größe und Maße\n' > "$data/Projects/Übersicht.txt"
+for d in "$esp" "$root" "$data"; do stamp "$d"; done
+
+# ---------- filesystems ----------
+mkfat() { # SRC IMG MiB LABEL SERIAL BITS
+  rm -f "$2"; truncate -s "$3M" "$2"
+  mkfs.fat -F "$6" -s 1 -n "$4" -i "$5" "$2" >/dev/null
+  (cd "$1" && MTOOLS_SKIP_CHECK=1 mcopy -s -m -i "$2" ./* ::/)
+}
+mkext4() { # SRC IMG MiB LABEL UUID
+  rm -f "$2"; truncate -s "$3M" "$2"
+  mkfs.ext4 -q -F -d "$1" -L "$4" -U "$5" -E root_owner=0:0,hash_seed=4a1b2c3d-0000-4000-8000-000000000001 -T small "$2"
+}
+mkntfs_from() { # SRC IMG MiB LABEL
+  rm -f "$2"; truncate -s "$3M" "$2"
+  mkntfs -q -F -Q -L "$4" -s 512 -c 4096 "$2" >/dev/null
+  mkdir -p "$work/mnt"
+  ntfs-3g "$2" "$work/mnt"
+  cp -a "$1"/. "$work/mnt"/ 2>/dev/null || cp -r "$1"/. "$work/mnt"/
+  umount "$work/mnt"
+}
+
+mkfat "$esp" "$work/esp.img" 2 EFI 1A2B3C4D 12
+mkext4 "$root" "$work/root.img" 8 root 6e1f0c3a-5d2b-4b7e-9a31-0c5d1e2f3a4b
+mkntfs_from "$data" "$work/data.img" 6 DATA
+
+# ---------- demo: GPT in a dynamic VHD ----------
+disk=$work/demo.raw
+rm -f "$disk"; truncate -s 18M "$disk"
+sgdisk -Z "$disk" >/dev/null 2>&1 || true
+sgdisk -U 0F1E2D3C-4B5A-4968-8776-A5B4C3D2E1F0 \
+  -n 1:2048:+2M  -t 1:EF00 -c 1:"EFI system" -u 1:11111111-2222-4333-8444-555555555501 \
+  -n 2:0:+8M    -t 2:8300 -c 2:"root"       -u 2:11111111-2222-4333-8444-555555555502 \
+  -n 3:0:+6M    -t 3:0700 -c 3:"data"       -u 3:11111111-2222-4333-8444-555555555503 \
+  "$disk" >/dev/null
+put() { # IMG DISK START_SECTOR
+  dd if="$1" of="$2" bs=512 seek="$3" conv=notrunc,sparse status=none; }
+starts=$(sfdisk --json "$disk" | python3 -c "import json,sys; print(' '.join(str(p['start']) for p in json.load(sys.stdin)['partitiontable']['partitions']))")
+set -- $starts
+put "$work/esp.img" "$disk" "$1"; put "$work/root.img" "$disk" "$2"; put "$work/data.img" "$disk" "$3"
+sfdisk --json "$disk" > "$here/demo.sfdisk.json"
+qemu-img convert -f raw -O vpc -o subformat=dynamic "$disk" "$here/../demo.vhd"
+qemu-img convert -f raw -O vhdx -o subformat=dynamic "$disk" "$work/demo.vhdx"
+zstd -q -19 --long -f "$work/demo.vhdx" -o "$here/demo.vhdx.zst"
+manifest "$esp" "$here/demo.p1.tsv"; manifest "$root" "$here/demo.p2.tsv"; manifest "$data" "$here/demo.p3.tsv"
+
+# ---------- MBR: primary FAT16 (p1), extended with logical ext4 (p5) and NTFS (p6) ----------
+mbr=$work/mbr.raw
+rm -f "$mbr"; truncate -s 56M "$mbr"
+sfdisk -q "$mbr" <<'SF'
+label: dos
+label-id: 0x1badcafe
+start=2048, size=16384, type=6, bootable
+start=18432, type=5
+start=20480, size=20480, type=83
+start=43008, size=32768, type=7
+SF
+mkfat "$esp" "$work/mbr-fat.img" 8 MBRFAT 0BADF00D 16
+mkext4 "$root" "$work/mbr-ext4.img" 10 logical 0a0b0c0d-1111-4222-8333-444455556666
+mkntfs_from "$data" "$work/mbr-ntfs.img" 16 LOGNTFS
+put "$work/mbr-fat.img" "$mbr" 2048; put "$work/mbr-ext4.img" "$mbr" 20480; put "$work/mbr-ntfs.img" "$mbr" 43008
+sfdisk --json "$mbr" > "$here/mbr.sfdisk.json"
+zstd -q -19 --long -f "$mbr" -o "$here/mbr.img.zst"
+
+# ---------- hostile: ext4 whose names and links try to escape the destination ----------
+h=$work/src-hostile
+mkdir -p "$h/dir" "$h/PLACEHOLDER_DIR_1"
+printf 'inside\n' > "$h/dir/ok.txt"
+printf 'evil\n' > "$h/PLACEHOLDER_DIR_1/evil.txt"
+printf 'backslash\n' > "$h/..\\..\\evil-backslash.txt"
+printf 'device\n' > "$h/CON"
+printf 'device\n' > "$h/aux.txt"
+printf 'escape\n' > "$h/$(printf 'term\033[2Jclear')"
+printf 'dots\n' > "$h/PLACEHOLDER_DOTS"
+ln -s /etc/passwd "$h/abs-link"
+ln -s ../../../../../../tmp/flr-escape "$h/up-link"
+ln -s /tmp "$h/PLACEHOLDER_LINK_1"
+stamp "$h"
+rm -f "$work/hostile.img"; truncate -s 4M "$work/hostile.img"
+mkfs.ext4 -q -F -d "$h" -L hostile -U 0badbad0-0000-4000-8000-000000000bad -O ^metadata_csum,^dir_index,^has_journal -b 1024 -E root_owner=0:0,hash_seed=4a1b2c3d-0000-4000-8000-000000000002 "$work/hostile.img"
+# Patch names in the root folder block (no checksums with ^metadata_csum): the directory
+# PLACEHOLDER_DIR_1 gets the same name as the symlink to /tmp ("L"), and
+# PLACEHOLDER_DOTS becomes "..". Name lengths are shortened in place; record lengths stay.
+python3 - "$work/hostile.img" <<'PY'
+import sys, struct
+p = sys.argv[1]; img = bytearray(open(p, 'rb').read())
+def rename(old, new):
+    i = img.find(old)
+    assert i > 8 and img.find(old, i + 1) < 0, old
+    assert img[i - 2] == len(old), old          # name_len byte precedes file_type
+    img[i - 2] = len(new)
+    img[i:i + len(old)] = new + b'\0' * (len(old) - len(new))
+rename(b'PLACEHOLDER_LINK_1', b'L')
+rename(b'PLACEHOLDER_DIR_1', b'L')
+rename(b'PLACEHOLDER_DOTS', b'..')
+open(p, 'wb').write(img)
+PY
+e2fsck -fn "$work/hostile.img" > "$here/hostile.e2fsck.txt" 2>&1 || true
+zstd -q -19 -f "$work/hostile.img" -o "$here/hostile.img.zst"
+
+ls -l "$here" "$here/../demo.vhd"

@@ -1,0 +1,199 @@
+//! The committed fixtures, end to end through the CLI.
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use crate::util::*;
+
+fn probe_json(image: &Path) -> serde_json::Value {
+    let out = run_ok(&["probe", p(image), "--json"]);
+    serde_json::from_slice(&out.stdout).expect("probe --json is JSON")
+}
+
+/// Partition starts and sizes as sfdisk reported them when the fixture was made.
+fn sfdisk_layout(json: &str) -> Vec<(u64, u64)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(flr_testdata::testdata_dir().join(json)).unwrap())
+            .unwrap();
+    let ss = v["partitiontable"]["sectorsize"].as_u64().unwrap_or(512);
+    v["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| !matches!(p["type"].as_str(), Some("5" | "f" | "85")))
+        .map(|p| (p["start"].as_u64().unwrap() * ss, p["size"].as_u64().unwrap() * ss))
+        .collect()
+}
+
+fn check_layout(report: &serde_json::Value, sfdisk: &str) {
+    let want = sfdisk_layout(sfdisk);
+    let got: Vec<(u64, u64)> = report["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["offset"].as_u64().unwrap(), v["size"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(got, want, "partition layout vs {sfdisk}");
+}
+
+fn volume<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == id)
+        .unwrap_or_else(|| panic!("no volume {id} in {report}"))
+}
+
+fn check_demo(image: &Path, format: &str) {
+    let r = probe_json(image);
+    assert_eq!(r["container"]["format"], format);
+    assert_eq!(r["partition_table"]["scheme"], "gpt");
+    assert_eq!(
+        r["partition_table"]["disk_id"].as_str().unwrap().to_lowercase(),
+        "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+    );
+    check_layout(&r, "disks/demo.sfdisk.json");
+    let p1 = volume(&r, "p1");
+    assert_eq!(p1["content"]["fs"]["fs_type"], "fat12");
+    assert_eq!(p1["content"]["fs"]["label"], "EFI");
+    assert_eq!(p1["content"]["fs"]["id"], "1A2B-3C4D");
+    assert_eq!(p1["partition"]["name"], "EFI system");
+    let p2 = volume(&r, "p2");
+    assert_eq!(p2["content"]["fs"]["fs_type"], "ext4");
+    assert_eq!(p2["content"]["fs"]["label"], "root");
+    assert_eq!(p2["content"]["fs"]["id"], "6e1f0c3a-5d2b-4b7e-9a31-0c5d1e2f3a4b");
+    let p3 = volume(&r, "p3");
+    assert_eq!(p3["content"]["fs"]["fs_type"], "ntfs");
+    assert_eq!(p3["content"]["fs"]["label"], "DATA");
+    for v in ["p1", "p2", "p3"] {
+        assert_eq!(volume(&r, v)["content"]["verdict"], "readable");
+    }
+    for (vol, man) in [("p1", "disks/demo.p1.tsv"), ("p2", "disks/demo.p2.tsv"), ("p3", "disks/demo.p3.tsv")] {
+        let (dest, sums) = restore_all(image, vol);
+        check_tree(dest.path(), &sums, &manifest(man));
+        if vol == "p2" {
+            // unix mode and mtime come back from ext4.
+            let m = std::fs::metadata(dest.path().join("home/alice/notes.txt")).unwrap();
+            assert_eq!(m.permissions().mode() & 0o777, 0o600);
+            assert_eq!(m.mtime(), 1_700_000_000);
+        }
+    }
+}
+
+#[test]
+fn demo_vhd_dynamic_gpt_fat_ext4_ntfs() {
+    check_demo(&demo(), "vhd");
+}
+
+#[test]
+fn demo_vhdx() {
+    check_demo(&fixture("disks/demo.vhdx.zst"), "vhdx");
+}
+
+#[test]
+fn mbr_with_logical_partitions() {
+    let img = fixture("disks/mbr.img.zst");
+    let r = probe_json(&img);
+    assert_eq!(r["partition_table"]["scheme"], "mbr");
+    check_layout(&r, "disks/mbr.sfdisk.json");
+    let ids: Vec<&str> = r["volumes"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["p1", "p5", "p6"]);
+    assert_eq!(volume(&r, "p5")["partition"]["logical"], true);
+    assert_eq!(volume(&r, "p1")["content"]["fs"]["id"], "0BAD-F00D");
+    for (vol, man) in [("p1", "disks/demo.p1.tsv"), ("p5", "disks/demo.p2.tsv"), ("p6", "disks/demo.p3.tsv")] {
+        let (dest, sums) = restore_all(&img, vol);
+        check_tree(dest.path(), &sums, &manifest(man));
+    }
+}
+
+#[test]
+fn ls_lists_and_cat_streams() {
+    let img = demo();
+    let out = run_ok(&["ls", p(&img), "p2:/etc", "-l"]);
+    let s = stdout(&out);
+    assert!(s.contains("hosts") && s.contains("localtime -> ../usr/share/zoneinfo/UTC"), "{s}");
+    let out = run_ok(&["ls", p(&img), "p3:/", "-R", "--json"]);
+    let paths: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["path"].as_str().unwrap().to_string())
+        .collect();
+    assert!(paths.contains(&"/Users/Bob/Documents/report.txt".to_string()), "{paths:?}");
+    let out = run_ok(&["cat", p(&img), "p2:/etc/hosts"]);
+    let want = manifest("disks/demo.p2.tsv").into_iter().find(|e| e.path == "etc/hosts").unwrap();
+    assert_eq!(sha256_hex(&out.stdout), want.sha256);
+    // `ID:` streams the raw volume: as long as the partition sfdisk made.
+    let out = run_ok(&["cat", p(&img), "p1:"]);
+    assert_eq!(out.stdout.len() as u64, sfdisk_layout("disks/demo.sfdisk.json")[0].1);
+    assert_eq!(&out.stdout[54..59], b"FAT12");
+}
+
+#[test]
+fn get_refuses_to_overwrite_without_force() {
+    let img = demo();
+    let dest = tempfile::tempdir().unwrap();
+    run_ok(&["get", p(&img), "p2:/etc/hosts", "-o", p(dest.path())]);
+    std::fs::write(dest.path().join("hosts"), b"local edit").unwrap();
+    let out = run(&["get", p(&img), "p2:/etc/hosts", "-o", p(dest.path())]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(dest.path().join("hosts")).unwrap(), b"local edit");
+    run_ok(&["get", p(&img), "p2:/etc/hosts", "-o", p(dest.path()), "--force"]);
+    assert!(std::fs::read(dest.path().join("hosts")).unwrap().starts_with(b"127.0.0.1"));
+    // No temporary files are left behind.
+    let names: Vec<_> = std::fs::read_dir(dest.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["hosts"]);
+}
+
+#[test]
+fn usage_errors_have_distinct_exit_codes() {
+    let img = demo();
+    let out = run(&["ls", p(&img), "p9:/"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("p1, p2, p3"), "{}", stderr(&out));
+    let out = run(&["cat", p(&img), "p2:/no/such/file"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["cat", p(&img), "p2:/etc"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["get", p(&img), "nocolon"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&["probe", "/no/such/image.vhd"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(stderr(&out).contains("/no/such/image.vhd"), "{}", stderr(&out));
+}
+
+/// Copies the first `len` bytes of `src` to a temp file.
+fn truncated(src: &Path, len: u64) -> tempfile::NamedTempFile {
+    let data = std::fs::read(src).unwrap();
+    let t = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(t.path(), &data[..usize::try_from(len).unwrap()]).unwrap();
+    t
+}
+
+#[test]
+fn truncated_and_corrupt_images_fail_cleanly() {
+    let img = demo();
+    // Cut a dynamic VHD in the middle: the footer is gone, so it is taken as a raw disk;
+    // whatever flr says, it must not panic and a read past the end must name the layer.
+    let len = std::fs::metadata(&img).unwrap().len();
+    for cut in [0, 511, 512, 4096, len / 2, len - 1] {
+        let t = truncated(&img, cut);
+        let _ = run(&["probe", p(t.path())]);
+        let _ = run(&["get", p(t.path()), "p2:/", "-o", p(tempfile::tempdir().unwrap().path())]);
+    }
+    // A raw disk whose ext4 partition was cut: reading names the layer and the offset.
+    let raw = fixture("disks/mbr.img.zst");
+    let t = truncated(&raw, 20480 * 512 + 300 * 1024);
+    let out = run(&["get", p(t.path()), "p5:/", "-o", p(tempfile::tempdir().unwrap().path())]);
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(e.contains("0x"), "error names an offset: {e}");
+    // Garbage: no table, no filesystem.
+    let g = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(g.path(), vec![0x5a; 1 << 20]).unwrap();
+    let out = run_ok(&["probe", p(g.path()), "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["volumes"][0]["content"]["verdict"], "unknown");
+    let out = run(&["ls", p(g.path()), "disk:/"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+}
