@@ -25,10 +25,12 @@
 
 mod cursor;
 mod error;
+mod parent;
 mod source;
 
 pub use cursor::{ReadOnlyCursor, ReaderCursor};
 pub use error::IoError;
+pub use parent::{FileParentResolver, NoParentResolver, ParentResolver};
 pub use source::{FileSource, MemSource, Slice, Zeros};
 
 use std::sync::Arc;
