@@ -124,7 +124,7 @@ const SIGNATURES: &[(ContentKind, usize, &[u8])] = &[
 ];
 
 /// How many bytes of a volume's start the signature table looks at.
-pub const HEAD_LEN: usize = 0x10048;
+pub(crate) const HEAD_LEN: usize = 0x10048;
 
 /// Reads the start of a volume (up to [`HEAD_LEN`] bytes; less if it is
 /// smaller) for signature checks.

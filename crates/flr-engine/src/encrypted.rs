@@ -25,7 +25,7 @@ const MAX_LUKS2_JSON: u64 = 4 * 1024 * 1024;
 
 /// Summarises a LUKS header from the volume's first bytes (`head`) and, for
 /// LUKS2, the JSON area read through `src`.
-pub fn luks_summary(head: &[u8], src: &dyn flr_io::ReadAt) -> Option<LuksSummary> {
+pub(crate) fn luks_summary(head: &[u8], src: &dyn flr_io::ReadAt) -> Option<LuksSummary> {
     if head.get(0..6) != Some(b"LUKS\xba\xbe") {
         return None;
     }

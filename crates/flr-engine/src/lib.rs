@@ -147,8 +147,7 @@ enum OpenFsError {
 fn open_filesystem(kind: ContentKind, src: Source) -> Result<Box<dyn Filesystem>, OpenFsError> {
     Ok(match kind {
         ContentKind::Fat => Box::new(flr_fat::FatFs::open(src).map_err(OpenFsError::Fs)?),
-        ContentKind::Ext => Box::new(flr_ext4::Ext4Fs::open(src).map_err(OpenFsError::Fs)?),
-        ContentKind::Ntfs => Box::new(flr_ntfs::NtfsFs::open(src).map_err(OpenFsError::Fs)?),
+        // TEMP-EXT4-NTFS
         other => {
             return Err(OpenFsError::NotReadable(
                 other.not_readable_reason().unwrap_or("not a filesystem"),
@@ -201,10 +200,10 @@ pub enum EngineError {
     #[error("{0}")]
     Io(#[from] IoError),
     /// The VHD container is broken.
-    #[error("vhd container: {0}")]
+    #[error("{0}")]
     Vhd(#[from] flr_vhd::VhdError),
     /// The VHDX container is broken.
-    #[error("vhdx container: {0}")]
+    #[error("{0}")]
     Vhdx(#[from] flr_vhdx::VhdxError),
     /// The partition table is broken.
     #[error("partition table: {0}")]
@@ -426,19 +425,17 @@ fn open_container(
         let info = ContainerInfo {
             format: "vhdx",
             subtype: Some(
-                if i.has_parent {
-                    "differencing"
-                } else if i.fixed {
-                    "fixed"
-                } else {
-                    "dynamic"
+                match i.disk_type {
+                    flr_vhdx::DiskType::Fixed => "fixed",
+                    flr_vhdx::DiskType::Dynamic => "dynamic",
+                    flr_vhdx::DiskType::Differencing => "differencing",
                 }
                 .to_string(),
             ),
             virtual_size: i.virtual_size,
             file_size: 0,
             logical_sector_size: Some(i.logical_sector_size),
-            parents: i.parents.clone(),
+            parents: i.chain.clone(),
             warnings: i.warnings.clone(),
         };
         return Ok((Arc::new(d), info));
@@ -448,11 +445,18 @@ fn open_container(
         let i = d.info().clone();
         let info = ContainerInfo {
             format: "vhd",
-            subtype: Some(i.disk_type.to_string()),
+            subtype: Some(
+                match i.disk_type {
+                    flr_vhd::DiskType::Fixed => "fixed",
+                    flr_vhd::DiskType::Dynamic => "dynamic",
+                    flr_vhd::DiskType::Differencing => "differencing",
+                }
+                .to_string(),
+            ),
             virtual_size: i.virtual_size,
             file_size: 0,
             logical_sector_size: None,
-            parents: i.parents.clone(),
+            parents: i.chain.clone(),
             warnings: i.warnings.clone(),
         };
         return Ok((Arc::new(d), info));

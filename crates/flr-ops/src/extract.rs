@@ -47,7 +47,7 @@ pub(crate) enum WriteError {
     },
 }
 
-fn os(path: &str, what: &'static str) -> impl FnOnce(Errno) -> WriteError + '_ {
+fn os<'a>(path: &'a str, what: &'static str) -> impl FnOnce(Errno) -> WriteError + 'a {
     move |e| WriteError::Os {
         path: path.to_string(),
         what,
