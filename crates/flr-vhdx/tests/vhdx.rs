@@ -141,7 +141,11 @@ fn info_describes_the_images() {
         flr_testdata::testdata_dir().join("container/vhdx-diff2.vhdx.vhdiinfo.txt"),
     )
     .unwrap();
-    assert!(vi.contains(&i.data_write_guid), "{vi} vs {}", i.data_write_guid);
+    assert!(
+        vi.contains(&i.data_write_guid),
+        "{vi} vs {}",
+        i.data_write_guid
+    );
     assert!(vi.contains(&p.info().data_write_guid), "{vi}");
 }
 
