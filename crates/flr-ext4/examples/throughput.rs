@@ -69,7 +69,7 @@ fn main() {
     // data runs several times slower (4K aliasing); that is measured too.
     let mut backing = vec![0u8; (1 << 20) + 4096];
     let skew = (4096 - backing.as_ptr() as usize % 4096) % 4096;
-    let mut timed = |buf: &mut [u8]| {
+    let timed = |buf: &mut [u8]| {
         best(7, || {
             let t = Instant::now();
             let mut h = fs.open(&path).expect("open file");
