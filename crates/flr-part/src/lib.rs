@@ -214,14 +214,14 @@ fn le32(b: &[u8], at: usize) -> u32 {
     }
 }
 
-/// Whether a 512-byte first sector is the boot sector of a filesystem
-/// (NTFS, exFAT, or FAT with a plausible BIOS parameter block) rather than
-/// an MBR.
+/// Whether a 512-byte first sector is the boot sector of a volume (NTFS,
+/// exFAT, ReFS, BitLocker, or FAT with a plausible BIOS parameter block)
+/// rather than an MBR.
 pub fn is_filesystem_boot_sector(sector: &[u8]) -> bool {
     let Some(oem) = sector.get(3..11) else {
         return false;
     };
-    if oem == b"NTFS    " || oem == b"EXFAT   " {
+    if [&b"NTFS    "[..], b"EXFAT   ", b"-FVE-FS-", b"ReFS\0\0\0\0"].contains(&oem) {
         return true;
     }
     looks_like_fat_bpb(sector)

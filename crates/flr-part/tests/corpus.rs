@@ -145,6 +145,10 @@ fn corpus_bare_filesystems_have_no_table() {
         "fat/keramics/fat32.raw",
         "exfat/dissect-fat/exfat.bin",
         "ntfs/dissect-ntfs/ntfs.bin",
+        "bitlocker/dissect-fve/aes_128.bin",
+        "bitlocker/cryptsetup-bitlk/bitlk-aes-xts-128-4k.img",
+        "bitlocker/cryptsetup-bitlk/bitlk-togo-aes-cbc-128.img",
+        "vhd/dfvfs/ext2.vhd",
     ] {
         let path = Path::new(&unpacked).join(img);
         let disk: Source = Arc::new(FileSource::open(&path).unwrap());
