@@ -21,7 +21,13 @@
 //! - Modification times are FAT local times, which record no time zone;
 //!   they are returned as if they were UTC.
 //! - A file's cluster chain is resolved once when it is opened, into runs
-//!   of consecutive clusters; reads go straight to the data.
+//!   of consecutive clusters; reads go straight to the data. FAT sectors
+//!   and parsed directories (with a name index) are cached, bounded.
+//! - [`FsInfo`](flr_fs::FsInfo): label from the root-directory volume
+//!   label entry, else the boot sector's (`NO NAME` is none); id is the
+//!   serial as Windows shows it (`ABCD-1234`); `total_bytes` and
+//!   `free_bytes` count data clusters (FAT32: the FSInfo free count when
+//!   plausible, else a scan of FATs up to 16 MiB).
 //! - Hostile images: chains that loop, end early, or leave the volume are
 //!   errors; directories are capped at 65536 entries; a subdirectory entry
 //!   that points back at one of its ancestors is listed as

@@ -197,11 +197,42 @@ impl Fat {
 
     /// Counts the free clusters (a scan of the whole FAT).
     pub(crate) fn count_free(&self) -> Result<u64, FsError> {
-        let mut free = 0u64;
-        for c in 2..self.geo.cluster_count.saturating_add(2) {
-            if self.entry(c)? == 0 {
-                free += 1;
+        let end = u64::from(self.geo.cluster_count) + 2;
+        let width = match self.geo.fat_type {
+            FatType::Fat12 => {
+                let mut free = 0u64;
+                for c in 2..self.geo.cluster_count.saturating_add(2) {
+                    if self.entry(c)? == 0 {
+                        free += 1;
+                    }
+                }
+                return Ok(free);
             }
+            FatType::Fat16 => 2u64,
+            FatType::Fat32 => 4u64,
+        };
+        // Whole chunks at a time; CHUNK is a multiple of both widths.
+        let mut free = 0u64;
+        let mut index = 0u64;
+        while index * CHUNK < end * width {
+            let chunk = self.chunk(index)?;
+            let first = index * CHUNK / width;
+            for (i, e) in chunk.chunks_exact(width as usize).enumerate() {
+                let c = first + i as u64;
+                if c < 2 {
+                    continue;
+                }
+                if c >= end {
+                    break;
+                }
+                let zero = if width == 2 {
+                    e == [0, 0]
+                } else {
+                    u32::from_le_bytes([e[0], e[1], e[2], e[3]]) & 0x0FFF_FFFF == 0
+                };
+                free += u64::from(zero);
+            }
+            index += 1;
         }
         Ok(free)
     }

@@ -160,16 +160,6 @@ pub enum PartError {
         /// What is wrong.
         what: String,
     },
-    /// The table uses something flr does not support.
-    #[error("{layer}: unsupported partition table at byte offset {offset:#x}: {what}")]
-    Unsupported {
-        /// `mbr` or `gpt`.
-        layer: &'static str,
-        /// Byte offset on the disk.
-        offset: u64,
-        /// What is not supported.
-        what: String,
-    },
     /// Reading the disk failed.
     #[error("{layer}: cannot read the partition table at byte offset {offset:#x}: {source}")]
     Io {
