@@ -1,5 +1,5 @@
 //! FAT12/16/32 filesystems, read-only, behind flr's
-//! [`Filesystem`](flr_fs::Filesystem) trait.
+//! [`Filesystem`] trait.
 //!
 //! flr reads FAT itself rather than through the `fatfs` crate (which the
 //! tests use as a cross-check): `fatfs` 0.3 decides FAT12/16/32 from the
@@ -23,7 +23,7 @@
 //! - A file's cluster chain is resolved once when it is opened, into runs
 //!   of consecutive clusters; reads go straight to the data. FAT sectors
 //!   and parsed directories (with a name index) are cached, bounded.
-//! - [`FsInfo`](flr_fs::FsInfo): label from the root-directory volume
+//! - [`FsInfo`]: label from the root-directory volume
 //!   label entry, else the boot sector's (`NO NAME` is none); id is the
 //!   serial as Windows shows it (`ABCD-1234`); `total_bytes` and
 //!   `free_bytes` count data clusters (FAT32: the FSInfo free count when
@@ -31,7 +31,7 @@
 //! - Hostile images: chains that loop, end early, or leave the volume are
 //!   errors; directories are capped at 65536 entries; a subdirectory entry
 //!   that points back at one of its ancestors is listed as
-//!   [`FileKind::Special`](flr_fs::FileKind) with `unreadable` set, and is
+//!   [`FileKind::Special`] with `unreadable` set, and is
 //!   never entered, so a recursive walk ends.
 //!
 //! Nothing is ever written: the image is only read through [`ReadAt`].
