@@ -147,7 +147,8 @@ enum OpenFsError {
 fn open_filesystem(kind: ContentKind, src: Source) -> Result<Box<dyn Filesystem>, OpenFsError> {
     Ok(match kind {
         ContentKind::Fat => Box::new(flr_fat::FatFs::open(src).map_err(OpenFsError::Fs)?),
-        // TEMP-EXT4-NTFS
+        ContentKind::Ext => Box::new(flr_ext4::Ext4Fs::open(src).map_err(OpenFsError::Fs)?),
+        // TEMP-NTFS
         other => {
             return Err(OpenFsError::NotReadable(
                 other.not_readable_reason().unwrap_or("not a filesystem"),
@@ -274,14 +275,23 @@ pub fn open_source(
         }
         Some(t) => {
             for p in &t.partitions {
-                let part = Slice::new(disk.clone(), p.start, p.size, format!("partition p{}", p.number))
+                let id = format!("p{}", p.number);
+                // A partition that runs past the end of the disk (a truncated image) is
+                // cut at the end and flagged, so the other volumes stay usable.
+                let avail = disk.len().saturating_sub(p.start);
+                let len = p.size.min(avail);
+                let part = Slice::new(disk.clone(), p.start.min(disk.len()), len, format!("partition {id}"))
                     .map_err(EngineError::Io)?;
-                volumes.push(make_volume(
-                    format!("p{}", p.number),
-                    p.start,
-                    Some(partition_info(p)),
-                    Arc::new(part),
-                )?);
+                let mut v = make_volume(id, p.start, Some(partition_info(p)), Arc::new(part))?;
+                if len < p.size {
+                    v.size = p.size;
+                    v.content.verdict = "error";
+                    v.content.detail = format!(
+                        "the partition table says {} bytes at offset {:#x}, but the disk ends {} bytes in (truncated image?); {}",
+                        p.size, p.start, len, v.content.detail
+                    );
+                }
+                volumes.push(v);
             }
             Some(TableInfo {
                 scheme: match t.scheme {

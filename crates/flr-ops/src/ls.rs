@@ -71,26 +71,25 @@ fn list_dir(
     }
     let mut entries = fs.read_dir(dir).map_err(fs_err(vol))?;
     entries.sort_by(|a, b| a.name.cmp(&b.name));
+    // find-like order: each entry, then (with -R) what is below it.
     for e in &entries {
         let path = dir.join(&e.name);
         let shown = if opts.recursive { path.to_string().into_bytes() } else { e.name.clone() };
         print_entry(fs, ctx, &path, &shown, &e.meta, opts)?;
-    }
-    if opts.recursive {
-        for e in entries.iter().filter(|e| e.meta.kind == FileKind::Dir) {
-            let path = dir.join(&e.name);
-            if let Some(ino) = e.meta.inode {
-                if !ancestors.insert(ino) {
-                    writeln!(ctx.err, "flr: {vol}:{path}: folder loop (inode {ino} is its own ancestor); not descending")?;
-                    continue;
-                }
-            }
-            let r = list_dir(fs, vol, &path, opts, ctx, ancestors, depth + 1);
-            if let Some(ino) = e.meta.inode {
-                ancestors.remove(&ino);
-            }
-            r?;
+        if !opts.recursive || e.meta.kind != FileKind::Dir {
+            continue;
         }
+        if let Some(ino) = e.meta.inode {
+            if !ancestors.insert(ino) {
+                writeln!(ctx.err, "flr: {vol}:{path}: folder loop (inode {ino} is its own ancestor); not descending")?;
+                continue;
+            }
+        }
+        let r = list_dir(fs, vol, &path, opts, ctx, ancestors, depth + 1);
+        if let Some(ino) = e.meta.inode {
+            ancestors.remove(&ino);
+        }
+        r?;
     }
     Ok(())
 }
