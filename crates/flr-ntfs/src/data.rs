@@ -1,0 +1,439 @@
+//! The unnamed data stream of a file: resident bytes, or a run list
+//! gathered from every extent of the attribute (across an attribute list),
+//! read with one positioned read per contiguous run. Sparse runs and bytes
+//! past the initialized size read as zeros.
+
+use std::io::Read;
+
+use flr_fs::{FileHandle, FsError};
+use flr_io::{ReadAt, ReaderCursor, Source};
+use ntfs::attribute_value::NtfsAttributeValue;
+use ntfs::structured_values::NtfsAttributeList;
+use ntfs::{NtfsAttribute, NtfsAttributeType, NtfsFile};
+
+use crate::record::{non_resident, read_record, NonResident};
+use crate::{corrupt, nt, NtfsFs};
+
+/// A run of the stream: `len` bytes from stream offset `vstart`, stored at
+/// volume offset `phys` (`None`: sparse).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Run {
+    pub(crate) vstart: u64,
+    pub(crate) len: u64,
+    pub(crate) phys: Option<u64>,
+}
+
+#[derive(Debug)]
+pub(crate) enum Data {
+    Resident(Vec<u8>),
+    Runs {
+        runs: Vec<Run>,
+        size: u64,
+        init: u64,
+    },
+}
+
+impl Data {
+    pub(crate) fn size(&self) -> u64 {
+        match self {
+            Data::Resident(v) => v.len() as u64,
+            Data::Runs { size, .. } => *size,
+        }
+    }
+}
+
+/// What `stream_info` reports.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StreamInfo {
+    pub(crate) size: u64,
+    pub(crate) flags: u16,
+    pub(crate) resident: bool,
+}
+
+/// Cap on resident values and small values read whole.
+const MAX_RESIDENT: u64 = 1 << 16;
+
+impl NtfsFs {
+    /// The raw non-resident header of `attr` (which lives in `file`).
+    fn header(
+        &self,
+        file: &NtfsFile<'_>,
+        attr: &NtfsAttribute<'_, '_>,
+    ) -> Result<NonResident, FsError> {
+        let fpos = file.position().value().map_or(0, |p| p.get());
+        let apos = attr.position().value().map_or(0, |p| p.get());
+        let off = usize::try_from(apos.wrapping_sub(fpos)).unwrap_or(usize::MAX);
+        let rec = read_record(&*self.src, fpos, self.ntfs.file_record_size())?;
+        non_resident(&rec, off, apos)
+    }
+
+    /// Appends the data runs of one non-resident attribute extent.
+    fn extent_runs(
+        &self,
+        fs: &mut ReaderCursor,
+        attr: &NtfsAttribute<'_, '_>,
+        runs: &mut Vec<Run>,
+        vpos: &mut u64,
+    ) -> Result<(), FsError> {
+        let at = attr.position().value().map_or(0, |p| p.get());
+        let NtfsAttributeValue::NonResident(v) = attr.value(fs).map_err(nt)? else {
+            return Err(corrupt(at, "data extent is not non-resident"));
+        };
+        let vol = self.src.len();
+        for r in v.data_runs() {
+            let r = r.map_err(nt)?;
+            let len = r.allocated_size();
+            let phys = r.data_position().value().map(|p| p.get());
+            if let Some(p) = phys {
+                if p.checked_add(len).is_none_or(|e| e > vol) {
+                    return Err(corrupt(
+                        at,
+                        format!("data run at {p:#x} (+{len:#x}) lies outside the volume"),
+                    ));
+                }
+            }
+            if len == 0 {
+                continue;
+            }
+            match runs.last_mut() {
+                Some(last) if last.phys.is_none() && phys.is_none() => last.len += len,
+                Some(last) if last.phys.zip(phys).is_some_and(|(a, b)| a + last.len == b) => {
+                    last.len += len
+                }
+                _ => runs.push(Run {
+                    vstart: *vpos,
+                    len,
+                    phys,
+                }),
+            }
+            *vpos = vpos
+                .checked_add(len)
+                .ok_or_else(|| corrupt(at, "data runs overflow"))?;
+        }
+        Ok(())
+    }
+
+    /// Size, attribute flags and residency of the unnamed `$DATA` stream,
+    /// from its first extent. (The ntfs crate's `NtfsFile::data` can return
+    /// a later extent first when the first one sits in the base record of a
+    /// file with an attribute list, so this walks the list itself.)
+    pub(crate) fn stream_info(
+        &self,
+        fs: &mut ReaderCursor,
+        file: &NtfsFile<'_>,
+    ) -> Result<Option<StreamInfo>, FsError> {
+        let mut list = None;
+        for a in file.attributes_raw() {
+            let a = a.map_err(nt)?;
+            match a.ty().map_err(nt)? {
+                NtfsAttributeType::AttributeList => list = Some(a),
+                NtfsAttributeType::Data if a.name_length() == 0 => {
+                    // In the base record: it is the first extent unless an
+                    // attribute list says otherwise, which it cannot (only
+                    // the extent with VCN 0 carries the sizes).
+                    if a.is_resident() {
+                        return Ok(Some(StreamInfo {
+                            size: a.value_length(),
+                            flags: a.flags().bits(),
+                            resident: true,
+                        }));
+                    }
+                    let h = self.header(file, &a)?;
+                    if h.lowest_vcn == 0 {
+                        return Ok(Some(StreamInfo {
+                            size: h.data_size,
+                            flags: a.flags().bits(),
+                            resident: false,
+                        }));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(list_attr) = list else {
+            return Ok(None);
+        };
+        let list = list_attr
+            .structured_value::<_, NtfsAttributeList>(fs)
+            .map_err(nt)?;
+        let mut it = list.entries();
+        let mut n = 0u32;
+        while let Some(e) = it.next(fs) {
+            let e = e.map_err(nt)?;
+            n += 1;
+            if n > 1 << 20 {
+                return Err(corrupt(0, "attribute list is too long"));
+            }
+            if e.ty().map_err(nt)? != NtfsAttributeType::Data
+                || e.name_length() != 0
+                || e.lowest_vcn().value() != 0
+            {
+                continue;
+            }
+            let xf = e.to_file(&self.ntfs, fs).map_err(nt)?;
+            let xa = e.to_attribute(&xf).map_err(nt)?;
+            if xa.is_resident() {
+                return Ok(Some(StreamInfo {
+                    size: xa.value_length(),
+                    flags: xa.flags().bits(),
+                    resident: true,
+                }));
+            }
+            let h = self.header(&xf, &xa)?;
+            return Ok(Some(StreamInfo {
+                size: h.data_size,
+                flags: xa.flags().bits(),
+                resident: false,
+            }));
+        }
+        Ok(None)
+    }
+
+    /// The unnamed `$DATA` stream of `file`.
+    pub(crate) fn data_of(
+        &self,
+        fs: &mut ReaderCursor,
+        file: &NtfsFile<'_>,
+    ) -> Result<Data, FsError> {
+        let cluster = u64::from(self.ntfs.cluster_size());
+        // An attribute list means the stream may be split over records.
+        let mut list = None;
+        for a in file.attributes_raw() {
+            let a = a.map_err(nt)?;
+            if a.ty().map_err(nt)? == NtfsAttributeType::AttributeList {
+                list = Some(a);
+                break;
+            }
+        }
+        if let Some(list_attr) = list {
+            let list = list_attr
+                .structured_value::<_, NtfsAttributeList>(fs)
+                .map_err(nt)?;
+            let mut entries = Vec::new();
+            let mut it = list.entries();
+            while let Some(e) = it.next(fs) {
+                let e = e.map_err(nt)?;
+                if e.ty().map_err(nt)? == NtfsAttributeType::Data && e.name_length() == 0 {
+                    entries.push(e);
+                }
+                if entries.len() > 1 << 20 {
+                    return Err(corrupt(0, "attribute list is too long"));
+                }
+            }
+            entries.sort_by_key(|e| e.lowest_vcn().value());
+            if !entries.is_empty() {
+                let mut runs = Vec::new();
+                let mut vpos = 0u64;
+                let mut sizes = None;
+                for e in &entries {
+                    let xf = e.to_file(&self.ntfs, fs).map_err(nt)?;
+                    let xa = e.to_attribute(&xf).map_err(nt)?;
+                    if xa.is_resident() {
+                        if entries.len() == 1 {
+                            return self.resident(fs, &xa);
+                        }
+                        return Err(corrupt(0, "resident extent in a split data stream"));
+                    }
+                    self.check_flags(&xa)?;
+                    let h = self.header(&xf, &xa)?;
+                    if h.lowest_vcn.checked_mul(cluster) != Some(vpos) {
+                        return Err(corrupt(
+                            xa.position().value().map_or(0, |p| p.get()),
+                            "data extents leave a gap or overlap",
+                        ));
+                    }
+                    if h.lowest_vcn == 0 {
+                        sizes = Some(h);
+                    }
+                    self.extent_runs(fs, &xa, &mut runs, &mut vpos)?;
+                }
+                let h = sizes.ok_or_else(|| corrupt(0, "no data extent starts at VCN 0"))?;
+                return Ok(runs_data(runs, h));
+            }
+        }
+        for a in file.attributes_raw() {
+            let a = a.map_err(nt)?;
+            if a.ty().map_err(nt)? != NtfsAttributeType::Data || a.name_length() != 0 {
+                continue;
+            }
+            if a.is_resident() {
+                return self.resident(fs, &a);
+            }
+            self.check_flags(&a)?;
+            let h = self.header(file, &a)?;
+            let mut runs = Vec::new();
+            let mut vpos = 0;
+            self.extent_runs(fs, &a, &mut runs, &mut vpos)?;
+            return Ok(runs_data(runs, h));
+        }
+        Ok(Data::Resident(Vec::new()))
+    }
+
+    fn check_flags(&self, a: &NtfsAttribute<'_, '_>) -> Result<(), FsError> {
+        let f = a.flags().bits();
+        if f & 0x4000 != 0 || f & 0x00ff != 0 {
+            // Callers check metadata first; this guards the data path itself.
+            return Err(FsError::Unsupported {
+                path: String::new(),
+                reason: if f & 0x4000 != 0 {
+                    "EFS-encrypted"
+                } else {
+                    "NTFS-compressed"
+                }
+                .into(),
+            });
+        }
+        Ok(())
+    }
+
+    fn resident(&self, fs: &mut ReaderCursor, a: &NtfsAttribute<'_, '_>) -> Result<Data, FsError> {
+        let v = a.value(fs).map_err(nt)?;
+        if v.len() > MAX_RESIDENT {
+            return Err(corrupt(
+                a.position().value().map_or(0, |p| p.get()),
+                "resident value too large",
+            ));
+        }
+        let mut out = Vec::new();
+        v.attach(fs)
+            .read_to_end(&mut out)
+            .map_err(|e| nt(e.into()))?;
+        Ok(Data::Resident(out))
+    }
+}
+
+fn runs_data(runs: Vec<Run>, h: NonResident) -> Data {
+    Data::Runs {
+        runs,
+        size: h.data_size,
+        init: h.initialized_size.min(h.data_size),
+    }
+}
+
+/// An open file.
+pub(crate) struct NtfsHandle {
+    pub(crate) src: Source,
+    pub(crate) data: Data,
+}
+
+impl FileHandle for NtfsHandle {
+    fn size(&self) -> u64 {
+        self.data.size()
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
+        let size = self.data.size();
+        if offset >= size || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = usize::try_from(size - offset).map_or(buf.len(), |r| r.min(buf.len()));
+        let (runs, init) = match &self.data {
+            Data::Resident(v) => {
+                // offset < size = v.len(), so this fits.
+                let o = offset as usize;
+                buf[..n].copy_from_slice(&v[o..o + n]);
+                return Ok(n);
+            }
+            Data::Runs { runs, init, .. } => (runs, *init),
+        };
+        let mut pos = offset;
+        let mut done = 0usize;
+        while done < n {
+            let want = (n - done) as u64;
+            let out = &mut buf[done..];
+            let take = if pos >= init {
+                // Past the valid data length: zeros, whatever is on disk.
+                out[..want as usize].fill(0);
+                want
+            } else {
+                let i = runs.partition_point(|r| r.vstart + r.len <= pos);
+                let Some(r) = runs.get(i) else {
+                    return Err(corrupt(
+                        0,
+                        format!("data runs end before offset {pos:#x} of the stream"),
+                    ));
+                };
+                let take = want.min(r.vstart + r.len - pos).min(init - pos);
+                let t = take as usize;
+                match r.phys {
+                    Some(p) => self
+                        .src
+                        .read_exact_at(p + (pos - r.vstart), &mut out[..t])?,
+                    None => out[..t].fill(0),
+                }
+                take
+            };
+            done += take as usize;
+            pos += take;
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn runs_sparse_and_uninitialized_tail() {
+        let disk: Vec<u8> = (0..64u8).collect();
+        let src: Source = Arc::new(flr_io::MemSource::new(disk));
+        let runs = vec![
+            Run {
+                vstart: 0,
+                len: 8,
+                phys: Some(16),
+            },
+            Run {
+                vstart: 8,
+                len: 8,
+                phys: None,
+            },
+            Run {
+                vstart: 16,
+                len: 16,
+                phys: Some(40),
+            },
+        ];
+        let mut h = NtfsHandle {
+            src,
+            data: Data::Runs {
+                runs,
+                size: 30,
+                init: 20,
+            },
+        };
+        let mut buf = [0xffu8; 40];
+        assert_eq!(h.read_at(0, &mut buf).unwrap(), 30);
+        let mut want = vec![];
+        want.extend(16u8..24);
+        want.extend([0u8; 8]);
+        want.extend(40u8..44);
+        want.extend([0u8; 10]);
+        assert_eq!(&buf[..30], &want[..]);
+        assert_eq!(h.read_at(30, &mut buf).unwrap(), 0);
+        assert_eq!(h.read_at(6, &mut buf[..4]).unwrap(), 4);
+        assert_eq!(&buf[..4], &[22, 23, 0, 0]);
+    }
+
+    #[test]
+    fn short_run_lists_are_errors() {
+        let src: Source = Arc::new(flr_io::MemSource::new(vec![0; 64]));
+        let runs = vec![Run {
+            vstart: 0,
+            len: 8,
+            phys: Some(0),
+        }];
+        let mut h = NtfsHandle {
+            src,
+            data: Data::Runs {
+                runs,
+                size: 30,
+                init: 30,
+            },
+        };
+        let mut buf = [0u8; 40];
+        assert!(h.read_at(0, &mut buf).is_err());
+    }
+}

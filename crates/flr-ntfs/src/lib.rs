@@ -1,0 +1,597 @@
+//! Read-only NTFS for flr, on top of the [`ntfs`] crate.
+//!
+//! [`NtfsFs`] implements [`flr_fs::Filesystem`] over any [`flr_io::Source`].
+//! The ntfs crate parses the boot sector, file records, attributes and
+//! directory indexes (through an [`flr_io::ReaderCursor`]); this crate adds
+//! what a restore needs on top: names from the Win32/POSIX namespaces (DOS
+//! 8.3 duplicates skipped), metafiles hidden from the root listing, links
+//! (symlinks, junctions, WSL and Interix symlinks), refusal of data it
+//! cannot return correctly, and a data path that gathers the run list of
+//! the unnamed `$DATA` stream once per open (across attribute lists), then
+//! reads straight from the source into the caller's buffer, with sparse
+//! runs and bytes past the initialized size (valid data length) as zeros.
+//!
+//! Files whose data flr cannot return correctly are listed with
+//! [`Metadata::unreadable`] set and refused by [`Filesystem::open`] with
+//! [`FsError::Unsupported`]: NTFS-compressed, EFS-encrypted, and reparse
+//! points other than links (WOF-compressed, deduplicated, cloud
+//! placeholders, HSM…).
+//!
+//! Names are matched exactly; when no name matches exactly, a unique
+//! case-insensitive match is accepted, as Windows would.
+//!
+//! Known limits: the ntfs crate requires `$MFT`'s own `$DATA` to sit in its
+//! base record (an `$MFT` with an attribute list fails to open); update
+//! sequence and log (`$LogFile`) replay are not attempted.
+#![deny(missing_docs)]
+
+mod data;
+mod record;
+mod reparse;
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use flr_fs::{
+    DirEntry, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Metadata, Timestamp,
+};
+use flr_io::{IoError, ReadAt, ReaderCursor, Source};
+use ntfs::structured_values::NtfsFileNamespace;
+use ntfs::{Ntfs, NtfsAttributeType, NtfsError, NtfsFile, NtfsFileFlags};
+
+use data::{Data, NtfsHandle};
+use reparse::Reparse;
+
+pub(crate) fn corrupt(offset: u64, what: impl Into<String>) -> FsError {
+    FsError::Corrupt {
+        fs: "ntfs",
+        offset: (offset != 0).then_some(offset),
+        what: what.into(),
+    }
+}
+
+/// Maps an ntfs crate error: I/O errors from the source stay I/O errors.
+pub(crate) fn nt(e: NtfsError) -> FsError {
+    if let NtfsError::Io(io) = e {
+        return match io.into_inner() {
+            Some(inner) => match inner.downcast::<IoError>() {
+                Ok(ioe) => FsError::Io(*ioe),
+                Err(other) => corrupt(0, other.to_string()),
+            },
+            None => corrupt(0, "I/O error"),
+        };
+    }
+    corrupt(0, e.to_string())
+}
+
+/// Whether `src` starts like an NTFS volume (`NTFS    ` at byte 3).
+pub fn probe(src: &dyn ReadAt) -> bool {
+    let mut m = [0u8; 8];
+    src.read_exact_at(3, &mut m).is_ok() && &m == b"NTFS    "
+}
+
+const ROOT: u64 = 5;
+const BITMAP: u64 = 6;
+/// Records below this are metafiles or reserved.
+const FIRST_USER_RECORD: u64 = 24;
+const FA_SYSTEM: u32 = 0x4;
+const FA_REPARSE: u32 = 0x400;
+const FA_COMPRESSED: u32 = 0x800;
+const FA_ENCRYPTED: u32 = 0x4000;
+/// Largest Interix symlink data read (8-byte magic + 4096 UTF-16 units).
+const MAX_INTERIX: u64 = 8 + 8192;
+/// Cap on directory listings kept for lookups (entries, all directories).
+const DIR_CACHE_ENTRIES: usize = 1 << 20;
+/// Free space is counted from `$Bitmap` when it is at most this large.
+const MAX_BITMAP: u64 = 32 << 20;
+
+fn utf16(b: &[u8]) -> String {
+    char::decode_utf16(b.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])))
+        .map(|r| r.unwrap_or(char::REPLACEMENT_CHARACTER))
+        .collect()
+}
+
+/// NTFS time (100 ns units since 1601) to Unix time.
+fn filetime(t: u64) -> Timestamp {
+    const EPOCH_DIFF: i64 = 11_644_473_600;
+    Timestamp {
+        secs: (t / 10_000_000) as i64 - EPOCH_DIFF,
+        nanos: (t % 10_000_000) as u32 * 100,
+    }
+}
+
+/// What flr makes of one file record.
+#[derive(Debug, Clone)]
+struct Node {
+    rec: u64,
+    kind: FileKind,
+    size: u64,
+    mtime: Option<Timestamp>,
+    unreadable: Option<String>,
+    link: Option<Vec<u8>>,
+}
+
+#[derive(Debug)]
+struct DirItem {
+    name: String,
+    rec: u64,
+    seq: u16,
+    hidden: bool,
+}
+
+#[derive(Debug, Default)]
+struct DirList {
+    items: Vec<DirItem>,
+    sorted: Vec<usize>,
+}
+
+impl DirList {
+    fn lookup(&self, name: &str) -> Option<&DirItem> {
+        let i = self
+            .sorted
+            .partition_point(|&i| self.items[i].name.as_str() < name);
+        if let Some(&j) = self.sorted.get(i) {
+            if self.items[j].name == name {
+                return Some(&self.items[j]);
+            }
+        }
+        let lower = name.to_lowercase();
+        let mut found = self
+            .items
+            .iter()
+            .filter(|it| it.name.to_lowercase() == lower);
+        match (found.next(), found.next()) {
+            (Some(it), None) => Some(it),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Default)]
+struct DirCache {
+    map: HashMap<u64, Arc<DirList>>,
+    entries: usize,
+}
+
+/// An NTFS volume, read-only.
+pub struct NtfsFs {
+    src: Source,
+    ntfs: Ntfs,
+    label: Option<String>,
+    free: OnceLock<Option<u64>>,
+    dirs: Mutex<DirCache>,
+}
+
+impl std::fmt::Debug for NtfsFs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NtfsFs")
+            .field(
+                "serial",
+                &format_args!("{:016X}", self.ntfs.serial_number()),
+            )
+            .field("label", &self.label)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NtfsFs {
+    /// Opens the NTFS volume on `src` (the whole partition).
+    pub fn open(src: Source) -> Result<NtfsFs, FsError> {
+        if !probe(&*src) {
+            return Err(corrupt(3, "no NTFS signature in the boot sector"));
+        }
+        let mut fs = ReaderCursor::new(src.clone());
+        let ntfs = Ntfs::new(&mut fs).map_err(nt)?;
+        if ntfs.size() > src.len() {
+            return Err(corrupt(
+                0x28,
+                format!(
+                    "the boot sector claims {} bytes but the volume has {}",
+                    ntfs.size(),
+                    src.len()
+                ),
+            ));
+        }
+        // Check the root directory is readable now, so that a broken MFT
+        // fails at open rather than at the first listing.
+        ntfs.root_directory(&mut fs).map_err(nt)?;
+        let label = match ntfs.volume_name(&mut fs) {
+            Some(Ok(n)) => Some(utf16(n.name().0)).filter(|s| !s.is_empty()),
+            Some(Err(e)) => return Err(nt(e)),
+            None => None,
+        };
+        Ok(NtfsFs {
+            src,
+            ntfs,
+            label,
+            free: OnceLock::new(),
+            dirs: Mutex::new(DirCache::default()),
+        })
+    }
+
+    fn cursor(&self) -> ReaderCursor {
+        ReaderCursor::new(self.src.clone())
+    }
+
+    fn file(&self, fs: &mut ReaderCursor, rec: u64) -> Result<NtfsFile<'_>, FsError> {
+        let f = self.ntfs.file(fs, rec).map_err(nt)?;
+        if !f.flags().contains(NtfsFileFlags::IN_USE) {
+            return Err(corrupt(
+                f.position().value().map_or(0, |p| p.get()),
+                format!("file record {rec} is not in use"),
+            ));
+        }
+        Ok(f)
+    }
+
+    /// Reads a small attribute value whole (resident or not).
+    fn small_value(
+        &self,
+        fs: &mut ReaderCursor,
+        file: &NtfsFile<'_>,
+        ty: NtfsAttributeType,
+        max: u64,
+    ) -> Result<Option<Vec<u8>>, FsError> {
+        let mut it = file.attributes();
+        while let Some(item) = it.next(fs) {
+            let item = item.map_err(nt)?;
+            let a = item.to_attribute().map_err(nt)?;
+            if a.ty().map_err(nt)? != ty || a.name_length() != 0 {
+                continue;
+            }
+            let v = a.value(fs).map_err(nt)?;
+            if v.len() > max {
+                return Ok(None);
+            }
+            let mut out = Vec::new();
+            v.attach(fs)
+                .read_to_end(&mut out)
+                .map_err(|e| nt(e.into()))?;
+            return Ok(Some(out));
+        }
+        Ok(None)
+    }
+
+    /// Loads record `rec` (checking its sequence number when given).
+    fn node(&self, fs: &mut ReaderCursor, rec: u64, seq: Option<u16>) -> Result<Node, FsError> {
+        let file = self.file(fs, rec)?;
+        if seq.is_some_and(|s| s != 0 && s != file.sequence_number()) {
+            return Err(corrupt(
+                file.position().value().map_or(0, |p| p.get()),
+                format!("stale directory entry: record {rec} was reused"),
+            ));
+        }
+        let si = file.info().map_err(nt)?;
+        let attrs = si.file_attributes().bits();
+        let mtime = Some(filetime(si.modification_time().nt_timestamp()));
+        let is_dir = file.is_directory();
+        let mut node = Node {
+            rec,
+            kind: if is_dir {
+                FileKind::Dir
+            } else {
+                FileKind::File
+            },
+            size: 0,
+            mtime,
+            unreadable: None,
+            link: None,
+        };
+        let mut data = None;
+        if !is_dir {
+            if let Some(si) = self.stream_info(fs, &file)? {
+                node.size = si.size;
+                data = Some((si.flags, si.resident));
+            }
+        }
+        if attrs & FA_REPARSE != 0 {
+            let rp = self
+                .small_value(fs, &file, NtfsAttributeType::ReparsePoint, 16 * 1024 + 8)?
+                .map(|v| reparse::parse(&v));
+            match rp {
+                Some(Reparse::Link(t)) => {
+                    node.kind = FileKind::Symlink;
+                    node.size = t.len() as u64;
+                    node.link = Some(t);
+                    return Ok(node);
+                }
+                Some(Reparse::Special) => {
+                    node.kind = FileKind::Special;
+                    node.size = 0;
+                    return Ok(node);
+                }
+                Some(Reparse::Opaque(reason)) if !is_dir => {
+                    node.unreadable = Some(reason);
+                    return Ok(node);
+                }
+                // A directory keeps its index whatever its reparse tag.
+                _ => {}
+            }
+        }
+        if is_dir {
+            return Ok(node);
+        }
+        let (flags, resident) = data.unwrap_or((0, true));
+        if flags & 0x4000 != 0 || attrs & FA_ENCRYPTED != 0 {
+            node.unreadable = Some("EFS-encrypted".into());
+        } else if flags & 0x00ff != 0 && !resident {
+            node.unreadable = Some("NTFS-compressed".into());
+        } else if attrs & FA_COMPRESSED != 0 && !resident && flags & 0x00ff == 0 {
+            // Marked compressed but the stream is stored plainly: readable.
+        } else if attrs & FA_SYSTEM != 0 && (10..=MAX_INTERIX).contains(&node.size) {
+            let mut h = NtfsHandle {
+                src: self.src.clone(),
+                data: self.data_of(fs, &file)?,
+            };
+            let mut buf = vec![0u8; node.size as usize];
+            let n = h.read_at(0, &mut buf)?;
+            if let Some(t) = reparse::interix(&buf[..n]) {
+                node.kind = FileKind::Symlink;
+                node.size = t.len() as u64;
+                node.link = Some(t);
+            }
+        }
+        Ok(node)
+    }
+
+    fn meta(node: &Node) -> Metadata {
+        Metadata {
+            kind: node.kind,
+            size: node.size,
+            mtime: node.mtime,
+            mode: None,
+            uid: None,
+            gid: None,
+            inode: Some(node.rec),
+            unreadable: node.unreadable.clone(),
+        }
+    }
+
+    fn lock_dirs(&self) -> std::sync::MutexGuard<'_, DirCache> {
+        self.dirs.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The entries of directory record `rec`, cached.
+    fn list(&self, fs: &mut ReaderCursor, rec: u64) -> Result<Arc<DirList>, FsError> {
+        if let Some(d) = self.lock_dirs().map.get(&rec) {
+            return Ok(d.clone());
+        }
+        let file = self.file(fs, rec)?;
+        // A bound on entries, so that a looping index cannot run forever:
+        // every entry takes at least 82 bytes of index allocation.
+        let mut alloc = 0u64;
+        let mut it = file.attributes();
+        while let Some(item) = it.next(fs) {
+            let a = item.map_err(nt)?;
+            let a = a.to_attribute().map_err(nt)?;
+            if matches!(
+                a.ty(),
+                Ok(NtfsAttributeType::IndexAllocation | NtfsAttributeType::IndexRoot)
+            ) {
+                alloc = alloc.saturating_add(a.value_length());
+            }
+        }
+        let bound = alloc / 82 + 16;
+        let index = file.directory_index(fs).map_err(nt)?;
+        let mut entries = index.entries();
+        let mut list = DirList::default();
+        let mut seen = 0u64;
+        while let Some(e) = entries.next(fs) {
+            let e = e.map_err(nt)?;
+            seen += 1;
+            if seen > bound {
+                return Err(corrupt(0, format!("directory index of record {rec} loops")));
+            }
+            let Some(key) = e.key() else { continue };
+            let key: ntfs::structured_values::NtfsFileName = key.map_err(nt)?;
+            if key.namespace() == NtfsFileNamespace::Dos {
+                continue;
+            }
+            let r = e.file_reference();
+            let child = r.file_record_number();
+            list.items.push(DirItem {
+                name: utf16(key.name().0),
+                rec: child,
+                seq: r.sequence_number(),
+                hidden: rec == ROOT && child < FIRST_USER_RECORD,
+            });
+        }
+        let mut idx: Vec<usize> = (0..list.items.len()).collect();
+        idx.sort_by(|&a, &b| list.items[a].name.cmp(&list.items[b].name));
+        list.sorted = idx;
+        let list = Arc::new(list);
+        let mut cache = self.lock_dirs();
+        if cache.entries + list.items.len() > DIR_CACHE_ENTRIES {
+            cache.map.clear();
+            cache.entries = 0;
+        }
+        cache.entries += list.items.len();
+        cache.map.insert(rec, list.clone());
+        Ok(list)
+    }
+
+    /// Resolves `path` without following links.
+    fn resolve(&self, fs: &mut ReaderCursor, path: &FsPath) -> Result<Node, FsError> {
+        let mut cur = self.node(fs, ROOT, None)?;
+        for (i, name) in path.0.iter().enumerate() {
+            if cur.kind != FileKind::Dir {
+                return Err(FsError::NotADirectory {
+                    path: FsPath(path.0[..i].to_vec()).to_string(),
+                });
+            }
+            let not_found = || FsError::NotFound {
+                path: path.to_string(),
+            };
+            let name = std::str::from_utf8(name).map_err(|_| not_found())?;
+            let list = self.list(fs, cur.rec)?;
+            let item = list.lookup(name).ok_or_else(not_found)?;
+            cur = self.node(fs, item.rec, Some(item.seq))?;
+        }
+        Ok(cur)
+    }
+
+    fn count_free(&self) -> Option<u64> {
+        let cluster = u64::from(self.ntfs.cluster_size());
+        let clusters = self.ntfs.size() / cluster;
+        if clusters.div_ceil(8) > MAX_BITMAP {
+            return None;
+        }
+        let mut fs = self.cursor();
+        let file = self.file(&mut fs, BITMAP).ok()?;
+        let data = self.data_of(&mut fs, &file).ok()?;
+        let need = clusters.div_ceil(8);
+        if data.size() < need {
+            return None;
+        }
+        let mut h = NtfsHandle {
+            src: self.src.clone(),
+            data,
+        };
+        let mut used = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0u64;
+        while off < need {
+            let want = usize::try_from((need - off).min(buf.len() as u64)).ok()?;
+            let n = h.read_at(off, &mut buf[..want]).ok()?;
+            if n == 0 {
+                return None;
+            }
+            for (i, b) in buf[..n].iter().enumerate() {
+                let first_bit = (off + i as u64) * 8;
+                let valid = clusters.saturating_sub(first_bit).min(8) as u32;
+                let mask = if valid == 8 {
+                    0xff
+                } else {
+                    (1u16 << valid) as u8 - 1
+                };
+                used += u64::from((b & mask).count_ones());
+            }
+            off += n as u64;
+        }
+        Some(clusters.saturating_sub(used) * cluster)
+    }
+
+    /// The volume serial number as `fsutil fsinfo ntfsinfo` prints it.
+    fn serial(&self) -> String {
+        format!("{:016X}", self.ntfs.serial_number())
+    }
+}
+
+impl Filesystem for NtfsFs {
+    fn info(&self) -> FsInfo {
+        FsInfo {
+            fs_type: "ntfs".into(),
+            label: self.label.clone(),
+            id: Some(self.serial()),
+            block_size: self.ntfs.cluster_size(),
+            total_bytes: self.ntfs.size(),
+            free_bytes: *self.free.get_or_init(|| self.count_free()),
+        }
+    }
+
+    fn metadata(&self, path: &FsPath) -> Result<Metadata, FsError> {
+        let mut fs = self.cursor();
+        Ok(Self::meta(&self.resolve(&mut fs, path)?))
+    }
+
+    fn read_dir(&self, path: &FsPath) -> Result<Vec<DirEntry>, FsError> {
+        let mut fs = self.cursor();
+        let dir = self.resolve(&mut fs, path)?;
+        if dir.kind != FileKind::Dir {
+            return Err(FsError::NotADirectory {
+                path: path.to_string(),
+            });
+        }
+        let list = self.list(&mut fs, dir.rec)?;
+        let mut out = Vec::with_capacity(list.items.len());
+        for it in list.items.iter().filter(|it| !it.hidden) {
+            let meta = match self.node(&mut fs, it.rec, Some(it.seq)) {
+                Ok(n) => Self::meta(&n),
+                // One bad record should not hide its siblings.
+                Err(e) => Metadata {
+                    kind: FileKind::File,
+                    size: 0,
+                    mtime: None,
+                    mode: None,
+                    uid: None,
+                    gid: None,
+                    inode: Some(it.rec),
+                    unreadable: Some(e.to_string()),
+                },
+            };
+            out.push(DirEntry {
+                name: it.name.clone().into_bytes(),
+                meta,
+            });
+        }
+        Ok(out)
+    }
+
+    fn read_link(&self, path: &FsPath) -> Result<Vec<u8>, FsError> {
+        let mut fs = self.cursor();
+        let node = self.resolve(&mut fs, path)?;
+        node.link.ok_or_else(|| FsError::Unsupported {
+            path: path.to_string(),
+            reason: "not a symbolic link".into(),
+        })
+    }
+
+    fn open(&self, path: &FsPath) -> Result<Box<dyn FileHandle + '_>, FsError> {
+        let mut fs = self.cursor();
+        let node = self.resolve(&mut fs, path)?;
+        if node.kind != FileKind::File {
+            return Err(FsError::NotAFile {
+                path: path.to_string(),
+            });
+        }
+        if let Some(reason) = node.unreadable {
+            return Err(FsError::Unsupported {
+                path: path.to_string(),
+                reason,
+            });
+        }
+        let file = self.file(&mut fs, node.rec)?;
+        let data = self.data_of(&mut fs, &file).map_err(|e| match e {
+            FsError::Unsupported { reason, .. } => FsError::Unsupported {
+                path: path.to_string(),
+                reason,
+            },
+            e => e,
+        })?;
+        if let Data::Runs { runs, size, .. } = &data {
+            let have = runs.last().map_or(0, |r| r.vstart + r.len);
+            if have < *size {
+                return Err(corrupt(
+                    0,
+                    format!("{path}: data runs cover {have} of {size} bytes"),
+                ));
+            }
+        }
+        Ok(Box::new(NtfsHandle {
+            src: self.src.clone(),
+            data,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filetime_converts() {
+        assert_eq!(
+            filetime(116_444_736_000_000_000),
+            Timestamp { secs: 0, nanos: 0 }
+        );
+        assert_eq!(
+            filetime(116_444_736_000_000_001),
+            Timestamp {
+                secs: 0,
+                nanos: 100
+            }
+        );
+        assert_eq!(filetime(0).secs, -11_644_473_600);
+    }
+}
