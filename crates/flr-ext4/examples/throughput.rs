@@ -70,7 +70,7 @@ fn main() {
     let mut backing = vec![0u8; (1 << 20) + 4096];
     let skew = (4096 - backing.as_ptr() as usize % 4096) % 4096;
     let timed = |buf: &mut [u8]| {
-        best(7, || {
+        best(15, || {
             let t = Instant::now();
             let mut h = fs.open(&path).expect("open file");
             let mut off = 0u64;
@@ -89,7 +89,7 @@ fn main() {
     let mut plain = vec![0u8; 1 << 20];
     let flr_vec = timed(&mut plain);
     let mut buf = plain;
-    let cat = best(7, || {
+    let cat = best(15, || {
         let t = Instant::now();
         run(Command::new("sh")
             .arg("-c")

@@ -23,6 +23,7 @@
 //! The crate uses no metadata checksums (it does not verify them).
 #![deny(missing_docs)]
 
+mod bounce;
 mod bytes;
 mod dir;
 mod inode;
@@ -37,6 +38,7 @@ use std::sync::{Arc, Mutex};
 use flr_fs::{DirEntry, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Metadata};
 use flr_io::{ReadAt, Source};
 
+use bounce::Bounce;
 use dir::DirList;
 use inode::{Inode, ROOT_INO};
 use map::Extent;
@@ -360,6 +362,7 @@ impl Filesystem for Ext4Fs {
             core: c,
             size: inode.size,
             extents: c.map_inode(&inode)?,
+            bounce: Bounce::default(),
         };
         let mut done = 0;
         while done < len {
@@ -390,6 +393,7 @@ impl Filesystem for Ext4Fs {
             core: &self.core,
             size: inode.size,
             extents,
+            bounce: Bounce::default(),
         }))
     }
 }
@@ -399,6 +403,7 @@ struct Ext4File<'a> {
     core: &'a Core,
     size: u64,
     extents: Vec<Extent>,
+    bounce: Bounce,
 }
 
 impl FileHandle for Ext4File<'_> {
@@ -423,9 +428,9 @@ impl FileHandle for Ext4File<'_> {
                     let run_end = (e.lblk + e.len) * bs;
                     let take = want.min(run_end - pos);
                     let phys = (e.pblk + (lblk - e.lblk)) * bs + pos % bs;
-                    self.core
-                        .vol
-                        .read(phys, &mut buf[done..done + take as usize])?;
+                    let vol = &self.core.vol;
+                    let out = &mut buf[done..done + take as usize];
+                    self.bounce.read(phys, out, |o, b| vol.read(o, b))?;
                     take
                 }
                 Err(i) => {

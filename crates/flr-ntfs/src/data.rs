@@ -11,6 +11,7 @@ use ntfs::attribute_value::NtfsAttributeValue;
 use ntfs::structured_values::NtfsAttributeList;
 use ntfs::{NtfsAttribute, NtfsAttributeType, NtfsFile};
 
+use crate::bounce::Bounce;
 use crate::record::{non_resident, read_record, NonResident};
 use crate::{corrupt, nt, NtfsFs};
 
@@ -312,8 +313,19 @@ fn runs_data(runs: Vec<Run>, h: NonResident) -> Data {
 
 /// An open file.
 pub(crate) struct NtfsHandle {
-    pub(crate) src: Source,
-    pub(crate) data: Data,
+    src: Source,
+    data: Data,
+    bounce: Bounce,
+}
+
+impl NtfsHandle {
+    pub(crate) fn new(src: Source, data: Data) -> Self {
+        NtfsHandle {
+            src,
+            data,
+            bounce: Bounce::default(),
+        }
+    }
 }
 
 impl FileHandle for NtfsHandle {
@@ -356,9 +368,12 @@ impl FileHandle for NtfsHandle {
                 let take = want.min(r.vstart + r.len - pos).min(init - pos);
                 let t = take as usize;
                 match r.phys {
-                    Some(p) => self
-                        .src
-                        .read_exact_at(p + (pos - r.vstart), &mut out[..t])?,
+                    Some(p) => {
+                        let src = &self.src;
+                        let at = p + (pos - r.vstart);
+                        self.bounce
+                            .read(at, &mut out[..t], |o, b| src.read_exact_at(o, b))?
+                    }
                     None => out[..t].fill(0),
                 }
                 take
@@ -396,14 +411,14 @@ mod tests {
                 phys: Some(40),
             },
         ];
-        let mut h = NtfsHandle {
+        let mut h = NtfsHandle::new(
             src,
-            data: Data::Runs {
+            Data::Runs {
                 runs,
                 size: 30,
                 init: 20,
             },
-        };
+        );
         let mut buf = [0xffu8; 40];
         assert_eq!(h.read_at(0, &mut buf).unwrap(), 30);
         let mut want = vec![];
@@ -425,14 +440,14 @@ mod tests {
             len: 8,
             phys: Some(0),
         }];
-        let mut h = NtfsHandle {
+        let mut h = NtfsHandle::new(
             src,
-            data: Data::Runs {
+            Data::Runs {
                 runs,
                 size: 30,
                 init: 30,
             },
-        };
+        );
         let mut buf = [0u8; 40];
         assert!(h.read_at(0, &mut buf).is_err());
     }

@@ -25,6 +25,7 @@
 //! sequence and log (`$LogFile`) replay are not attempted.
 #![deny(missing_docs)]
 
+mod bounce;
 mod data;
 mod record;
 mod reparse;
@@ -320,10 +321,7 @@ impl NtfsFs {
         } else if attrs & FA_COMPRESSED != 0 && !resident && flags & 0x00ff == 0 {
             // Marked compressed but the stream is stored plainly: readable.
         } else if attrs & FA_SYSTEM != 0 && (10..=MAX_INTERIX).contains(&node.size) {
-            let mut h = NtfsHandle {
-                src: self.src.clone(),
-                data: self.data_of(fs, &file)?,
-            };
+            let mut h = NtfsHandle::new(self.src.clone(), self.data_of(fs, &file)?);
             let mut buf = vec![0u8; node.size as usize];
             let n = h.read_at(0, &mut buf)?;
             if let Some(t) = reparse::interix(&buf[..n]) {
@@ -444,10 +442,7 @@ impl NtfsFs {
         if data.size() < need {
             return None;
         }
-        let mut h = NtfsHandle {
-            src: self.src.clone(),
-            data,
-        };
+        let mut h = NtfsHandle::new(self.src.clone(), data);
         let mut used = 0u64;
         let mut buf = vec![0u8; 1 << 20];
         let mut off = 0u64;
@@ -568,10 +563,7 @@ impl Filesystem for NtfsFs {
                 ));
             }
         }
-        Ok(Box::new(NtfsHandle {
-            src: self.src.clone(),
-            data,
-        }))
+        Ok(Box::new(NtfsHandle::new(self.src.clone(), data)))
     }
 }
 
