@@ -1,6 +1,8 @@
 #!/bin/bash
 # Regenerates the ext2/ext3/ext4 fixtures in this folder (run as root: the
-# dirty-journal image needs a loop mount). Oracles: the source tree
+# ext4 and dirty-journal images need a loop mount). `gen.sh NAME...` redoes
+# only the named images (ext2 ext3 ext4 ext4-crypt ext4-journal ext4-metabg
+# ext4-inline). Oracles: the source tree
 # (manifests, attrs), dumpe2fs -h (label, UUID, geometry), and for the
 # dirty-journal image a mount of an e2fsck-recovered copy.
 #
@@ -87,6 +89,10 @@ save() {
   fi
 }
 
+# want NAME: whether to (re)generate image NAME (all when no arguments).
+targets=" $* "
+want() { [ "$targets" = "  " ] || [[ "$targets" == *" $1 "* ]]; }
+
 src="$work/src"; mkdir "$src"; build_tree "$src"
 mkdir "$work/mnt"
 
@@ -94,20 +100,26 @@ mkdir "$work/mnt"
 # needs double indirect blocks). mke2fs -d stores 32-bit seconds only: no
 # nanoseconds, and 2040 wraps. Both images share tree.manifest.tsv and
 # tree.attrs.tsv.
+if want ext3; then
 mkfs.ext3 -q -F -b 1024 -U 1c2d3e4f-5a6b-4c7d-8e9f-a0b1c2d3e4f5 -L flr-ext3 \
   -E root_owner=0:0,hash_seed=6d2a5e1f-0c3b-4a7d-9e8f-1a2b3c4d5e6f -d "$src" "$work/ext3.img" 12M
 e2fsck -fyD "$work/ext3.img" >/dev/null || [ $? -le 1 ]
 save ext3 "$work/ext3.img"
+fi
+
+if want ext2; then
 mkfs.ext2 -q -F -b 1024 -I 128 -U 2d3e4f5a-6b7c-4d8e-9fa0-b1c2d3e4f5a6 -L flr-ext2 \
   -E root_owner=0:0,hash_seed=6d2a5e1f-0c3b-4a7d-9e8f-1a2b3c4d5e6f -d "$src" "$work/ext2.img" 12M
 save ext2 "$work/ext2.img" "$src"
 mv "$here/ext2.manifest.tsv" "$here/tree.manifest.tsv"
 mv "$here/ext2.attrs.tsv" "$here/tree.attrs.tsv"
+fi
 
 # ext4: 4 KiB blocks, filled by the kernel (mount, cp -a) so nanosecond and
 # post-2038 timestamps are stored, and large directories get htree indexes.
 # prealloc.bin is fallocated over the blocks of a deleted file full of 0xAA:
 # its unwritten extents must read as zeros, not as the stale bytes below.
+if want ext4; then
 mkfs.ext4 -q -F -b 4096 -I 256 -U 0b5e1c6a-2f3d-4e5f-8a9b-0c1d2e3f4a5b -L flr-ext4 \
   -E root_owner=0:0,hash_seed=6d2a5e1f-0c3b-4a7d-9e8f-1a2b3c4d5e6f "$work/ext4.img" 16M
 mount -o loop "$work/ext4.img" "$work/mnt"
@@ -127,10 +139,12 @@ truncate -s 256K "$src4/prealloc.bin"
 printf 'data' | dd of="$src4/prealloc.bin" bs=1 seek=102400 conv=notrunc status=none
 touch -d '2021-03-04 05:06:07 +0000' "$src4/prealloc.bin"
 save ext4 "$work/ext4.img" "$src4"
+fi
 
 # ext4-crypt: the encrypt flag (EXT4_ENCRYPT_FL 0x800) set with debugfs on
 # a directory, a file inside it and a file in a plain directory (as if moved
 # there). The bytes are not really encrypted; flr must refuse them anyway.
+if want ext4-crypt; then
 csrc="$work/csrc"; mkdir -p "$csrc/secret" "$csrc/plain"
 printf 'not really secret\n' > "$csrc/secret/data.txt"
 printf 'moved out\n' > "$csrc/plain/moved.txt"
@@ -144,9 +158,11 @@ for p in /secret /secret/data.txt /plain/moved.txt; do
 done
 save ext4-crypt "$work/crypt.img" "$csrc"
 printf '# path reason-keyword: flr must list these as unreadable and refuse their data\nsecret\tencrypted\nsecret/data.txt\tencrypted\nplain/moved.txt\tencrypted\n' > "$here/ext4-crypt.unreadable.tsv"
+fi
 
 # ext4-journal: a crash-consistent copy taken while mounted, after sync:
 # the new files exist only in committed journal transactions.
+if want ext4-journal; then
 jsrc="$work/jsrc"; mkdir -p "$jsrc/base"
 printf 'before the mount\n' > "$jsrc/base/old.txt"
 printf 'will be deleted\n' > "$jsrc/base/doomed.txt"
@@ -172,4 +188,37 @@ mount -o loop,ro "$work/journal-fsck.img" "$work/mnt"
 diff -r --no-dereference "$jsrc" "$work/mnt" --exclude=lost+found
 umount "$work/mnt"
 save ext4-journal "$work/journal-snap.img" "$jsrc"
+fi
+
+# ext4-metabg: meta_bg layout (no resize inode), 64-bit descriptors, small
+# groups and few inodes per group, so files live in groups whose descriptors
+# sit in the second metagroup (found at the start of group 16, not after
+# the superblock). Shares tree.manifest.tsv.
+if want ext4-metabg; then
+mkfs.ext4 -q -F -b 1024 -g 512 -N 400 -I 128 -O meta_bg,^resize_inode,64bit -U 5a6b7c8d-9eaf-4b0c-9d1e-2f3a4b5c6d7e -L flr-metabg \
+  -E root_owner=0:0,hash_seed=6d2a5e1f-0c3b-4a7d-9e8f-1a2b3c4d5e6f -d "$src" "$work/metabg.img" 24M
+dumpe2fs -h "$work/metabg.img" 2>/dev/null | grep -q meta_bg
+# The last file's inode must lie in group 16 or later (second metagroup).
+ino=$(debugfs -R "stat /many/entry-300.txt" "$work/metabg.img" 2>/dev/null | sed -n 's/^Inode: \([0-9]*\).*/\1/p')
+ipg=$(dumpe2fs -h "$work/metabg.img" 2>/dev/null | sed -n 's/^Inodes per group: *//p')
+[ $(( (ino - 1) / ipg )) -ge 16 ]
+save ext4-metabg "$work/metabg.img"
+fi
+
+# ext4-inline: inline_data; files and directories small enough live in the
+# inode. flr does not read inline data: it must list them as unreadable and
+# refuse them, and still read the ordinary files beside them.
+if want ext4-inline; then
+isrc="$work/isrc"; mkdir -p "$isrc/smalldir" "$isrc/bigdir"
+printf 'tiny inline file\n' > "$isrc/tiny.txt"
+awk 'BEGIN { for (i = 0; i < 2000; i++) printf "%06d not inline\n", i }' > "$isrc/big.txt"
+printf 'x\n' > "$isrc/smalldir/a"
+for i in $(seq -w 1 100); do printf '%s\n' "$i" > "$isrc/bigdir/file-$i"; done
+find "$isrc" -exec touch -h -d '2021-03-04 05:06:07 +0000' {} +
+mkfs.ext4 -q -F -b 4096 -O inline_data -U 6b7c8d9e-af0b-4c1d-8e2f-3a4b5c6d7e8f -L flr-inline \
+  -E root_owner=0:0,hash_seed=6d2a5e1f-0c3b-4a7d-9e8f-1a2b3c4d5e6f -d "$isrc" "$work/inline.img" 4M
+debugfs -R "stat /tiny.txt" "$work/inline.img" 2>/dev/null | grep -q 'Size of inline data'
+save ext4-inline "$work/inline.img" "$isrc"
+printf '# path reason-keyword: flr must list these as unreadable and refuse their data\ntiny.txt\tinline\nsmalldir\tinline\nbigdir/file-001\tinline\n' > "$here/ext4-inline.unreadable.tsv"
+fi
 ls -la "$here"

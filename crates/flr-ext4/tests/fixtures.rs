@@ -366,3 +366,61 @@ fn damaged_metadata_never_panics() {
         }
     }
 }
+
+#[test]
+fn meta_bg_descriptors_are_found() {
+    // Files in groups 16+ need the descriptor block of the second metagroup.
+    let fs = open_fixture("ext4-metabg");
+    check_info(&fs, "ext4-metabg", "ext4");
+    let found = walk(&fs);
+    check_manifest(&found, &flr_testdata::manifest("ext4/tree.manifest.tsv"));
+    assert!(found["many/entry-300.txt"].meta.inode.unwrap() > 16 * 16);
+}
+
+#[test]
+fn inline_data_is_refused_not_misread() {
+    let fs = open_fixture("ext4-inline");
+    let text = std::fs::read_to_string(
+        flr_testdata::testdata_dir().join("ext4/ext4-inline.unreadable.tsv"),
+    )
+    .unwrap();
+    let refused: Vec<(&str, &str)> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('\t'))
+        .collect();
+    for (p, why) in &refused {
+        let path = FsPath::parse(p);
+        let m = fs.metadata(&path).unwrap();
+        assert!(
+            m.unreadable.as_deref().is_some_and(|r| r.contains(why)),
+            "{p}: {:?}",
+            m.unreadable
+        );
+        let err = match m.kind {
+            FileKind::Dir => fs.read_dir(&path).map(|_| ()).unwrap_err(),
+            _ => fs.open(&path).map(|_| ()).unwrap_err(),
+        };
+        assert!(matches!(err, FsError::Unsupported { .. }), "{p}: {err}");
+    }
+    // Everything else reads as in the source tree.
+    for m in flr_testdata::manifest("ext4/ext4-inline.manifest.tsv") {
+        let below_refused = refused
+            .iter()
+            .any(|(p, _)| m.path == *p || m.path.starts_with(&format!("{p}/")));
+        if below_refused || m.kind != 'f' {
+            continue;
+        }
+        let path = FsPath::parse(&m.path);
+        match fs.metadata(&path).unwrap().unreadable {
+            Some(_) => assert!(m.size <= 60, "{}: only tiny files are inline", m.path),
+            None => assert_eq!(
+                flr_testdata::sha256_hex(&read_all(&fs, &path)),
+                m.sha256,
+                "{}",
+                m.path
+            ),
+        }
+    }
+    assert_eq!(read_all(&fs, &FsPath::parse("/big.txt")).len(), 2000 * 18);
+}
