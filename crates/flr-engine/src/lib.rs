@@ -148,7 +148,7 @@ fn open_filesystem(kind: ContentKind, src: Source) -> Result<Box<dyn Filesystem>
     Ok(match kind {
         ContentKind::Fat => Box::new(flr_fat::FatFs::open(src).map_err(OpenFsError::Fs)?),
         ContentKind::Ext => Box::new(flr_ext4::Ext4Fs::open(src).map_err(OpenFsError::Fs)?),
-        // TEMP-NTFS
+        ContentKind::Ntfs => Box::new(flr_ntfs::NtfsFs::open(src).map_err(OpenFsError::Fs)?),
         other => {
             return Err(OpenFsError::NotReadable(
                 other.not_readable_reason().unwrap_or("not a filesystem"),

@@ -201,8 +201,15 @@ impl Job<'_, '_> {
         };
         entries.sort_by(|a, b| a.name.cmp(&b.name));
         let mut used = HashSet::new();
+        let mut names = HashSet::new();
         for e in entries {
             let path = dir.join(&e.name);
+            // A corrupt folder can hold two entries with one name; a path reaches only
+            // the first, so the second cannot be restored faithfully.
+            if !names.insert(e.name.clone()) {
+                self.fail(&path, "a second entry with this name in the same folder (corrupt folder): only the first is restored");
+                continue;
+            }
             self.restore(&path, &e.name, &e.meta, into, &mut used, depth);
         }
     }

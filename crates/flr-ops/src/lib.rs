@@ -164,7 +164,7 @@ pub fn cat(image: &Image, spec: &VolPath, out: &mut dyn Write) -> Result<(), Ops
 }
 
 /// Read size for file data.
-pub(crate) const CHUNK: usize = 4 << 20;
+pub(crate) const CHUNK: usize = 128 << 10;
 
 pub(crate) enum CopyError {
     Fs(FsError),
