@@ -96,26 +96,66 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
     let stderr = std::io::stderr();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
     let mut err = stderr.lock();
-    let fmt = |json: bool| if json { OutputFormat::Json } else { OutputFormat::Human };
+    let fmt = |json: bool| {
+        if json {
+            OutputFormat::Json
+        } else {
+            OutputFormat::Human
+        }
+    };
     let code = match cli.cmd {
         Cmd::Probe { image, json } => {
             let img = flr_engine::open_path(&image)?;
-            let mut ctx = Context { out: &mut out, err: &mut err, format: fmt(json) };
+            let mut ctx = Context {
+                out: &mut out,
+                err: &mut err,
+                format: fmt(json),
+            };
             flr_ops::probe(&img, &mut ctx)?;
             exit::OK
         }
-        Cmd::Ls { image, path, long, recursive, json } => {
+        Cmd::Ls {
+            image,
+            path,
+            long,
+            recursive,
+            json,
+        } => {
             let spec = VolPath::parse(&path).map_err(OpsError::Usage)?;
             let img = flr_engine::open_path(&image)?;
-            let mut ctx = Context { out: &mut out, err: &mut err, format: fmt(json) };
+            let mut ctx = Context {
+                out: &mut out,
+                err: &mut err,
+                format: fmt(json),
+            };
             flr_ops::ls(&img, &spec, LsOptions { long, recursive }, &mut ctx)?;
             exit::OK
         }
-        Cmd::Get { image, paths, dest, force, checksum, json } => {
+        Cmd::Get {
+            image,
+            paths,
+            dest,
+            force,
+            checksum,
+            json,
+        } => {
             let specs = parse_specs(&paths)?;
             let img = flr_engine::open_path(&image)?;
-            let mut ctx = Context { out: &mut out, err: &mut err, format: fmt(json) };
-            flr_ops::get(&img, &specs, &GetOptions { dest, force, checksum }, &mut ctx)?;
+            let mut ctx = Context {
+                out: &mut out,
+                err: &mut err,
+                format: fmt(json),
+            };
+            flr_ops::get(
+                &img,
+                &specs,
+                &GetOptions {
+                    dest,
+                    force,
+                    checksum,
+                },
+                &mut ctx,
+            )?;
             exit::OK
         }
         Cmd::Cat { image, path } => {

@@ -12,16 +12,22 @@ fn probe_json(image: &Path) -> serde_json::Value {
 
 /// Partition starts and sizes as sfdisk reported them when the fixture was made.
 fn sfdisk_layout(json: &str) -> Vec<(u64, u64)> {
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(flr_testdata::testdata_dir().join(json)).unwrap())
-            .unwrap();
+    let v: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(flr_testdata::testdata_dir().join(json)).unwrap(),
+    )
+    .unwrap();
     let ss = v["partitiontable"]["sectorsize"].as_u64().unwrap_or(512);
     v["partitiontable"]["partitions"]
         .as_array()
         .unwrap()
         .iter()
         .filter(|p| !matches!(p["type"].as_str(), Some("5" | "f" | "85")))
-        .map(|p| (p["start"].as_u64().unwrap() * ss, p["size"].as_u64().unwrap() * ss))
+        .map(|p| {
+            (
+                p["start"].as_u64().unwrap() * ss,
+                p["size"].as_u64().unwrap() * ss,
+            )
+        })
         .collect()
 }
 
@@ -50,7 +56,10 @@ fn check_demo(image: &Path, format: &str) {
     assert_eq!(r["container"]["format"], format);
     assert_eq!(r["partition_table"]["scheme"], "gpt");
     assert_eq!(
-        r["partition_table"]["disk_id"].as_str().unwrap().to_lowercase(),
+        r["partition_table"]["disk_id"]
+            .as_str()
+            .unwrap()
+            .to_lowercase(),
         "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
     );
     check_layout(&r, "disks/demo.sfdisk.json");
@@ -62,14 +71,21 @@ fn check_demo(image: &Path, format: &str) {
     let p2 = volume(&r, "p2");
     assert_eq!(p2["content"]["fs"]["fs_type"], "ext4");
     assert_eq!(p2["content"]["fs"]["label"], "root");
-    assert_eq!(p2["content"]["fs"]["id"], "6e1f0c3a-5d2b-4b7e-9a31-0c5d1e2f3a4b");
+    assert_eq!(
+        p2["content"]["fs"]["id"],
+        "6e1f0c3a-5d2b-4b7e-9a31-0c5d1e2f3a4b"
+    );
     let p3 = volume(&r, "p3");
     assert_eq!(p3["content"]["fs"]["fs_type"], "ntfs");
     assert_eq!(p3["content"]["fs"]["label"], "DATA");
     for v in ["p1", "p2", "p3"] {
         assert_eq!(volume(&r, v)["content"]["verdict"], "readable");
     }
-    for (vol, man) in [("p1", "disks/demo.p1.tsv"), ("p2", "disks/demo.p2.tsv"), ("p3", "disks/demo.p3.tsv")] {
+    for (vol, man) in [
+        ("p1", "disks/demo.p1.tsv"),
+        ("p2", "disks/demo.p2.tsv"),
+        ("p3", "disks/demo.p3.tsv"),
+    ] {
         let (dest, sums) = restore_all(image, vol);
         check_tree(dest.path(), &sums, &manifest(man));
         if vol == "p2" {
@@ -97,11 +113,20 @@ fn mbr_with_logical_partitions() {
     let r = probe_json(&img);
     assert_eq!(r["partition_table"]["scheme"], "mbr");
     check_layout(&r, "disks/mbr.sfdisk.json");
-    let ids: Vec<&str> = r["volumes"].as_array().unwrap().iter().map(|v| v["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = r["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, ["p1", "p5", "p6"]);
     assert_eq!(volume(&r, "p5")["partition"]["logical"], true);
     assert_eq!(volume(&r, "p1")["content"]["fs"]["id"], "0BAD-F00D");
-    for (vol, man) in [("p1", "disks/demo.p1.tsv"), ("p5", "disks/demo.p2.tsv"), ("p6", "disks/demo.p3.tsv")] {
+    for (vol, man) in [
+        ("p1", "disks/demo.p1.tsv"),
+        ("p5", "disks/demo.p2.tsv"),
+        ("p6", "disks/demo.p3.tsv"),
+    ] {
         let (dest, sums) = restore_all(&img, vol);
         check_tree(dest.path(), &sums, &manifest(man));
     }
@@ -112,19 +137,36 @@ fn ls_lists_and_cat_streams() {
     let img = demo();
     let out = run_ok(&["ls", p(&img), "p2:/etc", "-l"]);
     let s = stdout(&out);
-    assert!(s.contains("hosts") && s.contains("localtime -> ../usr/share/zoneinfo/UTC"), "{s}");
+    assert!(
+        s.contains("hosts") && s.contains("localtime -> ../usr/share/zoneinfo/UTC"),
+        "{s}"
+    );
     let out = run_ok(&["ls", p(&img), "p3:/", "-R", "--json"]);
     let paths: Vec<String> = stdout(&out)
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["path"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["path"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
-    assert!(paths.contains(&"/Users/Bob/Documents/report.txt".to_string()), "{paths:?}");
+    assert!(
+        paths.contains(&"/Users/Bob/Documents/report.txt".to_string()),
+        "{paths:?}"
+    );
     let out = run_ok(&["cat", p(&img), "p2:/etc/hosts"]);
-    let want = manifest("disks/demo.p2.tsv").into_iter().find(|e| e.path == "etc/hosts").unwrap();
+    let want = manifest("disks/demo.p2.tsv")
+        .into_iter()
+        .find(|e| e.path == "etc/hosts")
+        .unwrap();
     assert_eq!(sha256_hex(&out.stdout), want.sha256);
     // `ID:` streams the raw volume: as long as the partition sfdisk made.
     let out = run_ok(&["cat", p(&img), "p1:"]);
-    assert_eq!(out.stdout.len() as u64, sfdisk_layout("disks/demo.sfdisk.json")[0].1);
+    assert_eq!(
+        out.stdout.len() as u64,
+        sfdisk_layout("disks/demo.sfdisk.json")[0].1
+    );
     assert_eq!(&out.stdout[54..59], b"FAT12");
 }
 
@@ -137,11 +179,26 @@ fn get_refuses_to_overwrite_without_force() {
     let out = run(&["get", p(&img), "p2:/etc/hosts", "-o", p(dest.path())]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
-    assert_eq!(std::fs::read(dest.path().join("hosts")).unwrap(), b"local edit");
-    run_ok(&["get", p(&img), "p2:/etc/hosts", "-o", p(dest.path()), "--force"]);
-    assert!(std::fs::read(dest.path().join("hosts")).unwrap().starts_with(b"127.0.0.1"));
+    assert_eq!(
+        std::fs::read(dest.path().join("hosts")).unwrap(),
+        b"local edit"
+    );
+    run_ok(&[
+        "get",
+        p(&img),
+        "p2:/etc/hosts",
+        "-o",
+        p(dest.path()),
+        "--force",
+    ]);
+    assert!(std::fs::read(dest.path().join("hosts"))
+        .unwrap()
+        .starts_with(b"127.0.0.1"));
     // No temporary files are left behind.
-    let names: Vec<_> = std::fs::read_dir(dest.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dest.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(names, ["hosts"]);
 }
 
@@ -159,7 +216,11 @@ fn usage_errors_have_distinct_exit_codes() {
     assert_eq!(out.status.code(), Some(2));
     let out = run(&["probe", "/no/such/image.vhd"]);
     assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("/no/such/image.vhd"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("/no/such/image.vhd"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 /// Copies the first `len` bytes of `src` to a temp file.
@@ -179,12 +240,24 @@ fn truncated_and_corrupt_images_fail_cleanly() {
     for cut in [0, 511, 512, 4096, len / 2, len - 1] {
         let t = truncated(&img, cut);
         let _ = run(&["probe", p(t.path())]);
-        let _ = run(&["get", p(t.path()), "p2:/", "-o", p(tempfile::tempdir().unwrap().path())]);
+        let _ = run(&[
+            "get",
+            p(t.path()),
+            "p2:/",
+            "-o",
+            p(tempfile::tempdir().unwrap().path()),
+        ]);
     }
     // A raw disk whose ext4 partition was cut: reading names the layer and the offset.
     let raw = fixture("disks/mbr.img.zst");
     let t = truncated(&raw, 20480 * 512 + 300 * 1024);
-    let out = run(&["get", p(t.path()), "p5:/", "-o", p(tempfile::tempdir().unwrap().path())]);
+    let out = run(&[
+        "get",
+        p(t.path()),
+        "p5:/",
+        "-o",
+        p(tempfile::tempdir().unwrap().path()),
+    ]);
     assert!(!out.status.success());
     let e = stderr(&out);
     assert!(e.contains("0x"), "error names an offset: {e}");

@@ -13,7 +13,12 @@ fn tree(root: &Path) -> BTreeSet<String> {
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).unwrap() {
             let e = e.unwrap();
-            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            let rel = e
+                .path()
+                .strip_prefix(root)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             if e.file_type().unwrap().is_dir() {
                 stack.push(e.path());
             }
@@ -34,7 +39,13 @@ fn hostile_names_stay_inside_dest() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("second entry with this name"), "{err}");
     // Nothing outside DEST: the parent holds only DEST.
-    assert_eq!(tree(outer.path()).into_iter().filter(|p| !p.starts_with("dest")).count(), 0);
+    assert_eq!(
+        tree(outer.path())
+            .into_iter()
+            .filter(|p| !p.starts_with("dest"))
+            .count(),
+        0
+    );
     assert!(!Path::new("/tmp/flr-escape").exists());
     let t = tree(&dest);
     // Backslashes, device names and control characters were made safe and reported.
@@ -46,13 +57,19 @@ fn hostile_names_stay_inside_dest() {
     // restored as what it is; nothing is ever written through the link.
     let l = std::fs::symlink_metadata(dest.join("L")).unwrap();
     if l.file_type().is_symlink() {
-        assert_eq!(std::fs::read_link(dest.join("L")).unwrap(), Path::new("/tmp"));
+        assert_eq!(
+            std::fs::read_link(dest.join("L")).unwrap(),
+            Path::new("/tmp")
+        );
     } else {
         assert!(t.contains("L/evil.txt"), "{t:?}");
     }
     assert!(!Path::new("/tmp/evil.txt").exists());
     // Links pointing outside are kept as links with their stored targets.
-    assert_eq!(std::fs::read_link(dest.join("abs-link")).unwrap(), Path::new("/etc/passwd"));
+    assert_eq!(
+        std::fs::read_link(dest.join("abs-link")).unwrap(),
+        Path::new("/etc/passwd")
+    );
     assert_eq!(
         std::fs::read_link(dest.join("up-link")).unwrap(),
         Path::new("../../../../../../tmp/flr-escape")
@@ -74,5 +91,8 @@ fn symlink_already_in_dest_is_not_followed() {
     let out = run(&["get", p(&img), "disk:/dir", "-o", p(&dest)]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("symlink"), "{}", stderr(&out));
-    assert!(std::fs::read_dir(&elsewhere).unwrap().next().is_none(), "wrote through a symlink");
+    assert!(
+        std::fs::read_dir(&elsewhere).unwrap().next().is_none(),
+        "wrote through a symlink"
+    );
 }

@@ -12,14 +12,29 @@ const DEMO_VOLUMES: &[(&str, u64)] = &[("p2", 6144), ("p3", 22528)];
 
 fn tsk_files(image: &str, offset: u64) -> BTreeMap<String, String> {
     let out = Command::new("fls")
-        .args(["-i", "vhd", "-o", &offset.to_string(), "-r", "-p", "-u", image])
+        .args([
+            "-i",
+            "vhd",
+            "-o",
+            &offset.to_string(),
+            "-r",
+            "-p",
+            "-u",
+            image,
+        ])
         .output()
         .expect("run fls");
-    assert!(out.status.success(), "fls: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "fls: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut files = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         // "r/r 18:\thome/alice/notes.txt"
-        let Some((head, path)) = line.split_once(":\t") else { continue };
+        let Some((head, path)) = line.split_once(":\t") else {
+            continue;
+        };
         let (kind, addr) = head.split_at(3);
         if kind != "r/r" || path.starts_with('$') || path.contains(':') {
             continue; // NTFS metafiles and named streams are not part of the restore
@@ -46,7 +61,11 @@ fn sleuthkit_agrees_with_flr_on_the_demo_image() {
         assert!(tsk.len() >= 3, "{vol}: fls found {tsk:?}");
         let (_dest, flr_sums) = restore_all(&img, vol);
         for (path, sha) in &tsk {
-            assert_eq!(flr_sums.get(path), Some(sha), "{vol}:/{path}: flr and icat differ");
+            assert_eq!(
+                flr_sums.get(path),
+                Some(sha),
+                "{vol}:/{path}: flr and icat differ"
+            );
         }
     }
 }

@@ -48,14 +48,7 @@ pub fn p(path: &Path) -> &str {
 pub fn restore_all(image: &Path, vol: &str) -> (tempfile::TempDir, BTreeMap<String, String>) {
     let dest = tempfile::tempdir().expect("tempdir");
     let spec = format!("{vol}:/");
-    let out = run(&[
-        "get",
-        p(image),
-        &spec,
-        "-o",
-        p(dest.path()),
-        "--checksum",
-    ]);
+    let out = run(&["get", p(image), &spec, "-o", p(dest.path()), "--checksum"]);
     let sums = stdout(&out)
         .lines()
         .filter_map(|l| l.split_once("  "))
@@ -77,7 +70,12 @@ pub fn check_tree(dest: &Path, sums: &BTreeMap<String, String>, entries: &[Manif
                     .unwrap_or_else(|err| panic!("{}: not restored: {err}", e.path));
                 assert_eq!(data.len() as u64, e.size, "{}: size", e.path);
                 assert_eq!(sha256_hex(&data), e.sha256, "{}: content", e.path);
-                assert_eq!(sums.get(&e.path), Some(&e.sha256), "{}: --checksum line", e.path);
+                assert_eq!(
+                    sums.get(&e.path),
+                    Some(&e.sha256),
+                    "{}: --checksum line",
+                    e.path
+                );
             }
             'l' => {
                 let t = std::fs::read_link(&path)
@@ -86,7 +84,9 @@ pub fn check_tree(dest: &Path, sums: &BTreeMap<String, String>, entries: &[Manif
                 assert_eq!(sha256_hex(&t), e.sha256, "{}: link target {t:?}", e.path);
             }
             'd' => assert!(
-                std::fs::symlink_metadata(&path).map(|m| m.is_dir()).unwrap_or(false),
+                std::fs::symlink_metadata(&path)
+                    .map(|m| m.is_dir())
+                    .unwrap_or(false),
                 "{}: folder missing",
                 e.path
             ),

@@ -46,7 +46,10 @@ pub enum ContentKind {
 impl ContentKind {
     /// Whether flr can open this kind as a filesystem today.
     pub fn is_filesystem_flr_reads(self) -> bool {
-        matches!(self, ContentKind::Fat | ContentKind::Ext | ContentKind::Ntfs)
+        matches!(
+            self,
+            ContentKind::Fat | ContentKind::Ext | ContentKind::Ntfs
+        )
     }
 
     /// Whether this is an encrypted container.
@@ -141,7 +144,9 @@ pub fn detect(head: &[u8], src: &dyn ReadAt) -> ContentKind {
         if head.get(*off..off + magic.len()) == Some(*magic) {
             // ext: also require a sane block-size field so a stray 0xEF53 does not count.
             if *kind == ContentKind::Ext {
-                let log = head.get(1048..1052).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+                let log = head
+                    .get(1048..1052)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
                 if !matches!(log, Some(0..=6)) {
                     continue;
                 }
@@ -186,8 +191,14 @@ mod tests {
         }
         let mut lvm = with(512, b"LABELONE");
         lvm[536..544].copy_from_slice(b"LVM2 001");
-        assert_eq!(detect(&lvm, &MemSource::new(lvm.clone())), ContentKind::Lvm2);
+        assert_eq!(
+            detect(&lvm, &MemSource::new(lvm.clone())),
+            ContentKind::Lvm2
+        );
         let zeros = vec![0u8; HEAD_LEN];
-        assert_eq!(detect(&zeros, &MemSource::new(zeros.clone())), ContentKind::Empty);
+        assert_eq!(
+            detect(&zeros, &MemSource::new(zeros.clone())),
+            ContentKind::Empty
+        );
     }
 }

@@ -21,7 +21,7 @@ pub use encrypted::LuksSummary;
 use std::path::Path;
 use std::sync::Arc;
 
-use flr_fs::{FsError, FsInfo, Filesystem};
+use flr_fs::{Filesystem, FsError, FsInfo};
 use flr_io::{FileParentResolver, FileSource, IoError, ParentResolver, Slice, Source};
 use serde::Serialize;
 
@@ -280,8 +280,13 @@ pub fn open_source(
                 // cut at the end and flagged, so the other volumes stay usable.
                 let avail = disk.len().saturating_sub(p.start);
                 let len = p.size.min(avail);
-                let part = Slice::new(disk.clone(), p.start.min(disk.len()), len, format!("partition {id}"))
-                    .map_err(EngineError::Io)?;
+                let part = Slice::new(
+                    disk.clone(),
+                    p.start.min(disk.len()),
+                    len,
+                    format!("partition {id}"),
+                )
+                .map_err(EngineError::Io)?;
                 let mut v = make_volume(id, p.start, Some(partition_info(p)), Arc::new(part))?;
                 if len < p.size {
                     v.size = p.size;
@@ -388,13 +393,19 @@ fn content_info(kind: ContentKind, head: &[u8], source: &Source) -> ContentInfo 
         match open_filesystem(kind, source.clone()) {
             Ok(fs) => {
                 let info = fs.info();
-                c.detail = format!("{} filesystem: files can be listed and restored", info.fs_type);
+                c.detail = format!(
+                    "{} filesystem: files can be listed and restored",
+                    info.fs_type
+                );
                 c.fs = Some(info);
                 c.verdict = "readable";
             }
             Err(OpenFsError::Fs(e)) => {
                 c.verdict = "error";
-                c.detail = format!("{} signature found, but the filesystem does not open: {e}", kind.name());
+                c.detail = format!(
+                    "{} signature found, but the filesystem does not open: {e}",
+                    kind.name()
+                );
             }
             Err(OpenFsError::NotReadable(r)) => {
                 c.verdict = "unsupported";

@@ -225,7 +225,10 @@ mod tests {
     #[test]
     fn parse_paths() {
         assert_eq!(FsPath::parse("/"), FsPath::root());
-        assert_eq!(FsPath::parse("//a/./b/"), FsPath(vec![b"a".to_vec(), b"b".to_vec()]));
+        assert_eq!(
+            FsPath::parse("//a/./b/"),
+            FsPath(vec![b"a".to_vec(), b"b".to_vec()])
+        );
         assert_eq!(FsPath::parse("a/b").to_string(), "/a/b");
     }
 }

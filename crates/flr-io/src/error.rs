@@ -5,7 +5,9 @@ use std::fmt;
 #[non_exhaustive]
 pub enum IoError {
     /// The read extends past the end of the layer.
-    #[error("{layer}: read of {len} bytes at offset {offset:#x} goes past the end ({size:#x} bytes)")]
+    #[error(
+        "{layer}: read of {len} bytes at offset {offset:#x} goes past the end ({size:#x} bytes)"
+    )]
     OutOfRange {
         /// The layer that refused the read.
         layer: String,

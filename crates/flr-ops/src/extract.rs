@@ -130,7 +130,9 @@ impl DestDir {
 
     fn is_symlink(&self, name: &[u8]) -> bool {
         rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
-            .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink)
+            .map(|st| {
+                rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Symlink
+            })
             .unwrap_or(false)
     }
 
@@ -140,7 +142,8 @@ impl DestDir {
 
     /// Sets the folder's own mtime (after its children are written).
     pub(crate) fn set_mtime(&self, mtime: Timestamp) -> Result<(), WriteError> {
-        rustix::fs::futimens(&self.fd, &timestamps(mtime)).map_err(os(&self.rel, "cannot set mtime"))
+        rustix::fs::futimens(&self.fd, &timestamps(mtime))
+            .map_err(os(&self.rel, "cannot set mtime"))
     }
 
     fn check_free(&self, name: &[u8], shown: &str, ow: Overwrite) -> Result<(), WriteError> {
@@ -152,7 +155,13 @@ impl DestDir {
         Ok(())
     }
 
-    fn publish(&self, tmp: &str, name: &[u8], shown: &str, ow: Overwrite) -> Result<(), WriteError> {
+    fn publish(
+        &self,
+        tmp: &str,
+        name: &[u8],
+        shown: &str,
+        ow: Overwrite,
+    ) -> Result<(), WriteError> {
         let flags = match ow {
             Overwrite::Refuse => RenameFlags::NOREPLACE,
             Overwrite::Replace => RenameFlags::empty(),
@@ -216,7 +225,8 @@ impl DestDir {
             rustix::fs::fchmod(file.as_fd(), Mode::from_raw_mode(m))
                 .map_err(os(&shown, "cannot set mode"))?;
             if let Some(t) = mtime {
-                rustix::fs::futimens(file.as_fd(), &timestamps(t)).map_err(os(&shown, "cannot set mtime"))?;
+                rustix::fs::futimens(file.as_fd(), &timestamps(t))
+                    .map_err(os(&shown, "cannot set mtime"))?;
             }
             Ok(())
         })();
@@ -243,7 +253,12 @@ impl DestDir {
         rustix::fs::symlinkat(target, &self.fd, tmp.as_str())
             .map_err(os(&shown, "cannot create symlink"))?;
         if let Some(t) = mtime {
-            let _ = rustix::fs::utimensat(&self.fd, tmp.as_str(), &timestamps(t), AtFlags::SYMLINK_NOFOLLOW);
+            let _ = rustix::fs::utimensat(
+                &self.fd,
+                tmp.as_str(),
+                &timestamps(t),
+                AtFlags::SYMLINK_NOFOLLOW,
+            );
         }
         self.publish(&tmp, name, &shown, ow)
     }

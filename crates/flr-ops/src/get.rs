@@ -53,7 +53,12 @@ struct Job<'a, 'c> {
 
 /// Restores each `spec` into `opts.dest`: a file lands as `DEST/name`, a
 /// folder as `DEST/name/…`, a volume root's contents directly in `DEST`.
-pub fn get(image: &Image, specs: &[VolPath], opts: &GetOptions, ctx: &mut Context<'_>) -> Result<GetSummary, OpsError> {
+pub fn get(
+    image: &Image,
+    specs: &[VolPath],
+    opts: &GetOptions,
+    ctx: &mut Context<'_>,
+) -> Result<GetSummary, OpsError> {
     let root = DestDir::open_root(&opts.dest).map_err(|e| OpsError::Usage(e.to_string()))?;
     let mut filesystems: HashMap<String, Box<dyn Filesystem>> = HashMap::new();
     let mut total = GetSummary::default();
@@ -102,9 +107,21 @@ pub fn get(image: &Image, specs: &[VolPath], opts: &GetOptions, ctx: &mut Contex
             total.dirs,
             total.symlinks,
             opts.dest.display(),
-            if total.renamed > 0 { format!("; {} names made safe", total.renamed) } else { String::new() },
-            if total.skipped > 0 { format!("; {} special files skipped", total.skipped) } else { String::new() },
-            if total.failed > 0 { format!("; {} FAILED", total.failed) } else { String::new() },
+            if total.renamed > 0 {
+                format!("; {} names made safe", total.renamed)
+            } else {
+                String::new()
+            },
+            if total.skipped > 0 {
+                format!("; {} special files skipped", total.skipped)
+            } else {
+                String::new()
+            },
+            if total.failed > 0 {
+                format!("; {} FAILED", total.failed)
+            } else {
+                String::new()
+            },
         )?;
     }
     if total.failed > 0 {
@@ -120,7 +137,12 @@ pub fn get(image: &Image, specs: &[VolPath], opts: &GetOptions, ctx: &mut Contex
 impl Job<'_, '_> {
     fn fail(&mut self, path: &FsPath, msg: impl std::fmt::Display) {
         self.sum.failed += 1;
-        let _ = writeln!(self.ctx.err, "flr: {}:{}: {msg}", self.vol, display_name(path.to_string().as_bytes()));
+        let _ = writeln!(
+            self.ctx.err,
+            "flr: {}:{}: {msg}",
+            self.vol,
+            display_name(path.to_string().as_bytes())
+        );
     }
 
     fn overwrite(&self) -> Overwrite {
@@ -158,20 +180,33 @@ impl Job<'_, '_> {
         safe
     }
 
-    fn restore(&mut self, path: &FsPath, name: &[u8], meta: &Metadata, into: &DestDir, used: &mut HashSet<Vec<u8>>, depth: usize) {
+    fn restore(
+        &mut self,
+        path: &FsPath,
+        name: &[u8],
+        meta: &Metadata,
+        into: &DestDir,
+        used: &mut HashSet<Vec<u8>>,
+        depth: usize,
+    ) {
         let safe = self.dest_name(path, name, used);
         match meta.kind {
             FileKind::File => self.restore_file(path, &safe, meta, into),
             FileKind::Symlink => match self.fs.read_link(path) {
-                Ok(target) => match into.write_symlink(&safe, &target, self.overwrite(), meta.mtime) {
-                    Ok(()) => self.sum.symlinks += 1,
-                    Err(e) => self.fail(path, e),
-                },
+                Ok(target) => {
+                    match into.write_symlink(&safe, &target, self.overwrite(), meta.mtime) {
+                        Ok(()) => self.sum.symlinks += 1,
+                        Err(e) => self.fail(path, e),
+                    }
+                }
                 Err(e) => self.fail(path, e),
             },
             FileKind::Dir => {
                 if depth >= MAX_DEPTH {
-                    self.fail(path, format!("folders nested deeper than {MAX_DEPTH} levels (a loop?)"));
+                    self.fail(
+                        path,
+                        format!("folders nested deeper than {MAX_DEPTH} levels (a loop?)"),
+                    );
                     return;
                 }
                 match into.subdir(&safe) {
@@ -189,7 +224,11 @@ impl Job<'_, '_> {
             }
             FileKind::Special => {
                 self.sum.skipped += 1;
-                let _ = writeln!(self.ctx.err, "flr: {}:{}: special file (device, FIFO or socket) not restored", self.vol, path);
+                let _ = writeln!(
+                    self.ctx.err,
+                    "flr: {}:{}: special file (device, FIFO or socket) not restored",
+                    self.vol, path
+                );
             }
         }
     }
@@ -245,11 +284,14 @@ impl Job<'_, '_> {
                 }
             }
             Ok(Err(CopyError::Fs(e))) => self.fail(path, e),
-            Ok(Err(CopyError::Out(e))) => self.fail(path, WriteError::Os {
-                path: display_name(safe),
-                what: "write failed",
-                source: e,
-            }),
+            Ok(Err(CopyError::Out(e))) => self.fail(
+                path,
+                WriteError::Os {
+                    path: display_name(safe),
+                    what: "write failed",
+                    source: e,
+                },
+            ),
             Err(e) => self.fail(path, e),
         }
     }

@@ -40,7 +40,12 @@ struct JsonEntry<'a> {
 
 /// Lists `spec` on its volume. With `--json`, writes one JSON object per
 /// line (JSON Lines), so huge folders stream.
-pub fn ls(image: &Image, spec: &VolPath, opts: LsOptions, ctx: &mut Context<'_>) -> Result<(), OpsError> {
+pub fn ls(
+    image: &Image,
+    spec: &VolPath,
+    opts: LsOptions,
+    ctx: &mut Context<'_>,
+) -> Result<(), OpsError> {
     let vol = image.volume(&spec.volume)?;
     let fs = vol.open_fs()?;
     let meta = fs.metadata(&spec.path).map_err(fs_err(&vol.id))?;
@@ -74,7 +79,11 @@ fn list_dir(
     // find-like order: each entry, then (with -R) what is below it.
     for e in &entries {
         let path = dir.join(&e.name);
-        let shown = if opts.recursive { path.to_string().into_bytes() } else { e.name.clone() };
+        let shown = if opts.recursive {
+            path.to_string().into_bytes()
+        } else {
+            e.name.clone()
+        };
         print_entry(fs, ctx, &path, &shown, &e.meta, opts)?;
         if !opts.recursive || e.meta.kind != FileKind::Dir {
             continue;
@@ -192,7 +201,11 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, u32::try_from(m).unwrap_or(1), u32::try_from(d).unwrap_or(1))
+    (
+        y,
+        u32::try_from(m).unwrap_or(1),
+        u32::try_from(d).unwrap_or(1),
+    )
 }
 
 #[cfg(test)]
@@ -201,15 +214,27 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(format_time(Timestamp { secs: 0, nanos: 0 }), "1970-01-01 00:00:00");
         assert_eq!(
-            format_time(Timestamp { secs: 951_782_400, nanos: 0 }),
+            format_time(Timestamp { secs: 0, nanos: 0 }),
+            "1970-01-01 00:00:00"
+        );
+        assert_eq!(
+            format_time(Timestamp {
+                secs: 951_782_400,
+                nanos: 0
+            }),
             "2000-02-29 00:00:00"
         );
         assert_eq!(
-            format_time(Timestamp { secs: 1_700_000_000, nanos: 0 }),
+            format_time(Timestamp {
+                secs: 1_700_000_000,
+                nanos: 0
+            }),
             "2023-11-14 22:13:20"
         );
-        assert_eq!(format_time(Timestamp { secs: -1, nanos: 0 }), "1969-12-31 23:59:59");
+        assert_eq!(
+            format_time(Timestamp { secs: -1, nanos: 0 }),
+            "1969-12-31 23:59:59"
+        );
     }
 }

@@ -65,7 +65,9 @@ pub fn safe_component(name: &[u8]) -> (Vec<u8>, Option<String>) {
         out.insert(0, b'_');
     }
     let stem = out.split(|&b| b == b'.').next().unwrap_or(&[]);
-    let stem_upper = String::from_utf8_lossy(stem).trim_end().to_ascii_uppercase();
+    let stem_upper = String::from_utf8_lossy(stem)
+        .trim_end()
+        .to_ascii_uppercase();
     if WINDOWS_RESERVED.contains(&stem_upper.as_str()) {
         reasons.push("Windows reserved device name");
         out.insert(0, b'_');

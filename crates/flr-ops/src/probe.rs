@@ -90,7 +90,10 @@ pub fn probe(image: &Image, ctx: &mut Context<'_>) -> Result<usize, OpsError> {
         "{}: {}{}, virtual size {} ({} bytes), file {}",
         image.location,
         c.format.to_uppercase(),
-        c.subtype.as_deref().map(|s| format!(" {s}")).unwrap_or_default(),
+        c.subtype
+            .as_deref()
+            .map(|s| format!(" {s}"))
+            .unwrap_or_default(),
         human_size(c.virtual_size),
         c.virtual_size,
         human_size(c.file_size),
@@ -159,7 +162,11 @@ pub fn probe(image: &Image, ctx: &mut Context<'_>) -> Result<usize, OpsError> {
                 write!(out, "  label {l:?}")?;
             }
             if let Some(id) = &fs.id {
-                let what = if fs.fs_type.starts_with("ext") { "uuid" } else { "serial" };
+                let what = if fs.fs_type.starts_with("ext") {
+                    "uuid"
+                } else {
+                    "serial"
+                };
                 write!(out, "  {what} {id}")?;
             }
             write!(out, "  block {}", fs.block_size)?;
@@ -180,7 +187,10 @@ pub fn probe(image: &Image, ctx: &mut Context<'_>) -> Result<usize, OpsError> {
                 l.version,
                 l.uuid,
                 l.cipher.as_deref().unwrap_or("?"),
-                l.label.as_deref().map(|s| format!("  label {s:?}")).unwrap_or_default()
+                l.label
+                    .as_deref()
+                    .map(|s| format!("  label {s:?}"))
+                    .unwrap_or_default()
             )?;
         } else {
             writeln!(out, "        {}", ct.kind.name())?;
