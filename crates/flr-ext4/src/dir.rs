@@ -24,7 +24,12 @@ impl DirList {
         let mut pos = 0usize;
         while pos + 8 <= blk.len() {
             let ino = le32(blk, pos);
-            let rec_len = usize::from(le16(blk, pos + 4));
+            // With 64 KiB blocks a record spanning a whole block is stored
+            // as 0 or 65535 (the length does not fit in 16 bits).
+            let rec_len = match usize::from(le16(blk, pos + 4)) {
+                0 | 65535 if blk.len() == 65536 => 65536,
+                r => r,
+            };
             let (name_len, ftype) = if filetype {
                 (usize::from(blk[pos + 6]), blk[pos + 7])
             } else {

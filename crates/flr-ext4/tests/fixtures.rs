@@ -317,10 +317,28 @@ fn corrupt_images_fail_cleanly() {
 /// errors are fine, panics and hangs are not.
 #[test]
 fn damaged_metadata_never_panics() {
-    for name in ["ext4", "ext2", "ext4-journal"] {
+    damage_rounds(40, 0x9e37_79b9_7f4a_7c15);
+}
+
+/// The same, many more rounds: `FLR_SOAK_ROUNDS=5000 FLR_SOAK_SEED=7 cargo
+/// test --release -p flr-ext4 --test fixtures -- --ignored soak`.
+#[test]
+#[ignore]
+fn damaged_metadata_soak() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    damage_rounds(env("FLR_SOAK_ROUNDS", 1000), env("FLR_SOAK_SEED", 1) | 1);
+}
+
+fn damage_rounds(rounds: u64, seed0: u64) {
+    for name in ["ext4", "ext2", "ext4-journal", "ext4-metabg"] {
         let img = image_bytes(name);
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        for round in 0..40 {
+        let mut seed = seed0;
+        for round in 0..rounds {
             let mut v = img.clone();
             for _ in 0..200 {
                 seed ^= seed << 13;

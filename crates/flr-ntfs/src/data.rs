@@ -8,7 +8,6 @@ use std::io::Read;
 use flr_fs::{FileHandle, FsError};
 use flr_io::{ReadAt, ReaderCursor, Source};
 use ntfs::attribute_value::NtfsAttributeValue;
-use ntfs::structured_values::NtfsAttributeList;
 use ntfs::{NtfsAttribute, NtfsAttributeType, NtfsFile};
 
 use crate::bounce::Bounce;
@@ -56,7 +55,7 @@ const MAX_RESIDENT: u64 = 1 << 16;
 
 impl NtfsFs {
     /// The raw non-resident header of `attr` (which lives in `file`).
-    fn header(
+    pub(crate) fn header(
         &self,
         file: &NtfsFile<'_>,
         attr: &NtfsAttribute<'_, '_>,
@@ -69,7 +68,7 @@ impl NtfsFs {
     }
 
     /// Appends the data runs of one non-resident attribute extent.
-    fn extent_runs(
+    pub(crate) fn extent_runs(
         &self,
         fs: &mut ReaderCursor,
         attr: &NtfsAttribute<'_, '_>,
@@ -115,79 +114,31 @@ impl NtfsFs {
     }
 
     /// Size, attribute flags and residency of the unnamed `$DATA` stream,
-    /// from its first extent. (The ntfs crate's `NtfsFile::data` can return
-    /// a later extent first when the first one sits in the base record of a
-    /// file with an attribute list, so this walks the list itself.)
+    /// from its first extent (the one at VCN 0, which carries the sizes).
     pub(crate) fn stream_info(
         &self,
         fs: &mut ReaderCursor,
         file: &NtfsFile<'_>,
     ) -> Result<Option<StreamInfo>, FsError> {
-        let mut list = None;
-        for a in file.attributes_raw() {
-            let a = a.map_err(nt)?;
-            match a.ty().map_err(nt)? {
-                NtfsAttributeType::AttributeList => list = Some(a),
-                NtfsAttributeType::Data if a.name_length() == 0 => {
-                    // In the base record: it is the first extent unless an
-                    // attribute list says otherwise, which it cannot (only
-                    // the extent with VCN 0 carries the sizes).
-                    if a.is_resident() {
-                        return Ok(Some(StreamInfo {
-                            size: a.value_length(),
-                            flags: a.flags().bits(),
-                            resident: true,
-                        }));
-                    }
-                    let h = self.header(file, &a)?;
-                    if h.lowest_vcn == 0 {
-                        return Ok(Some(StreamInfo {
-                            size: h.data_size,
-                            flags: a.flags().bits(),
-                            resident: false,
-                        }));
-                    }
-                }
-                _ => {}
-            }
-        }
-        let Some(list_attr) = list else {
-            return Ok(None);
-        };
-        let list = list_attr
-            .structured_value::<_, NtfsAttributeList>(fs)
-            .map_err(nt)?;
-        let mut it = list.entries();
-        let mut n = 0u32;
-        while let Some(e) = it.next(fs) {
-            let e = e.map_err(nt)?;
-            n += 1;
-            if n > 1 << 20 {
-                return Err(corrupt(0, "attribute list is too long"));
-            }
-            if e.ty().map_err(nt)? != NtfsAttributeType::Data
-                || e.name_length() != 0
-                || e.lowest_vcn().value() != 0
-            {
-                continue;
-            }
-            let xf = e.to_file(&self.ntfs, fs).map_err(nt)?;
-            let xa = e.to_attribute(&xf).map_err(nt)?;
-            if xa.is_resident() {
-                return Ok(Some(StreamInfo {
-                    size: xa.value_length(),
-                    flags: xa.flags().bits(),
+        let mut info = None;
+        self.for_each_extent(fs, file, NtfsAttributeType::Data, "", &mut |_, xf, a| {
+            info = Some(if a.is_resident() {
+                StreamInfo {
+                    size: a.value_length(),
+                    flags: a.flags().bits(),
                     resident: true,
-                }));
-            }
-            let h = self.header(&xf, &xa)?;
-            return Ok(Some(StreamInfo {
-                size: h.data_size,
-                flags: xa.flags().bits(),
-                resident: false,
-            }));
-        }
-        Ok(None)
+                }
+            } else {
+                let h = self.header(xf, a)?;
+                StreamInfo {
+                    size: h.data_size,
+                    flags: a.flags().bits(),
+                    resident: false,
+                }
+            });
+            Ok(false)
+        })?;
+        Ok(info)
     }
 
     /// The unnamed `$DATA` stream of `file`.
@@ -196,78 +147,53 @@ impl NtfsFs {
         fs: &mut ReaderCursor,
         file: &NtfsFile<'_>,
     ) -> Result<Data, FsError> {
+        self.stream_of(fs, file, NtfsAttributeType::Data, "")
+    }
+
+    /// The value of attribute `ty` named `name` (`""`: unnamed) of `file`,
+    /// gathered from all its extents. Missing: empty.
+    pub(crate) fn stream_of(
+        &self,
+        fs: &mut ReaderCursor,
+        file: &NtfsFile<'_>,
+        ty: NtfsAttributeType,
+        name: &str,
+    ) -> Result<Data, FsError> {
         let cluster = u64::from(self.ntfs.cluster_size());
-        // An attribute list means the stream may be split over records.
-        let mut list = None;
-        for a in file.attributes_raw() {
-            let a = a.map_err(nt)?;
-            if a.ty().map_err(nt)? == NtfsAttributeType::AttributeList {
-                list = Some(a);
-                break;
-            }
-        }
-        if let Some(list_attr) = list {
-            let list = list_attr
-                .structured_value::<_, NtfsAttributeList>(fs)
-                .map_err(nt)?;
-            let mut entries = Vec::new();
-            let mut it = list.entries();
-            while let Some(e) = it.next(fs) {
-                let e = e.map_err(nt)?;
-                if e.ty().map_err(nt)? == NtfsAttributeType::Data && e.name_length() == 0 {
-                    entries.push(e);
-                }
-                if entries.len() > 1 << 20 {
-                    return Err(corrupt(0, "attribute list is too long"));
-                }
-            }
-            entries.sort_by_key(|e| e.lowest_vcn().value());
-            if !entries.is_empty() {
-                let mut runs = Vec::new();
-                let mut vpos = 0u64;
-                let mut sizes = None;
-                for e in &entries {
-                    let xf = e.to_file(&self.ntfs, fs).map_err(nt)?;
-                    let xa = e.to_attribute(&xf).map_err(nt)?;
-                    if xa.is_resident() {
-                        if entries.len() == 1 {
-                            return self.resident(fs, &xa);
-                        }
-                        return Err(corrupt(0, "resident extent in a split data stream"));
-                    }
-                    self.check_flags(&xa)?;
-                    let h = self.header(&xf, &xa)?;
-                    if h.lowest_vcn.checked_mul(cluster) != Some(vpos) {
-                        return Err(corrupt(
-                            xa.position().value().map_or(0, |p| p.get()),
-                            "data extents leave a gap or overlap",
-                        ));
-                    }
-                    if h.lowest_vcn == 0 {
-                        sizes = Some(h);
-                    }
-                    self.extent_runs(fs, &xa, &mut runs, &mut vpos)?;
-                }
-                let h = sizes.ok_or_else(|| corrupt(0, "no data extent starts at VCN 0"))?;
-                return Ok(runs_data(runs, h));
-            }
-        }
-        for a in file.attributes_raw() {
-            let a = a.map_err(nt)?;
-            if a.ty().map_err(nt)? != NtfsAttributeType::Data || a.name_length() != 0 {
-                continue;
-            }
+        let mut resident = None;
+        let mut runs = Vec::new();
+        let mut vpos = 0u64;
+        let mut sizes = None;
+        let mut extents = 0u32;
+        self.for_each_extent(fs, file, ty, name, &mut |fs, xf, a| {
+            extents += 1;
+            let at = a.position().value().map_or(0, |p| p.get());
             if a.is_resident() {
-                return self.resident(fs, &a);
+                if extents > 1 {
+                    return Err(corrupt(at, "resident extent in a split stream"));
+                }
+                resident = Some(self.resident(fs, a)?);
+                return Ok(false);
             }
-            self.check_flags(&a)?;
-            let h = self.header(file, &a)?;
-            let mut runs = Vec::new();
-            let mut vpos = 0;
-            self.extent_runs(fs, &a, &mut runs, &mut vpos)?;
-            return Ok(runs_data(runs, h));
+            self.check_flags(a)?;
+            let h = self.header(xf, a)?;
+            if h.lowest_vcn.checked_mul(cluster) != Some(vpos) {
+                return Err(corrupt(at, "stream extents leave a gap or overlap"));
+            }
+            if h.lowest_vcn == 0 {
+                sizes = Some(h);
+            }
+            self.extent_runs(fs, a, &mut runs, &mut vpos)?;
+            Ok(true)
+        })?;
+        if let Some(r) = resident {
+            return Ok(r);
         }
-        Ok(Data::Resident(Vec::new()))
+        match sizes {
+            Some(h) => Ok(runs_data(runs, h)),
+            None if extents == 0 => Ok(Data::Resident(Vec::new())),
+            None => Err(corrupt(0, "no stream extent starts at VCN 0")),
+        }
     }
 
     fn check_flags(&self, a: &NtfsAttribute<'_, '_>) -> Result<(), FsError> {
@@ -287,7 +213,12 @@ impl NtfsFs {
         Ok(())
     }
 
-    fn resident(&self, fs: &mut ReaderCursor, a: &NtfsAttribute<'_, '_>) -> Result<Data, FsError> {
+    /// Reads a resident value whole.
+    pub(crate) fn resident(
+        &self,
+        fs: &mut ReaderCursor,
+        a: &NtfsAttribute<'_, '_>,
+    ) -> Result<Data, FsError> {
         let v = a.value(fs).map_err(nt)?;
         if v.len() > MAX_RESIDENT {
             return Err(corrupt(
@@ -300,6 +231,19 @@ impl NtfsFs {
             .read_to_end(&mut out)
             .map_err(|e| nt(e.into()))?;
         Ok(Data::Resident(out))
+    }
+}
+
+/// Whether a UTF-16LE attribute name equals `name`.
+pub(crate) fn name_is(utf16le: &[u8], name: &str) -> bool {
+    let mut units = name.encode_utf16();
+    let mut i = utf16le.chunks_exact(2);
+    loop {
+        match (i.next(), units.next()) {
+            (None, None) => return utf16le.len() & 1 == 0,
+            (Some(c), Some(u)) if u16::from_le_bytes([c[0], c[1]]) == u => {}
+            _ => return false,
+        }
     }
 }
 

@@ -25,20 +25,20 @@
 //! sequence and log (`$LogFile`) replay are not attempted.
 #![deny(missing_docs)]
 
+mod attrs;
 mod bounce;
 mod data;
+mod index;
 mod record;
 mod reparse;
 
 use std::collections::HashMap;
-use std::io::Read;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use flr_fs::{
     DirEntry, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Metadata, Timestamp,
 };
 use flr_io::{IoError, ReadAt, ReaderCursor, Source};
-use ntfs::structured_values::NtfsFileNamespace;
 use ntfs::{Ntfs, NtfsAttributeType, NtfsError, NtfsFile, NtfsFileFlags};
 
 use data::{Data, NtfsHandle};
@@ -64,6 +64,28 @@ pub(crate) fn nt(e: NtfsError) -> FsError {
         };
     }
     corrupt(0, e.to_string())
+}
+
+/// Runs `f`, turning a panic (inside the ntfs crate, on damaged structures
+/// it does not check) into a corrupt-filesystem error. The panics fuzzing
+/// found (index entries, attribute lists) are avoided by parsing those
+/// here; this is the net for the rest. It cannot help in `panic = "abort"`
+/// builds.
+fn guard<T>(f: impl FnOnce() -> Result<T, FsError>) -> Result<T, FsError> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| p.downcast_ref::<&str>().copied())
+                .unwrap_or("panic");
+            Err(corrupt(
+                0,
+                format!("the NTFS parser failed on damaged structures ({msg})"),
+            ))
+        }
+    }
 }
 
 /// Whether `src` starts like an NTFS volume (`NTFS    ` at byte 3).
@@ -179,6 +201,10 @@ impl std::fmt::Debug for NtfsFs {
 impl NtfsFs {
     /// Opens the NTFS volume on `src` (the whole partition).
     pub fn open(src: Source) -> Result<NtfsFs, FsError> {
+        guard(|| Self::open_volume(src))
+    }
+
+    fn open_volume(src: Source) -> Result<NtfsFs, FsError> {
         if !probe(&*src) {
             return Err(corrupt(3, "no NTFS signature in the boot sector"));
         }
@@ -226,7 +252,8 @@ impl NtfsFs {
         Ok(f)
     }
 
-    /// Reads a small attribute value whole (resident or not).
+    /// Reads a small unnamed attribute value whole (resident or not);
+    /// `None` when absent or larger than `max`.
     fn small_value(
         &self,
         fs: &mut ReaderCursor,
@@ -234,24 +261,15 @@ impl NtfsFs {
         ty: NtfsAttributeType,
         max: u64,
     ) -> Result<Option<Vec<u8>>, FsError> {
-        let mut it = file.attributes();
-        while let Some(item) = it.next(fs) {
-            let item = item.map_err(nt)?;
-            let a = item.to_attribute().map_err(nt)?;
-            if a.ty().map_err(nt)? != ty || a.name_length() != 0 {
-                continue;
-            }
-            let v = a.value(fs).map_err(nt)?;
-            if v.len() > max {
-                return Ok(None);
-            }
-            let mut out = Vec::new();
-            v.attach(fs)
-                .read_to_end(&mut out)
-                .map_err(|e| nt(e.into()))?;
-            return Ok(Some(out));
+        let data = self.stream_of(fs, file, ty, "")?;
+        if data.size() > max {
+            return Ok(None);
         }
-        Ok(None)
+        let mut h = NtfsHandle::new(self.src.clone(), data);
+        let mut out = vec![0u8; usize::try_from(h.size()).unwrap_or(0)];
+        let n = h.read_at(0, &mut out)?;
+        out.truncate(n);
+        Ok((!out.is_empty()).then_some(out))
     }
 
     /// Loads record `rec` (checking its sequence number when given).
@@ -306,6 +324,11 @@ impl NtfsFs {
                     node.unreadable = Some(reason);
                     return Ok(node);
                 }
+                None if !is_dir => {
+                    node.unreadable =
+                        Some("reparse point whose reparse data cannot be read".into());
+                    return Ok(node);
+                }
                 // A directory keeps its index whatever its reparse tag.
                 _ => {}
             }
@@ -356,43 +379,13 @@ impl NtfsFs {
             return Ok(d.clone());
         }
         let file = self.file(fs, rec)?;
-        // A bound on entries, so that a looping index cannot run forever:
-        // every entry takes at least 82 bytes of index allocation.
-        let mut alloc = 0u64;
-        let mut it = file.attributes();
-        while let Some(item) = it.next(fs) {
-            let a = item.map_err(nt)?;
-            let a = a.to_attribute().map_err(nt)?;
-            if matches!(
-                a.ty(),
-                Ok(NtfsAttributeType::IndexAllocation | NtfsAttributeType::IndexRoot)
-            ) {
-                alloc = alloc.saturating_add(a.value_length());
-            }
-        }
-        let bound = alloc / 82 + 16;
-        let index = file.directory_index(fs).map_err(nt)?;
-        let mut entries = index.entries();
         let mut list = DirList::default();
-        let mut seen = 0u64;
-        while let Some(e) = entries.next(fs) {
-            let e = e.map_err(nt)?;
-            seen += 1;
-            if seen > bound {
-                return Err(corrupt(0, format!("directory index of record {rec} loops")));
-            }
-            let Some(key) = e.key() else { continue };
-            let key: ntfs::structured_values::NtfsFileName = key.map_err(nt)?;
-            if key.namespace() == NtfsFileNamespace::Dos {
-                continue;
-            }
-            let r = e.file_reference();
-            let child = r.file_record_number();
+        for n in self.index_names(fs, &file)? {
             list.items.push(DirItem {
-                name: utf16(key.name().0),
-                rec: child,
-                seq: r.sequence_number(),
-                hidden: rec == ROOT && child < FIRST_USER_RECORD,
+                hidden: rec == ROOT && n.rec < FIRST_USER_RECORD,
+                name: n.name,
+                rec: n.rec,
+                seq: n.seq,
             });
         }
         let mut idx: Vec<usize> = (0..list.items.len()).collect();
@@ -481,16 +474,41 @@ impl Filesystem for NtfsFs {
             id: Some(self.serial()),
             block_size: self.ntfs.cluster_size(),
             total_bytes: self.ntfs.size(),
-            free_bytes: *self.free.get_or_init(|| self.count_free()),
+            free_bytes: *self
+                .free
+                .get_or_init(|| guard(|| Ok(self.count_free())).ok().flatten()),
         }
     }
 
     fn metadata(&self, path: &FsPath) -> Result<Metadata, FsError> {
-        let mut fs = self.cursor();
-        Ok(Self::meta(&self.resolve(&mut fs, path)?))
+        guard(|| {
+            let mut fs = self.cursor();
+            Ok(Self::meta(&self.resolve(&mut fs, path)?))
+        })
     }
 
     fn read_dir(&self, path: &FsPath) -> Result<Vec<DirEntry>, FsError> {
+        guard(|| self.read_dir_inner(path))
+    }
+
+    fn read_link(&self, path: &FsPath) -> Result<Vec<u8>, FsError> {
+        guard(|| {
+            let mut fs = self.cursor();
+            let node = self.resolve(&mut fs, path)?;
+            node.link.ok_or_else(|| FsError::Unsupported {
+                path: path.to_string(),
+                reason: "not a symbolic link".into(),
+            })
+        })
+    }
+
+    fn open(&self, path: &FsPath) -> Result<Box<dyn FileHandle + '_>, FsError> {
+        guard(|| self.open_file(path))
+    }
+}
+
+impl NtfsFs {
+    fn read_dir_inner(&self, path: &FsPath) -> Result<Vec<DirEntry>, FsError> {
         let mut fs = self.cursor();
         let dir = self.resolve(&mut fs, path)?;
         if dir.kind != FileKind::Dir {
@@ -523,16 +541,7 @@ impl Filesystem for NtfsFs {
         Ok(out)
     }
 
-    fn read_link(&self, path: &FsPath) -> Result<Vec<u8>, FsError> {
-        let mut fs = self.cursor();
-        let node = self.resolve(&mut fs, path)?;
-        node.link.ok_or_else(|| FsError::Unsupported {
-            path: path.to_string(),
-            reason: "not a symbolic link".into(),
-        })
-    }
-
-    fn open(&self, path: &FsPath) -> Result<Box<dyn FileHandle + '_>, FsError> {
+    fn open_file(&self, path: &FsPath) -> Result<Box<dyn FileHandle + '_>, FsError> {
         let mut fs = self.cursor();
         let node = self.resolve(&mut fs, path)?;
         if node.kind != FileKind::File {

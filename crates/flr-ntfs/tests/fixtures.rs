@@ -281,10 +281,52 @@ fn probe_and_corrupt_inputs() {
 /// errors are fine, panics and hangs are not.
 #[test]
 fn damaged_metadata_never_panics() {
+    damage_rounds(25, 0x2545_f491_4f6c_dd1d);
+}
+
+/// The same, many more rounds: `FLR_SOAK_ROUNDS=20000 FLR_SOAK_SEED=7 cargo
+/// test --release -p flr-ntfs --test fixtures -- --ignored soak`.
+#[test]
+#[ignore]
+fn damaged_metadata_soak() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    damage_rounds(env("FLR_SOAK_ROUNDS", 2000), env("FLR_SOAK_SEED", 1) | 1);
+}
+
+/// Panic locations seen while walking damaged images (the ntfs crate's
+/// panics are caught by flr-ntfs and turned into errors; flr-ntfs's own
+/// code must not panic at all).
+static PANICS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn record_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_damage_test = std::thread::current()
+                .name()
+                .is_some_and(|n| n.contains("damaged_metadata"));
+            if let (Some(l), true) = (info.location(), in_damage_test) {
+                PANICS
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(format!("{}:{}", l.file(), l.line()));
+            }
+            previous(info);
+        }));
+    });
+}
+
+fn damage_rounds(rounds: u64, mut seed: u64) {
+    record_panics();
     let img = std::fs::read(flr_testdata::fixture("ntfs/ntfs.img.zst")).unwrap();
     let mft = u64::from_le_bytes(img[0x30..0x38].try_into().unwrap()) as usize * 4096;
-    let mut seed = 0x2545_f491_4f6c_dd1du64;
-    for _round in 0..25 {
+    for _round in 0..rounds {
         let mut v = img.clone();
         for _ in 0..100 {
             seed ^= seed << 13;
@@ -328,5 +370,14 @@ fn damaged_metadata_never_panics() {
                 }
             }
         }
+    }
+    let seen = PANICS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let own: Vec<&String> = seen
+        .iter()
+        .filter(|l| !l.contains(".cargo/registry"))
+        .collect();
+    assert!(own.is_empty(), "flr-ntfs panicked at {own:?}");
+    if !seen.is_empty() {
+        eprintln!("caught panics inside the ntfs crate at: {seen:?}");
     }
 }
