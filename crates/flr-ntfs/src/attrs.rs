@@ -169,7 +169,9 @@ impl NtfsFs {
         if a.is_resident() {
             return match self.resident(fs, a)? {
                 Data::Resident(v) => Ok(v),
-                Data::Runs { .. } => Err(corrupt(0, "resident attribute list read as runs")),
+                Data::Runs { .. } | Data::Compressed { .. } => {
+                    Err(corrupt(0, "resident attribute list read as runs"))
+                }
             };
         }
         let at = a.position().value().map_or(0, |p| p.get());
@@ -181,8 +183,8 @@ impl NtfsFs {
             return Err(corrupt(at, "attribute list is not non-resident"));
         };
         let mut runs = Vec::new();
-        let mut vpos = 0;
-        self.extent_runs(fs, a, &mut runs, &mut vpos)?;
+        let (mut vpos, mut stored) = (0, 0);
+        self.extent_runs(fs, a, &mut runs, &mut vpos, &mut stored)?;
         let data = Data::Runs {
             runs,
             size: h.data_size,

@@ -31,13 +31,20 @@ pub(crate) enum Data {
         size: u64,
         init: u64,
     },
+    /// An LZNT1-compressed stream, in compression units of `unit` bytes.
+    Compressed {
+        runs: Vec<Run>,
+        size: u64,
+        init: u64,
+        unit: u64,
+    },
 }
 
 impl Data {
     pub(crate) fn size(&self) -> u64 {
         match self {
             Data::Resident(v) => v.len() as u64,
-            Data::Runs { size, .. } => *size,
+            Data::Runs { size, .. } | Data::Compressed { size, .. } => *size,
         }
     }
 }
@@ -74,6 +81,7 @@ impl NtfsFs {
         attr: &NtfsAttribute<'_, '_>,
         runs: &mut Vec<Run>,
         vpos: &mut u64,
+        stored: &mut u64,
     ) -> Result<(), FsError> {
         let at = attr.position().value().map_or(0, |p| p.get());
         let NtfsAttributeValue::NonResident(v) = attr.value(fs).map_err(nt)? else {
@@ -94,6 +102,14 @@ impl NtfsFs {
             }
             if len == 0 {
                 continue;
+            }
+            if phys.is_some() {
+                // Runs of a real file never add up to more than the volume;
+                // overlapping (hostile) runs could, without bound.
+                *stored = stored.saturating_add(len);
+                if *stored > vol {
+                    return Err(corrupt(at, "data runs add up to more than the volume"));
+                }
             }
             match runs.last_mut() {
                 Some(last) if last.phys.is_none() && phys.is_none() => last.len += len,
@@ -163,8 +179,10 @@ impl NtfsFs {
         let mut resident = None;
         let mut runs = Vec::new();
         let mut vpos = 0u64;
+        let mut stored = 0u64;
         let mut sizes = None;
         let mut extents = 0u32;
+        let mut compressed = false;
         self.for_each_extent(fs, file, ty, name, &mut |fs, xf, a| {
             extents += 1;
             let at = a.position().value().map_or(0, |p| p.get());
@@ -175,7 +193,7 @@ impl NtfsFs {
                 resident = Some(self.resident(fs, a)?);
                 return Ok(false);
             }
-            self.check_flags(a)?;
+            compressed |= self.check_flags(a)?;
             let h = self.header(xf, a)?;
             if h.lowest_vcn.checked_mul(cluster) != Some(vpos) {
                 return Err(corrupt(at, "stream extents leave a gap or overlap"));
@@ -183,34 +201,46 @@ impl NtfsFs {
             if h.lowest_vcn == 0 {
                 sizes = Some(h);
             }
-            self.extent_runs(fs, a, &mut runs, &mut vpos)?;
+            self.extent_runs(fs, a, &mut runs, &mut vpos, &mut stored)?;
             Ok(true)
         })?;
         if let Some(r) = resident {
             return Ok(r);
         }
         match sizes {
+            Some(h) if h.compression_unit != 0 && compressed => {
+                let unit = cluster
+                    .checked_shl(u32::from(h.compression_unit))
+                    .filter(|u| *u <= crate::compressed::MAX_UNIT)
+                    .ok_or_else(|| corrupt(0, format!("compression unit of 2^{} clusters", h.compression_unit)))?;
+                Ok(Data::Compressed {
+                    runs,
+                    size: h.data_size,
+                    init: h.initialized_size.min(h.data_size),
+                    unit,
+                })
+            }
             Some(h) => Ok(runs_data(runs, h)),
             None if extents == 0 => Ok(Data::Resident(Vec::new())),
             None => Err(corrupt(0, "no stream extent starts at VCN 0")),
         }
     }
 
-    fn check_flags(&self, a: &NtfsAttribute<'_, '_>) -> Result<(), FsError> {
+    /// Refuses encrypted streams and unknown compression methods; returns
+    /// whether the stream is LZNT1-compressed.
+    fn check_flags(&self, a: &NtfsAttribute<'_, '_>) -> Result<bool, FsError> {
         let f = a.flags().bits();
-        if f & 0x4000 != 0 || f & 0x00ff != 0 {
-            // Callers check metadata first; this guards the data path itself.
-            return Err(FsError::Unsupported {
-                path: String::new(),
-                reason: if f & 0x4000 != 0 {
-                    "EFS-encrypted"
-                } else {
-                    "NTFS-compressed"
-                }
-                .into(),
-            });
-        }
-        Ok(())
+        let reason = match f & 0x00ff {
+            _ if f & 0x4000 != 0 => "EFS-encrypted".to_string(),
+            0 => return Ok(false),
+            1 => return Ok(true),
+            m => format!("NTFS compression method {m} (only LZNT1 is known)"),
+        };
+        // Callers check metadata first; this guards the data path itself.
+        Err(FsError::Unsupported {
+            path: String::new(),
+            reason,
+        })
     }
 
     /// Reads a resident value whole.
@@ -260,6 +290,7 @@ pub(crate) struct NtfsHandle {
     src: Source,
     data: Data,
     bounce: Bounce,
+    units: crate::compressed::UnitCache,
 }
 
 impl NtfsHandle {
@@ -268,6 +299,7 @@ impl NtfsHandle {
             src,
             data,
             bounce: Bounce::default(),
+            units: crate::compressed::UnitCache::default(),
         }
     }
 }
@@ -291,6 +323,12 @@ impl FileHandle for NtfsHandle {
                 return Ok(n);
             }
             Data::Runs { runs, init, .. } => (runs, *init),
+            Data::Compressed {
+                runs, init, unit, ..
+            } => {
+                crate::compressed::read(&self.src, runs, *unit, *init, &mut self.units, offset, &mut buf[..n])?;
+                return Ok(n);
+            }
         };
         let mut pos = offset;
         let mut done = 0usize;

@@ -16,6 +16,8 @@ use crate::{corrupt, utf16, NtfsFs};
 const ENTRY_HAS_SUBNODE: u16 = 0x1;
 const ENTRY_LAST: u16 = 0x2;
 const NAMESPACE_DOS: u8 = 2;
+/// Cap on index blocks visited in one directory (16 GiB of 4 KiB blocks).
+const MAX_BLOCKS: usize = 1 << 22;
 
 fn le16(b: &[u8], o: usize) -> u16 {
     b.get(o..o + 2)
@@ -120,6 +122,9 @@ impl Walk<'_> {
                 "index entry points to a subnode but there is no index allocation",
             ));
         };
+        if self.visited.len() >= MAX_BLOCKS {
+            return Err(corrupt(0, "directory index has too many blocks"));
+        }
         if !self.visited.insert(vcn) {
             return Err(corrupt(
                 0,

@@ -27,8 +27,10 @@
 
 mod attrs;
 mod bounce;
+mod compressed;
 mod data;
 mod index;
+mod lznt1;
 mod record;
 mod reparse;
 
@@ -339,8 +341,8 @@ impl NtfsFs {
         let (flags, resident) = data.unwrap_or((0, true));
         if flags & 0x4000 != 0 || attrs & FA_ENCRYPTED != 0 {
             node.unreadable = Some("EFS-encrypted".into());
-        } else if flags & 0x00ff != 0 && !resident {
-            node.unreadable = Some("NTFS-compressed".into());
+        } else if flags & 0x00ff > 1 && !resident {
+            node.unreadable = Some(format!("NTFS compression method {} (only LZNT1 is known)", flags & 0x00ff));
         } else if attrs & FA_COMPRESSED != 0 && !resident && flags & 0x00ff == 0 {
             // Marked compressed but the stream is stored plainly: readable.
         } else if attrs & FA_SYSTEM != 0 && (10..=MAX_INTERIX).contains(&node.size) {

@@ -54,6 +54,8 @@ pub(crate) struct NonResident {
     pub(crate) lowest_vcn: u64,
     pub(crate) data_size: u64,
     pub(crate) initialized_size: u64,
+    /// log2 of the compression unit in clusters (0: not compressed).
+    pub(crate) compression_unit: u8,
 }
 
 /// Parses the non-resident header of the attribute at `off` in `rec`.
@@ -65,6 +67,7 @@ pub(crate) fn non_resident(rec: &[u8], off: usize, at: u64) -> Result<NonResiden
         lowest_vcn: le64(rec, off + 0x10),
         data_size: le64(rec, off + 0x30),
         initialized_size: le64(rec, off + 0x38),
+        compression_unit: u8::try_from(le16(rec, off + 0x22)).unwrap_or(u8::MAX),
     })
 }
 
