@@ -161,7 +161,10 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
         Cmd::Cat { image, path } => {
             let spec = VolPath::parse(&path).map_err(OpsError::Usage)?;
             let img = flr_engine::open_path(&image)?;
-            flr_ops::cat(&img, &spec, &mut out)?;
+            // File data goes to stdout unbuffered: it is written in large chunks
+            // already, and a buffer would only add a copy.
+            out.flush()?;
+            flr_ops::cat(&img, &spec, &mut std::io::stdout().lock())?;
             exit::OK
         }
     };

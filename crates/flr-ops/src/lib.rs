@@ -131,7 +131,8 @@ pub fn cat(image: &Image, spec: &VolPath, out: &mut dyn Write) -> Result<(), Ops
     let vol = image.volume(&spec.volume)?;
     if spec.raw_path.is_empty() {
         let src = vol.source();
-        let mut buf = vec![0u8; CHUNK];
+        let mut chunk = AlignedBuf::new(CHUNK);
+        let buf = chunk.as_mut();
         let mut off = 0u64;
         while off < src.len() {
             let n = usize::try_from((src.len() - off).min(CHUNK as u64)).unwrap_or(CHUNK);
@@ -163,8 +164,33 @@ pub fn cat(image: &Image, spec: &VolPath, out: &mut dyn Write) -> Result<(), Ops
     Ok(())
 }
 
-/// Read size for file data.
+/// Read size for file data: small enough to stay in the CPU cache between
+/// the read and the write, as `cat` does.
 pub(crate) const CHUNK: usize = 128 << 10;
+
+const PAGE: usize = 4096;
+
+/// A buffer that starts on a page boundary: the kernel copies page-cache data
+/// into such buffers several times faster than into misaligned ones, and
+/// readers below can then read straight into it.
+pub(crate) struct AlignedBuf {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl AlignedBuf {
+    pub(crate) fn new(len: usize) -> Self {
+        let storage = vec![0u8; len + PAGE];
+        let addr = storage.as_ptr() as usize;
+        let start = (PAGE - addr % PAGE) % PAGE;
+        AlignedBuf { storage, start, len }
+    }
+
+    pub(crate) fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+}
 
 pub(crate) enum CopyError {
     Fs(FsError),
@@ -179,7 +205,8 @@ pub(crate) fn copy_file(
     mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<u64, CopyError> {
     let size = h.size();
-    let mut buf = vec![0u8; CHUNK.min(usize::try_from(size).unwrap_or(CHUNK)).max(1)];
+    let mut chunk = AlignedBuf::new(CHUNK.min(usize::try_from(size).unwrap_or(CHUNK)).max(1));
+    let buf = chunk.as_mut();
     let mut off = 0u64;
     while off < size {
         let want = usize::try_from((size - off).min(buf.len() as u64)).unwrap_or(buf.len());
