@@ -2,13 +2,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-pub use flr_testdata::{fixture, manifest, sha256_hex, ManifestEntry};
+pub(crate) use flr_testdata::{fixture, manifest, sha256_hex, ManifestEntry};
 
-pub fn flr() -> Command {
+pub(crate) fn flr() -> Command {
     Command::new(env!("CARGO_BIN_EXE_flr"))
 }
 
-pub fn run(args: &[&str]) -> Output {
+pub(crate) fn run(args: &[&str]) -> Output {
     let out = flr().args(args).output().expect("run flr");
     // A panic exits with 101: never acceptable, whatever the input.
     assert_ne!(
@@ -20,7 +20,7 @@ pub fn run(args: &[&str]) -> Output {
     out
 }
 
-pub fn run_ok(args: &[&str]) -> Output {
+pub(crate) fn run_ok(args: &[&str]) -> Output {
     let out = run(args);
     assert!(
         out.status.success(),
@@ -31,21 +31,21 @@ pub fn run_ok(args: &[&str]) -> Output {
     out
 }
 
-pub fn stdout(o: &Output) -> String {
+pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-pub fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-pub fn p(path: &Path) -> &str {
+pub(crate) fn p(path: &Path) -> &str {
     path.to_str().expect("utf-8 path")
 }
 
 /// Restores `vol:/` of `image` into a fresh folder with `--checksum` and
 /// returns the folder and the sha256 of every restored file by path.
-pub fn restore_all(image: &Path, vol: &str) -> (tempfile::TempDir, BTreeMap<String, String>) {
+pub(crate) fn restore_all(image: &Path, vol: &str) -> (tempfile::TempDir, BTreeMap<String, String>) {
     let dest = tempfile::tempdir().expect("tempdir");
     let spec = format!("{vol}:/");
     let out = run(&["get", p(image), &spec, "-o", p(dest.path()), "--checksum"]);
@@ -60,7 +60,7 @@ pub fn restore_all(image: &Path, vol: &str) -> (tempfile::TempDir, BTreeMap<Stri
 /// Checks a restored tree against a manifest: every file's size and sha256
 /// (both from `--checksum` and from the bytes on disk), every symlink's target,
 /// every folder's existence.
-pub fn check_tree(dest: &Path, sums: &BTreeMap<String, String>, entries: &[ManifestEntry]) {
+pub(crate) fn check_tree(dest: &Path, sums: &BTreeMap<String, String>, entries: &[ManifestEntry]) {
     assert!(!entries.is_empty());
     for e in entries {
         let path = dest.join(&e.path);
@@ -95,6 +95,6 @@ pub fn check_tree(dest: &Path, sums: &BTreeMap<String, String>, entries: &[Manif
     }
 }
 
-pub fn demo() -> PathBuf {
+pub(crate) fn demo() -> PathBuf {
     flr_testdata::testdata_dir().join("demo.vhd")
 }

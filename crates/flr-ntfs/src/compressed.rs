@@ -28,7 +28,13 @@ pub(crate) struct UnitCache {
 }
 
 /// Fills `out` with unit `index` of the stream described by `runs`.
-fn decode_unit(src: &Source, runs: &[Run], unit: u64, index: u64, out: &mut Vec<u8>) -> Result<(), FsError> {
+fn decode_unit(
+    src: &Source,
+    runs: &[Run],
+    unit: u64,
+    index: u64,
+    out: &mut Vec<u8>,
+) -> Result<(), FsError> {
     let ulen = usize::try_from(unit).map_err(|_| corrupt(0, "compression unit too large"))?;
     let start = index
         .checked_mul(unit)

@@ -212,7 +212,12 @@ impl NtfsFs {
                 let unit = cluster
                     .checked_shl(u32::from(h.compression_unit))
                     .filter(|u| *u <= crate::compressed::MAX_UNIT)
-                    .ok_or_else(|| corrupt(0, format!("compression unit of 2^{} clusters", h.compression_unit)))?;
+                    .ok_or_else(|| {
+                        corrupt(
+                            0,
+                            format!("compression unit of 2^{} clusters", h.compression_unit),
+                        )
+                    })?;
                 Ok(Data::Compressed {
                     runs,
                     size: h.data_size,
@@ -326,7 +331,15 @@ impl FileHandle for NtfsHandle {
             Data::Compressed {
                 runs, init, unit, ..
             } => {
-                crate::compressed::read(&self.src, runs, *unit, *init, &mut self.units, offset, &mut buf[..n])?;
+                crate::compressed::read(
+                    &self.src,
+                    runs,
+                    *unit,
+                    *init,
+                    &mut self.units,
+                    offset,
+                    &mut buf[..n],
+                )?;
                 return Ok(n);
             }
         };

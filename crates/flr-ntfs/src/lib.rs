@@ -342,7 +342,10 @@ impl NtfsFs {
         if flags & 0x4000 != 0 || attrs & FA_ENCRYPTED != 0 {
             node.unreadable = Some("EFS-encrypted".into());
         } else if flags & 0x00ff > 1 && !resident {
-            node.unreadable = Some(format!("NTFS compression method {} (only LZNT1 is known)", flags & 0x00ff));
+            node.unreadable = Some(format!(
+                "NTFS compression method {} (only LZNT1 is known)",
+                flags & 0x00ff
+            ));
         } else if attrs & FA_COMPRESSED != 0 && !resident && flags & 0x00ff == 0 {
             // Marked compressed but the stream is stored plainly: readable.
         } else if attrs & FA_SYSTEM != 0 && (10..=MAX_INTERIX).contains(&node.size) {

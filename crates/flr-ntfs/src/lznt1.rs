@@ -36,11 +36,17 @@ pub(crate) enum Lznt1Error {
 /// Decompresses `input` into `out`, appending at most `limit` bytes. Returns
 /// the number of bytes appended. Decoding stops at the end of input, at a
 /// zero chunk header, or when `limit` is reached.
-pub(crate) fn decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Result<usize, Lznt1Error> {
+pub(crate) fn decompress(
+    input: &[u8],
+    out: &mut Vec<u8>,
+    limit: usize,
+) -> Result<usize, Lznt1Error> {
     let start_len = out.len();
     let mut pos = 0usize;
     while out.len() - start_len < limit {
-        let Some(h) = input.get(pos..pos + 2) else { break };
+        let Some(h) = input.get(pos..pos + 2) else {
+            break;
+        };
         let header = u16::from_le_bytes([h[0], h[1]]);
         if header == 0 {
             break;
@@ -71,7 +77,12 @@ pub(crate) fn decompress(input: &[u8], out: &mut Vec<u8>, limit: usize) -> Resul
 
 /// Decodes one compressed chunk body, appending to `out`; back-references
 /// may only reach bytes produced by this chunk (from `chunk_start`).
-fn decode_chunk(body: &[u8], body_at: usize, out: &mut Vec<u8>, chunk_start: usize) -> Result<(), Lznt1Error> {
+fn decode_chunk(
+    body: &[u8],
+    body_at: usize,
+    out: &mut Vec<u8>,
+    chunk_start: usize,
+) -> Result<(), Lznt1Error> {
     let mut i = 0usize;
     while i < body.len() {
         let flags = body[i];
@@ -159,7 +170,10 @@ mod tests {
         assert!(decompress(&input, &mut Vec::new(), 4096).is_err());
         // Chunk longer than the input.
         let input = [0xff, 0xbf, 0x00];
-        assert_eq!(decompress(&input, &mut Vec::new(), 4096), Err(Lznt1Error::TruncatedChunk(0)));
+        assert_eq!(
+            decompress(&input, &mut Vec::new(), 4096),
+            Err(Lznt1Error::TruncatedChunk(0))
+        );
         // Every 3-byte prefix pattern: no panic.
         for a in 0..=255u8 {
             for b in [0x00u8, 0x30, 0x80, 0xb0, 0xbf, 0xff] {

@@ -36,7 +36,10 @@ fn corpus_ntfs_images() {
             let f = found.get(p).unwrap_or_else(|| panic!("{img}: {p} missing"));
             assert_eq!(f.size, size, "{img}: {p} size");
             // Every listed file, LZNT1-compressed ones included, must read back exactly.
-            assert_eq!(f.meta.unreadable, None, "{img}: {p} unexpectedly unreadable");
+            assert_eq!(
+                f.meta.unreadable, None,
+                "{img}: {p} unexpectedly unreadable"
+            );
             assert_eq!(f.sha256, sha, "{img}: {p} sha256");
             assert_eq!(f.meta.inode, Some(rec), "{img}: {p} record");
             assert_eq!(fs.metadata(&FsPath::parse(p)).unwrap().inode, Some(rec));

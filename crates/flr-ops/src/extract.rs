@@ -73,7 +73,7 @@ fn tmp_name() -> String {
 fn timestamps(t: Timestamp) -> Timestamps {
     let ts = Timespec {
         tv_sec: t.secs,
-        tv_nsec: i64::from(t.nanos).try_into().unwrap_or(0),
+        tv_nsec: i64::from(t.nanos),
     };
     Timestamps {
         last_access: ts,

@@ -184,7 +184,11 @@ impl AlignedBuf {
         let storage = vec![0u8; len + PAGE];
         let addr = storage.as_ptr() as usize;
         let start = (PAGE - addr % PAGE) % PAGE;
-        AlignedBuf { storage, start, len }
+        AlignedBuf {
+            storage,
+            start,
+            len,
+        }
     }
 
     pub(crate) fn as_mut(&mut self) -> &mut [u8] {
