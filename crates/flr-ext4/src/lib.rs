@@ -23,7 +23,6 @@
 //! The crate uses no metadata checksums (it does not verify them).
 #![deny(missing_docs)]
 
-mod bounce;
 mod bytes;
 mod dir;
 mod inode;
@@ -38,8 +37,8 @@ use std::sync::{Arc, Mutex};
 use flr_fs::{DirEntry, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Metadata};
 use flr_io::{ReadAt, Source};
 
-use bounce::Bounce;
 use dir::DirList;
+use flr_io::Bounce;
 use inode::{Inode, ROOT_INO};
 use map::Extent;
 use sb::{Superblock, INCOMPAT_FILETYPE, SB_OFFSET, SB_SIZE};

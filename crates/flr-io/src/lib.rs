@@ -23,11 +23,13 @@
 //! (in that layer's own address space) where it happened.
 #![deny(missing_docs)]
 
+mod bounce;
 mod cursor;
 mod error;
 mod parent;
 mod source;
 
+pub use bounce::Bounce;
 pub use cursor::{ReadOnlyCursor, ReaderCursor};
 pub use error::IoError;
 pub use parent::{FileParentResolver, NoParentResolver, ParentResolver};

@@ -10,9 +10,9 @@ use flr_io::{ReadAt, ReaderCursor, Source};
 use ntfs::attribute_value::NtfsAttributeValue;
 use ntfs::{NtfsAttribute, NtfsAttributeType, NtfsFile};
 
-use crate::bounce::Bounce;
 use crate::record::{non_resident, read_record, NonResident};
 use crate::{corrupt, nt, NtfsFs};
+use flr_io::Bounce;
 
 /// A run of the stream: `len` bytes from stream offset `vstart`, stored at
 /// volume offset `phys` (`None`: sparse).

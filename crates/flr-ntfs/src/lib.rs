@@ -26,7 +26,7 @@
 #![deny(missing_docs)]
 
 mod attrs;
-mod bounce;
+
 mod compressed;
 mod data;
 mod index;

@@ -15,13 +15,13 @@ const COPY: usize = 2048;
 
 /// A lazily allocated scratch buffer.
 #[derive(Default)]
-pub(crate) struct Bounce {
+pub struct Bounce {
     buf: Vec<u8>,
 }
 
 impl Bounce {
     /// Fills `dst` with the bytes at `off`, read by `read(off, buf)`.
-    pub(crate) fn read<E>(
+    pub fn read<E>(
         &mut self,
         off: u64,
         dst: &mut [u8],
