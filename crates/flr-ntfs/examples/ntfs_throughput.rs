@@ -5,7 +5,7 @@
 //! calls and compares the time with `cat` of the same bytes (the source
 //! file, from the page cache).
 //!
-//! Run as root: `cargo run --release -p flr-ntfs --example throughput [-- DIR]`
+//! Run as root: `cargo run --release -p flr-ntfs --example ntfs_throughput [-- DIR]`
 //! (needs mkntfs, ntfscp, ntfs-3g; DIR defaults to /tmp/flr-ntfs-throughput).
 
 use std::io::{Seek, SeekFrom, Write};

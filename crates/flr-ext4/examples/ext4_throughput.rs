@@ -3,7 +3,7 @@
 //! 1 MiB `read_at` calls and compares the time with `cat` of the same bytes
 //! (the source file, from the page cache).
 //!
-//! Run: `cargo run --release -p flr-ext4 --example throughput [-- DIR]`
+//! Run: `cargo run --release -p flr-ext4 --example ext4_throughput [-- DIR]`
 //! (needs mkfs.ext4; DIR defaults to /tmp/flr-ext4-throughput).
 
 use std::path::PathBuf;
