@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use flr_engine::Scan;
 use flr_ops::{exit, Context, GetOptions, LsOptions, OpsError, OutputFormat, VolPath};
 
 const EXIT_CODES: &str = "\
@@ -105,7 +106,7 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
     };
     let code = match cli.cmd {
         Cmd::Probe { image, json } => {
-            let img = flr_engine::open_path(&image)?;
+            let img = flr_engine::open_path(&image, Scan::Full)?;
             let mut ctx = Context {
                 out: &mut out,
                 err: &mut err,
@@ -122,7 +123,7 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
             json,
         } => {
             let spec = VolPath::parse(&path).map_err(OpsError::Usage)?;
-            let img = flr_engine::open_path(&image)?;
+            let img = flr_engine::open_path(&image, Scan::Quick)?;
             let mut ctx = Context {
                 out: &mut out,
                 err: &mut err,
@@ -140,7 +141,7 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
             json,
         } => {
             let specs = parse_specs(&paths)?;
-            let img = flr_engine::open_path(&image)?;
+            let img = flr_engine::open_path(&image, Scan::Quick)?;
             let mut ctx = Context {
                 out: &mut out,
                 err: &mut err,
@@ -160,7 +161,7 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
         }
         Cmd::Cat { image, path } => {
             let spec = VolPath::parse(&path).map_err(OpsError::Usage)?;
-            let img = flr_engine::open_path(&image)?;
+            let img = flr_engine::open_path(&image, Scan::Quick)?;
             // File data goes to stdout unbuffered: it is written in large chunks
             // already, and a buffer would only add a copy.
             out.flush()?;

@@ -238,11 +238,23 @@ pub enum EngineError {
     },
 }
 
+/// How much a scan looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scan {
+    /// Open every filesystem to read its facts (label, serial, sizes) and
+    /// prove it opens: what `probe` shows.
+    #[default]
+    Full,
+    /// Signatures only; filesystems are opened when used. For commands that
+    /// work on one volume (on a remote source this saves reads).
+    Quick,
+}
+
 /// Opens a local image file read-only and scans it.
-pub fn open_path(path: &Path) -> Result<Image, EngineError> {
+pub fn open_path(path: &Path, scan: Scan) -> Result<Image, EngineError> {
     let file: Source = Arc::new(FileSource::open(path)?);
     let resolver = FileParentResolver::new(path);
-    open_source(file, &path.display().to_string(), &resolver)
+    open_source(file, &path.display().to_string(), &resolver, scan)
 }
 
 /// Scans an already opened source: detects the container, the partition
@@ -252,6 +264,7 @@ pub fn open_source(
     file: Source,
     location: &str,
     parents: &dyn ParentResolver,
+    scan: Scan,
 ) -> Result<Image, EngineError> {
     let file_size = file.len();
     let (disk, container) = open_container(file, parents)?;
@@ -270,7 +283,7 @@ pub fn open_source(
     let mut volumes = Vec::new();
     let table_info = match table {
         None => {
-            volumes.push(make_volume("disk".into(), 0, None, disk.clone())?);
+            volumes.push(make_volume("disk".into(), 0, None, disk.clone(), scan)?);
             None
         }
         Some(t) => {
@@ -287,7 +300,8 @@ pub fn open_source(
                     format!("partition {id}"),
                 )
                 .map_err(EngineError::Io)?;
-                let mut v = make_volume(id, p.start, Some(partition_info(p)), Arc::new(part))?;
+                let mut v =
+                    make_volume(id, p.start, Some(partition_info(p)), Arc::new(part), scan)?;
                 if len < p.size {
                     v.size = p.size;
                     v.content.verdict = "error";
@@ -357,6 +371,7 @@ fn make_volume(
     offset: u64,
     partition: Option<PartitionInfo>,
     source: Source,
+    scan: Scan,
 ) -> Result<Volume, EngineError> {
     let content = match read_head(source.as_ref()) {
         Err(e) => ContentInfo {
@@ -368,7 +383,7 @@ fn make_volume(
         },
         Ok(head) => {
             let kind = detect(&head, source.as_ref());
-            content_info(kind, &head, &source)
+            content_info(kind, &head, &source, scan)
         }
     };
     Ok(Volume {
@@ -381,7 +396,7 @@ fn make_volume(
     })
 }
 
-fn content_info(kind: ContentKind, head: &[u8], source: &Source) -> ContentInfo {
+fn content_info(kind: ContentKind, head: &[u8], source: &Source, scan: Scan) -> ContentInfo {
     let mut c = ContentInfo {
         kind,
         fs: None,
@@ -389,6 +404,14 @@ fn content_info(kind: ContentKind, head: &[u8], source: &Source) -> ContentInfo 
         verdict: "unknown",
         detail: String::new(),
     };
+    if kind.is_filesystem_flr_reads() && scan == Scan::Quick {
+        c.verdict = "readable";
+        c.detail = format!(
+            "{} signature (filesystem not inspected in this scan)",
+            kind.name()
+        );
+        return c;
+    }
     if kind.is_filesystem_flr_reads() {
         match open_filesystem(kind, source.clone()) {
             Ok(fs) => {
