@@ -45,7 +45,10 @@ pub(crate) fn p(path: &Path) -> &str {
 
 /// Restores `vol:/` of `image` into a fresh folder with `--checksum` and
 /// returns the folder and the sha256 of every restored file by path.
-pub(crate) fn restore_all(image: &Path, vol: &str) -> (tempfile::TempDir, BTreeMap<String, String>) {
+pub(crate) fn restore_all(
+    image: &Path,
+    vol: &str,
+) -> (tempfile::TempDir, BTreeMap<String, String>) {
     let dest = tempfile::tempdir().expect("tempdir");
     let spec = format!("{vol}:/");
     let out = run(&["get", p(image), &spec, "-o", p(dest.path()), "--checksum"]);
