@@ -160,7 +160,23 @@ impl Core {
             });
         }
         log.first = first;
-        log.maxlen = maxlen;
+        // With fast commits, the last blocks of the journal hold the fast
+        // commit area; the ordinary log wraps before it.
+        log.maxlen = if incompat & J_INCOMPAT_FAST_COMMIT != 0 {
+            let fc = match u64::from(be32(&jsb, 0x54)) {
+                0 => 256,
+                n => n,
+            };
+            maxlen.saturating_sub(fc).max(first + 1)
+        } else {
+            maxlen
+        };
+        if start >= log.maxlen {
+            return Err(corrupt(
+                jsb_at,
+                "journal start lies in the fast commit area",
+            ));
+        }
         log.incompat = incompat;
 
         // Pass 1: collect the committed transactions and their revocations.

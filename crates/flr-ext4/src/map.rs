@@ -25,6 +25,11 @@ const MAX_NODES: u64 = 1 << 22;
 
 struct Builder {
     out: Vec<Extent>,
+    /// Blocks mapped so far, and the most a file can map: no more than the
+    /// volume holds, so that shared (hostile) indirect or extent blocks
+    /// cannot make the map grow without bound.
+    mapped: u64,
+    max_mapped: u64,
     /// End (exclusive) of the last logical range seen, mapped or not.
     covered: u64,
     nblocks: u64,
@@ -32,14 +37,19 @@ struct Builder {
 }
 
 impl Builder {
-    fn push(&mut self, lblk: u64, len: u64, pblk: u64) {
+    fn push(&mut self, lblk: u64, len: u64, pblk: u64) -> Result<(), FsError> {
+        self.mapped += len;
+        if self.mapped > self.max_mapped {
+            return Err(corrupt(0, "a file maps more blocks than the volume holds"));
+        }
         if let Some(last) = self.out.last_mut() {
             if last.lblk + last.len == lblk && last.pblk + last.len == pblk {
                 last.len += len;
-                return;
+                return Ok(());
             }
         }
         self.out.push(Extent { lblk, len, pblk });
+        Ok(())
     }
 }
 
@@ -47,8 +57,14 @@ impl Core {
     /// The mapped runs of `inode`'s first `ceil(size / bs)` blocks.
     pub(crate) fn map_inode(&self, inode: &Inode) -> Result<Vec<Extent>, FsError> {
         let nblocks = inode.size.div_ceil(self.sb.bs);
+        let max_mapped = self
+            .sb
+            .blocks_count
+            .min(self.vol.src.len() / self.sb.bs + 1);
         let mut b = Builder {
             out: Vec::new(),
+            mapped: 0,
+            max_mapped,
             covered: 0,
             nblocks,
             nodes: 0,
@@ -128,7 +144,7 @@ impl Core {
                 }
                 self.check_phys(inode, pblk, len, at)?;
                 if !unwritten {
-                    b.push(lblk, len.min(b.nblocks - lblk), pblk);
+                    b.push(lblk, len.min(b.nblocks - lblk), pblk)?;
                 }
             } else {
                 if lblk < b.covered {
@@ -162,7 +178,7 @@ impl Core {
             let p = ptr(i as usize);
             if p != 0 {
                 self.check_phys(inode, p, 1, at)?;
-                b.push(i, 1, p);
+                b.push(i, 1, p)?;
             }
         }
         let per = self.sb.bs / 4;
@@ -216,7 +232,7 @@ impl Core {
             }
             self.check_phys(inode, p, 1, at + j * 4)?;
             if level == 1 {
-                b.push(lblk, 1, p);
+                b.push(lblk, 1, p)?;
             } else {
                 self.indirect(inode, p, level - 1, lblk, b)?;
             }
@@ -238,6 +254,32 @@ pub(crate) fn find(extents: &[Extent], lblk: u64) -> Result<usize, usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mapping_more_blocks_than_the_volume_is_an_error() {
+        let mut b = Builder {
+            out: Vec::new(),
+            mapped: 0,
+            max_mapped: 10,
+            covered: 0,
+            nblocks: 100,
+            nodes: 0,
+        };
+        b.push(0, 4, 50).unwrap();
+        b.push(4, 4, 54).unwrap();
+        assert_eq!(
+            b.out,
+            vec![Extent {
+                lblk: 0,
+                len: 8,
+                pblk: 50
+            }]
+        );
+        // Shared blocks (the same physical block again and again).
+        b.push(8, 1, 50).unwrap();
+        b.push(9, 1, 50).unwrap();
+        assert!(b.push(10, 1, 50).is_err());
+    }
 
     #[test]
     fn find_runs_and_holes() {

@@ -334,11 +334,36 @@ fn damaged_metadata_soak() {
     damage_rounds(env("FLR_SOAK_ROUNDS", 1000), env("FLR_SOAK_SEED", 1) | 1);
 }
 
+/// Reports rounds that take long (a damaged image must not make flr crawl).
+struct SlowRound {
+    name: &'static str,
+    round: u64,
+    started: std::time::Instant,
+}
+
+impl Drop for SlowRound {
+    fn drop(&mut self) {
+        let t = self.started.elapsed();
+        if t > std::time::Duration::from_secs(2) {
+            eprintln!("slow round: {} #{}: {t:?}", self.name, self.round);
+        }
+    }
+}
+
 fn damage_rounds(rounds: u64, seed0: u64) {
     for name in ["ext4", "ext2", "ext4-journal", "ext4-metabg"] {
         let img = image_bytes(name);
         let mut seed = seed0;
         for round in 0..rounds {
+            let started = std::time::Instant::now();
+            let _slow = SlowRound {
+                name,
+                round,
+                started,
+            };
+            if std::env::var_os("FLR_SOAK_TRACE").is_some() {
+                eprintln!("round {name} #{round}");
+            }
             let mut v = img.clone();
             for _ in 0..200 {
                 seed ^= seed << 13;
@@ -351,11 +376,17 @@ fn damage_rounds(rounds: u64, seed0: u64) {
                 }
                 v[at] ^= (seed >> 32) as u8 | 1;
             }
+            if let Ok(dump) = std::env::var("FLR_SOAK_DUMP") {
+                if dump == format!("{name}:{round}") {
+                    std::fs::write("/tmp/flr-soak-dump.img", &v).unwrap();
+                }
+            }
             let Ok(fs) = Ext4Fs::open(Arc::new(MemSource::new(v))) else {
                 continue;
             };
             let _ = fs.info();
             let mut todo = vec![FsPath::root()];
+            let mut seen = std::collections::HashSet::new();
             let mut visited = 0;
             while let Some(d) = todo.pop() {
                 visited += 1;
@@ -368,7 +399,10 @@ fn damage_rounds(rounds: u64, seed0: u64) {
                 for e in entries {
                     let p = d.join(&e.name);
                     match e.meta.kind {
-                        FileKind::Dir => todo.push(p),
+                        // A damaged entry can point back up the tree: walk
+                        // each directory once (as any recursive walk must).
+                        FileKind::Dir if seen.insert(e.meta.inode) => todo.push(p),
+                        FileKind::Dir => {}
                         FileKind::Symlink => {
                             let _ = fs.read_link(&p);
                         }

@@ -350,6 +350,7 @@ fn damage_rounds(rounds: u64, mut seed: u64) {
         };
         let _ = fs.info();
         let mut todo = vec![FsPath::root()];
+        let mut seen = std::collections::HashSet::new();
         let mut visited = 0;
         while let Some(d) = todo.pop() {
             visited += 1;
@@ -362,7 +363,10 @@ fn damage_rounds(rounds: u64, mut seed: u64) {
             for e in entries {
                 let p = d.join(&e.name);
                 match e.meta.kind {
-                    FileKind::Dir => todo.push(p),
+                    // A damaged entry can point back up the tree: walk
+                    // each directory once (as any recursive walk must).
+                    FileKind::Dir if seen.insert(e.meta.inode) => todo.push(p),
+                    FileKind::Dir => {}
                     FileKind::Symlink => {
                         let _ = fs.read_link(&p);
                     }
