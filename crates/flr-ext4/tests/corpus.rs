@@ -35,7 +35,13 @@ fn corpus_ext_images() {
     for (img, expected, fs_type) in IMAGES {
         let path = unpacked.join(img);
         let fs = open_path(&path);
-        assert_eq!(fs.info().fs_type, *fs_type, "{img}");
+        let info = fs.info();
+        assert_eq!(info.fs_type, *fs_type, "{img}");
+        if let Some(b) = blkid(&path) {
+            assert_eq!(Some(&info.fs_type), b.get("TYPE"), "{img}: type vs blkid");
+            assert_eq!(info.label.as_ref(), b.get("LABEL"), "{img}: label vs blkid");
+            assert_eq!(info.id.as_ref(), b.get("UUID"), "{img}: UUID vs blkid");
+        }
         let found = walk(&fs);
         if let Some(tsv) = expected {
             let text = std::fs::read_to_string(corpus.join("expected").join(tsv)).unwrap();
@@ -70,4 +76,25 @@ fn corpus_journal_only_directory() {
     let fs = open_path(&unpacked.join("ext/ext4-view/test_disk_4k_block_journal.bin"));
     assert!(fs.journal_replayed());
     assert!(fs.metadata(&FsPath::parse("/dir500")).is_ok());
+}
+
+/// `blkid -p -o export` of an image, as key → value (the independent
+/// oracle for type, label and UUID/serial), when blkid is installed.
+fn blkid(path: &std::path::Path) -> Option<std::collections::BTreeMap<String, String>> {
+    if !flr_testdata::have_tool("blkid") {
+        eprintln!("SKIPPED blkid cross-check: blkid not installed");
+        return None;
+    }
+    let out = std::process::Command::new("blkid")
+        .args(["-p", "-o", "export"])
+        .arg(path)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.replace("\\ ", " ")))
+            .collect(),
+    )
 }

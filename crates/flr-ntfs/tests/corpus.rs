@@ -23,8 +23,19 @@ fn corpus_ntfs_images() {
         return;
     };
     for (img, tsv) in IMAGES {
-        let fs = open_path(&unpacked.join(img));
-        assert_eq!(fs.info().fs_type, "ntfs");
+        let path = unpacked.join(img);
+        let fs = open_path(&path);
+        let info = fs.info();
+        assert_eq!(info.fs_type, "ntfs");
+        if let Some(b) = blkid(&path) {
+            assert_eq!(
+                b.get("TYPE").map(String::as_str),
+                Some("ntfs"),
+                "{img}: type vs blkid"
+            );
+            assert_eq!(info.label.as_ref(), b.get("LABEL"), "{img}: label vs blkid");
+            assert_eq!(info.id.as_ref(), b.get("UUID"), "{img}: serial vs blkid");
+        }
         let found = walk(&fs);
         let text = std::fs::read_to_string(corpus.join("expected").join(tsv)).unwrap();
         let mut n = 0;
@@ -50,4 +61,25 @@ fn corpus_ntfs_images() {
             found.len()
         );
     }
+}
+
+/// `blkid -p -o export` of an image, as key → value (the independent
+/// oracle for type, label and UUID/serial), when blkid is installed.
+fn blkid(path: &std::path::Path) -> Option<std::collections::BTreeMap<String, String>> {
+    if !flr_testdata::have_tool("blkid") {
+        eprintln!("SKIPPED blkid cross-check: blkid not installed");
+        return None;
+    }
+    let out = std::process::Command::new("blkid")
+        .args(["-p", "-o", "export"])
+        .arg(path)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    Some(
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.replace("\\ ", " ")))
+            .collect(),
+    )
 }
