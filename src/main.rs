@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use flr_engine::Scan;
+use flr_engine::{KeyRing, Scan};
 use flr_ops::{exit, Context, GetOptions, LsOptions, OpsError, OutputFormat, VolPath};
 
 const EXIT_CODES: &str = "\
@@ -27,6 +27,11 @@ an image; restored files go only below the destination folder.";
 #[derive(Parser)]
 #[command(name = "flr", version, about = "File-level restore from VM disk images (raw, VHD, VHDX), read-only", after_help = EXIT_CODES)]
 struct Cli {
+    /// Key material for an encrypted volume, repeatable: ID=KIND:VALUE with KIND one of
+    /// passphrase-file, password-file, bek, recovery (48 digits, dashes allowed), volume-key (hex).
+    /// Files are read as exact bytes. Example: --key p1=recovery:111111-222222-…
+    #[arg(long = "key", global = true, value_name = "ID=KIND:VALUE")]
+    keys: Vec<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -93,6 +98,10 @@ fn parse_specs(v: &[String]) -> Result<Vec<VolPath>, OpsError> {
 }
 
 fn run(cli: Cli) -> Result<i32, OpsError> {
+    let mut keys = KeyRing::new();
+    for k in &cli.keys {
+        keys.parse_arg(k).map_err(OpsError::Usage)?;
+    }
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
@@ -106,7 +115,7 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
     };
     let code = match cli.cmd {
         Cmd::Probe { image, json } => {
-            let img = flr_engine::open_path(&image, Scan::Full)?;
+            let img = flr_engine::open_path(&image, Scan::Full, &keys)?;
             let mut ctx = Context {
                 out: &mut out,
                 err: &mut err,
@@ -123,7 +132,7 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
             json,
         } => {
             let spec = VolPath::parse(&path).map_err(OpsError::Usage)?;
-            let img = flr_engine::open_path(&image, Scan::Quick)?;
+            let img = flr_engine::open_path(&image, Scan::Quick, &keys)?;
             let mut ctx = Context {
                 out: &mut out,
                 err: &mut err,
@@ -141,7 +150,7 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
             json,
         } => {
             let specs = parse_specs(&paths)?;
-            let img = flr_engine::open_path(&image, Scan::Quick)?;
+            let img = flr_engine::open_path(&image, Scan::Quick, &keys)?;
             let mut ctx = Context {
                 out: &mut out,
                 err: &mut err,
@@ -161,7 +170,7 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
         }
         Cmd::Cat { image, path } => {
             let spec = VolPath::parse(&path).map_err(OpsError::Usage)?;
-            let img = flr_engine::open_path(&image, Scan::Quick)?;
+            let img = flr_engine::open_path(&image, Scan::Quick, &keys)?;
             // File data goes to stdout unbuffered: it is written in large chunks
             // already, and a buffer would only add a copy.
             out.flush()?;

@@ -91,7 +91,7 @@ impl ContentKind {
             ContentKind::Lvm2 => "LVM2 volume groups are not assembled yet",
             ContentKind::Luks => "LUKS volume: unlocking is not supported yet",
             ContentKind::BitLocker | ContentKind::BitLockerToGo => {
-                "BitLocker volume: unlocking is not supported yet"
+                "BitLocker volume: locked (give its key with --key)"
             }
             ContentKind::Swap => "swap space holds no files",
             ContentKind::Empty => "the volume reads as zeros (no filesystem)",

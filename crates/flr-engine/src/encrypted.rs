@@ -59,3 +59,106 @@ pub(crate) fn luks_summary(head: &[u8], src: &dyn flr_io::ReadAt) -> Option<Luks
     }
     Some(s)
 }
+
+/// The encryption layer of a volume, as `probe` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct EncryptionInfo {
+    /// `bitlocker`, `bitlocker-to-go`.
+    pub scheme: String,
+    /// Cipher, e.g. `AES-XTS-128`.
+    pub cipher: String,
+    /// Protectors (BitLocker) with their ids.
+    pub protectors: Vec<String>,
+    /// How the volume was unlocked (`recovery password`, `clear key`…), or
+    /// None while locked.
+    pub unlocked_with: Option<String>,
+    /// Non-fatal findings.
+    pub warnings: Vec<String>,
+}
+
+/// Opens a BitLocker volume and, where the given key (or a clear key)
+/// unlocks it, returns the content found inside and the decrypted source.
+pub(crate) fn bitlocker(
+    id: &str,
+    source: crate::Source,
+    keys: &crate::KeyRing,
+    scan: crate::Scan,
+) -> (crate::ContentInfo, crate::Source) {
+    use crate::{ContentInfo, ContentKind};
+    let locked = |kind, verdict, detail: String, enc| ContentInfo {
+        kind,
+        fs: None,
+        luks: None,
+        encryption: enc,
+        verdict,
+        detail,
+    };
+    let vol = match flr_bitlocker::BitLockerVolume::open(source.clone()) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                locked(ContentKind::BitLocker, "error", e.to_string(), None),
+                source,
+            )
+        }
+    };
+    let info = vol.info();
+    let outer = if info.to_go {
+        ContentKind::BitLockerToGo
+    } else {
+        ContentKind::BitLocker
+    };
+    let mut enc = EncryptionInfo {
+        scheme: if info.to_go {
+            "bitlocker-to-go"
+        } else {
+            "bitlocker"
+        }
+        .to_string(),
+        cipher: info.encryption_method.to_string(),
+        protectors: info
+            .protectors
+            .iter()
+            .map(|p| format!("{} {{{}}}", p.kind, p.guid))
+            .collect(),
+        unlocked_with: None,
+        warnings: info.warnings.clone(),
+    };
+    let key = keys.get(id);
+    match vol.unlock(key) {
+        Ok(unlocked) => {
+            enc.unlocked_with = Some(
+                key.map_or("clear key (protection suspended)", |k| k.kind())
+                    .to_string(),
+            );
+            let inner: crate::Source = std::sync::Arc::new(unlocked);
+            let mut c = match crate::read_head(inner.as_ref()) {
+                Ok(head) => {
+                    let kind = crate::detect(&head, inner.as_ref());
+                    crate::content_info(kind, &head, &inner, scan)
+                }
+                Err(e) => locked(
+                    ContentKind::Unknown,
+                    "error",
+                    format!("unlocked, but the decrypted volume cannot be read: {e}"),
+                    None,
+                ),
+            };
+            c.encryption = Some(enc);
+            (c, inner)
+        }
+        Err(e) => {
+            let hint = if key.is_none() {
+                format!(
+                    "; give a key with --key {id}=recovery:DIGITS, {id}=bek:FILE or {id}=password-file:FILE"
+                )
+            } else {
+                String::new()
+            };
+            (
+                locked(outer, "locked", format!("{e}{hint}"), Some(enc)),
+                source,
+            )
+        }
+    }
+}

@@ -14,9 +14,11 @@
 
 mod detect;
 mod encrypted;
+mod keyring;
 
 pub use detect::{detect, read_head, ContentKind};
-pub use encrypted::LuksSummary;
+pub use encrypted::{EncryptionInfo, LuksSummary};
+pub use keyring::KeyRing;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -85,6 +87,9 @@ pub struct ContentInfo {
     pub fs: Option<FsInfo>,
     /// LUKS header summary.
     pub luks: Option<LuksSummary>,
+    /// The encryption layer under the content, when there is one (BitLocker
+    /// today): scheme, cipher, protectors, and how it was unlocked.
+    pub encryption: Option<EncryptionInfo>,
     /// `readable`, `locked`, `unsupported`, `error`, `empty`, `unknown`.
     pub verdict: &'static str,
     /// One line for the operator.
@@ -133,7 +138,11 @@ impl Volume {
             OpenFsError::NotReadable(reason) => EngineError::NotReadable {
                 volume: self.id.clone(),
                 kind: self.content.kind.name(),
-                reason: reason.to_string(),
+                reason: if self.content.detail.is_empty() {
+                    reason.to_string()
+                } else {
+                    self.content.detail.clone()
+                },
             },
         })
     }
@@ -251,10 +260,10 @@ pub enum Scan {
 }
 
 /// Opens a local image file read-only and scans it.
-pub fn open_path(path: &Path, scan: Scan) -> Result<Image, EngineError> {
+pub fn open_path(path: &Path, scan: Scan, keys: &KeyRing) -> Result<Image, EngineError> {
     let file: Source = Arc::new(FileSource::open(path)?);
     let resolver = FileParentResolver::new(path);
-    open_source(file, &path.display().to_string(), &resolver, scan)
+    open_source(file, &path.display().to_string(), &resolver, scan, keys)
 }
 
 /// Scans an already opened source: detects the container, the partition
@@ -265,6 +274,7 @@ pub fn open_source(
     location: &str,
     parents: &dyn ParentResolver,
     scan: Scan,
+    keys: &KeyRing,
 ) -> Result<Image, EngineError> {
     let file_size = file.len();
     let (disk, container) = open_container(file, parents)?;
@@ -283,7 +293,14 @@ pub fn open_source(
     let mut volumes = Vec::new();
     let table_info = match table {
         None => {
-            volumes.push(make_volume("disk".into(), 0, None, disk.clone(), scan)?);
+            volumes.push(make_volume(
+                "disk".into(),
+                0,
+                None,
+                disk.clone(),
+                scan,
+                keys,
+            )?);
             None
         }
         Some(t) => {
@@ -300,8 +317,14 @@ pub fn open_source(
                     format!("partition {id}"),
                 )
                 .map_err(EngineError::Io)?;
-                let mut v =
-                    make_volume(id, p.start, Some(partition_info(p)), Arc::new(part), scan)?;
+                let mut v = make_volume(
+                    id,
+                    p.start,
+                    Some(partition_info(p)),
+                    Arc::new(part),
+                    scan,
+                    keys,
+                )?;
                 if len < p.size {
                     v.size = p.size;
                     v.content.verdict = "error";
@@ -372,35 +395,49 @@ fn make_volume(
     partition: Option<PartitionInfo>,
     source: Source,
     scan: Scan,
+    keys: &KeyRing,
 ) -> Result<Volume, EngineError> {
-    let content = match read_head(source.as_ref()) {
-        Err(e) => ContentInfo {
-            kind: ContentKind::Unknown,
-            fs: None,
-            luks: None,
-            verdict: "error",
-            detail: format!("cannot read the volume: {e}"),
+    let size = source.len();
+    let (content, source) = match read_head(source.as_ref()) {
+        Err(e) => (
+            ContentInfo {
+                kind: ContentKind::Unknown,
+                fs: None,
+                luks: None,
+                encryption: None,
+                verdict: "error",
+                detail: format!("cannot read the volume: {e}"),
+            },
+            source,
+        ),
+        Ok(head) => match detect(&head, source.as_ref()) {
+            ContentKind::BitLocker | ContentKind::BitLockerToGo => {
+                encrypted::bitlocker(&id, source, keys, scan)
+            }
+            kind => (content_info(kind, &head, &source, scan), source),
         },
-        Ok(head) => {
-            let kind = detect(&head, source.as_ref());
-            content_info(kind, &head, &source, scan)
-        }
     };
     Ok(Volume {
         id,
         offset,
-        size: source.len(),
+        size,
         partition,
         content,
         source,
     })
 }
 
-fn content_info(kind: ContentKind, head: &[u8], source: &Source, scan: Scan) -> ContentInfo {
+pub(crate) fn content_info(
+    kind: ContentKind,
+    head: &[u8],
+    source: &Source,
+    scan: Scan,
+) -> ContentInfo {
     let mut c = ContentInfo {
         kind,
         fs: None,
         luks: None,
+        encryption: None,
         verdict: "unknown",
         detail: String::new(),
     };

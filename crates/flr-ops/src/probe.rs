@@ -156,6 +156,26 @@ pub fn probe(image: &Image, ctx: &mut Context<'_>) -> Result<usize, OpsError> {
         }
         writeln!(out)?;
         let ct = &v.content;
+        if let Some(e) = &ct.encryption {
+            writeln!(
+                out,
+                "        {} {}  protectors: {}  {}",
+                e.scheme,
+                e.cipher,
+                if e.protectors.is_empty() {
+                    "none".to_string()
+                } else {
+                    e.protectors.join(", ")
+                },
+                match &e.unlocked_with {
+                    Some(k) => format!("unlocked with {k}"),
+                    None => "locked".to_string(),
+                }
+            )?;
+            for w in &e.warnings {
+                writeln!(out, "        warning: {w}")?;
+            }
+        }
         if let Some(fs) = &ct.fs {
             write!(out, "        {}", fs.fs_type)?;
             if let Some(l) = &fs.label {

@@ -1,0 +1,93 @@
+//! Key material given per volume (`--key ID=KIND:VALUE`).
+
+use std::collections::HashMap;
+
+use flr_keys::{KeyMaterial, Secret};
+
+/// Key material by volume id. Values are [`Secret`]s: never printed.
+#[derive(Default)]
+pub struct KeyRing {
+    keys: HashMap<String, KeyMaterial>,
+}
+
+impl KeyRing {
+    /// An empty ring.
+    pub fn new() -> Self {
+        KeyRing::default()
+    }
+
+    /// Adds the key for `volume`, replacing an earlier one.
+    pub fn insert(&mut self, volume: &str, key: KeyMaterial) {
+        self.keys.insert(volume.to_string(), key);
+    }
+
+    /// The key given for `volume`.
+    pub fn get(&self, volume: &str) -> Option<&KeyMaterial> {
+        self.keys.get(volume)
+    }
+
+    /// Parses one `ID=KIND:VALUE` argument. Kinds: `passphrase-file:PATH`,
+    /// `password-file:PATH`, `bek:PATH`, `recovery:DIGITS`, `volume-key:HEX`.
+    /// Files are read as exact bytes (no newline is stripped).
+    pub fn parse_arg(&mut self, arg: &str) -> Result<(), String> {
+        let (id, rest) = arg.split_once('=').ok_or_else(|| {
+            format!("--key {arg:?}: expected ID=KIND:VALUE, e.g. p3=passphrase-file:/path")
+        })?;
+        let (kind, value) = rest
+            .split_once(':')
+            .ok_or_else(|| format!("--key for {id}: expected KIND:VALUE after '='"))?;
+        let read = |what: &str| {
+            std::fs::read(value)
+                .map(Secret::new)
+                .map_err(|e| format!("--key for {id}: cannot read the {what} file {value:?}: {e}"))
+        };
+        let key = match kind {
+            "passphrase-file" => KeyMaterial::Passphrase(read("passphrase")?),
+            "password-file" => KeyMaterial::Password(read("password")?),
+            "bek" => KeyMaterial::StartupKey(read(".BEK")?),
+            "recovery" => KeyMaterial::RecoveryPassword(Secret::from_slice(value.as_bytes())),
+            "volume-key" => {
+                let hex = value.trim();
+                if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(format!("--key for {id}: volume-key must be hex digits"));
+                }
+                let bytes = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0))
+                    .collect();
+                KeyMaterial::VolumeKey(Secret::new(bytes))
+            }
+            other => {
+                return Err(format!(
+                    "--key for {id}: unknown kind {other:?} (passphrase-file, password-file, bek, recovery, volume-key)"
+                ))
+            }
+        };
+        self.insert(id, key);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_kinds() {
+        let mut k = KeyRing::new();
+        k.parse_arg("p1=recovery:111111-222222").unwrap();
+        k.parse_arg("disk=volume-key:00ff").unwrap();
+        assert!(matches!(
+            k.get("p1"),
+            Some(KeyMaterial::RecoveryPassword(_))
+        ));
+        match k.get("disk") {
+            Some(KeyMaterial::VolumeKey(s)) => assert_eq!(s.expose(), &[0, 255]),
+            _ => panic!("volume key"),
+        }
+        assert!(k.parse_arg("p1").is_err());
+        assert!(k.parse_arg("p1=what:x").is_err());
+        assert!(k.parse_arg("p1=volume-key:xyz").is_err());
+        assert!(k.parse_arg("p1=bek:/no/such/file").is_err());
+    }
+}
