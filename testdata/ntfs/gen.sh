@@ -64,7 +64,8 @@ both 'ln -s dir/nested/deep/file.txt link-interix'
 both 'truncate -s 2M fragmented.bin; for k in $(seq 511 -1 0); do
         { printf "block %04d\n" $k; dd if=medium.txt bs=4096 skip=$((k % 60)) count=1 status=none; } | head -c 4096 \
           | dd of=fragmented.bin bs=4096 seek=$k conv=notrunc status=none; done'
-# Compressed directory: files written inside are compressed.
+# Compressed directory: files written inside are LZNT1-compressed (flr
+# decompresses them; comp/small.txt stays resident and uncompressed).
 python3 -c "import os; os.setxattr('$mnt/comp', 'system.ntfs_attrib_be', bytes.fromhex('00000810'))"
 both "head -c 65536 medium.txt > comp/big.txt; printf 'tiny\n' > comp/small.txt"
 # Alternate data stream (ntfs-3g maps user.* attributes to named streams):
@@ -123,7 +124,7 @@ zstd -q -19 --long -f "$img" -o "$here/ntfs.img.zst"
 { printf '# path mtime(seconds.nanoseconds), from the source mirror (100 ns precision)\n'
   (cd "$src" && find . -mindepth 1 ! -name 'reparse-*' ! -name junction ! -name wsl-link ! -name wof.bin ! -name dedup.bin ! -name efs.txt \
      | sed 's|^\./||' | sort | while IFS= read -r p; do stat -c $'%n\t%.9Y' -- "$p"; done); } > "$here/ntfs.attrs.tsv"
-printf '# path reason-keyword: flr must list these as unreadable and refuse their data\ncomp/big.txt\tcompressed\nefs.txt\tEFS\nwof.bin\tWOF\ndedup.bin\tdedup\n' > "$here/ntfs.unreadable.tsv"
+printf '# path reason-keyword: flr must list these as unreadable and refuse their data\nefs.txt\tEFS\nwof.bin\tWOF\ndedup.bin\tdedup\n' > "$here/ntfs.unreadable.tsv"
 ntfsinfo -m "$img" 2>/dev/null > "$here/ntfs.ntfsinfo.txt" || true
 xxd -l 512 "$img" > "$here/ntfs.bootsector.txt"
 ls -la "$here"

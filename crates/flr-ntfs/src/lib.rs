@@ -1,28 +1,33 @@
 //! Read-only NTFS for flr, on top of the [`ntfs`] crate.
 //!
 //! [`NtfsFs`] implements [`flr_fs::Filesystem`] over any [`flr_io::Source`].
-//! The ntfs crate parses the boot sector, file records, attributes and
-//! directory indexes (through an [`flr_io::ReaderCursor`]); this crate adds
+//! The ntfs crate parses the boot sector, file records and attributes
+//! (through an [`flr_io::ReaderCursor`]); this crate adds
 //! what a restore needs on top: names from the Win32/POSIX namespaces (DOS
 //! 8.3 duplicates skipped), metafiles hidden from the root listing, links
 //! (symlinks, junctions, WSL and Interix symlinks), refusal of data it
 //! cannot return correctly, and a data path that gathers the run list of
 //! the unnamed `$DATA` stream once per open (across attribute lists), then
 //! reads straight from the source into the caller's buffer, with sparse
-//! runs and bytes past the initialized size (valid data length) as zeros.
+//! runs and bytes past the initialized size (valid data length) as zeros;
+//! LZNT1-compressed streams are decompressed one compression unit at a time.
+//!
+//! The ntfs crate's directory-index and attribute-list parsers panic on
+//! damaged input, so those structures are parsed here; remaining calls into
+//! the crate run behind a panic guard.
 //!
 //! Files whose data flr cannot return correctly are listed with
 //! [`Metadata::unreadable`] set and refused by [`Filesystem::open`] with
-//! [`FsError::Unsupported`]: NTFS-compressed, EFS-encrypted, and reparse
-//! points other than links (WOF-compressed, deduplicated, cloud
-//! placeholders, HSM…).
+//! [`FsError::Unsupported`]: EFS-encrypted, compression methods other than
+//! LZNT1, and reparse points other than links (WOF-compressed,
+//! deduplicated, cloud placeholders, HSM…).
 //!
 //! Names are matched exactly; when no name matches exactly, a unique
 //! case-insensitive match is accepted, as Windows would.
 //!
-//! Known limits: the ntfs crate requires `$MFT`'s own `$DATA` to sit in its
-//! base record (an `$MFT` with an attribute list fails to open); update
-//! sequence and log (`$LogFile`) replay are not attempted.
+//! Known limits: the ntfs crate locates file records through the `$DATA`
+//! of `$MFT`'s base record only, so records beyond it in an `$MFT` split by
+//! an attribute list cannot be opened; `$LogFile` is not replayed.
 #![deny(missing_docs)]
 
 mod attrs;
