@@ -88,3 +88,80 @@ fn dissect_fve_first_32k() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// One cryptsetup bitlk image: every credential images.conf lists must open
+/// it, and the whole decrypted volume must hash to the documented sha256.
+fn bitlk(image: &str) {
+    let Some((unpacked, corpus)) = flr_testdata::corpus(&format!("flr-bitlocker bitlk {image}"))
+    else {
+        return;
+    };
+    let dir = unpacked.join("bitlocker/cryptsetup-bitlk");
+    let row = tsv(&corpus, "cryptsetup-bitlk.decrypted-sha256.tsv")
+        .into_iter()
+        .find(|r| r[0] == image)
+        .unwrap();
+    let (password, recovery, startup, want) = (&row[2], &row[3], &row[4], &row[5]);
+    let vol = open(&dir.join(format!("{image}.img")));
+    let info = vol.info();
+    eprintln!("{image}: {info:?}");
+    let mut keys: Vec<(String, Option<KeyMaterial>)> = Vec::new();
+    if !password.is_empty() {
+        keys.push(("password".into(), Some(pw(password))));
+    }
+    if !recovery.is_empty() {
+        keys.push(("recovery password".into(), Some(rp(recovery))));
+    }
+    if !startup.is_empty() {
+        keys.push(("startup key".into(), Some(bek(&dir.join(startup)))));
+    }
+    if keys.is_empty() {
+        keys.push(("clear key".into(), None));
+    }
+    let mut first: Option<String> = None;
+    for (what, key) in &keys {
+        let u = vol
+            .unlock(key.as_ref())
+            .unwrap_or_else(|e| panic!("{image} with {what}: {e}"));
+        // The whole volume once; the other credentials must give the same
+        // FVEK, so the same first MiB.
+        let got = match &first {
+            None => {
+                let h = sha_prefix(&u, u.len());
+                if want != "-" {
+                    assert_eq!(&h, want, "{image} with {what}: whole-volume sha256");
+                }
+                first = Some(sha_prefix(&u, 1 << 20));
+                h
+            }
+            Some(f) => {
+                let h = sha_prefix(&u, 1 << 20);
+                assert_eq!(&h, f, "{image} with {what}: first MiB differs");
+                h
+            }
+        };
+        eprintln!("{image} with {what}: {got}");
+    }
+}
+
+macro_rules! bitlk_tests {
+    ($($name:ident => $image:literal),* $(,)?) => {
+        $(#[test] fn $name() { bitlk($image); })*
+    };
+}
+
+bitlk_tests! {
+    bitlk_aes_cbc_128 => "bitlk-aes-cbc-128",
+    bitlk_aes_cbc_256 => "bitlk-aes-cbc-256",
+    bitlk_aes_cbc_elephant_128 => "bitlk-aes-cbc-elephant-128",
+    bitlk_aes_xts_128_4k => "bitlk-aes-xts-128-4k",
+    bitlk_aes_xts_128_clearkey_only => "bitlk-aes-xts-128-clearkey-only",
+    bitlk_aes_xts_128_crc => "bitlk-aes-xts-128-crc",
+    bitlk_aes_xts_128_eow => "bitlk-aes-xts-128-eow",
+    bitlk_aes_xts_128_first_recovery => "bitlk-aes-xts-128-first-recovery",
+    bitlk_aes_xts_128_new_entry => "bitlk-aes-xts-128-new-entry",
+    bitlk_aes_xts_128_startup_key => "bitlk-aes-xts-128-startup-key",
+    bitlk_aes_xts_128 => "bitlk-aes-xts-128",
+    bitlk_partially_encrypted_aes_cbc_128 => "bitlk-partially-encrypted-aes-cbc-128",
+    bitlk_togo_aes_cbc_128 => "bitlk-togo-aes-cbc-128",
+}
