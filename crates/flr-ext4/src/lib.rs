@@ -21,6 +21,15 @@
 //! journal that needs recovery, or an external journal device itself.
 //!
 //! The crate uses no metadata checksums (it does not verify them).
+//!
+//! The `ext4-view` crate serves the tests as an independent reader (every
+//! fixture and corpus image is walked by both and compared). It is not used
+//! at run time: it exposes no inode numbers or inode flags (so encrypted
+//! files in plain directories cannot be refused), reads one block per call
+//! behind an `Rc` (not `Send`), seeks by re-walking the block list, and in
+//! 1.0 rejects inodes with times before 1970 or after 2038, fails on sparse
+//! block-mapped (ext2/3) files, refuses meta_bg/inline_data/large_dir/
+//! casefold filesystems outright, and replays revoked journal blocks.
 #![deny(missing_docs)]
 
 mod bytes;
