@@ -190,7 +190,6 @@ impl BitLockerVolume {
 
     fn unlock_vmk(&self, key: Option<&KeyMaterial>) -> Result<[u8; 32], BdeError> {
         let m = &self.meta;
-        let usable = self.usable();
         // A clear key opens the volume whatever key was given.
         for v in m.vmks.iter().filter(|v| v.kind == ProtectorKind::ClearKey) {
             if let Some(k) = &v.clear_key {
@@ -200,14 +199,7 @@ impl BitLockerVolume {
             }
         }
         let Some(key) = key else {
-            if usable.is_empty() {
-                return Err(self.offline_err());
-            }
-            return Err(BdeError::NoSuchProtector {
-                kind: "clear key (no key given)".into(),
-                offset: m.block_offset,
-                usable,
-            });
+            return Err(self.no_such("clear key (no key given)"));
         };
         let (kinds, candidates): (&str, Vec<(&Vmk, [u8; 32])>) = match key {
             KeyMaterial::Password(s) | KeyMaterial::Passphrase(s) => {
@@ -252,11 +244,7 @@ impl BitLockerVolume {
                     .map(|v| (v, k))
                     .collect();
                 if c.is_empty() {
-                    return Err(BdeError::NoSuchProtector {
-                        kind: format!("startup key {}", meta::guid_string(&guid)),
-                        offset: m.block_offset,
-                        usable,
-                    });
+                    return Err(self.no_such(&format!("startup key {}", meta::guid_string(&guid))));
                 }
                 ("startup key", c)
             }
@@ -316,7 +304,7 @@ impl BitLockerVolume {
 
     fn no_such(&self, kind: &str) -> BdeError {
         let usable = self.usable();
-        if usable.is_empty() {
+        if usable.is_empty() || self.meta.vmks.iter().any(|v| !v.kind.offline()) {
             return self.offline_err();
         }
         BdeError::NoSuchProtector {
