@@ -49,6 +49,9 @@ struct Job<'a, 'c> {
     opts: &'a GetOptions,
     ctx: &'a mut Context<'c>,
     sum: GetSummary,
+    /// Inodes of the folders being restored, root first: an entry that points
+    /// back at one of them (a damaged image) would otherwise recurse forever.
+    ancestors: HashSet<u64>,
 }
 
 /// Restores each `spec` into `opts.dest`: a file lands as `DEST/name`, a
@@ -76,8 +79,10 @@ pub fn get(
             opts,
             ctx: &mut *ctx,
             sum: GetSummary::default(),
+            ancestors: HashSet::new(),
         };
         if spec.path.is_root() {
+            job.ancestors.extend(meta.inode);
             job.restore_dir_contents(&spec.path, &root, 0);
             if let Some(t) = meta.mtime {
                 let _ = root.set_mtime(t);
@@ -209,10 +214,25 @@ impl Job<'_, '_> {
                     );
                     return;
                 }
+                if let Some(ino) = meta.inode {
+                    if self.ancestors.contains(&ino) {
+                        self.fail(
+                            path,
+                            format!("folder loop: inode {ino} is one of its own parent folders (damaged image); not descending"),
+                        );
+                        return;
+                    }
+                }
                 match into.subdir(&safe) {
                     Ok(sub) => {
                         self.sum.dirs += 1;
+                        if let Some(ino) = meta.inode {
+                            self.ancestors.insert(ino);
+                        }
                         self.restore_dir_contents(path, &sub, depth + 1);
+                        if let Some(ino) = meta.inode {
+                            self.ancestors.remove(&ino);
+                        }
                         if let Some(t) = meta.mtime {
                             if let Err(e) = sub.set_mtime(t) {
                                 self.fail(path, e);
