@@ -363,7 +363,6 @@ pub fn parse_recovery_password(text: &[u8]) -> Result<[u8; 16], BdeError> {
 }
 
 fn make_cipher(method: EncryptionMethod, key: &[u8], off: u64) -> Result<SectorCipher, BdeError> {
-    use aes::cipher::KeyInit;
     let short = || {
         corrupt(
             off,
@@ -383,14 +382,14 @@ fn make_cipher(method: EncryptionMethod, key: &[u8], off: u64) -> Result<SectorC
             fvek: aes(get(0, 32)?)?,
             tweak: aes(get(32, 32)?)?,
         },
-        EncryptionMethod::AesXts128 => SectorCipher::Xts128(Box::new(xts_mode::Xts128::new(
-            aes::Aes128::new_from_slice(get(0, 16)?).map_err(|_| short())?,
-            aes::Aes128::new_from_slice(get(16, 16)?).map_err(|_| short())?,
-        ))),
-        EncryptionMethod::AesXts256 => SectorCipher::Xts256(Box::new(xts_mode::Xts128::new(
-            aes::Aes256::new_from_slice(get(0, 32)?).map_err(|_| short())?,
-            aes::Aes256::new_from_slice(get(32, 32)?).map_err(|_| short())?,
-        ))),
+        EncryptionMethod::AesXts128 => SectorCipher::Xts {
+            data: aes(get(0, 16)?)?,
+            tweak: aes(get(16, 16)?)?,
+        },
+        EncryptionMethod::AesXts256 => SectorCipher::Xts {
+            data: aes(get(0, 32)?)?,
+            tweak: aes(get(32, 32)?)?,
+        },
         EncryptionMethod::None | EncryptionMethod::Unknown(_) => {
             return Err(BdeError::Unsupported {
                 offset: off,
