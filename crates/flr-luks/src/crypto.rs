@@ -151,7 +151,7 @@ fn xor_blocks(data: &mut [Block], with: &[Block]) {
 impl SectorCipher {
     /// Decrypts `buf` (a whole number of `sector_size` sectors) in place; the
     /// first sector has IV number `first_iv`, and each next one `iv_step` more.
-    pub(crate) fn decrypt(&self, buf: &mut [u8], sector_size: usize, first_iv: u64) {
+    pub(crate) fn decrypt(&self, buf: &mut [u8], sector_size: usize, first_iv: u64, iv_step: u64) {
         let per = sector_size / 16;
         let mut scratch: Vec<Block> = vec![Block::default(); per];
         let mut ivn = first_iv;
@@ -181,7 +181,7 @@ impl SectorCipher {
                 }
                 Mode::Ecb(c) => c.decrypt_blocks(blocks),
             }
-            ivn = ivn.wrapping_add(1);
+            ivn = ivn.wrapping_add(iv_step);
         }
     }
 }
@@ -285,7 +285,7 @@ mod tests {
                 let mut ours = data.clone();
                 parse_cipher("aes-xts-plain64", &key)
                     .unwrap()
-                    .decrypt(&mut ours, ss, 77);
+                    .decrypt(&mut ours, ss, 77, 1);
                 let mut theirs = data.clone();
                 let (a, b) = key.split_at(key_len / 2);
                 if key_len == 32 {

@@ -570,7 +570,7 @@ impl LuksVolume {
         let mut material = Zeroizing::new(vec![0u8; read_len as usize]);
         self.header_src
             .read_exact_at(s.area_offset, &mut material)?;
-        cipher.decrypt(&mut material, 512, 0);
+        cipher.decrypt(&mut material, 512, 0, 1);
         Ok(af_merge(
             s.af_hash,
             &material[..material_len as usize],
@@ -664,9 +664,14 @@ impl UnlockedLuks {
     }
 
     fn iv_for(&self, byte_off: u64) -> u64 {
-        // dm-crypt: 512-byte sector + iv_tweak, then in sector-size units.
-        let shift = (self.sector_size / 512).trailing_zeros();
-        ((byte_off >> 9).wrapping_add(self.iv_tweak)) >> shift
+        // LUKS (dm-crypt without iv_large_sectors): the IV counts 512-byte
+        // sectors from the segment start, plus iv_tweak, whatever the
+        // encryption sector size.
+        (byte_off >> 9).wrapping_add(self.iv_tweak)
+    }
+
+    fn iv_step(&self) -> u64 {
+        (self.sector_size / 512) as u64
     }
 
     /// Decrypts whole sectors starting at the volume offset `at`.
@@ -677,7 +682,8 @@ impl UnlockedLuks {
             .unwrap_or(1)
             .min(8);
         if buf.len() < PARALLEL_MIN || threads < 2 {
-            self.cipher.decrypt(buf, ss, self.iv_for(at));
+            self.cipher
+                .decrypt(buf, ss, self.iv_for(at), self.iv_step());
             return;
         }
         let sectors = buf.len() / ss;
@@ -689,7 +695,8 @@ impl UnlockedLuks {
                 let iv = self.iv_for(pos);
                 pos += chunk.len() as u64;
                 let c = &self.cipher;
-                handles.push(sc.spawn(move || c.decrypt(chunk, ss, iv)));
+                let step = self.iv_step();
+                handles.push(sc.spawn(move || c.decrypt(chunk, ss, iv, step)));
             }
             for h in handles {
                 let _ = h.join();
@@ -713,8 +720,12 @@ impl ReadAt for UnlockedLuks {
             sector.resize(self.sector_size, 0);
             self.data
                 .read_exact_at(self.offset + sec_start, &mut sector)?;
-            self.cipher
-                .decrypt(&mut sector, self.sector_size, self.iv_for(sec_start));
+            self.cipher.decrypt(
+                &mut sector,
+                self.sector_size,
+                self.iv_for(sec_start),
+                self.iv_step(),
+            );
             dst.copy_from_slice(&sector[skip..skip + dst.len()]);
             Ok(())
         };
