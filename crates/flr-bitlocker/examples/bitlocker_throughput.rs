@@ -29,7 +29,7 @@ fn main() {
     let u = vol.unlock(Some(&key)).unwrap();
     let span = 32u64 << 20; // encrypted data only (the metadata starts at 34 MiB)
     let mut buf = vec![0u8; 4 << 20];
-    let rounds = 32;
+    let rounds = 128;
     let t = Instant::now();
     for _ in 0..rounds {
         let mut off = 0;
