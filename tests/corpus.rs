@@ -135,3 +135,68 @@ fn corpus_unsupported_layers_are_named() {
         assert!(!bad["content"]["detail"].as_str().unwrap().is_empty());
     }
 }
+
+/// Unlock through the CLI: `flr cat --key … IMAGE disk:` streams the
+/// decrypted volume, whose sha256 the corpus documents; a wrong key is an
+/// error with no output. (The crates' own tests cover every image and
+/// credential; these go end to end.)
+#[test]
+fn corpus_unlock_through_the_cli() {
+    let Some((unpacked, _)) = flr_testdata::corpus("corpus_unlock_through_the_cli") else {
+        return;
+    };
+    let bitlk = unpacked.join("bitlocker/cryptsetup-bitlk");
+    let pw = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(pw.path(), b"anaconda").unwrap();
+    let pw_key = format!("disk=password-file:{}", p(pw.path()));
+    for (image, key, sha) in [
+        (
+            "bitlk-aes-xts-128.img",
+            "disk=recovery:235818-357951-253979-013365-241120-245575-342914-591910".to_string(),
+            "674e3a976927fd62f3fc26df2c695cac75b8d364e3b45393717efa971f16db0f",
+        ),
+        (
+            "bitlk-togo-aes-cbc-128.img",
+            pw_key.clone(),
+            "3fb19a2b9cf89962216cc7b27f7127ea7f241c39b7b340d7431a232f81c36eb1",
+        ),
+    ] {
+        let img = bitlk.join(image);
+        let out = run_ok(&["cat", "--key", &key, p(&img), "disk:"]);
+        assert_eq!(sha256_hex(&out.stdout), sha, "{image}");
+        let probe = run_ok(&["probe", "--key", &key, p(&img), "--json"]);
+        let r: serde_json::Value = serde_json::from_slice(&probe.stdout).unwrap();
+        assert!(
+            r["volumes"][0]["content"]["encryption"]["unlocked_with"].is_string(),
+            "{r}"
+        );
+    }
+    // A wrong password: exit 4, a clear message, not one byte of output.
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), b"anacondA").unwrap();
+    let img = bitlk.join("bitlk-aes-xts-128.img");
+    let out = run(&[
+        "cat",
+        "--key",
+        &format!("disk=password-file:{}", p(bad.path())),
+        p(&img),
+        "disk:",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+    assert!(stderr(&out).contains("wrong key"), "{}", stderr(&out));
+    // LUKS2 (dissect.fve): the payload is 4 sectors, sector i filled with byte i.
+    let luks = unpacked.join("luks/dissect-fve/luks2/aes-xts-plain64.bin");
+    let pass = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(pass.path(), b"password").unwrap();
+    let key = format!("disk=passphrase-file:{}", p(pass.path()));
+    let out = run_ok(&["cat", "--key", &key, p(&luks), "disk:"]);
+    assert_eq!(
+        sha256_hex(&out.stdout[..2048]),
+        "9a62d6c7b90b4ff89818c67f5b5fb93f6b11d80a26b64cb04d4c33309c63025d"
+    );
+    // The same LUKS volume without a key: locked, named, exit 4 for data access.
+    let out = run(&["cat", p(&luks), "disk:"]);
+    assert_eq!(out.status.code(), Some(4));
+    assert!(out.stdout.is_empty());
+}

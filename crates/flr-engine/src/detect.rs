@@ -89,7 +89,7 @@ impl ContentKind {
             ContentKind::Btrfs => "Btrfs is not supported yet",
             ContentKind::Refs => "ReFS is not supported",
             ContentKind::Lvm2 => "LVM2 volume groups are not assembled yet",
-            ContentKind::Luks => "LUKS volume: unlocking is not supported yet",
+            ContentKind::Luks => "LUKS volume: locked (give its key with --key)",
             ContentKind::BitLocker | ContentKind::BitLockerToGo => {
                 "BitLocker volume: locked (give its key with --key)"
             }

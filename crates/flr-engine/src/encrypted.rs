@@ -162,3 +162,79 @@ pub(crate) fn bitlocker(
         }
     }
 }
+
+/// Opens a LUKS volume (header on the volume itself) and, where the given
+/// key unlocks it, returns the content found inside and the decrypted source.
+pub(crate) fn luks(
+    id: &str,
+    head: &[u8],
+    source: crate::Source,
+    keys: &crate::KeyRing,
+    scan: crate::Scan,
+) -> (crate::ContentInfo, crate::Source) {
+    use crate::{ContentInfo, ContentKind};
+    let summary = luks_summary(head, source.as_ref());
+    let locked = |verdict, detail: String, enc| ContentInfo {
+        kind: ContentKind::Luks,
+        fs: None,
+        luks: summary.clone(),
+        encryption: enc,
+        verdict,
+        detail,
+    };
+    let vol = match flr_luks::LuksVolume::open(source.clone(), source.clone()) {
+        Ok(v) => v,
+        Err(e) => return (locked("error", e.to_string(), None), source),
+    };
+    let info = vol.info();
+    let mut enc = EncryptionInfo {
+        scheme: format!("luks{}", info.version),
+        cipher: format!("{} {}-bit", info.cipher, info.key_bits),
+        protectors: info
+            .keyslots
+            .iter()
+            .filter(|k| k.active)
+            .map(|k| format!("keyslot {} ({})", k.index, k.kdf))
+            .chain(info.tokens.iter().map(|t| {
+                if t.needs_attested_key_release {
+                    format!(
+                        "token {} ({}: needs attested key release)",
+                        t.index, t.type_name
+                    )
+                } else {
+                    format!("token {} ({})", t.index, t.type_name)
+                }
+            }))
+            .collect(),
+        unlocked_with: None,
+        warnings: info.warnings.clone(),
+    };
+    let Some(key) = keys.get(id) else {
+        let detail = format!(
+            "LUKS{} volume (uuid {}): locked; give its key with --key {id}=passphrase-file:FILE or {id}=volume-key:HEX",
+            info.version, info.uuid
+        );
+        return (locked("locked", detail, Some(enc)), source);
+    };
+    match vol.unlock(key) {
+        Ok(unlocked) => {
+            enc.unlocked_with = Some(key.kind().to_string());
+            let inner: crate::Source = std::sync::Arc::new(unlocked);
+            let mut c = match crate::read_head(inner.as_ref()) {
+                Ok(h) => {
+                    let kind = crate::detect(&h, inner.as_ref());
+                    crate::content_info(kind, &h, &inner, scan)
+                }
+                Err(e) => locked(
+                    "error",
+                    format!("unlocked, but the decrypted volume cannot be read: {e}"),
+                    None,
+                ),
+            };
+            c.luks = summary.clone();
+            c.encryption = Some(enc);
+            (c, inner)
+        }
+        Err(e) => (locked("locked", e.to_string(), Some(enc)), source),
+    }
+}

@@ -414,6 +414,7 @@ fn make_volume(
             ContentKind::BitLocker | ContentKind::BitLockerToGo => {
                 encrypted::bitlocker(&id, source, keys, scan)
             }
+            ContentKind::Luks => encrypted::luks(&id, &head, source, keys, scan),
             kind => (content_info(kind, &head, &source, scan), source),
         },
     };
@@ -429,7 +430,7 @@ fn make_volume(
 
 pub(crate) fn content_info(
     kind: ContentKind,
-    head: &[u8],
+    _head: &[u8],
     source: &Source,
     scan: Scan,
 ) -> ContentInfo {
@@ -474,7 +475,6 @@ pub(crate) fn content_info(
         }
         return c;
     }
-    c.luks = encrypted::luks_summary(head, source.as_ref());
     c.verdict = match kind {
         k if k.is_encrypted() => "locked",
         ContentKind::Empty => "empty",
@@ -485,14 +485,6 @@ pub(crate) fn content_info(
         .not_readable_reason()
         .unwrap_or("not readable")
         .to_string();
-    if let Some(l) = &c.luks {
-        c.detail = format!(
-            "LUKS{} header (uuid {}, cipher {}): unlocking is not supported yet",
-            l.version,
-            l.uuid,
-            l.cipher.as_deref().unwrap_or("unknown")
-        );
-    }
     c
 }
 

@@ -130,6 +130,14 @@ pub(crate) fn fs_err(volume: &str) -> impl FnOnce(FsError) -> OpsError + '_ {
 pub fn cat(image: &Image, spec: &VolPath, out: &mut dyn Write) -> Result<(), OpsError> {
     let vol = image.volume(&spec.volume)?;
     if spec.raw_path.is_empty() {
+        // A locked volume is never streamed: its bytes are ciphertext, not the volume.
+        if vol.content.kind.is_encrypted() || vol.content.verdict == "locked" {
+            return Err(OpsError::Engine(EngineError::NotReadable {
+                volume: vol.id.clone(),
+                kind: vol.content.kind.name(),
+                reason: vol.content.detail.clone(),
+            }));
+        }
         let src = vol.source();
         let mut chunk = AlignedBuf::new(CHUNK);
         let buf = chunk.as_mut();

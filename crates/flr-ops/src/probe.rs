@@ -200,7 +200,7 @@ pub fn probe(image: &Image, ctx: &mut Context<'_>) -> Result<usize, OpsError> {
                 )?,
                 None => writeln!(out, "  size {}", human_size(fs.total_bytes))?,
             }
-        } else if let Some(l) = &ct.luks {
+        } else if let (Some(l), None) = (&ct.luks, &ct.encryption) {
             writeln!(
                 out,
                 "        LUKS{} header  uuid {}  cipher {}{}",
