@@ -759,3 +759,20 @@ impl ReadAt for UnlockedLuks {
         LAYER
     }
 }
+
+/// Throughput measurement support (the `luks_throughput` example); not
+/// part of the supported API.
+#[doc(hidden)]
+pub mod bench {
+    /// Decrypts `buf` in place with `aes-xts-plain64` and `key`, one thread.
+    pub fn xts_decrypt(key: &[u8], buf: &mut [u8], sector_size: usize) {
+        decrypt("aes-xts-plain64", key, buf, sector_size)
+    }
+
+    /// Decrypts `buf` in place with the cipher `spec`, one thread.
+    pub fn decrypt(spec: &str, key: &[u8], buf: &mut [u8], sector_size: usize) {
+        if let Ok(c) = crate::parse_cipher(spec, key) {
+            c.decrypt(buf, sector_size, 0, (sector_size / 512) as u64);
+        }
+    }
+}
