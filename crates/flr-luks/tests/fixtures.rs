@@ -296,6 +296,30 @@ fn corrupt_json_and_absurd_sizes_are_errors() {
             other => panic!("{what}: {other:?}"),
         }
     }
+    // An unfinished reencryption: a second (linear) segment.
+    let e = edit(&|t: &str| {
+        t.replacen(
+            "\"segments\":{",
+            "\"segments\":{\"1\":{\"type\":\"linear\",\"offset\":\"0\",\"size\":\"dynamic\"},",
+            1,
+        )
+    })
+    .unwrap_err();
+    assert!(matches!(e, LuksError::Unsupported { .. }), "{e}");
+    assert!(e.to_string().contains("reencryption"), "{e}");
+    // An Azure Disk Encryption token is named and flagged.
+    let v = edit(&|t: &str| {
+        t.replacen(
+            "\"tokens\":{}",
+            "\"tokens\":{\"0\":{\"type\":\"Azure_Disk_Encryption\",\"keyslots\":[\"0\"]}}",
+            1,
+        )
+    })
+    .unwrap();
+    let tok = &v.info().tokens[0];
+    assert_eq!(tok.type_name, "Azure_Disk_Encryption");
+    assert!(tok.needs_attested_key_release);
+    assert_eq!(tok.keyslots, vec![0]);
     // An absurd header size in the binary header.
     let mut img = orig.clone();
     img[8..16].copy_from_slice(&u64::MAX.to_be_bytes());
