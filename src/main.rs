@@ -32,6 +32,10 @@ struct Cli {
     /// Files are read as exact bytes. Example: --key p1=recovery:111111-222222-…
     #[arg(long = "key", global = true, value_name = "ID=KIND:VALUE")]
     keys: Vec<String>,
+    /// A detached LUKS header for volume ID, repeatable: ID=FILE (for the ADE OS-disk
+    /// layout, the `luks/osluksheader` file from the boot partition).
+    #[arg(long = "luks-header", global = true, value_name = "ID=FILE")]
+    luks_headers: Vec<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -101,6 +105,9 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
     let mut keys = KeyRing::new();
     for k in &cli.keys {
         keys.parse_arg(k).map_err(OpsError::Usage)?;
+    }
+    for h in &cli.luks_headers {
+        keys.parse_luks_header_arg(h).map_err(OpsError::Usage)?;
     }
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();

@@ -173,7 +173,32 @@ pub(crate) fn luks(
     scan: crate::Scan,
 ) -> (crate::ContentInfo, crate::Source) {
     use crate::{ContentInfo, ContentKind};
-    let summary = luks_summary(head, source.as_ref());
+    let header_src: crate::Source = match keys.luks_header(id) {
+        None => source.clone(),
+        Some(path) => match flr_io::FileSource::open(path) {
+            Ok(f) => std::sync::Arc::new(f),
+            Err(e) => {
+                let c = ContentInfo {
+                    kind: ContentKind::Luks,
+                    fs: None,
+                    luks: None,
+                    encryption: None,
+                    verdict: "error",
+                    detail: format!("detached LUKS header: {e}"),
+                };
+                return (c, source);
+            }
+        },
+    };
+    let header_head = crate::read_head(header_src.as_ref()).unwrap_or_default();
+    let summary = luks_summary(
+        if keys.luks_header(id).is_some() {
+            &header_head
+        } else {
+            head
+        },
+        header_src.as_ref(),
+    );
     let locked = |verdict, detail: String, enc| ContentInfo {
         kind: ContentKind::Luks,
         fs: None,
@@ -182,7 +207,7 @@ pub(crate) fn luks(
         verdict,
         detail,
     };
-    let vol = match flr_luks::LuksVolume::open(source.clone(), source.clone()) {
+    let vol = match flr_luks::LuksVolume::open(header_src.clone(), source.clone()) {
         Ok(v) => v,
         Err(e) => return (locked("error", e.to_string(), None), source),
     };
@@ -209,6 +234,9 @@ pub(crate) fn luks(
         unlocked_with: None,
         warnings: info.warnings.clone(),
     };
+    if let Some(path) = keys.luks_header(id) {
+        enc.scheme = format!("{} (detached header {})", enc.scheme, path.display());
+    }
     let Some(key) = keys.get(id) else {
         let detail = format!(
             "LUKS{} volume (uuid {}): locked; give its key with --key {id}=passphrase-file:FILE or {id}=volume-key:HEX",

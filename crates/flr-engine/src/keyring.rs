@@ -1,6 +1,7 @@
 //! Key material given per volume (`--key ID=KIND:VALUE`).
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 use flr_keys::{KeyMaterial, Secret};
 
@@ -8,6 +9,7 @@ use flr_keys::{KeyMaterial, Secret};
 #[derive(Default)]
 pub struct KeyRing {
     keys: HashMap<String, KeyMaterial>,
+    luks_headers: HashMap<String, PathBuf>,
 }
 
 impl KeyRing {
@@ -24,6 +26,24 @@ impl KeyRing {
     /// The key given for `volume`.
     pub fn get(&self, volume: &str) -> Option<&KeyMaterial> {
         self.keys.get(volume)
+    }
+
+    /// The detached LUKS header file given for `volume`.
+    pub fn luks_header(&self, volume: &str) -> Option<&Path> {
+        self.luks_headers.get(volume).map(PathBuf::as_path)
+    }
+
+    /// Parses one `--luks-header ID=FILE` argument.
+    pub fn parse_luks_header_arg(&mut self, arg: &str) -> Result<(), String> {
+        let (id, file) = arg
+            .split_once('=')
+            .filter(|(id, file)| !id.is_empty() && !file.is_empty())
+            .ok_or_else(|| {
+                format!("--luks-header {arg:?}: expected ID=FILE, e.g. p2=/path/osluksheader")
+            })?;
+        self.luks_headers
+            .insert(id.to_string(), PathBuf::from(file));
+        Ok(())
     }
 
     /// Parses one `ID=KIND:VALUE` argument. Kinds: `passphrase-file:PATH`,

@@ -410,6 +410,11 @@ fn make_volume(
             },
             source,
         ),
+        // A detached LUKS header given for this volume: the volume is LUKS data
+        // whatever its first bytes look like (ciphertext from sector 0).
+        Ok(head) if keys.luks_header(&id).is_some() => {
+            encrypted::luks(&id, &head, source, keys, scan)
+        }
         Ok(head) => match detect(&head, source.as_ref()) {
             ContentKind::BitLocker | ContentKind::BitLockerToGo => {
                 encrypted::bitlocker(&id, source, keys, scan)
