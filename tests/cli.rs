@@ -304,11 +304,7 @@ fn luks_volumes_restore_with_their_keys() {
         ]);
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = run_ok(&argv);
-        let sums = stdout(&out)
-            .lines()
-            .filter_map(|l| l.split_once("  "))
-            .map(|(h, p)| (p.to_string(), h.to_string()))
-            .collect();
+        let sums = checksums(&out);
         let want: Vec<_> = manifest("luks/files.tsv")
             .into_iter()
             .filter(|e| e.kind == 'f')

@@ -52,12 +52,16 @@ pub(crate) fn restore_all(
     let dest = tempfile::tempdir().expect("tempdir");
     let spec = format!("{vol}:/");
     let out = run(&["get", p(image), &spec, "-o", p(dest.path()), "--checksum"]);
-    let sums = stdout(&out)
+    (dest, checksums(&out))
+}
+
+/// The `sha256  path` lines that `get --checksum` prints, by path.
+pub(crate) fn checksums(out: &Output) -> BTreeMap<String, String> {
+    stdout(out)
         .lines()
         .filter_map(|l| l.split_once("  "))
         .map(|(h, p)| (p.to_string(), h.to_string()))
-        .collect();
-    (dest, sums)
+        .collect()
 }
 
 /// Checks a restored tree against a manifest: every file's size and sha256

@@ -76,6 +76,30 @@ pub struct EncryptionInfo {
     pub warnings: Vec<String>,
 }
 
+/// What lies inside an unlocked volume: found and described exactly as on a
+/// plain volume. A decrypted volume that cannot be read is reported as
+/// `error_kind` with the reason.
+fn decrypted_content(
+    inner: &crate::Source,
+    scan: crate::Scan,
+    error_kind: crate::ContentKind,
+) -> crate::ContentInfo {
+    match crate::read_head(inner.as_ref()) {
+        Ok(head) => {
+            let kind = crate::detect(&head, inner.as_ref());
+            crate::content_info(kind, &head, inner, scan)
+        }
+        Err(e) => crate::ContentInfo {
+            kind: error_kind,
+            fs: None,
+            luks: None,
+            encryption: None,
+            verdict: "error",
+            detail: format!("unlocked, but the decrypted volume cannot be read: {e}"),
+        },
+    }
+}
+
 /// Opens a BitLocker volume and, where the given key (or a clear key)
 /// unlocks it, returns the content found inside and the decrypted source.
 pub(crate) fn bitlocker(
@@ -132,18 +156,7 @@ pub(crate) fn bitlocker(
                     .to_string(),
             );
             let inner: crate::Source = std::sync::Arc::new(unlocked);
-            let mut c = match crate::read_head(inner.as_ref()) {
-                Ok(head) => {
-                    let kind = crate::detect(&head, inner.as_ref());
-                    crate::content_info(kind, &head, &inner, scan)
-                }
-                Err(e) => locked(
-                    ContentKind::Unknown,
-                    "error",
-                    format!("unlocked, but the decrypted volume cannot be read: {e}"),
-                    None,
-                ),
-            };
+            let mut c = decrypted_content(&inner, scan, ContentKind::Unknown);
             c.encryption = Some(enc);
             (c, inner)
         }
@@ -248,17 +261,7 @@ pub(crate) fn luks(
         Ok(unlocked) => {
             enc.unlocked_with = Some(key.kind().to_string());
             let inner: crate::Source = std::sync::Arc::new(unlocked);
-            let mut c = match crate::read_head(inner.as_ref()) {
-                Ok(h) => {
-                    let kind = crate::detect(&h, inner.as_ref());
-                    crate::content_info(kind, &h, &inner, scan)
-                }
-                Err(e) => locked(
-                    "error",
-                    format!("unlocked, but the decrypted volume cannot be read: {e}"),
-                    None,
-                ),
-            };
+            let mut c = decrypted_content(&inner, scan, ContentKind::Luks);
             c.luks = summary.clone();
             c.encryption = Some(enc);
             (c, inner)
