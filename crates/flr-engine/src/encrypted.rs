@@ -87,7 +87,7 @@ fn decrypted_content(
     match crate::read_head(inner.as_ref()) {
         Ok(head) => {
             let kind = crate::detect(&head, inner.as_ref());
-            crate::content_info(kind, &head, inner, scan)
+            crate::content_info(kind, inner, scan)
         }
         Err(e) => crate::ContentInfo {
             kind: error_kind,

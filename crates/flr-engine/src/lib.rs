@@ -420,7 +420,7 @@ fn make_volume(
                 encrypted::bitlocker(&id, source, keys, scan)
             }
             ContentKind::Luks => encrypted::luks(&id, &head, source, keys, scan),
-            kind => (content_info(kind, &head, &source, scan), source),
+            kind => (content_info(kind, &source, scan), source),
         },
     };
     Ok(Volume {
@@ -433,12 +433,7 @@ fn make_volume(
     })
 }
 
-pub(crate) fn content_info(
-    kind: ContentKind,
-    _head: &[u8],
-    source: &Source,
-    scan: Scan,
-) -> ContentInfo {
+pub(crate) fn content_info(kind: ContentKind, source: &Source, scan: Scan) -> ContentInfo {
     let mut c = ContentInfo {
         kind,
         fs: None,
