@@ -1,44 +1,10 @@
 //! Cryptographic building blocks: AES-CCM key unwrapping, the BitLocker
 //! SHA-256 key stretch, and the sector ciphers (AES-CBC, AES-CBC with the
-//! Elephant diffuser, AES-XTS).
+//! Elephant diffuser, AES-XTS) with BitLocker's IV conventions on top of
+//! `flr-cipher`.
 
-use aes::cipher::{Array, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
-use aes::{Aes128, Aes256};
+use flr_cipher::{cbc_decrypt_sectors, Aes, Xts};
 use sha2::{Digest, Sha256};
-
-/// AES with a 128- or 256-bit key.
-#[derive(Clone)]
-pub(crate) enum Aes {
-    A128(Aes128),
-    A256(Aes256),
-}
-
-impl Aes {
-    pub(crate) fn new(key: &[u8]) -> Option<Aes> {
-        match key.len() {
-            16 => Aes128::new_from_slice(key).ok().map(Aes::A128),
-            32 => Aes256::new_from_slice(key).ok().map(Aes::A256),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn encrypt(&self, block: &mut [u8; 16]) {
-        let b: &mut aes::Block = block.into();
-        match self {
-            Aes::A128(c) => c.encrypt_block(b),
-            Aes::A256(c) => c.encrypt_block(b),
-        }
-    }
-
-    /// Decrypts every whole 16-byte block of `data` in place (ECB).
-    fn decrypt_blocks(&self, data: &mut [u8]) {
-        let (blocks, _) = Array::slice_as_chunks_mut(data);
-        match self {
-            Aes::A128(c) => c.decrypt_blocks(blocks),
-            Aes::A256(c) => c.decrypt_blocks(blocks),
-        }
-    }
-}
 
 /// AES-CCM decryption as BitLocker uses it: 12-byte nonce, 16-byte MAC
 /// stored before the ciphertext, no associated data. Returns the plaintext
@@ -58,7 +24,7 @@ pub(crate) fn ccm_decrypt(
         a[0] = 2; // L - 1 with L = 3
         a[1..13].copy_from_slice(nonce);
         a[13..16].copy_from_slice(&i.to_be_bytes()[1..4]);
-        aes.encrypt(&mut a);
+        aes.encrypt_block(&mut a);
         a
     };
     let mut pt = ct.to_vec();
@@ -74,12 +40,12 @@ pub(crate) fn ccm_decrypt(
     x[1..13].copy_from_slice(nonce);
     let len = u32::try_from(pt.len()).ok()?;
     x[13..16].copy_from_slice(&len.to_be_bytes()[1..4]);
-    aes.encrypt(&mut x);
+    aes.encrypt_block(&mut x);
     for chunk in pt.chunks(16) {
         for (a, b) in x.iter_mut().zip(chunk.iter()) {
             *a ^= b;
         }
-        aes.encrypt(&mut x);
+        aes.encrypt_block(&mut x);
     }
     let s0 = counter(0);
     let mut diff = 0u8;
@@ -129,47 +95,28 @@ pub(crate) fn sha256(data: &[u8]) -> [u8; 32] {
 }
 
 /// A sector cipher keyed with the FVEK.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum SectorCipher {
     Cbc(Aes),
-    Elephant {
-        fvek: Aes,
-        tweak: Aes,
-    },
-    /// AES-XTS: (data key, tweak key).
-    Xts {
-        data: Aes,
-        tweak: Aes,
-    },
+    Elephant { fvek: Aes, tweak: Aes },
+    Xts(Xts),
 }
 
 impl SectorCipher {
     /// Decrypts whole sectors in place. `offset` is the byte offset used for
     /// the IV (CBC) / the sector number (XTS: offset / `iv_unit`).
     pub(crate) fn decrypt(&self, data: &mut [u8], offset: u64, sector: usize, iv_unit: u64) {
+        let off = |i: u64| offset.wrapping_add(i.wrapping_mul(sector as u64));
         match self {
-            SectorCipher::Xts {
-                data: k1,
-                tweak: k2,
-            } => {
-                for (i, s) in data.chunks_exact_mut(sector).enumerate() {
-                    let off = offset.wrapping_add((i as u64).wrapping_mul(sector as u64));
-                    xts_decrypt_sector(k1, k2, s, u128::from(off / iv_unit));
-                }
+            SectorCipher::Xts(x) => {
+                x.decrypt_sectors(data, sector, |i| offset_block(off(i) / iv_unit))
             }
             SectorCipher::Cbc(aes) => {
-                let mut prev = vec![0u8; sector];
-                for (i, s) in data.chunks_exact_mut(sector).enumerate() {
-                    let off = offset.wrapping_add((i as u64).wrapping_mul(sector as u64));
-                    cbc_decrypt(aes, s, off, &mut prev);
-                }
+                cbc_decrypt_sectors(aes, data, sector, |i| cbc_iv(aes, off(i)))
             }
             SectorCipher::Elephant { fvek, tweak } => {
-                let mut prev = vec![0u8; sector];
+                cbc_decrypt_sectors(fvek, data, sector, |i| cbc_iv(fvek, off(i)));
                 let mut words = vec![0u32; sector / 4];
                 for (i, s) in data.chunks_exact_mut(sector).enumerate() {
-                    let off = offset.wrapping_add((i as u64).wrapping_mul(sector as u64));
-                    cbc_decrypt(fvek, s, off, &mut prev);
                     for (w, c) in words.iter_mut().zip(s.chunks_exact(4)) {
                         *w = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
                     }
@@ -178,7 +125,7 @@ impl SectorCipher {
                     for (w, c) in words.iter().zip(s.chunks_exact_mut(4)) {
                         c.copy_from_slice(&w.to_le_bytes());
                     }
-                    let key = sector_key(tweak, off);
+                    let key = sector_key(tweak, off(i as u64));
                     for (j, b) in s.iter_mut().enumerate() {
                         *b ^= key[j % 32];
                     }
@@ -188,61 +135,26 @@ impl SectorCipher {
     }
 }
 
-/// Blocks decrypted per batch: tweaks computed first, then one
-/// `decrypt_blocks` call so AES-NI can pipeline.
-const XTS_BATCH: usize = 64;
-
-/// AES-XTS decryption of one sector (a whole number of 16-byte blocks).
-fn xts_decrypt_sector(k1: &Aes, k2: &Aes, s: &mut [u8], sector_no: u128) {
-    let mut t = sector_no.to_le_bytes();
-    k2.encrypt(&mut t);
-    let mut tweak = u128::from_le_bytes(t);
-    let mut tweaks = [0u128; XTS_BATCH];
-    for chunk in s.chunks_mut(XTS_BATCH * 16) {
-        for (b, tw) in chunk.chunks_exact_mut(16).zip(tweaks.iter_mut()) {
-            *tw = tweak;
-            xor_block(b, tweak);
-            let carry = tweak >> 127;
-            tweak = (tweak << 1) ^ (carry * 0x87);
-        }
-        k1.decrypt_blocks(chunk);
-        for (b, tw) in chunk.chunks_exact_mut(16).zip(tweaks.iter()) {
-            xor_block(b, *tw);
-        }
-    }
-}
-
-fn xor_block(b: &mut [u8], t: u128) {
-    let mut a = [0u8; 16];
-    a.copy_from_slice(b);
-    b.copy_from_slice(&(u128::from_le_bytes(a) ^ t).to_le_bytes());
-}
-
+/// A little-endian 64-bit value in a 16-byte block.
 fn offset_block(off: u64) -> [u8; 16] {
     let mut b = [0u8; 16];
     b[..8].copy_from_slice(&off.to_le_bytes());
     b
 }
 
-fn cbc_decrypt(aes: &Aes, s: &mut [u8], off: u64, prev: &mut [u8]) {
+/// BitLocker's CBC IV: the sector's byte offset encrypted with the FVEK.
+fn cbc_iv(aes: &Aes, off: u64) -> [u8; 16] {
     let mut iv = offset_block(off);
-    aes.encrypt(&mut iv);
-    prev.copy_from_slice(s);
-    aes.decrypt_blocks(s);
-    for (b, v) in s[..16].iter_mut().zip(iv.iter()) {
-        *b ^= v;
-    }
-    for (b, v) in s[16..].iter_mut().zip(prev.iter()) {
-        *b ^= v;
-    }
+    aes.encrypt_block(&mut iv);
+    iv
 }
 
 fn sector_key(tweak: &Aes, off: u64) -> [u8; 32] {
     let mut a = offset_block(off);
     let mut b = a;
     b[15] = 0x80;
-    tweak.encrypt(&mut a);
-    tweak.encrypt(&mut b);
+    tweak.encrypt_block(&mut a);
+    tweak.encrypt_block(&mut b);
     let mut k = [0u8; 32];
     k[..16].copy_from_slice(&a);
     k[16..].copy_from_slice(&b);
@@ -298,46 +210,6 @@ mod tests {
             state[..32].copy_from_slice(&h);
         }
         assert_eq!(&state[..32], &stretch_rounds(&initial, &salt, 1000));
-    }
-
-    #[test]
-    fn batched_xts_matches_the_xts_mode_crate() {
-        use aes::cipher::KeyInit;
-        use xts_mode::Xts128;
-        let mut rnd = 0x1234_5678_9abc_def0u64;
-        let mut next = || {
-            rnd ^= rnd << 13;
-            rnd ^= rnd >> 7;
-            rnd ^= rnd << 17;
-            rnd as u8
-        };
-        for klen in [16usize, 32] {
-            let key: Vec<u8> = (0..2 * klen).map(|_| next()).collect();
-            for sector in [512usize, 4096] {
-                let ct: Vec<u8> = (0..3 * sector).map(|_| next()).collect();
-                let mut ours = ct.clone();
-                let c = SectorCipher::Xts {
-                    data: Aes::new(&key[..klen]).unwrap(),
-                    tweak: Aes::new(&key[klen..]).unwrap(),
-                };
-                c.decrypt(&mut ours, 7 * sector as u64, sector, sector as u64);
-                let mut theirs = ct.clone();
-                if klen == 16 {
-                    let x = Xts128::new(
-                        Aes128::new_from_slice(&key[..16]).unwrap(),
-                        Aes128::new_from_slice(&key[16..]).unwrap(),
-                    );
-                    x.decrypt_area(&mut theirs, sector, 7, xts_mode::get_tweak_default);
-                } else {
-                    let x = Xts128::new(
-                        Aes256::new_from_slice(&key[..32]).unwrap(),
-                        Aes256::new_from_slice(&key[32..]).unwrap(),
-                    );
-                    x.decrypt_area(&mut theirs, sector, 7, xts_mode::get_tweak_default);
-                }
-                assert_eq!(ours, theirs, "key {klen} sector {sector}");
-            }
-        }
     }
 
     #[test]

@@ -24,7 +24,8 @@ use std::sync::Arc;
 use flr_io::{check_range, IoError, ReadAt, Source};
 use flr_keys::KeyMaterial;
 
-use crypto::{Aes, SectorCipher};
+use crypto::SectorCipher;
+use flr_cipher::{Aes, Xts};
 pub use meta::{BdeInfo, EncryptionMethod, Protector, ProtectorKind};
 use meta::{Metadata, Vmk};
 
@@ -382,14 +383,12 @@ fn make_cipher(method: EncryptionMethod, key: &[u8], off: u64) -> Result<SectorC
             fvek: aes(get(0, 32)?)?,
             tweak: aes(get(32, 32)?)?,
         },
-        EncryptionMethod::AesXts128 => SectorCipher::Xts {
-            data: aes(get(0, 16)?)?,
-            tweak: aes(get(16, 16)?)?,
-        },
-        EncryptionMethod::AesXts256 => SectorCipher::Xts {
-            data: aes(get(0, 32)?)?,
-            tweak: aes(get(32, 32)?)?,
-        },
+        EncryptionMethod::AesXts128 => {
+            SectorCipher::Xts(Xts::new(get(0, 16)?, get(16, 16)?).ok_or_else(short)?)
+        }
+        EncryptionMethod::AesXts256 => {
+            SectorCipher::Xts(Xts::new(get(0, 32)?, get(32, 32)?).ok_or_else(short)?)
+        }
         EncryptionMethod::None | EncryptionMethod::Unknown(_) => {
             return Err(BdeError::Unsupported {
                 offset: off,
@@ -426,9 +425,6 @@ impl std::fmt::Debug for UnlockedBde {
             .finish()
     }
 }
-
-/// Reads of at least this many bytes are decrypted on two threads.
-const PARALLEL_MIN: usize = 256 * 1024;
 
 #[derive(Clone, Copy)]
 enum Seg {
@@ -494,16 +490,10 @@ impl Inner {
 
     fn decrypt(&self, data: &mut [u8], ivo: u64) {
         let s = self.sector;
-        if data.len() >= PARALLEL_MIN {
-            let half = (data.len() / s / 2) * s;
-            let (a, b) = data.split_at_mut(half);
-            std::thread::scope(|sc| {
-                sc.spawn(|| self.cipher.decrypt(b, ivo + half as u64, s, self.iv_unit));
-                self.cipher.decrypt(a, ivo, s, self.iv_unit);
-            });
-        } else {
-            self.cipher.decrypt(data, ivo, s, self.iv_unit);
-        }
+        flr_cipher::par_sectors(data, s, |piece, first| {
+            let at = ivo + first * s as u64;
+            self.cipher.decrypt(piece, at, s, self.iv_unit)
+        });
     }
 }
 

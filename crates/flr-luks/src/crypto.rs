@@ -1,89 +1,45 @@
-//! Sector ciphers (AES in XTS, CBC and ECB modes with the dm-crypt IV
-//! generators), PBKDF2/Argon2 and the anti-forensic merge.
-//!
-//! Whole runs of sectors are decrypted per call: the blocks of a sector go
-//! to the AES backend together (so AES-NI pipelines them), and the scratch
-//! space is allocated once per call, never per sector.
+//! dm-crypt sector ciphers (AES in XTS, CBC and ECB modes with the dm-crypt
+//! IV generators) on top of `flr-cipher`, PBKDF2/Argon2 and the
+//! anti-forensic merge.
 
-use aes::cipher::{Array, BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
-use aes::{Aes128, Aes192, Aes256};
+use flr_cipher::{cbc_decrypt_sectors, plain64, Aes, Xts};
 use sha2::Digest;
 use zeroize::Zeroizing;
 
-type Block = Array<u8, aes::cipher::consts::U16>;
-
-/// AES with any of the three key sizes.
-#[derive(Clone)]
-pub(crate) enum AesAny {
-    A128(Box<Aes128>),
-    A192(Box<Aes192>),
-    A256(Box<Aes256>),
-}
-
-impl AesAny {
-    pub(crate) fn new(key: &[u8]) -> Option<AesAny> {
-        Some(match key.len() {
-            16 => AesAny::A128(Box::new(Aes128::new_from_slice(key).ok()?)),
-            24 => AesAny::A192(Box::new(Aes192::new_from_slice(key).ok()?)),
-            32 => AesAny::A256(Box::new(Aes256::new_from_slice(key).ok()?)),
-            _ => return None,
-        })
-    }
-
-    fn decrypt_blocks(&self, blocks: &mut [Block]) {
-        match self {
-            AesAny::A128(c) => c.decrypt_blocks(blocks),
-            AesAny::A192(c) => c.decrypt_blocks(blocks),
-            AesAny::A256(c) => c.decrypt_blocks(blocks),
-        }
-    }
-
-    fn encrypt_block(&self, b: &mut Block) {
-        match self {
-            AesAny::A128(c) => c.encrypt_block(b),
-            AesAny::A192(c) => c.encrypt_block(b),
-            AesAny::A256(c) => c.encrypt_block(b),
-        }
-    }
-}
-
 /// How the per-sector IV is made from the sector number.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub(crate) enum IvGen {
     /// Low 32 bits, little-endian.
     Plain,
     /// 64 bits, little-endian.
     Plain64,
     /// The 64-bit sector number encrypted with AES keyed by a hash of the key.
-    Essiv(AesAny),
-    /// No IV (ECB).
-    Null,
+    Essiv(Aes),
 }
 
 impl IvGen {
-    fn iv(&self, sector: u64) -> Block {
-        let mut b = Block::default();
+    fn iv(&self, sector: u64) -> [u8; 16] {
         match self {
-            IvGen::Plain => b[..4].copy_from_slice(&(sector as u32).to_le_bytes()),
-            IvGen::Plain64 | IvGen::Null => b[..8].copy_from_slice(&sector.to_le_bytes()),
+            IvGen::Plain => plain64(u64::from(sector as u32)),
+            IvGen::Plain64 => plain64(sector),
             IvGen::Essiv(c) => {
-                b[..8].copy_from_slice(&sector.to_le_bytes());
+                let mut b = plain64(sector);
                 c.encrypt_block(&mut b);
+                b
             }
         }
-        b
     }
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 enum Mode {
-    Xts { data: AesAny, tweak: AesAny },
-    Cbc(AesAny),
-    Ecb(AesAny),
+    Xts(Xts),
+    Cbc(Aes),
+    Ecb(Aes),
 }
 
 /// A dm-crypt style sector cipher such as `aes-xts-plain64`.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub(crate) struct SectorCipher {
     mode: Mode,
     iv: IvGen,
@@ -103,27 +59,18 @@ pub(crate) fn parse_cipher(spec: &str, key: &[u8]) -> Result<SectorCipher, Strin
     }
     let bad_key = || format!("cipher {spec:?}: unusable key size {} bits", key.len() * 8);
     let mode = match chain {
-        "xts" => {
-            if !key.len().is_multiple_of(2) {
-                return Err(bad_key());
-            }
-            let (a, b) = key.split_at(key.len() / 2);
-            Mode::Xts {
-                data: AesAny::new(a).ok_or_else(bad_key)?,
-                tweak: AesAny::new(b).ok_or_else(bad_key)?,
-            }
-        }
-        "cbc" => Mode::Cbc(AesAny::new(key).ok_or_else(bad_key)?),
-        "ecb" => Mode::Ecb(AesAny::new(key).ok_or_else(bad_key)?),
+        "xts" => Mode::Xts(Xts::from_joined(key).ok_or_else(bad_key)?),
+        "cbc" => Mode::Cbc(Aes::new(key).ok_or_else(bad_key)?),
+        "ecb" => Mode::Ecb(Aes::new(key).ok_or_else(bad_key)?),
         _ => return Err(format!("cipher {spec:?}: mode {chain:?} is not supported")),
     };
     let iv = match (&mode, ivspec) {
-        (Mode::Ecb(_), _) => IvGen::Null,
+        (Mode::Ecb(_), _) => IvGen::Plain64,
         (_, "plain64") => IvGen::Plain64,
         (_, "plain") => IvGen::Plain,
         (_, "essiv:sha256") => {
             let h = Zeroizing::new(sha2::Sha256::digest(key).to_vec());
-            IvGen::Essiv(AesAny::new(&h[..]).ok_or_else(bad_key)?)
+            IvGen::Essiv(Aes::new(&h[..]).ok_or_else(bad_key)?)
         }
         (_, other) => {
             return Err(format!(
@@ -134,106 +81,31 @@ pub(crate) fn parse_cipher(spec: &str, key: &[u8]) -> Result<SectorCipher, Strin
     Ok(SectorCipher { mode, iv })
 }
 
-/// Multiplies an XTS tweak by x in GF(2^128).
-#[inline(always)]
-fn gf_mul(t: u128) -> u128 {
-    (t << 1) ^ (((t as i128) >> 127) as u128 & 0x87)
-}
-
-/// Carry-less products of a byte with the XTS polynomial's low part 0x87.
-const MUL8: [u16; 256] = {
-    let mut t = [0u16; 256];
-    let mut n = 0;
-    while n < 256 {
-        let mut r = 0u16;
-        let mut bit = 0;
-        while bit < 8 {
-            if (n >> bit) & 1 == 1 {
-                r ^= 0x87 << bit;
-            }
-            bit += 1;
-        }
-        t[n] = r;
-        n += 1;
-    }
-    t
-};
-
-/// Writes the tweaks t, t·x, t·x², ... into `out` (16 bytes each), as
-/// eight independent chains stepping by x⁸ so the CPU can overlap them.
-#[inline(always)]
-fn fill_tweaks(out: &mut [u8], first: u128) {
-    let mut lanes = [0u128; 8];
-    let mut t = first;
-    for l in lanes.iter_mut() {
-        *l = t;
-        t = gf_mul(t);
-    }
-    for group in out.chunks_mut(128) {
-        for (l, s) in lanes.iter_mut().zip(group.chunks_exact_mut(16)) {
-            s.copy_from_slice(&l.to_le_bytes());
-            *l = (*l << 8) ^ u128::from(MUL8[(*l >> 120) as usize]);
-        }
-    }
-}
-
-/// XORs `with` into `data` (same length); written so that it vectorizes.
-#[inline(always)]
-fn xor_bytes(data: &mut [u8], with: &[u8]) {
-    for (d, w) in data.chunks_exact_mut(64).zip(with.chunks_exact(64)) {
-        for i in 0..64 {
-            d[i] ^= w[i];
-        }
-    }
-}
-
-#[inline(always)]
-fn xor_blocks(data: &mut [Block], with: &[Block]) {
-    for (d, w) in data.iter_mut().zip(with) {
-        let a = u128::from_ne_bytes(d.0) ^ u128::from_ne_bytes(w.0);
-        d.0 = a.to_ne_bytes();
-    }
-}
-
 impl SectorCipher {
     /// Decrypts `buf` (a whole number of `sector_size` sectors) in place; the
     /// first sector has IV number `first_iv`, and each next one `iv_step` more.
     pub(crate) fn decrypt(&self, buf: &mut [u8], sector_size: usize, first_iv: u64, iv_step: u64) {
-        let per = sector_size / 16;
-        let mut scratch: Vec<Block> = match self.mode {
-            Mode::Cbc(_) => vec![Block::default(); per],
-            _ => Vec::new(),
-        };
-        let mut ivn = first_iv;
-        let mut tweaks: Vec<u8> = match self.mode {
-            Mode::Xts { .. } => vec![0u8; sector_size],
-            _ => Vec::new(),
-        };
-        for sector in buf.chunks_exact_mut(sector_size) {
-            match &self.mode {
-                Mode::Xts { data, tweak } => {
-                    let mut t = self.iv.iv(ivn);
-                    tweak.encrypt_block(&mut t);
-                    fill_tweaks(&mut tweaks, u128::from_le_bytes(t.0));
-                    xor_bytes(sector, &tweaks);
-                    let (blocks, _) = Array::slice_as_chunks_mut(sector);
-                    data.decrypt_blocks(blocks);
-                    xor_bytes(sector, &tweaks);
-                }
-                Mode::Cbc(c) => {
-                    let (blocks, _) = Array::slice_as_chunks_mut(sector);
-                    scratch[0] = self.iv.iv(ivn);
-                    let n = blocks.len();
-                    if n > 1 {
-                        scratch[1..n].clone_from_slice(&blocks[..n - 1]);
-                    }
-                    c.decrypt_blocks(blocks);
-                    xor_blocks(blocks, &scratch);
-                }
-                Mode::Ecb(c) => c.decrypt_blocks(Array::slice_as_chunks_mut(sector).0),
-            }
-            ivn = ivn.wrapping_add(iv_step);
+        let iv = |i: u64| self.iv.iv(first_iv.wrapping_add(i.wrapping_mul(iv_step)));
+        match &self.mode {
+            Mode::Xts(x) => x.decrypt_sectors(buf, sector_size, iv),
+            Mode::Cbc(c) => cbc_decrypt_sectors(c, buf, sector_size, iv),
+            Mode::Ecb(c) => c.decrypt_blocks(buf),
         }
+    }
+
+    /// As [`SectorCipher::decrypt`], spread over the thread pool when `buf`
+    /// is large.
+    pub(crate) fn decrypt_parallel(
+        &self,
+        buf: &mut [u8],
+        sector_size: usize,
+        first_iv: u64,
+        iv_step: u64,
+    ) {
+        flr_cipher::par_sectors(buf, sector_size, |piece, first| {
+            let iv = first_iv.wrapping_add(first.wrapping_mul(iv_step));
+            self.decrypt(piece, sector_size, iv, iv_step)
+        });
     }
 }
 
@@ -325,46 +197,32 @@ pub(crate) fn af_merge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use xts_mode::{get_tweak_default, Xts128};
 
     #[test]
-    fn tweak_lanes_match_the_serial_chain() {
-        let mut out = vec![0u8; 4096];
-        let first = 0x8000_0000_0000_0000_0123_4567_89ab_cdefu128;
-        fill_tweaks(&mut out, first);
-        let mut t = first;
-        for s in out.chunks_exact(16) {
-            assert_eq!(s, &t.to_le_bytes());
-            t = gf_mul(t);
-        }
+    fn plain_iv_wraps_at_32_bits_and_plain64_does_not() {
+        assert_eq!(IvGen::Plain.iv(0x1_0000_0005), plain64(5));
+        assert_eq!(IvGen::Plain64.iv(0x1_0000_0005), plain64(0x1_0000_0005));
     }
 
     #[test]
-    fn own_xts_matches_the_xts_mode_crate() {
-        for key_len in [32usize, 64] {
-            let key: Vec<u8> = (0..key_len as u8).map(|i| i.wrapping_mul(7)).collect();
-            let data: Vec<u8> = (0..3 * 4096u32).map(|i| (i * 31 % 251) as u8).collect();
-            for ss in [512usize, 4096] {
-                let mut ours = data.clone();
-                parse_cipher("aes-xts-plain64", &key)
-                    .unwrap()
-                    .decrypt(&mut ours, ss, 77, 1);
-                let mut theirs = data.clone();
-                let (a, b) = key.split_at(key_len / 2);
-                if key_len == 32 {
-                    let x = Xts128::new(
-                        Aes128::new_from_slice(a).unwrap(),
-                        Aes128::new_from_slice(b).unwrap(),
-                    );
-                    x.decrypt_area(&mut theirs, ss, 77, get_tweak_default);
-                } else {
-                    let x = Xts128::new(
-                        Aes256::new_from_slice(a).unwrap(),
-                        Aes256::new_from_slice(b).unwrap(),
-                    );
-                    x.decrypt_area(&mut theirs, ss, 77, get_tweak_default);
-                }
-                assert_eq!(ours, theirs, "key {key_len} sector {ss}");
+    fn parallel_decryption_matches_one_thread() {
+        let key: Vec<u8> = (0..64u8).collect();
+        let data: Vec<u8> = (0..(flr_cipher::PARALLEL_MIN * 4 + 3 * 4096) as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+            .collect();
+        for spec in ["aes-xts-plain64", "aes-cbc-essiv:sha256", "aes-xts-plain"] {
+            let k = if spec.contains("xts") {
+                &key[..]
+            } else {
+                &key[..32]
+            };
+            let c = parse_cipher(spec, k).unwrap();
+            for (ss, step) in [(512usize, 1u64), (4096, 8)] {
+                let mut one = data.clone();
+                c.decrypt(&mut one, ss, 5, step);
+                let mut many = data.clone();
+                c.decrypt_parallel(&mut many, ss, 5, step);
+                assert!(one == many, "{spec} {ss}");
             }
         }
     }

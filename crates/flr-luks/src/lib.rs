@@ -638,9 +638,6 @@ impl fmt::Debug for UnlockedLuks {
     }
 }
 
-/// Reads of at least this many bytes are decrypted on several threads.
-const PARALLEL_MIN: usize = 2 << 20;
-
 impl UnlockedLuks {
     /// Whether the volume key equals `hex` (for tests against known keys;
     /// the key itself is never exposed).
@@ -676,42 +673,9 @@ impl UnlockedLuks {
 
     /// Decrypts whole sectors starting at the volume offset `at`.
     fn decrypt_sectors(&self, at: u64, buf: &mut [u8]) {
-        decrypt_parallel(
-            &self.cipher,
-            buf,
-            self.sector_size,
-            self.iv_for(at),
-            self.iv_step(),
-        );
+        self.cipher
+            .decrypt_parallel(buf, self.sector_size, self.iv_for(at), self.iv_step());
     }
-}
-
-/// Decrypts whole sectors, split over the available cores when the buffer
-/// is large (the calling thread takes the last piece).
-fn decrypt_parallel(c: &SectorCipher, buf: &mut [u8], ss: usize, first_iv: u64, step: u64) {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .min(8);
-    if buf.len() < PARALLEL_MIN || threads < 2 {
-        c.decrypt(buf, ss, first_iv, step);
-        return;
-    }
-    let sectors = buf.len() / ss;
-    let per = sectors.div_ceil(threads) * ss;
-    std::thread::scope(|sc| {
-        let mut iv = first_iv;
-        let mut chunks = buf.chunks_mut(per).peekable();
-        while let Some(chunk) = chunks.next() {
-            let this_iv = iv;
-            iv = iv.wrapping_add((chunk.len() / ss) as u64 * step);
-            if chunks.peek().is_none() {
-                c.decrypt(chunk, ss, this_iv, step);
-            } else {
-                sc.spawn(move || c.decrypt(chunk, ss, this_iv, step));
-            }
-        }
-    });
 }
 
 impl ReadAt for UnlockedLuks {
@@ -766,57 +730,5 @@ impl ReadAt for UnlockedLuks {
 
     fn layer(&self) -> &str {
         LAYER
-    }
-}
-
-/// Throughput measurement support (the `luks_throughput` example); not
-/// part of the supported API.
-#[doc(hidden)]
-pub mod bench {
-    /// Decrypts `buf` in place with `aes-xts-plain64` and `key`, one thread.
-    pub fn xts_decrypt(key: &[u8], buf: &mut [u8], sector_size: usize) {
-        decrypt("aes-xts-plain64", key, buf, sector_size)
-    }
-
-    /// Decrypts `buf` in place with the cipher `spec`, one thread.
-    pub fn decrypt(spec: &str, key: &[u8], buf: &mut [u8], sector_size: usize) {
-        if let Ok(c) = crate::parse_cipher(spec, key) {
-            c.decrypt(buf, sector_size, 0, (sector_size / 512) as u64);
-        }
-    }
-
-    /// As [`decrypt`], on every core for large buffers (the read path).
-    pub fn decrypt_parallel(spec: &str, key: &[u8], buf: &mut [u8], sector_size: usize) {
-        if let Ok(c) = crate::parse_cipher(spec, key) {
-            crate::decrypt_parallel(&c, buf, sector_size, 0, (sector_size / 512) as u64);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parallel_decryption_matches_one_thread() {
-        let key: Vec<u8> = (0..64u8).collect();
-        let data: Vec<u8> = (0..(PARALLEL_MIN + 3 * 4096) as u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
-            .collect();
-        for spec in ["aes-xts-plain64", "aes-cbc-essiv:sha256"] {
-            let k = if spec.contains("xts") {
-                &key[..]
-            } else {
-                &key[..32]
-            };
-            let c = parse_cipher(spec, k).unwrap();
-            for (ss, step) in [(512usize, 1u64), (4096, 8)] {
-                let mut one = data.clone();
-                c.decrypt(&mut one, ss, 5, step);
-                let mut many = data.clone();
-                decrypt_parallel(&c, &mut many, ss, 5, step);
-                assert!(one == many, "{spec} {ss}");
-            }
-        }
     }
 }
