@@ -126,8 +126,10 @@ impl SectorCipher {
                         c.copy_from_slice(&w.to_le_bytes());
                     }
                     let key = sector_key(tweak, off(i as u64));
-                    for (j, b) in s.iter_mut().enumerate() {
-                        *b ^= key[j % 32];
+                    for c in s.chunks_exact_mut(32) {
+                        for (b, k) in c.iter_mut().zip(key.iter()) {
+                            *b ^= k;
+                        }
                     }
                 }
             }
@@ -161,6 +163,11 @@ fn sector_key(tweak: &Aes, off: u64) -> [u8; 32] {
     k
 }
 
+/// Elephant diffuser A, decryption direction: five passes of
+/// d[i] += d[i-2] ^ (d[i-5] <<< R[i mod 4]), indices modulo the sector's
+/// word count. Each word depends on words just updated, so the last five
+/// are kept in registers instead of being reloaded from memory; the first
+/// five words, which wrap around, are done apart.
 fn diffuser_a_decrypt(d: &mut [u32]) {
     const R: [u32; 4] = [9, 0, 13, 0];
     let n = d.len();
@@ -168,14 +175,22 @@ fn diffuser_a_decrypt(d: &mut [u32]) {
         return;
     }
     for _ in 0..5 {
-        for i in 0..n {
-            let a = d[(i + n - 2) % n];
+        for i in 0..5 {
             let b = d[(i + n - 5) % n].rotate_left(R[i % 4]);
-            d[i] = d[i].wrapping_add(a ^ b);
+            d[i] = d[i].wrapping_add(d[(i + n - 2) % n] ^ b);
+        }
+        // w[k] holds d[i-1-k].
+        let mut w = [d[4], d[3], d[2], d[1], d[0]];
+        for (i, x) in d.iter_mut().enumerate().skip(5) {
+            let v = x.wrapping_add(w[1] ^ w[4].rotate_left(R[i & 3]));
+            *x = v;
+            w = [v, w[0], w[1], w[2], w[3]];
         }
     }
 }
 
+/// Elephant diffuser B, decryption direction: three passes of
+/// d[i] += d[i+2] ^ (d[i+5] <<< R[i mod 4]), indices modulo the word count.
 fn diffuser_b_decrypt(d: &mut [u32]) {
     const R: [u32; 4] = [0, 10, 0, 25];
     let n = d.len();
@@ -183,10 +198,13 @@ fn diffuser_b_decrypt(d: &mut [u32]) {
         return;
     }
     for _ in 0..3 {
-        for i in 0..n {
-            let a = d[(i + 2) % n];
+        for i in 0..n - 5 {
+            let b = d[i + 5].rotate_left(R[i & 3]);
+            d[i] = d[i].wrapping_add(d[i + 2] ^ b);
+        }
+        for i in n - 5..n {
             let b = d[(i + 5) % n].rotate_left(R[i % 4]);
-            d[i] = d[i].wrapping_add(a ^ b);
+            d[i] = d[i].wrapping_add(d[(i + 2) % n] ^ b);
         }
     }
 }
@@ -210,6 +228,36 @@ mod tests {
             state[..32].copy_from_slice(&h);
         }
         assert_eq!(&state[..32], &stretch_rounds(&initial, &salt, 1000));
+    }
+
+    /// The diffusers written as the plain definition (every index modulo
+    /// n), against the split loops above.
+    #[test]
+    fn split_diffusers_match_the_definition() {
+        fn plain(d: &mut [u32], passes: usize, r: [u32; 4], back: bool) {
+            let n = d.len();
+            for _ in 0..passes {
+                for i in 0..n {
+                    let (a, b) = if back {
+                        (d[(i + n - 2) % n], d[(i + n - 5) % n])
+                    } else {
+                        (d[(i + 2) % n], d[(i + 5) % n])
+                    };
+                    d[i] = d[i].wrapping_add(a ^ b.rotate_left(r[i % 4]));
+                }
+            }
+        }
+        for n in [8usize, 128, 1024] {
+            let words: Vec<u32> = (0..n as u32).map(|i| i.wrapping_mul(0x9e37_79b9)).collect();
+            let (mut x, mut y) = (words.clone(), words.clone());
+            diffuser_a_decrypt(&mut x);
+            plain(&mut y, 5, [9, 0, 13, 0], true);
+            assert_eq!(x, y, "A, {n} words");
+            let (mut x, mut y) = (words.clone(), words);
+            diffuser_b_decrypt(&mut x);
+            plain(&mut y, 3, [0, 10, 0, 25], false);
+            assert_eq!(x, y, "B, {n} words");
+        }
     }
 
     #[test]
