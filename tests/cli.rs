@@ -322,3 +322,84 @@ fn luks_volumes_restore_with_their_keys() {
         }
     }
 }
+
+/// Restores every file of `manifest` from `ID:/` of `image` with `extra`
+/// arguments, and checks each against the manifest's sha256.
+fn restore_checked(image: &Path, id: &str, extra: &[&str], manifest_name: &str) {
+    let dest = tempfile::tempdir().unwrap();
+    let mut args = vec!["get"];
+    args.extend_from_slice(extra);
+    let from = format!("{id}:/");
+    args.extend([p(image), &from, "-o", p(dest.path()), "--checksum"]);
+    let out = run_ok(&args);
+    let want: Vec<_> = manifest(manifest_name)
+        .into_iter()
+        .filter(|e| e.kind == 'f')
+        .collect();
+    check_tree(dest.path(), &checksums(&out), &want);
+}
+
+/// The ADE OS-disk layout (fixed VHD; GPT with the root partition's LUKS2
+/// header detached into /luks/osluksheader on the boot partition): the
+/// header is found without being named, probe says where it came from, and
+/// the root filesystem restores with the 172-character passphrase.
+#[test]
+fn ade_os_disk_header_is_found_on_the_boot_partition() {
+    let img = fixture("luks/ade-os.vhd.zst");
+    let pass = flr_testdata::testdata_dir().join("luks/pass-ade.bin");
+    let key = format!("p1=passphrase-file:{}", p(&pass));
+
+    // Locked: recognised as LUKS through the found header, with the reason.
+    let report = probe_json(&img);
+    let v1 = &report["volumes"][0];
+    assert_eq!(v1["id"], "p1");
+    assert_eq!(v1["content"]["verdict"], "locked", "{v1}");
+    assert_eq!(
+        v1["content"]["encryption"]["header"],
+        "p2:/luks/osluksheader (found automatically: ADE layout)"
+    );
+    // The boot partition and the EFI partition stay as they are.
+    assert_eq!(report["volumes"][1]["content"]["fs"]["label"], "boot");
+    assert_eq!(report["volumes"][2]["content"]["fs"]["label"], "EFI");
+
+    // Unlocked: the root filesystem, described as a plain one would be.
+    let out = run_ok(&["probe", "--key", &key, p(&img)]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("LUKS header: p2:/luks/osluksheader (found automatically: ADE layout)"),
+        "{text}"
+    );
+    assert!(text.contains("label \"root\""), "{text}");
+    assert!(text.contains("unlocked with passphrase"), "{text}");
+    restore_checked(&img, "p1", &["--key", &key], "luks/ade-root.tsv");
+    // The header file itself restores byte for byte from the boot partition.
+    restore_checked(&img, "p2", &[], "luks/ade-boot.tsv");
+
+    // Named explicitly, the same header gives the same result, and the
+    // report says it came from the command line.
+    let hdr = tempfile::tempdir().unwrap();
+    run_ok(&["get", p(&img), "p2:/luks/osluksheader", "-o", p(hdr.path())]);
+    let hdr_arg = format!("p1={}", p(&hdr.path().join("osluksheader")));
+    let out = run_ok(&["probe", "--key", &key, "--luks-header", &hdr_arg, p(&img)]);
+    assert!(stdout(&out).contains("(--luks-header)"), "{}", stdout(&out));
+
+    // A wrong passphrase: exit 4, nothing written.
+    let bad = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(bad.path(), b"not the BEK").unwrap();
+    let k = format!("p1=passphrase-file:{}", p(bad.path()));
+    let out = run(&["ls", "--key", &k, p(&img), "p1:/"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+}
+
+/// The ADE data-disk layout: LUKS2 in place with a 16 MiB data offset.
+#[test]
+fn ade_data_disk_with_a_16_mib_offset_restores() {
+    let img = fixture("luks/ade-data.img.zst");
+    let pass = flr_testdata::testdata_dir().join("luks/pass-ade.bin");
+    let key = format!("p1=passphrase-file:{}", p(&pass));
+    let report = probe_json(&img);
+    let enc = &report["volumes"][0]["content"]["encryption"];
+    assert_eq!(enc["header"], "on the volume", "{enc}");
+    assert_eq!(enc["cipher"], "aes-xts-plain64 512-bit", "{enc}");
+    restore_checked(&img, "p1", &["--key", &key], "luks/ade-data.tsv");
+}

@@ -72,6 +72,9 @@ pub struct EncryptionInfo {
     /// How the volume was unlocked (`recovery password`, `clear key`…), or
     /// None while locked.
     pub unlocked_with: Option<String>,
+    /// Where the LUKS header was read: `on the volume`, a file given with
+    /// `--luks-header`, or a file found on another volume (ADE layout).
+    pub header: Option<String>,
     /// Non-fatal findings.
     pub warnings: Vec<String>,
 }
@@ -146,6 +149,7 @@ pub(crate) fn bitlocker(
             .map(|p| format!("{} {{{}}}", p.kind, p.guid))
             .collect(),
         unlocked_with: None,
+        header: None,
         warnings: info.warnings.clone(),
     };
     let key = keys.get(id);
@@ -176,42 +180,45 @@ pub(crate) fn bitlocker(
     }
 }
 
-/// Opens a LUKS volume (header on the volume itself) and, where the given
-/// key unlocks it, returns the content found inside and the decrypted source.
+/// A LUKS header kept apart from the data it describes.
+#[derive(Clone)]
+pub(crate) struct DetachedHeader {
+    /// The header's bytes.
+    pub(crate) src: crate::Source,
+    /// Where it came from, for the report.
+    pub(crate) origin: String,
+}
+
+/// The detached header named for `id` with `--luks-header`, opened; or the
+/// error to report for the volume.
+pub(crate) fn header_from_file(path: &std::path::Path) -> Result<DetachedHeader, flr_io::IoError> {
+    let f = flr_io::FileSource::open(path)?;
+    Ok(DetachedHeader {
+        src: std::sync::Arc::new(f),
+        origin: format!("{} (--luks-header)", path.display()),
+    })
+}
+
+/// Opens a LUKS volume (header on the volume itself, or `detached`) and,
+/// where the given key unlocks it, returns the content found inside and the
+/// decrypted source.
 pub(crate) fn luks(
     id: &str,
     head: &[u8],
     source: crate::Source,
+    detached: Option<DetachedHeader>,
     keys: &crate::KeyRing,
     scan: crate::Scan,
 ) -> (crate::ContentInfo, crate::Source) {
     use crate::{ContentInfo, ContentKind};
-    let header_src: crate::Source = match keys.luks_header(id) {
-        None => source.clone(),
-        Some(path) => match flr_io::FileSource::open(path) {
-            Ok(f) => std::sync::Arc::new(f),
-            Err(e) => {
-                let c = ContentInfo {
-                    kind: ContentKind::Luks,
-                    fs: None,
-                    luks: None,
-                    encryption: None,
-                    verdict: "error",
-                    detail: format!("detached LUKS header: {e}"),
-                };
-                return (c, source);
-            }
-        },
+    let (header_src, header_head) = match &detached {
+        None => (source.clone(), head.to_vec()),
+        Some(d) => (
+            d.src.clone(),
+            crate::read_head(d.src.as_ref()).unwrap_or_default(),
+        ),
     };
-    let header_head = crate::read_head(header_src.as_ref()).unwrap_or_default();
-    let summary = luks_summary(
-        if keys.luks_header(id).is_some() {
-            &header_head
-        } else {
-            head
-        },
-        header_src.as_ref(),
-    );
+    let summary = luks_summary(&header_head, header_src.as_ref());
     let locked = |verdict, detail: String, enc| ContentInfo {
         kind: ContentKind::Luks,
         fs: None,
@@ -245,11 +252,13 @@ pub(crate) fn luks(
             }))
             .collect(),
         unlocked_with: None,
+        header: Some(
+            detached
+                .as_ref()
+                .map_or_else(|| "on the volume".to_string(), |d| d.origin.clone()),
+        ),
         warnings: info.warnings.clone(),
     };
-    if let Some(path) = keys.luks_header(id) {
-        enc.scheme = format!("{} (detached header {})", enc.scheme, path.display());
-    }
     let Some(key) = keys.get(id) else {
         let detail = format!(
             "LUKS{} volume (uuid {}): locked; give its key with --key {id}=passphrase-file:FILE or {id}=volume-key:HEX",

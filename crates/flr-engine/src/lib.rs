@@ -12,6 +12,7 @@
 //! layer it was.
 #![deny(missing_docs)]
 
+mod ade;
 mod detect;
 mod encrypted;
 mod keyring;
@@ -346,6 +347,7 @@ pub fn open_source(
             })
         }
     };
+    ade::discover(&mut volumes, keys, scan);
     Ok(Image {
         location: location.to_string(),
         container,
@@ -412,15 +414,28 @@ fn make_volume(
         ),
         // A detached LUKS header given for this volume: the volume is LUKS data
         // whatever its first bytes look like (ciphertext from sector 0).
-        Ok(head) if keys.luks_header(&id).is_some() => {
-            encrypted::luks(&id, &head, source, keys, scan)
-        }
-        Ok(head) => match detect(&head, source.as_ref()) {
-            ContentKind::BitLocker | ContentKind::BitLockerToGo => {
-                encrypted::bitlocker(&id, source, keys, scan)
-            }
-            ContentKind::Luks => encrypted::luks(&id, &head, source, keys, scan),
-            kind => (content_info(kind, &source, scan), source),
+        Ok(head) => match keys.luks_header(&id) {
+            Some(path) => match encrypted::header_from_file(path) {
+                Ok(h) => encrypted::luks(&id, &head, source, Some(h), keys, scan),
+                Err(e) => (
+                    ContentInfo {
+                        kind: ContentKind::Luks,
+                        fs: None,
+                        luks: None,
+                        encryption: None,
+                        verdict: "error",
+                        detail: format!("detached LUKS header: {e}"),
+                    },
+                    source,
+                ),
+            },
+            None => match detect(&head, source.as_ref()) {
+                ContentKind::BitLocker | ContentKind::BitLockerToGo => {
+                    encrypted::bitlocker(&id, source, keys, scan)
+                }
+                ContentKind::Luks => encrypted::luks(&id, &head, source, None, keys, scan),
+                kind => (content_info(kind, &source, scan), source),
+            },
         },
     };
     Ok(Volume {

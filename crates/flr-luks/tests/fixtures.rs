@@ -359,3 +359,23 @@ fn not_luks() {
         LuksError::NotLuks { .. }
     ));
 }
+
+/// The ADE data-disk layout (testdata/luks/gen-ade.sh): LUKS2 in place at
+/// the first GPT partition (1 MiB in), data offset 16 MiB; the volume key
+/// must be the one cryptsetup dumped, and the payload exactly the 256 KiB
+/// filesystem.
+#[test]
+fn ade_data_disk_volume_key_and_offset() {
+    let disk = file("luks/ade-data.img.zst");
+    let part: Source =
+        Arc::new(flr_io::Slice::new(disk, 1 << 20, (16 << 20) + (256 << 10), "p1").unwrap());
+    let vol = LuksVolume::open(part.clone(), part).unwrap();
+    assert_eq!(vol.info().version, 2);
+    let key = KeyMaterial::Passphrase(Secret::from_slice(&pass_file("pass-ade.bin")));
+    let u = vol.unlock(&key).unwrap();
+    let keys = tsv("ade-volume-keys.tsv");
+    let vk = &keys.iter().find(|r| r[0] == "ade-data").unwrap()[1];
+    assert!(u.volume_key_matches(vk));
+    assert_eq!(u.len(), 256 << 10);
+    assert_eq!(u.key_bits(), 512);
+}

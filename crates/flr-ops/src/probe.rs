@@ -172,6 +172,9 @@ pub fn probe(image: &Image, ctx: &mut Context<'_>) -> Result<usize, OpsError> {
                     None => "locked".to_string(),
                 }
             )?;
+            if let Some(h) = &e.header {
+                writeln!(out, "        LUKS header: {h}")?;
+            }
             for w in &e.warnings {
                 writeln!(out, "        warning: {w}")?;
             }
