@@ -30,10 +30,12 @@ struct Cli {
     /// Key material for an encrypted volume, repeatable: ID=KIND:VALUE with KIND one of
     /// passphrase-file, password-file, bek, recovery (48 digits, dashes allowed), volume-key (hex).
     /// Files are read as exact bytes. Example: --key p1=recovery:111111-222222-…
+    /// ID=ask (LUKS passphrase) or ID=ask-password (BitLocker password) prompts on the
+    /// terminal without echo.
     #[arg(long = "key", global = true, value_name = "ID=KIND:VALUE")]
     keys: Vec<String>,
-    /// A detached LUKS header for volume ID, repeatable: ID=FILE (for the ADE OS-disk
-    /// layout, the `luks/osluksheader` file from the boot partition).
+    /// A detached LUKS header for volume ID, repeatable: ID=FILE. The ADE OS-disk layout
+    /// (header in luks/osluksheader on the boot partition) is found without it.
     #[arg(long = "luks-header", global = true, value_name = "ID=FILE")]
     luks_headers: Vec<String>,
     #[command(subcommand)]

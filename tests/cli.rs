@@ -403,3 +403,77 @@ fn ade_data_disk_with_a_16_mib_offset_restores() {
     assert_eq!(enc["cipher"], "aes-xts-plain64 512-bit", "{enc}");
     restore_checked(&img, "p1", &["--key", &key], "luks/ade-data.tsv");
 }
+
+/// `--key ID=ask` reads the passphrase from the terminal with echo off: run
+/// under `script` (a pseudo-terminal), the passphrase is typed after the
+/// prompt appears and must not come back in the terminal's output.
+#[test]
+fn passphrase_prompt_reads_the_terminal_without_echo() {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    if !flr_testdata::have_tool("script") {
+        flr_testdata::loud(
+            "SKIPPED passphrase prompt test: `script` (util-linux) is not installed",
+        );
+        return;
+    }
+    let img = fixture("luks/ade-os.vhd.zst");
+    let pass = std::fs::read(flr_testdata::testdata_dir().join("luks/pass-ade.bin")).unwrap();
+    let cmd = format!(
+        "{} cat --key p1=ask {} p1:/etc/hostname",
+        env!("CARGO_BIN_EXE_flr"),
+        p(&img)
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 256];
+    while !String::from_utf8_lossy(&seen).contains("passphrase for p1: ") {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "no prompt: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(&pass).unwrap();
+    stdin.write_all(b"\n").unwrap();
+    stdin.flush().unwrap();
+    out.read_to_end(&mut seen).unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.contains("ade-vm-01"), "{text}");
+    let pass_text = String::from_utf8_lossy(&pass);
+    assert!(
+        !text.contains(&pass_text[..20]),
+        "the passphrase was echoed: {text}"
+    );
+}
+
+/// An online encryption that was initialised but never finished (header
+/// with the online-reencrypt-v2 requirement and backup segments): flr
+/// names the state and the way out instead of reading half-converted data.
+#[test]
+fn unfinished_online_reencryption_is_reported_not_read() {
+    let img = fixture("luks/luks2-reencrypt-unfinished.img.zst");
+    let pass = flr_testdata::testdata_dir().join("luks/pass-luks1.bin");
+    let key = format!("disk=passphrase-file:{}", p(&pass));
+    let report = probe_json(&img);
+    let c = &report["volumes"][0]["content"];
+    assert_eq!(c["verdict"], "unsupported", "{c}");
+    let detail = c["detail"].as_str().unwrap();
+    assert!(detail.contains("online-reencrypt"), "{detail}");
+    assert!(detail.contains("reencrypt --resume-only"), "{detail}");
+    let out = run(&["ls", "--key", &key, p(&img), "disk:/"]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("online reencryption"),
+        "{}",
+        stderr(&out)
+    );
+}

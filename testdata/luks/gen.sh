@@ -59,6 +59,15 @@ cryptsetup reencrypt -q --encrypt --type luks2 --force-offline-reencrypt --heade
   --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --hash sha256 \
   --key-file pass-ade.bin "$W/luks2-detached-pbkdf2.img"
 
+# 4. An online encryption that never ran (cryptsetup reencrypt --init-only): the header carries
+#    the online-reencrypt-v2 requirement and backup segments; flr must say why it cannot read it.
+mkfs "$W/p4.img" 256K 1024
+cp "$W/p4.img" "$W/luks2-reencrypt-unfinished.img"
+truncate -s $((256*1024 + 1024*1024)) "$W/luks2-reencrypt-unfinished.img"
+cryptsetup reencrypt -q --encrypt --type luks2 --force-offline-reencrypt --init-only --reduce-device-size 1M \
+  --luks2-metadata-size 16k --luks2-keyslots-size 256k --cipher aes-xts-plain64 --key-size 256 \
+  --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file pass-luks1.bin "$W/luks2-reencrypt-unfinished.img"
+
 # Volume keys as cryptsetup reads them (an oracle independent of flr).
 vk() { # name passfile image [header]
   local h=()
@@ -72,7 +81,7 @@ vk luks1-qemu-xts pass-luks1.bin "$W/luks1-qemu-xts.img"
 vk luks2-argon2id-4k pass-luks2.bin "$W/luks2-argon2id-4k.img"
 vk luks2-detached-pbkdf2 pass-ade.bin "$W/luks2-detached-pbkdf2.img" "$W/luks2-detached-pbkdf2.hdr"
 
-for f in luks1-qemu-xts.img luks2-argon2id-4k.img luks2-detached-pbkdf2.img luks2-detached-pbkdf2.hdr; do
+for f in luks1-qemu-xts.img luks2-argon2id-4k.img luks2-detached-pbkdf2.img luks2-detached-pbkdf2.hdr luks2-reencrypt-unfinished.img; do
   zstd -19 --long -q -f "$W/$f" -o "$f.zst"
 done
 ls -l *.zst

@@ -229,7 +229,15 @@ pub(crate) fn luks(
     };
     let vol = match flr_luks::LuksVolume::open(header_src.clone(), source.clone()) {
         Ok(v) => v,
-        Err(e) => return (locked("error", e.to_string(), None), source),
+        Err(e) => {
+            let verdict = match e {
+                flr_luks::LuksError::Unsupported { .. } | flr_luks::LuksError::Limit { .. } => {
+                    "unsupported"
+                }
+                _ => "error",
+            };
+            return (locked(verdict, e.to_string(), None), source);
+        }
     };
     let info = vol.info();
     let mut enc = EncryptionInfo {

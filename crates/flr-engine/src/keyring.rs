@@ -48,11 +48,36 @@ impl KeyRing {
 
     /// Parses one `ID=KIND:VALUE` argument. Kinds: `passphrase-file:PATH`,
     /// `password-file:PATH`, `bek:PATH`, `recovery:DIGITS`, `volume-key:HEX`.
-    /// Files are read as exact bytes (no newline is stripped).
+    /// Files are read as exact bytes (no newline is stripped). `ID=ask`
+    /// (LUKS passphrase) and `ID=ask-password` (BitLocker password) read
+    /// the secret from the terminal without echo.
     pub fn parse_arg(&mut self, arg: &str) -> Result<(), String> {
         let (id, rest) = arg.split_once('=').ok_or_else(|| {
             format!("--key {arg:?}: expected ID=KIND:VALUE, e.g. p3=passphrase-file:/path")
         })?;
+        if id.is_empty() {
+            return Err(format!("--key {arg:?}: the volume id before '=' is empty"));
+        }
+        if let Some(password) = match rest {
+            "ask" => Some(false),
+            "ask-password" => Some(true),
+            _ => None,
+        } {
+            let what = if password {
+                "BitLocker password"
+            } else {
+                "passphrase"
+            };
+            let secret = flr_keys::read_hidden(&format!("flr: {what} for {id}: "))
+                .map_err(|e| format!("--key {id}={rest}: cannot read from the terminal: {e}"))?;
+            let key = if password {
+                KeyMaterial::Password(secret)
+            } else {
+                KeyMaterial::Passphrase(secret)
+            };
+            self.insert(id, key);
+            return Ok(());
+        }
         let (kind, value) = rest
             .split_once(':')
             .ok_or_else(|| format!("--key for {id}: expected KIND:VALUE after '='"))?;
@@ -79,7 +104,7 @@ impl KeyRing {
             }
             other => {
                 return Err(format!(
-                    "--key for {id}: unknown kind {other:?} (passphrase-file, password-file, bek, recovery, volume-key)"
+                    "--key for {id}: unknown kind {other:?} (passphrase-file, password-file, bek, recovery, volume-key; or {id}=ask to type a passphrase)"
                 ))
             }
         };

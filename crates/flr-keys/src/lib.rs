@@ -17,6 +17,9 @@
 
 use zeroize::Zeroizing;
 
+mod prompt;
+pub use prompt::read_hidden;
+
 /// Secret bytes, wiped on drop, never printed.
 pub struct Secret(Zeroizing<Vec<u8>>);
 
