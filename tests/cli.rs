@@ -279,6 +279,10 @@ fn luks_volumes_restore_with_their_keys() {
     let td = flr_testdata::testdata_dir().join("luks");
     for (image, pass, header) in [
         ("luks1-qemu-xts", "pass-luks1.bin", None),
+        ("luks1-qemu-xts512", "pass-luks1.bin", None),
+        ("luks1-qemu-cbc-essiv", "pass-luks1.bin", None),
+        ("luks1-qemu-cbc-plain64", "pass-luks1.bin", None),
+        ("luks1-qemu-cbc-plain", "pass-luks1.bin", None),
         ("luks2-argon2id-4k", "pass-luks2.bin", None),
         (
             "luks2-detached-pbkdf2",

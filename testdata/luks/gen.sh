@@ -68,6 +68,44 @@ cryptsetup reencrypt -q --encrypt --type luks2 --force-offline-reencrypt --init-
   --luks2-metadata-size 16k --luks2-keyslots-size 256k --cipher aes-xts-plain64 --key-size 256 \
   --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --key-file pass-luks1.bin "$W/luks2-reencrypt-unfinished.img"
 
+# 5. LUKS1 cipher and hash variants, data written by qemu-img: name alg mode ivgen ivgen-hash(-) hash.
+while read -r name alg mode ivgen ivhash hash; do
+  mkfs "$W/$name.plain" 64K 1024
+  payload "$name" "$W/$name.plain"
+  o="key-secret=sec0,iter-time=10,cipher-alg=$alg,cipher-mode=$mode,ivgen-alg=$ivgen,hash-alg=$hash"
+  [ "$ivhash" != - ] && o="$o,ivgen-hash-alg=$ivhash"
+  qemu-img convert -f raw -O luks --object secret,id=sec0,file=pass-luks1.bin -o "$o" "$W/$name.plain" "$W/$name.img"
+done <<'V'
+luks1-qemu-cbc-essiv aes-256 cbc essiv sha256 sha256
+luks1-qemu-cbc-plain64 aes-128 cbc plain64 - sha1
+luks1-qemu-cbc-plain aes-128 cbc plain - sha256
+luks1-qemu-xts512 aes-256 xts plain64 - sha512
+V
+
+# 6. LUKS1 headers written by cryptsetup luksFormat (headers only: cryptsetup cannot encrypt LUKS1
+#    data without device-mapper); the oracle is the volume key cryptsetup dumps.
+while read -r name cipher bits hash; do
+  truncate -s 4M "$W/$name.img"
+  cryptsetup luksFormat -q --type luks1 --cipher "$cipher" --key-size "$bits" --hash "$hash" \
+    --iter-time 10 --key-file pass-luks1.bin "$W/$name.img"
+  off=$(cryptsetup luksDump "$W/$name.img" | awk '/^Payload offset:/ {print $3}')
+  truncate -s $((off * 512)) "$W/$name.img"
+  # cryptsetup fills the seven unused keyslot areas with random bytes; zero them so the fixture
+  # compresses (the header and the active slot are untouched).
+  python3 - "$W/$name.img" <<'PY'
+import struct, sys
+f = open(sys.argv[1], "r+b"); h = f.read(592)
+key_bytes = struct.unpack(">I", h[108:112])[0]
+for i in range(8):
+    active, _, _, mat, stripes = struct.unpack(">II32sII", h[208 + 48 * i:256 + 48 * i])
+    if active != 0x00AC71F3:
+        f.seek(mat * 512); f.write(bytes(-(-key_bytes * stripes // 512) * 512))
+PY
+done <<'V'
+luks1-hdr-xts512-sha512 aes-xts-plain64 512 sha512
+luks1-hdr-cbc-essiv-sha1 aes-cbc-essiv:sha256 256 sha1
+V
+
 # Volume keys as cryptsetup reads them (an oracle independent of flr).
 vk() { # name passfile image [header]
   local h=()
@@ -80,8 +118,14 @@ vk() { # name passfile image [header]
 vk luks1-qemu-xts pass-luks1.bin "$W/luks1-qemu-xts.img"
 vk luks2-argon2id-4k pass-luks2.bin "$W/luks2-argon2id-4k.img"
 vk luks2-detached-pbkdf2 pass-ade.bin "$W/luks2-detached-pbkdf2.img" "$W/luks2-detached-pbkdf2.hdr"
+for n in luks1-qemu-cbc-essiv luks1-qemu-cbc-plain64 luks1-qemu-cbc-plain luks1-qemu-xts512 \
+  luks1-hdr-xts512-sha512 luks1-hdr-cbc-essiv-sha1; do
+  vk "$n" pass-luks1.bin "$W/$n.img"
+done
 
-for f in luks1-qemu-xts.img luks2-argon2id-4k.img luks2-detached-pbkdf2.img luks2-detached-pbkdf2.hdr luks2-reencrypt-unfinished.img; do
+for f in luks1-qemu-xts.img luks2-argon2id-4k.img luks2-detached-pbkdf2.img luks2-detached-pbkdf2.hdr \
+  luks2-reencrypt-unfinished.img luks1-qemu-cbc-essiv.img luks1-qemu-cbc-plain64.img luks1-qemu-cbc-plain.img \
+  luks1-qemu-xts512.img luks1-hdr-xts512-sha512.img luks1-hdr-cbc-essiv-sha1.img; do
   zstd -19 --long -q -f "$W/$f" -o "$f.zst"
 done
 ls -l *.zst
