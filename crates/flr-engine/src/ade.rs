@@ -84,7 +84,7 @@ pub(crate) fn discover(volumes: &mut [Volume], keys: &KeyRing, scan: Scan) {
             [one] => Some((*one, attach(&volumes[*one]))),
             many => many
                 .iter()
-                .filter(|&&i| keys.get(&volumes[i].id).is_some())
+                .filter(|&&i| keys.has_key_for(&volumes[i].id))
                 .map(|&i| (i, attach(&volumes[i])))
                 .find(|(_, (c, _))| c.encryption.is_some() && c.kind != ContentKind::Unknown),
         };

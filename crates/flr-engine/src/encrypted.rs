@@ -152,32 +152,37 @@ pub(crate) fn bitlocker(
         header: None,
         warnings: info.warnings.clone(),
     };
-    let key = keys.get(id);
-    match vol.unlock(key) {
-        Ok(unlocked) => {
-            enc.unlocked_with = Some(
-                key.map_or("clear key (protection suspended)", |k| k.kind())
-                    .to_string(),
-            );
-            let inner: crate::Source = std::sync::Arc::new(unlocked);
-            let mut c = decrypted_content(&inner, scan, ContentKind::Unknown);
-            c.encryption = Some(enc);
-            (c, inner)
-        }
-        Err(e) => {
-            let hint = if key.is_none() {
-                format!(
-                    "; give a key with --key {id}=recovery:DIGITS, {id}=bek:FILE or {id}=password-file:FILE"
-                )
-            } else {
-                String::new()
-            };
-            (
-                locked(outer, "locked", format!("{e}{hint}"), Some(enc)),
-                source,
-            )
+    let candidates = keys.candidates(id, crate::keyring::For::BitLocker);
+    // No key given: a clear key (suspended protection) may still open it.
+    let attempts: Vec<(Option<flr_keys::KeyMaterial>, String)> = if candidates.is_empty() {
+        vec![(None, "clear key (protection suspended)".to_string())]
+    } else {
+        candidates
+            .into_iter()
+            .map(|(k, how)| (Some(k), how))
+            .collect()
+    };
+    let mut failures = Vec::new();
+    for (key, how) in &attempts {
+        match vol.unlock(key.as_ref()) {
+            Ok(unlocked) => {
+                enc.unlocked_with = Some(how.clone());
+                let inner: crate::Source = std::sync::Arc::new(unlocked);
+                let mut c = decrypted_content(&inner, scan, ContentKind::Unknown);
+                c.encryption = Some(enc);
+                return (c, inner);
+            }
+            Err(e) if key.is_none() => failures.push(format!(
+                "{e}; give a key with --key {id}=recovery:DIGITS, {id}=bek:FILE or {id}=password-file:FILE"
+            )),
+            Err(e) if attempts.len() > 1 => failures.push(format!("{how}: {e}")),
+            Err(e) => failures.push(e.to_string()),
         }
     }
+    (
+        locked(outer, "locked", failures.join("; "), Some(enc)),
+        source,
+    )
 }
 
 /// A LUKS header kept apart from the data it describes.
@@ -267,22 +272,27 @@ pub(crate) fn luks(
         ),
         warnings: info.warnings.clone(),
     };
-    let Some(key) = keys.get(id) else {
+    let candidates = keys.candidates(id, crate::keyring::For::Luks);
+    if candidates.is_empty() {
         let detail = format!(
             "LUKS{} volume (uuid {}): locked; give its key with --key {id}=passphrase-file:FILE or {id}=volume-key:HEX",
             info.version, info.uuid
         );
         return (locked("locked", detail, Some(enc)), source);
-    };
-    match vol.unlock(key) {
-        Ok(unlocked) => {
-            enc.unlocked_with = Some(key.kind().to_string());
-            let inner: crate::Source = std::sync::Arc::new(unlocked);
-            let mut c = decrypted_content(&inner, scan, ContentKind::Luks);
-            c.luks = summary.clone();
-            c.encryption = Some(enc);
-            (c, inner)
-        }
-        Err(e) => (locked("locked", e.to_string(), Some(enc)), source),
     }
+    let mut failures = Vec::new();
+    for (key, how) in candidates {
+        match vol.unlock(&key) {
+            Ok(unlocked) => {
+                enc.unlocked_with = Some(how);
+                let inner: crate::Source = std::sync::Arc::new(unlocked);
+                let mut c = decrypted_content(&inner, scan, ContentKind::Luks);
+                c.luks = summary.clone();
+                c.encryption = Some(enc);
+                return (c, inner);
+            }
+            Err(e) => failures.push(format!("{how}: {e}")),
+        }
+    }
+    (locked("locked", failures.join("; "), Some(enc)), source)
 }

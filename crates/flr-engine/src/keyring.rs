@@ -10,6 +10,24 @@ use flr_keys::{KeyMaterial, Secret};
 pub struct KeyRing {
     keys: HashMap<String, KeyMaterial>,
     luks_headers: HashMap<String, PathBuf>,
+    chain: Vec<ChainKey>,
+}
+
+/// Key material the key chain produced for the whole disk (ADE keeps one
+/// BEK per disk): tried on every encrypted volume that has no key of its
+/// own, as the LUKS passphrase or the BitLocker startup key.
+pub struct ChainKey {
+    /// The passphrase file's bytes or the `.BEK` file.
+    pub secret: Secret,
+    /// How it was obtained, for the report (no key bytes).
+    pub origin: String,
+}
+
+/// Which kind of volume a key is wanted for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum For {
+    Luks,
+    BitLocker,
 }
 
 impl KeyRing {
@@ -26,6 +44,37 @@ impl KeyRing {
     /// The key given for `volume`.
     pub fn get(&self, volume: &str) -> Option<&KeyMaterial> {
         self.keys.get(volume)
+    }
+
+    /// Adds key material from the key chain for every volume of the disk.
+    pub fn add_chain_key(&mut self, secret: Secret, origin: String) {
+        self.chain.push(ChainKey { secret, origin });
+    }
+
+    /// Whether some key could be tried on `volume`.
+    pub fn has_key_for(&self, volume: &str) -> bool {
+        self.keys.contains_key(volume) || !self.chain.is_empty()
+    }
+
+    /// The keys to try on `volume`, with how each was obtained: the one
+    /// given for it, else every key-chain key in the form `kind` takes.
+    pub(crate) fn candidates(&self, volume: &str, kind: For) -> Vec<(KeyMaterial, String)> {
+        if let Some(k) = self.keys.get(volume) {
+            return vec![(k.duplicate(), k.kind().to_string())];
+        }
+        self.chain
+            .iter()
+            .map(|c| match kind {
+                For::Luks => (
+                    KeyMaterial::Passphrase(c.secret.duplicate()),
+                    format!("passphrase from the key chain: {}", c.origin),
+                ),
+                For::BitLocker => (
+                    KeyMaterial::StartupKey(c.secret.duplicate()),
+                    format!("startup key (.BEK) from the key chain: {}", c.origin),
+                ),
+            })
+            .collect()
     }
 
     /// The detached LUKS header file given for `volume`.

@@ -19,7 +19,7 @@ mod keyring;
 
 pub use detect::{detect, read_head, ContentKind};
 pub use encrypted::{EncryptionInfo, LuksSummary};
-pub use keyring::KeyRing;
+pub use keyring::{ChainKey, KeyRing};
 
 use std::path::Path;
 use std::sync::Arc;

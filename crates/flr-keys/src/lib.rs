@@ -73,6 +73,17 @@ pub enum KeyMaterial {
 }
 
 impl KeyMaterial {
+    /// An explicit copy (its secret is wiped on its own drop).
+    pub fn duplicate(&self) -> KeyMaterial {
+        match self {
+            KeyMaterial::Passphrase(s) => KeyMaterial::Passphrase(s.duplicate()),
+            KeyMaterial::Password(s) => KeyMaterial::Password(s.duplicate()),
+            KeyMaterial::StartupKey(s) => KeyMaterial::StartupKey(s.duplicate()),
+            KeyMaterial::RecoveryPassword(s) => KeyMaterial::RecoveryPassword(s.duplicate()),
+            KeyMaterial::VolumeKey(s) => KeyMaterial::VolumeKey(s.duplicate()),
+        }
+    }
+
     /// The kind, for messages (never the value).
     pub fn kind(&self) -> &'static str {
         match self {

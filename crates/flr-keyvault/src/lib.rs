@@ -1,0 +1,564 @@
+//! A small Azure Key Vault data-plane client (api-version 7.5) for flr's
+//! key chain, on reqwest with rustls (the HTTP stack of Microsoft's Rust
+//! SDK). It speaks the real protocol:
+//!
+//! - HTTPS only; the first request to a vault goes without a token and
+//!   without a body, and the `401` answer's `WWW-Authenticate: Bearer
+//!   authorization="…/<tenant>", resource="…"` says where to get one;
+//! - tokens from the Azure CLI, the managed-identity endpoint, a workload
+//!   identity's federated token, a client secret (the last two at the
+//!   authority the challenge named), or an environment variable;
+//! - retries on 408, 429, 500, 502, 503 and 504, honouring `Retry-After`;
+//! - Key Vault's error bodies (`error.code`, `error.innererror.code`)
+//!   mapped to [`VaultError::Service`].
+//!
+//! It implements [`flr_keychain::Vault`]; [`HttpConnector`] makes clients
+//! from the `[[vault]]` entries of the configuration.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use flr_keychain::config::{Credential, VaultConfig};
+use flr_keychain::{Attributes, Connector, KeyBundle, ObjectId, SecretBundle, Vault, VaultError};
+use flr_keys::Secret;
+use reqwest::blocking::{Client, RequestBuilder, Response};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use zeroize::Zeroizing;
+
+/// The Key Vault REST version flr speaks.
+pub const API_VERSION: &str = "7.5";
+
+/// Attempts per request (the first one included).
+const ATTEMPTS: u32 = 4;
+/// The longest `Retry-After` flr waits for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Makes [`KeyVaultClient`]s from configuration entries.
+#[derive(Debug, Default)]
+pub struct HttpConnector;
+
+impl Connector for HttpConnector {
+    fn connect(&self, cfg: &VaultConfig) -> Result<Box<dyn Vault>, String> {
+        Ok(Box::new(KeyVaultClient::new(cfg)?))
+    }
+}
+
+struct Token {
+    value: Zeroizing<String>,
+    expires: Instant,
+}
+
+struct Challenge {
+    authority: String,
+    resource: String,
+}
+
+/// A client for one vault.
+pub struct KeyVaultClient {
+    base: String,
+    http: Client,
+    credential: Credential,
+    token_env: String,
+    token: RefCell<Option<Token>>,
+    challenge: RefCell<Option<Challenge>>,
+    trips: Cell<usize>,
+    caller: RefCell<Option<String>>,
+}
+
+impl KeyVaultClient {
+    /// A client for the vault `cfg.url`, trusting `cfg.ca_file` in
+    /// addition to the system's roots.
+    pub fn new(cfg: &VaultConfig) -> Result<KeyVaultClient, String> {
+        let mut b = Client::builder()
+            .https_only(true)
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("flr/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &cfg.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| format!("vault {}: ca_file {}: {e}", cfg.url, ca.display()))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| format!("vault {}: ca_file {}: {e}", cfg.url, ca.display()))?;
+            b = b.add_root_certificate(cert);
+        }
+        Ok(KeyVaultClient {
+            base: cfg.url.trim_end_matches('/').to_string(),
+            http: b.build().map_err(|e| format!("vault {}: {e}", cfg.url))?,
+            credential: cfg.credential,
+            token_env: cfg.token_env.clone(),
+            token: RefCell::new(None),
+            challenge: RefCell::new(None),
+            trips: Cell::new(0),
+            caller: RefCell::new(None),
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        format!("{}{path}{sep}api-version={API_VERSION}", self.base)
+    }
+
+    /// Sends `build()` with retries; counts every round trip.
+    fn send_retrying(&self, build: &dyn Fn() -> RequestBuilder) -> Result<Response, VaultError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            self.trips.set(self.trips.get() + 1);
+            let res = build().send();
+            let retry_after = match &res {
+                Ok(r) if matches!(r.status().as_u16(), 408 | 429 | 500 | 502 | 503 | 504) => {
+                    Some(retry_after(r).unwrap_or_else(|| backoff(attempt)))
+                }
+                Ok(_) => None,
+                Err(e) if e.is_timeout() || e.is_connect() => Some(backoff(attempt)),
+                Err(_) => None,
+            };
+            match (retry_after, attempt < ATTEMPTS) {
+                (Some(wait), true) => std::thread::sleep(wait),
+                _ => return res.map_err(|e| VaultError::Transport(error_chain(&e))),
+            }
+        }
+    }
+
+    /// One authenticated request: challenge and token first when needed,
+    /// and once more if the token is refused.
+    fn request(
+        &self,
+        method: Method,
+        url: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, VaultError> {
+        for round in 0..2 {
+            if self
+                .token
+                .borrow()
+                .as_ref()
+                .is_none_or(|t| t.expires <= Instant::now())
+            {
+                if self.challenge.borrow().is_none() || round > 0 {
+                    self.challenge()?;
+                }
+                self.acquire_token()?;
+            }
+            let token = self
+                .token
+                .borrow()
+                .as_ref()
+                .map(|t| t.value.clone())
+                .unwrap_or_default();
+            let res = self.send_retrying(&|| {
+                let mut r = self.http.request(method.clone(), url);
+                if !token.is_empty() {
+                    r = r.bearer_auth(token.as_str());
+                }
+                match body {
+                    Some(b) => r.json(b),
+                    None => r,
+                }
+            })?;
+            if res.status() == StatusCode::UNAUTHORIZED
+                && round == 0
+                && self.credential != Credential::None
+            {
+                // A stale or refused token: challenge again, once.
+                *self.token.borrow_mut() = None;
+                continue;
+            }
+            return parse_response(res);
+        }
+        Err(VaultError::Auth("the vault refused the token twice".into()))
+    }
+
+    /// The unauthenticated first request: no token, no body; the 401's
+    /// `WWW-Authenticate` names the authority and resource.
+    fn challenge(&self) -> Result<(), VaultError> {
+        let url = self.url("/secrets");
+        let res = self.send_retrying(&|| self.http.get(&url))?;
+        if res.status() != StatusCode::UNAUTHORIZED {
+            return Err(VaultError::Auth(format!(
+                "expected a 401 bearer challenge from {}, got HTTP {}",
+                self.base,
+                res.status().as_u16()
+            )));
+        }
+        let header = res
+            .headers()
+            .get(reqwest::header::WWW_AUTHENTICATE)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let param = |name: &str| -> Option<String> {
+            let i = header.find(&format!("{name}=\""))? + name.len() + 2;
+            let end = header[i..].find('"')? + i;
+            Some(header[i..end].to_string())
+        };
+        let authority = param("authorization").or_else(|| param("authorization_uri"));
+        let resource = param("resource")
+            .or_else(|| param("scope").map(|s| s.trim_end_matches("/.default").to_string()));
+        match (authority, resource) {
+            (Some(authority), Some(resource)) if header.trim_start().starts_with("Bearer") => {
+                *self.challenge.borrow_mut() = Some(Challenge {
+                    authority,
+                    resource,
+                });
+                Ok(())
+            }
+            _ => Err(VaultError::Auth(format!(
+                "{} answered 401 without a usable Bearer challenge ({header:?})",
+                self.base
+            ))),
+        }
+    }
+
+    fn acquire_token(&self) -> Result<(), VaultError> {
+        let (authority, resource) = {
+            let c = self.challenge.borrow();
+            let c = c
+                .as_ref()
+                .ok_or_else(|| VaultError::Auth("no challenge".into()))?;
+            (c.authority.clone(), c.resource.clone())
+        };
+        let scope = format!("{}/.default", resource.trim_end_matches('/'));
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let (value, lifetime) = match self.credential {
+            Credential::None => (String::new(), Duration::from_secs(3600)),
+            Credential::TokenEnv => (
+                env(&self.token_env).ok_or_else(|| {
+                    VaultError::Auth(format!(
+                        "credential token-env: ${} is not set",
+                        self.token_env
+                    ))
+                })?,
+                Duration::from_secs(3000),
+            ),
+            Credential::ClientSecret | Credential::WorkloadIdentity => {
+                let client_id = env("AZURE_CLIENT_ID")
+                    .ok_or_else(|| VaultError::Auth("AZURE_CLIENT_ID is not set".into()))?;
+                let authority = match env("AZURE_TENANT_ID") {
+                    Some(t) => match authority.rfind('/') {
+                        Some(i) => format!("{}/{t}", &authority[..i]),
+                        None => authority,
+                    },
+                    None => authority,
+                };
+                let mut form: Vec<(&str, String)> = vec![
+                    ("grant_type", "client_credentials".into()),
+                    ("client_id", client_id),
+                    ("scope", scope),
+                ];
+                if self.credential == Credential::ClientSecret {
+                    let s = env("AZURE_CLIENT_SECRET")
+                        .ok_or_else(|| VaultError::Auth("AZURE_CLIENT_SECRET is not set".into()))?;
+                    form.push(("client_secret", s));
+                } else {
+                    let f = env("AZURE_FEDERATED_TOKEN_FILE").ok_or_else(|| {
+                        VaultError::Auth("AZURE_FEDERATED_TOKEN_FILE is not set".into())
+                    })?;
+                    let a = std::fs::read_to_string(&f)
+                        .map_err(|e| VaultError::Auth(format!("{f}: {e}")))?;
+                    form.push((
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                    ));
+                    form.push(("client_assertion", a.trim().to_string()));
+                }
+                let url = format!("{}/oauth2/v2.0/token", authority.trim_end_matches('/'));
+                let res = self.send_retrying(&|| self.http.post(&url).form(&form))?;
+                for (_, v) in form.iter_mut() {
+                    zeroize::Zeroize::zeroize(v);
+                }
+                token_response(res)?
+            }
+            Credential::ManagedIdentity => {
+                // The Instance Metadata Service is plain HTTP on a link-local
+                // address, reached without the vault's https-only client.
+                let mut url = format!(
+                    "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}"
+                );
+                if let Some(id) = env("AZURE_CLIENT_ID") {
+                    url.push_str(&format!("&client_id={id}"));
+                }
+                let imds = Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| VaultError::Auth(e.to_string()))?;
+                self.trips.set(self.trips.get() + 1);
+                let res = imds
+                    .get(&url)
+                    .header("Metadata", "true")
+                    .send()
+                    .map_err(|e| {
+                        VaultError::Auth(format!("managed identity endpoint: {}", error_chain(&e)))
+                    })?;
+                token_response(res)?
+            }
+            Credential::AzureCli => {
+                let tenant = authority.rsplit('/').next().unwrap_or("").to_string();
+                let mut cmd = std::process::Command::new("az");
+                cmd.args([
+                    "account",
+                    "get-access-token",
+                    "--resource",
+                    &resource,
+                    "-o",
+                    "json",
+                ]);
+                if !tenant.is_empty() && tenant != "common" && tenant != "organizations" {
+                    cmd.args(["--tenant", &tenant]);
+                }
+                let out = cmd.output().map_err(|e| {
+                    VaultError::Auth(format!("azure-cli credential: cannot run az: {e}"))
+                })?;
+                if !out.status.success() {
+                    return Err(VaultError::Auth(format!(
+                        "az account get-access-token failed: {}",
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    )));
+                }
+                let v: Value = serde_json::from_slice(&out.stdout)
+                    .map_err(|e| VaultError::Auth(format!("az output: {e}")))?;
+                let t = v["accessToken"].as_str().unwrap_or("").to_string();
+                if t.is_empty() {
+                    return Err(VaultError::Auth("az printed no accessToken".into()));
+                }
+                (t, Duration::from_secs(1800))
+            }
+        };
+        *self.caller.borrow_mut() = caller_of(&value);
+        *self.token.borrow_mut() = Some(Token {
+            value: Zeroizing::new(value),
+            // Renew a little early.
+            expires: Instant::now() + lifetime.saturating_sub(Duration::from_secs(120)),
+        });
+        Ok(())
+    }
+
+    fn object_url(&self, id: &ObjectId, suffix: &str) -> Result<String, VaultError> {
+        if id.vault != self.base {
+            return Err(VaultError::Transport(format!(
+                "{id} is not in the vault {}",
+                self.base
+            )));
+        }
+        let v = id.version.as_deref().unwrap_or("");
+        let kind = match id.kind {
+            flr_keychain::ObjectKind::Key => "keys",
+            flr_keychain::ObjectKind::Secret => "secrets",
+        };
+        Ok(self.url(&format!("/{kind}/{}/{v}{suffix}", id.name)))
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(400 << attempt.min(5))
+}
+
+fn retry_after(r: &Response) -> Option<Duration> {
+    let v = r
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    let secs: u64 = v.trim().parse().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn parse_response(res: Response) -> Result<Value, VaultError> {
+    let status = res.status();
+    let body: Value = res.json().unwrap_or(Value::Null);
+    if status.is_success() {
+        return Ok(body);
+    }
+    let e = &body["error"];
+    Err(VaultError::Service {
+        status: status.as_u16(),
+        code: e["code"].as_str().unwrap_or("").to_string(),
+        inner: e["innererror"]["code"].as_str().map(str::to_string),
+        message: e["message"].as_str().unwrap_or("").to_string(),
+    })
+}
+
+fn token_response(res: Response) -> Result<(String, Duration), VaultError> {
+    let status = res.status();
+    let v: Value = res.json().unwrap_or(Value::Null);
+    let token = v["access_token"].as_str().unwrap_or("");
+    if !status.is_success() || token.is_empty() {
+        return Err(VaultError::Auth(format!(
+            "token request refused (HTTP {}): {} {}",
+            status.as_u16(),
+            v["error"].as_str().unwrap_or(""),
+            v["error_description"].as_str().unwrap_or("")
+        )));
+    }
+    let secs = v["expires_in"]
+        .as_u64()
+        .or_else(|| v["expires_in"].as_str().and_then(|s| s.parse().ok()))
+        .unwrap_or(3600);
+    Ok((token.to_string(), Duration::from_secs(secs)))
+}
+
+/// Who a JWT access token speaks for (its claims; the signature is the
+/// vault's business), for the audit log.
+fn caller_of(token: &str) -> Option<String> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let v: Value = serde_json::from_slice(&bytes).ok()?;
+    let pick = |k: &str| v[k].as_str().map(str::to_string);
+    pick("upn")
+        .or_else(|| pick("unique_name"))
+        .map(|u| format!("user {u}"))
+        .or_else(|| {
+            pick("appid")
+                .or_else(|| pick("azp"))
+                .map(|a| format!("app {a}"))
+        })
+        .or_else(|| pick("oid").map(|o| format!("object {o}")))
+}
+
+fn attributes(v: &Value) -> Attributes {
+    let a = &v["attributes"];
+    Attributes {
+        enabled: a["enabled"].as_bool().unwrap_or(true),
+        nbf: a["nbf"].as_i64(),
+        exp: a["exp"].as_i64(),
+    }
+}
+
+fn tags(v: &Value) -> BTreeMap<String, String> {
+    v["tags"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Vault for KeyVaultClient {
+    fn get_secret(&self, id: &ObjectId) -> Result<SecretBundle, VaultError> {
+        let url = self.object_url(id, "")?;
+        let mut v = self.request(Method::GET, &url, None)?;
+        let value = v["value"]
+            .as_str()
+            .map(|s| Secret::from_slice(s.as_bytes()));
+        // Overwrite the JSON copy of the value.
+        if let Some(Value::String(st)) = v.get_mut("value") {
+            zeroize::Zeroize::zeroize(st);
+        }
+        Ok(SecretBundle {
+            id: v["id"].as_str().unwrap_or("").to_string(),
+            value,
+            content_type: v["contentType"].as_str().map(str::to_string),
+            tags: tags(&v),
+            attributes: attributes(&v),
+        })
+    }
+
+    fn secret_versions(&self, vault: &str, name: &str) -> Result<Vec<SecretBundle>, VaultError> {
+        if vault != self.base {
+            return Err(VaultError::Transport(format!(
+                "{vault} is not {}",
+                self.base
+            )));
+        }
+        let mut url = self.url(&format!("/secrets/{name}/versions"));
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            let v = self.request(Method::GET, &url, None)?;
+            for item in v["value"].as_array().into_iter().flatten() {
+                out.push(SecretBundle {
+                    id: item["id"].as_str().unwrap_or("").to_string(),
+                    value: None,
+                    content_type: item["contentType"].as_str().map(str::to_string),
+                    tags: tags(item),
+                    attributes: attributes(item),
+                });
+            }
+            match v["nextLink"].as_str() {
+                Some(next) if !next.is_empty() => {
+                    if !next.starts_with(&self.base) {
+                        return Err(VaultError::Transport(format!(
+                            "nextLink {next:?} leaves the vault {}",
+                            self.base
+                        )));
+                    }
+                    url = next.to_string();
+                }
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    fn get_key(&self, id: &ObjectId) -> Result<KeyBundle, VaultError> {
+        let url = self.object_url(id, "")?;
+        let v = self.request(Method::GET, &url, None)?;
+        Ok(KeyBundle {
+            kid: v["key"]["kid"].as_str().unwrap_or("").to_string(),
+            attributes: attributes(&v),
+        })
+    }
+
+    fn unwrap_key(
+        &self,
+        id: &ObjectId,
+        alg: &str,
+        value_b64url: &str,
+    ) -> Result<Secret, VaultError> {
+        let url = self.object_url(id, "/unwrapkey")?;
+        let body = serde_json::json!({"alg": alg, "value": value_b64url});
+        let mut v = self.request(Method::POST, &url, Some(&body))?;
+        let out = v["value"]
+            .as_str()
+            .ok_or_else(|| VaultError::Transport("unwrapkey answer without a value".into()))
+            .and_then(|s| {
+                flr_keychain::offline::b64_decode(s)
+                    .map_err(|e| VaultError::Transport(format!("unwrapkey value: {e}")))
+            })?;
+        if let Some(Value::String(st)) = v.get_mut("value") {
+            zeroize::Zeroize::zeroize(st);
+        }
+        Ok(Secret::new(out))
+    }
+
+    fn caller(&self) -> Option<String> {
+        self.caller.borrow().clone()
+    }
+
+    fn round_trips(&self) -> usize {
+        self.trips.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_from_token_claims() {
+        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"oid":"1111","appid":"app-7","tid":"t"}"#);
+        assert_eq!(
+            caller_of(&format!("h.{claims}.s")).as_deref(),
+            Some("app app-7")
+        );
+        assert_eq!(caller_of("opaque-token"), None);
+    }
+}
