@@ -9,7 +9,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use flr_engine::{KeyRing, Scan};
-use flr_ops::{exit, Context, GetOptions, LsOptions, OpsError, OutputFormat, VolPath};
+use flr_ops::{
+    exit, ChainOptions, Context, GetOptions, LsOptions, OpsError, OutputFormat, VolPath,
+};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -17,8 +19,10 @@ Exit codes:
   1  partial: some files were not restored (each one is reported)
   2  usage: bad arguments, no such volume or path
   3  bad image: corrupt or unreadable input (the message names the layer and byte offset)
-  4  not readable: encrypted or unsupported volume, or a file whose data flr cannot return correctly
+  4  not readable: encrypted or unsupported volume, or a file whose data flr cannot return correctly;
+     for probe --dry-run: a volume is blocked (the report says why and what to do)
   5  output could not be written
+  6  the key chain could not find out (Key Vault unreachable or failing)
 
 Volumes are addressed as ID:/path, with the ids `flr probe` shows (p1, p2, … for
 partitions; disk for a filesystem without a partition table). flr never writes to
@@ -38,6 +42,25 @@ struct Cli {
     /// (header in luks/osluksheader on the boot partition) is found without it.
     #[arg(long = "luks-header", global = true, value_name = "ID=FILE")]
     luks_headers: Vec<String>,
+    /// The disk's encryption metadata: the JSON of `az snapshot show` / `az disk show`, or
+    /// Azure Backup's key-and-secret JSON. The ADE key chain fetches the disk's key from it.
+    #[arg(long, global = true, value_name = "FILE")]
+    metadata: Option<PathBuf>,
+    /// The BEK secret (versioned URL), instead of or overriding --metadata.
+    #[arg(long = "secret-url", global = true, value_name = "URL")]
+    secret_url: Option<String>,
+    /// The KEK (versioned URL) that wraps the secret, when its tags do not name it.
+    #[arg(long = "kek-url", global = true, value_name = "URL")]
+    kek_url: Option<String>,
+    /// Key-chain configuration (vaults, offline keys, policy, audit); default $FLR_CONFIG,
+    /// then ~/.config/flr/config.toml. See docs/flr.example.toml.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Feasibility only: read headers, metadata and key/secret attributes, never a secret's
+    /// value, never unwrap. `probe --dry-run` prints a verdict per volume and exits 4 when one
+    /// is blocked, 6 when the key chain could not find out.
+    #[arg(long = "dry-run", global = true)]
+    dry_run: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -111,6 +134,20 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
     for h in &cli.luks_headers {
         keys.parse_luks_header_arg(h).map_err(OpsError::Usage)?;
     }
+    let chain_opts = ChainOptions {
+        config: cli.config.clone(),
+        metadata: cli.metadata.clone(),
+        secret_url: cli.secret_url.clone(),
+        kek_url: cli.kek_url.clone(),
+        dry_run: cli.dry_run,
+    };
+    let image_arg = match &cli.cmd {
+        Cmd::Probe { image, .. }
+        | Cmd::Ls { image, .. }
+        | Cmd::Get { image, .. }
+        | Cmd::Cat { image, .. } => image.display().to_string(),
+    };
+    let chain = flr_ops::run_chain(&chain_opts, &image_arg, &mut keys)?;
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
@@ -122,6 +159,24 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
             OutputFormat::Human
         }
     };
+    if !matches!(cli.cmd, Cmd::Probe { .. }) {
+        for c in chain.iter().flat_map(|c| &c.chains) {
+            if let Some(f) = &c.finding {
+                writeln!(
+                    err,
+                    "flr: key chain {} for {}: [{}] {}{}",
+                    c.outcome,
+                    c.secret,
+                    f.code,
+                    f.message,
+                    f.remedy
+                        .as_deref()
+                        .map(|r| format!(" — {r}"))
+                        .unwrap_or_default()
+                )?;
+            }
+        }
+    }
     let code = match cli.cmd {
         Cmd::Probe { image, json } => {
             let img = flr_engine::open_path(&image, Scan::Full, &keys)?;
@@ -130,8 +185,23 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
                 err: &mut err,
                 format: fmt(json),
             };
-            flr_ops::probe(&img, &mut ctx)?;
-            exit::OK
+            let verdicts = flr_ops::probe(
+                &img,
+                chain.as_ref(),
+                cli.dry_run || chain.is_some(),
+                &mut ctx,
+            )?;
+            if cli.dry_run || chain.is_some() {
+                if verdicts.iter().any(|v| v.verdict == "blocked") {
+                    exit::NOT_READABLE
+                } else if verdicts.iter().any(|v| v.verdict == "error") {
+                    exit::KEY_CHAIN
+                } else {
+                    exit::OK
+                }
+            } else {
+                exit::OK
+            }
         }
         Cmd::Ls {
             image,

@@ -8,4 +8,5 @@ mod util;
 mod cli;
 mod corpus;
 mod hostile;
+mod keychain;
 mod tools;

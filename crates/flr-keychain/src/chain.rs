@@ -651,12 +651,7 @@ impl<'a> KeyChain<'a> {
 
     /// Reads the secret: its value (unwrap mode) or only attributes and
     /// tags from the versions list (dry run).
-    fn read_secret(
-        &mut self,
-        sid: &ObjectId,
-        mode: Mode,
-        r: &mut ChainReport,
-    ) -> Step<SecretRead> {
+    fn read_secret(&mut self, sid: &ObjectId, mode: Mode, r: &mut ChainReport) -> Step<SecretRead> {
         let vault = self.vault(&sid.vault, &format!("the secret {sid}"))?;
         let caller = vault.caller();
         match mode {

@@ -119,3 +119,60 @@ mod tests {
         assert!(load_jwk(r#"{"kty":"RSA","n":"AQ","e":"AQAB"}"#).is_err());
     }
 }
+
+/// OpenSSL as the independent oracle: values wrapped by `openssl pkeyutl`
+/// with each padding unwrap to the plaintext.
+#[cfg(test)]
+mod openssl_oracle {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn values_wrapped_by_openssl_unwrap() {
+        if Command::new("openssl").arg("version").output().is_err() {
+            eprintln!("SKIPPED OpenSSL wrap oracle: the openssl command is not installed");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.pem");
+        let st = Command::new("openssl")
+            .args(["genrsa", "-out"])
+            .arg(&key)
+            .arg("2048")
+            .output()
+            .unwrap();
+        assert!(st.status.success());
+        let pem = load_pem(&std::fs::read_to_string(&key).unwrap()).unwrap();
+        let plain = dir.path().join("p");
+        std::fs::write(&plain, b"the 172-byte ADE passphrase stands here").unwrap();
+        for (alg, opts) in [
+            ("RSA-OAEP", &["rsa_padding_mode:oaep"][..]),
+            (
+                "RSA-OAEP-256",
+                &[
+                    "rsa_padding_mode:oaep",
+                    "rsa_oaep_md:sha256",
+                    "rsa_mgf1_md:sha256",
+                ][..],
+            ),
+            ("RSA1_5", &["rsa_padding_mode:pkcs1"][..]),
+        ] {
+            let mut c = Command::new("openssl");
+            c.args(["pkeyutl", "-encrypt", "-inkey"])
+                .arg(&key)
+                .arg("-in")
+                .arg(&plain);
+            for o in opts {
+                c.args(["-pkeyopt", o]);
+            }
+            let out = c.output().unwrap();
+            assert!(
+                out.status.success(),
+                "{alg}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let got = rsa_unwrap(&pem, alg, &out.stdout).unwrap();
+            assert_eq!(got.expose(), std::fs::read(&plain).unwrap(), "{alg}");
+        }
+    }
+}

@@ -11,12 +11,14 @@
 
 mod extract;
 mod get;
+mod keychain;
 mod ls;
 mod names;
 mod probe;
 mod spec;
 
 pub use get::{get, GetOptions, GetSummary};
+pub use keychain::{feasibility, run_chain, ChainOptions, ChainResult, ChainSummary, Feasibility};
 pub use ls::{ls, LsOptions};
 pub use names::{display_name, safe_component};
 pub use probe::{probe, probe_report, ProbeReport};
@@ -61,6 +63,8 @@ pub mod exit {
     pub const NOT_READABLE: i32 = 4;
     /// Writing the output failed.
     pub const OUTPUT: i32 = 5;
+    /// The key chain could not find out (vault unreachable, server error).
+    pub const KEY_CHAIN: i32 = 6;
 }
 
 /// An operation failed.

@@ -3,6 +3,7 @@
 use flr_engine::{ContainerInfo, ContentInfo, Image, PartitionInfo, TableInfo};
 use serde::Serialize;
 
+use crate::keychain::{feasibility, ChainSummary, Feasibility};
 use crate::{Context, OpsError, OutputFormat};
 
 /// Everything `probe` reports, as serialised by `--json`.
@@ -16,6 +17,11 @@ pub struct ProbeReport<'a> {
     pub partition_table: Option<&'a TableInfo>,
     /// One entry per volume.
     pub volumes: Vec<VolumeReport<'a>>,
+    /// What the key chain did (with `--metadata` / `--secret-url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_chain: Option<&'a ChainSummary>,
+    /// Per volume: can its files be restored, and if not, why.
+    pub feasibility: Vec<Feasibility>,
 }
 
 /// One volume in the report.
@@ -34,8 +40,10 @@ pub struct VolumeReport<'a> {
 }
 
 /// Builds the report for an opened image.
-pub fn probe_report(image: &Image) -> ProbeReport<'_> {
+pub fn probe_report<'a>(image: &'a Image, chain: Option<&'a ChainSummary>) -> ProbeReport<'a> {
     ProbeReport {
+        key_chain: chain,
+        feasibility: feasibility(image, chain),
         image: &image.location,
         container: &image.container,
         partition_table: image.table.as_ref(),
@@ -69,19 +77,20 @@ pub(crate) fn human_size(n: u64) -> String {
     }
 }
 
-/// Prints the probe report. Returns the number of volumes that are not
-/// readable, so the caller can choose an exit code.
-pub fn probe(image: &Image, ctx: &mut Context<'_>) -> Result<usize, OpsError> {
-    let report = probe_report(image);
-    let unreadable = image
-        .volumes
-        .iter()
-        .filter(|v| v.content.verdict != "readable")
-        .count();
+/// Prints the probe report (with each volume's feasibility when
+/// `feasibility_lines`). Returns the feasibility verdicts, so the caller
+/// can choose an exit code.
+pub fn probe(
+    image: &Image,
+    chain: Option<&ChainSummary>,
+    feasibility_lines: bool,
+    ctx: &mut Context<'_>,
+) -> Result<Vec<Feasibility>, OpsError> {
+    let report = probe_report(image, chain);
     if ctx.format == OutputFormat::Json {
         serde_json::to_writer_pretty(&mut *ctx.out, &report).map_err(std::io::Error::from)?;
         writeln!(ctx.out)?;
-        return Ok(unreadable);
+        return Ok(report.feasibility);
     }
     let c = &image.container;
     let out = &mut *ctx.out;
@@ -100,6 +109,9 @@ pub fn probe(image: &Image, ctx: &mut Context<'_>) -> Result<usize, OpsError> {
     )?;
     for p in &c.parents {
         writeln!(out, "  parent: {p}")?;
+    }
+    if let Some(k) = chain {
+        write_chain(out, k)?;
     }
     for w in &c.warnings {
         writeln!(out, "  warning: {w}")?;
@@ -219,6 +231,77 @@ pub fn probe(image: &Image, ctx: &mut Context<'_>) -> Result<usize, OpsError> {
             writeln!(out, "        {}", ct.kind.name())?;
         }
         writeln!(out, "        verdict: {} — {}", ct.verdict, ct.detail)?;
+        if feasibility_lines {
+            if let Some(f) = report.feasibility.iter().find(|f| f.volume == v.id) {
+                writeln!(
+                    out,
+                    "        feasibility: {} ({}) — {}",
+                    f.verdict,
+                    f.reasons.join(", "),
+                    f.sentence
+                )?;
+                for d in &f.depends_on {
+                    writeln!(out, "          depends on {d}")?;
+                }
+            }
+        }
     }
-    Ok(unreadable)
+    Ok(report.feasibility)
+}
+
+fn write_chain(out: &mut dyn std::io::Write, k: &ChainSummary) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "  key chain ({}){}{}{}",
+        k.mode,
+        k.metadata
+            .as_deref()
+            .map(|m| format!(": metadata {m}"))
+            .unwrap_or_default(),
+        k.ade_settings_version
+            .as_deref()
+            .map(|v| format!(", ADE settings {v}"))
+            .unwrap_or_default(),
+        k.sse
+            .as_deref()
+            .map(|s| format!(", SSE {s}"))
+            .unwrap_or_default(),
+    )?;
+    if let Some(t) = &k.security_type {
+        writeln!(out, "    security type: {t}")?;
+    }
+    for c in &k.chains {
+        writeln!(out, "    secret {} → {}", c.secret, c.outcome)?;
+        if let Some(kek) = &c.kek {
+            writeln!(
+                out,
+                "      KEK {kek} ({})",
+                c.algorithm.as_deref().unwrap_or("?")
+            )?;
+        }
+        for s in &c.steps {
+            writeln!(out, "      step: {s}")?;
+        }
+        for w in &c.warnings {
+            writeln!(out, "      warning [{}]: {}", w.code, w.message)?;
+        }
+        if let Some(f) = &c.finding {
+            writeln!(out, "      {} [{}]: {}", c.outcome, f.code, f.message)?;
+            if let Some(r) = &f.remedy {
+                writeln!(out, "      remedy: {r}")?;
+            }
+        }
+        for n in &c.not_checked {
+            writeln!(out, "      not checked: {n}")?;
+        }
+    }
+    writeln!(
+        out,
+        "    Key Vault round trips: {}; audit log: {}",
+        k.round_trips,
+        match &k.audit {
+            Some(p) => format!("{p} ({} records)", k.audit_records),
+            None => "off".into(),
+        }
+    )
 }

@@ -1,0 +1,379 @@
+//! Running the key chain for a command, and the feasibility verdict of
+//! each volume (`probe --dry-run` and every command's report).
+
+use std::path::PathBuf;
+
+use flr_engine::{Image, KeyRing};
+use flr_keychain::{
+    AdeSetting, AuditLog, Config, DiskEncryption, Finding, KeyChain, Mode, ObjectId, Outcome,
+};
+use serde::Serialize;
+
+use crate::OpsError;
+
+/// Where the key chain's inputs come from (the CLI flags).
+#[derive(Debug, Clone, Default)]
+pub struct ChainOptions {
+    /// `--config FILE` (else `$FLR_CONFIG`, else the user config file).
+    pub config: Option<PathBuf>,
+    /// `--metadata FILE`: `az snapshot show` / `az disk show` JSON, or
+    /// Azure Backup's key-and-secret JSON.
+    pub metadata: Option<PathBuf>,
+    /// `--secret-url URL` (versioned).
+    pub secret_url: Option<String>,
+    /// `--kek-url URL` (versioned).
+    pub kek_url: Option<String>,
+    /// `--dry-run`: never read a secret's value, never unwrap.
+    pub dry_run: bool,
+}
+
+impl ChainOptions {
+    /// Whether anything asks for the key chain.
+    pub fn wanted(&self) -> bool {
+        self.metadata.is_some() || self.secret_url.is_some()
+    }
+}
+
+/// One ADE setting's chain, as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainResult {
+    /// The versioned secret URL the disk depends on.
+    pub secret: String,
+    /// The KEK version, when the BEK is wrapped.
+    pub kek: Option<String>,
+    /// Unwrap algorithm.
+    pub algorithm: Option<String>,
+    /// `BEK` / `Wrapped BEK`.
+    pub content_type: Option<String>,
+    /// The `.BEK` / passphrase file name from the secret's tags.
+    pub file_name: Option<String>,
+    /// `material` (key obtained), `feasible` (dry run passed), `blocked`,
+    /// `error`.
+    pub outcome: &'static str,
+    /// Why, when blocked or in error.
+    pub finding: Option<Finding>,
+    /// What was done.
+    pub steps: Vec<String>,
+    /// Non-fatal findings.
+    pub warnings: Vec<Finding>,
+    /// What a dry run did not check.
+    pub not_checked: Vec<String>,
+}
+
+/// The key chain's part of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChainSummary {
+    /// `unwrap` or `dry-run`.
+    pub mode: &'static str,
+    /// Where the disk facts came from.
+    pub metadata: Option<String>,
+    /// Server-side encryption type and Disk Encryption Set.
+    pub sse: Option<String>,
+    /// `securityProfile.securityType`.
+    pub security_type: Option<String>,
+    /// `encryptionSettingsVersion`.
+    pub ade_settings_version: Option<String>,
+    /// One per ADE setting.
+    pub chains: Vec<ChainResult>,
+    /// HTTP round trips to Key Vault (challenges and token requests
+    /// included).
+    pub round_trips: usize,
+    /// The audit log written, and how many records.
+    pub audit: Option<String>,
+    /// Records appended to it.
+    pub audit_records: usize,
+    #[serde(skip)]
+    confidential: bool,
+}
+
+/// Runs the chain for `opts`; key material goes into `keys` (tried on the
+/// disk's encrypted volumes when the image is opened).
+pub fn run_chain(
+    opts: &ChainOptions,
+    image: &str,
+    keys: &mut KeyRing,
+) -> Result<Option<ChainSummary>, OpsError> {
+    if !opts.wanted() {
+        return Ok(None);
+    }
+    let config = Config::load(opts.config.as_deref()).map_err(OpsError::Usage)?;
+    let mut disk = match &opts.metadata {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| OpsError::Usage(format!("--metadata {}: {e}", p.display())))?;
+            flr_keychain::metadata::parse(&text, &p.display().to_string())
+                .map_err(OpsError::Usage)?
+        }
+        None => DiskEncryption::default(),
+    };
+    if let Some(url) = &opts.secret_url {
+        let secret =
+            ObjectId::parse(url).map_err(|e| OpsError::Usage(format!("--secret-url: {e}")))?;
+        let kek = opts
+            .kek_url
+            .as_deref()
+            .map(ObjectId::parse)
+            .transpose()
+            .map_err(|e| OpsError::Usage(format!("--kek-url: {e}")))?;
+        disk.ade_enabled = true;
+        disk.ade = vec![AdeSetting {
+            secret,
+            secret_vault_id: None,
+            kek,
+            secret_value: None,
+        }];
+    } else if let Some(k) = &opts.kek_url {
+        let kek = ObjectId::parse(k).map_err(|e| OpsError::Usage(format!("--kek-url: {e}")))?;
+        for s in &mut disk.ade {
+            s.kek = Some(kek.clone());
+        }
+    }
+    let mut audit = if config.audit.enabled {
+        let path = config
+            .audit
+            .path
+            .clone()
+            .or_else(AuditLog::default_path)
+            .ok_or_else(|| {
+                OpsError::Usage("no place for the audit log: set [audit] path".into())
+            })?;
+        AuditLog::open(&path).map_err(|e| {
+            OpsError::Usage(format!(
+                "audit log {}: {e} (set [audit] path)",
+                path.display()
+            ))
+        })?
+    } else {
+        AuditLog::disabled()
+    };
+    let connector = flr_keyvault::HttpConnector;
+    let mode = if opts.dry_run {
+        Mode::DryRun
+    } else {
+        Mode::Unwrap
+    };
+    let mut chains = Vec::new();
+    let round_trips;
+    {
+        let mut chain = KeyChain::new(&config, Some(&connector), &mut audit, image);
+        // A confidential-VM disk's keys are released only to an attested
+        // VM: nothing to try.
+        if !disk.confidential() && disk.ade_enabled {
+            for s in &disk.ade {
+                let r = chain.resolve(s, mode);
+                let (outcome, finding) = match r.outcome {
+                    Outcome::Material(k) => {
+                        keys.add_chain_key(k.secret, k.origin);
+                        ("material", None)
+                    }
+                    Outcome::Feasible => ("feasible", None),
+                    Outcome::Blocked(f) => ("blocked", Some(f)),
+                    Outcome::Error(f) => ("error", Some(f)),
+                };
+                chains.push(ChainResult {
+                    secret: r.secret,
+                    kek: r.kek,
+                    algorithm: r.algorithm,
+                    content_type: r.content_type,
+                    file_name: r.file_name,
+                    outcome,
+                    finding,
+                    steps: r.steps,
+                    warnings: r.warnings,
+                    not_checked: r.not_checked,
+                });
+            }
+        }
+        round_trips = chain.round_trips();
+    }
+    Ok(Some(ChainSummary {
+        mode: if opts.dry_run { "dry-run" } else { "unwrap" },
+        metadata: opts.metadata.as_ref().map(|p| p.display().to_string()),
+        sse: disk.sse.as_ref().map(|s| match &s.des_id {
+            Some(d) => format!("{} (Disk Encryption Set {d})", s.kind),
+            None => s.kind.clone(),
+        }),
+        security_type: disk.security_type.clone(),
+        ade_settings_version: disk.ade_settings_version.clone(),
+        chains,
+        round_trips,
+        audit: audit.path().map(|p| p.display().to_string()),
+        audit_records: audit.written,
+        confidential: disk.confidential(),
+    }))
+}
+
+/// The feasibility verdict of one volume.
+#[derive(Debug, Clone, Serialize)]
+pub struct Feasibility {
+    /// Volume id.
+    pub volume: String,
+    /// `readable`, `unlockable`, `blocked`, `unsupported`, `error`,
+    /// `no-filesystem`.
+    pub verdict: &'static str,
+    /// Reason codes.
+    pub reasons: Vec<&'static str>,
+    /// One sentence for the operator, with the remedy.
+    pub sentence: String,
+    /// The secret and KEK versions the volume depends on.
+    pub depends_on: Vec<String>,
+}
+
+/// Computes each volume's feasibility from what the scan found and what
+/// the key chain did.
+pub fn feasibility(image: &Image, chain: Option<&ChainSummary>) -> Vec<Feasibility> {
+    let deps: Vec<String> = chain
+        .map(|c| {
+            c.chains
+                .iter()
+                .flat_map(|r| std::iter::once(r.secret.clone()).chain(r.kek.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    image
+        .volumes
+        .iter()
+        .map(|v| {
+            let c = &v.content;
+            let encrypted = c.encryption.is_some() || c.kind.is_encrypted();
+            let mut f = Feasibility {
+                volume: v.id.clone(),
+                verdict: "readable",
+                reasons: Vec::new(),
+                sentence: String::new(),
+                depends_on: Vec::new(),
+            };
+            if encrypted {
+                f.depends_on = deps.clone();
+            }
+            match c.verdict {
+                "readable" if encrypted => {
+                    let how = c
+                        .encryption
+                        .as_ref()
+                        .and_then(|e| e.unlocked_with.clone())
+                        .unwrap_or_default();
+                    f.reasons.push("unlocked");
+                    f.sentence = format!("unlocked with {how}");
+                }
+                "readable" => {
+                    f.reasons.push("plain");
+                    f.sentence = match chain.and_then(|c| c.sse.as_deref()) {
+                        Some(sse) => {
+                            f.reasons.push("server-side-encrypted");
+                            format!("server-side encrypted ({sse}): the data arrives decrypted through the snapshot export")
+                        }
+                        None => "not encrypted".into(),
+                    };
+                }
+                "locked" => locked_verdict(&mut f, c, chain),
+                "unsupported" => {
+                    f.verdict = "unsupported";
+                    f.reasons.push("format");
+                    f.sentence = c.detail.clone();
+                }
+                "error" => {
+                    f.verdict = "error";
+                    f.reasons.push("damaged");
+                    f.sentence = c.detail.clone();
+                }
+                _ => {
+                    f.verdict = "no-filesystem";
+                    f.sentence = c.detail.clone();
+                }
+            }
+            f
+        })
+        .collect()
+}
+
+fn locked_verdict(f: &mut Feasibility, c: &flr_engine::ContentInfo, chain: Option<&ChainSummary>) {
+    f.verdict = "blocked";
+    if chain.is_some_and(|c| c.confidential) {
+        f.reasons.push("confidential-vm");
+        f.sentence = "a confidential-VM disk: its keys are bound to the VM's TPM and released only after attestation, so no offline restore is possible".into();
+        return;
+    }
+    let enc = c.encryption.as_ref();
+    let protectors = enc.map(|e| e.protectors.join(", ")).unwrap_or_default();
+    if protectors.contains("needs attested key release") {
+        f.reasons.push("confidential-vm");
+        f.sentence = format!(
+            "the LUKS token ({protectors}) is released only to an attested confidential VM"
+        );
+        return;
+    }
+    let is_bitlocker = enc.is_some_and(|e| e.scheme.starts_with("bitlocker"));
+    let list: Vec<String> = enc.map(|e| e.protectors.clone()).unwrap_or_default();
+    let has = |kind: &str| list.iter().any(|p| p.starts_with(&format!("{kind} {{")));
+    let Some(chain) = chain.filter(|c| !c.chains.is_empty()) else {
+        if is_bitlocker
+            && !has("startup key")
+            && !has("password")
+            && !has("recovery password")
+            && !has("clear key")
+        {
+            f.reasons.push("tpm-only");
+            f.sentence = format!("protected only by {protectors}: cannot be unlocked offline");
+            return;
+        }
+        f.reasons.push("no-key");
+        f.sentence = format!(
+            "{}; give the disk's metadata (--metadata) or secret URL (--secret-url) so the key chain can fetch its key, or a key with --key",
+            c.detail
+        );
+        return;
+    };
+    for r in &chain.chains {
+        match (r.outcome, &r.finding) {
+            (_, Some(fd)) => {
+                if r.outcome == "error" {
+                    f.verdict = "error";
+                }
+                f.reasons.push(fd.code);
+                f.sentence = match &fd.remedy {
+                    Some(rem) => format!("{} — {rem}", fd.message),
+                    None => fd.message.clone(),
+                };
+                return;
+            }
+            ("feasible", None) => {
+                if is_bitlocker {
+                    if !has("startup key") {
+                        f.reasons.push("no-startup-key-protector");
+                        f.sentence = format!("the volume has no startup-key protector for the ADE .BEK (protectors: {protectors})");
+                        return;
+                    }
+                    if let Some(guid) = r
+                        .file_name
+                        .as_deref()
+                        .and_then(|n| n.strip_suffix(".BEK").or(n.strip_suffix(".bek")))
+                    {
+                        let want = format!("startup key {{{}}}", guid.to_ascii_lowercase());
+                        if !list.iter().any(|p| p.to_ascii_lowercase() == want) {
+                            f.reasons.push("bek-protector-mismatch");
+                            f.sentence = format!("the secret's .BEK ({guid}) matches none of the volume's protectors ({protectors})");
+                            return;
+                        }
+                    }
+                }
+                f.verdict = "unlockable";
+                f.reasons.push("key-chain");
+                f.sentence = format!(
+                    "the key chain can supply the key: {}; not checked: {}",
+                    r.steps.join("; "),
+                    if r.not_checked.is_empty() {
+                        "nothing".into()
+                    } else {
+                        r.not_checked.join("; ")
+                    }
+                );
+                return;
+            }
+            _ => {}
+        }
+    }
+    // Material was obtained but did not open the volume.
+    f.reasons.push("wrong-key");
+    f.sentence = format!("the key from the key chain does not open it: {}", c.detail);
+}

@@ -1,0 +1,207 @@
+//! The ADE key chain end to end, with key material held offline (an RSA
+//! private key standing for the KEK version, the wrapped BEK from Azure
+//! Backup's key-and-secret JSON): restore, dry run, policy refusals, audit.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use rsa::pkcs8::EncodePrivateKey;
+use rsa::{Oaep, RsaPrivateKey, RsaPublicKey};
+
+use crate::util::*;
+
+const KID: &str =
+    "https://contoso-ade.vault.azure.net/keys/ade-kek/5f1c0e7a9b3d4c2e8f6a1b0c9d8e7f60";
+const SECRET: &str =
+    "https://contoso-ade.vault.azure.net/secrets/6B2A3C4D-0000-4000-8000-0123456789AB/a1b2c3d4e5f60718293a4b5c6d7e8f90";
+
+struct Setup {
+    dir: tempfile::TempDir,
+    key: RsaPrivateKey,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let key = RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
+        let pem = key.to_pkcs8_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+        std::fs::write(dir.path().join("kek-v1.pem"), pem.as_bytes()).unwrap();
+        Setup { dir, key }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Azure Backup's JSON with the ADE passphrase wrapped (RSA-OAEP, the
+    /// ADE default) by `key`.
+    fn backup_json(&self, key: &RsaPrivateKey) -> PathBuf {
+        let pass = std::fs::read(flr_testdata::testdata_dir().join("luks/pass-ade.bin")).unwrap();
+        let wrapped = RsaPublicKey::from(key)
+            .encrypt(&mut rand::thread_rng(), Oaep::new::<sha1::Sha1>(), &pass)
+            .unwrap();
+        let data = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(wrapped);
+        let j = serde_json::json!({"keyAndSecretDetails": {
+            "kekDetails": {"keyUrl": KID, "keyVaultId": "/subscriptions/s/resourceGroups/g/providers/Microsoft.KeyVault/vaults/contoso-ade", "keyBackupData": "opaque"},
+            "bekDetails": {"secretUrl": SECRET, "secretVaultId": "/x", "secretData": data},
+            "encryptionMechanism": "SinglePass"}});
+        let p = self.path("backup.json");
+        std::fs::write(&p, j.to_string()).unwrap();
+        p
+    }
+
+    fn config(&self, policy: &str) -> PathBuf {
+        let text = format!(
+            "[[offline_key]]\nkid = \"{KID}\"\npem = \"kek-v1.pem\"\n\n[policy]\noffline = true\n{policy}\n\n[audit]\npath = \"audit.jsonl\"\n"
+        );
+        let p = self.path("flr.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn audit(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn offline_kek_unwraps_the_backup_secret_and_restores_the_ade_os_disk() {
+    let st = Setup::new();
+    let img = fixture("luks/ade-os.vhd.zst");
+    let meta = st.backup_json(&st.key);
+    let cfg = st.config("");
+    let dest = tempfile::tempdir().unwrap();
+    let out = run_ok(&[
+        "get",
+        "--config",
+        s(&cfg),
+        "--metadata",
+        s(&meta),
+        s(&img),
+        "p1:/",
+        "-o",
+        s(dest.path()),
+        "--checksum",
+    ]);
+    let want: Vec<_> = manifest("luks/ade-root.tsv")
+        .into_iter()
+        .filter(|e| e.kind == 'f')
+        .collect();
+    check_tree(dest.path(), &checksums(&out), &want);
+    // The audit log names the unwrap and the key version, never key bytes.
+    let log = st.audit();
+    assert_eq!(log.len(), 1, "{log:?}");
+    assert_eq!(log[0]["operation"], "offline-unwrap");
+    assert_eq!(log[0]["id"], KID);
+    assert_eq!(log[0]["alg"], "RSA-OAEP");
+    assert_eq!(log[0]["result"], "ok");
+    let raw = std::fs::read_to_string(st.path("audit.jsonl")).unwrap();
+    let pass =
+        std::fs::read_to_string(flr_testdata::testdata_dir().join("luks/pass-ade.bin")).unwrap();
+    assert!(!raw.contains(&pass[..24]));
+    // probe says which chain the key came from.
+    let out = run_ok(&[
+        "probe",
+        "--config",
+        s(&cfg),
+        "--metadata",
+        s(&meta),
+        s(&img),
+    ]);
+    let text = stdout(&out);
+    assert!(text.contains("unwrapped offline with"), "{text}");
+    assert!(text.contains("feasibility: readable (unlocked)"), "{text}");
+}
+
+#[test]
+fn dry_run_checks_without_unwrapping_and_policy_refusals_block() {
+    let st = Setup::new();
+    let img = fixture("luks/ade-os.vhd.zst");
+    let meta = st.backup_json(&st.key);
+
+    // Dry run: unlockable, exit 0, no unwrap recorded.
+    let cfg = st.config("");
+    let out = run(&[
+        "probe",
+        "--dry-run",
+        "--json",
+        "--config",
+        s(&cfg),
+        "--metadata",
+        s(&meta),
+        s(&img),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let f = &r["feasibility"][0];
+    assert_eq!(f["volume"], "p1");
+    assert_eq!(f["verdict"], "unlockable", "{f}");
+    assert_eq!(f["depends_on"][0], SECRET);
+    assert_eq!(f["depends_on"][1], KID);
+    assert_eq!(r["feasibility"][1]["verdict"], "readable");
+    assert!(st.audit().is_empty(), "a dry run never unwraps");
+
+    // RSA-OAEP not allowed: blocked before any key is touched, exit 4.
+    let cfg = st.config("algorithms = [\"RSA-OAEP-256\"]");
+    let out = run(&[
+        "probe",
+        "--dry-run",
+        "--json",
+        "--config",
+        s(&cfg),
+        "--metadata",
+        s(&meta),
+        s(&img),
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["feasibility"][0]["verdict"], "blocked");
+    assert_eq!(r["feasibility"][0]["reasons"][0], "policy-denied-algorithm");
+
+    // The vault is not allowed: blocked, and (offline policy) nothing was contacted.
+    let cfg = st.config("secrets = [\"https://other-vault.vault.azure.net/*\"]");
+    let out = run(&[
+        "probe",
+        "--dry-run",
+        "--json",
+        "--config",
+        s(&cfg),
+        "--metadata",
+        s(&meta),
+        s(&img),
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["feasibility"][0]["reasons"][0], "policy-denied-secret");
+    assert_eq!(r["key_chain"]["round_trips"], 0);
+
+    // An offline key that is not the version that wrapped the secret: the
+    // restore refuses clearly (exit 4) and the audit log records the failure.
+    let other = RsaPrivateKey::new(&mut rand::thread_rng(), 2048).unwrap();
+    let meta2 = st.backup_json(&other);
+    let cfg = st.config("");
+    let out = run(&[
+        "ls",
+        "--config",
+        s(&cfg),
+        "--metadata",
+        s(&meta2),
+        s(&img),
+        "p1:/",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("offline-unwrap-failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(st.audit().last().unwrap()["result"], "failed");
+}
