@@ -170,6 +170,14 @@ pub fn run_chain(
                     Outcome::Blocked(f) => ("blocked", Some(f)),
                     Outcome::Error(f) => ("error", Some(f)),
                 };
+                let mut warnings = r.warnings;
+                if disk.ade_settings_version.as_deref() == Some("1.0") {
+                    warnings.push(Finding {
+                        code: "dual-pass",
+                        message: "encryptionSettingsVersion 1.0 (dual pass): ADE reached the vault through an Azure AD application; flr uses its own credential, which needs secrets get and keys unwrapKey on that vault".into(),
+                        remedy: None,
+                    });
+                }
                 chains.push(ChainResult {
                     secret: r.secret,
                     kek: r.kek,
@@ -179,7 +187,7 @@ pub fn run_chain(
                     outcome,
                     finding,
                     steps: r.steps,
-                    warnings: r.warnings,
+                    warnings,
                     not_checked: r.not_checked,
                 });
             }
