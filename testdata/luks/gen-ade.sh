@@ -9,7 +9,8 @@
 #                     /luks/osluksheader; p15: EFI system partition (FAT).
 #  ade-data.img.zst   the data-disk layout: GPT; p1: LUKS2 in place, header in front,
 #                     data offset 16 MiB.
-# Both: aes-xts-plain64 with a 512-bit key, pbkdf2-sha256, unlocked by pass-ade.bin (the
+# Both: aes-xts-plain64 with a 512-bit key (the OS disk's keyslot argon2id, the data disk's
+# pbkdf2-sha256), unlocked by pass-ade.bin (the
 # 172-character ADE-style passphrase). Manifests: ade-root.tsv, ade-boot.tsv, ade-data.tsv
 # from the source trees; volume keys from `cryptsetup luksDump --dump-volume-key`.
 set -euo pipefail
@@ -38,16 +39,18 @@ python3 -c 'import sys; sys.stdout.buffer.write(bytes((i*17+5)%251 for i in rang
 manifest "$W/root" ade-root.tsv
 manifest "$W/data" ade-data.tsv
 
-luks() { # extra args...
+luks() { # kdf-args... -- extra args...
+  local kdf=()
+  while [ "$1" != -- ]; do kdf+=("$1"); shift; done; shift
   cryptsetup reencrypt -q --encrypt --type luks2 --force-offline-reencrypt \
-    --cipher aes-xts-plain64 --key-size 512 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 --hash sha256 \
+    --cipher aes-xts-plain64 --key-size 512 "${kdf[@]}" --hash sha256 \
     --luks2-metadata-size 16k --luks2-keyslots-size 256k --key-file pass-ade.bin "$@"
 }
 
 # OS disk: the root filesystem encrypted with its header detached.
 truncate -s 256K "$W/root.img"; mkfs.ext4 "${MKE2FS[@]}" -L root -d "$W/root" "$W/root.img"
 truncate -s 288K "$W/osluksheader"
-luks --header "$W/osluksheader" "$W/root.img"
+luks --pbkdf argon2id --pbkdf-memory 64 --pbkdf-force-iterations 4 --pbkdf-parallel 1 -- --header "$W/osluksheader" "$W/root.img"
 cp "$W/osluksheader" "$W/boot/luks/osluksheader"
 manifest "$W/boot" ade-boot.tsv
 truncate -s 2M "$W/boot.img"; mkfs.ext4 "${MKE2FS[@]}" -L boot -U 0f0e0d0c-0b0a-4908-8706-050403020100 -d "$W/boot" "$W/boot.img"
@@ -70,7 +73,7 @@ qemu-img convert -f raw -O vpc -o subformat=fixed,force_size=on "$W/os.raw" "$W/
 # it leaves past the filesystem is cut off again, so the payload is exactly the filesystem.
 truncate -s 256K "$W/data.img"; mkfs.ext4 "${MKE2FS[@]}" -L data -d "$W/data" "$W/data.img"
 truncate -s $((256*1024 + 32*1024*1024)) "$W/data.img"
-luks --reduce-device-size 32M "$W/data.img"
+luks --pbkdf pbkdf2 --pbkdf-force-iterations 1000 -- --reduce-device-size 32M "$W/data.img"
 truncate -s $((16*1024*1024 + 256*1024)) "$W/data.img"
 truncate -s 18M "$W/data.raw"
 sgdisk -U 6e7f8091-2b3c-4d4e-9f50-b1c2d3e4f506 -n 1:2048:+$((16*1024 + 256))K -t 1:8300 -c 1:data "$W/data.raw" >/dev/null
