@@ -1,0 +1,453 @@
+//! An Azure Key Vault test server for flr's tests: HTTPS on `127.0.0.1`
+//! with its own test CA, the bearer challenge, a client-credentials token
+//! endpoint, RSA keys (create, import, versions, wrap/unwrap) and secrets,
+//! soft delete, and faults that tests inject (missing permissions, 429s).
+//!
+//! It speaks the protocol that Microsoft's own SDK expects
+//! (`tests/kv_sdk_conformance.py` drives it with the unmodified Python SDK):
+//! every request without `Authorization: Bearer …` gets
+//! `401` with `WWW-Authenticate: Bearer authorization="https://127.0.0.1:PORT/<tenant>",
+//! resource="https://vault.azure.net"`, so the authority is this server
+//! too, and `POST /<tenant>/oauth2/v2.0/token` hands out tokens to the
+//! clients registered with [`TestVault::add_client`]. Ids (`kid`, `id`,
+//! `nextLink`) are built from the request's `Host`.
+//!
+//! # Example
+//!
+//! ```
+//! let kv = flr_kvtest::TestVault::start();
+//! let kid = kv.create_rsa_key("kek", 2048);
+//! let wrapped = kv.wrap(&kid, "RSA-OAEP-256", b"a 32-byte disk encryption key...");
+//! kv.set_secret("bek", &wrapped, Some("Wrapped BEK"), &[("DiskEncryptionKeyEncryptionKeyURL", &kid)]);
+//! kv.add_client("app", "s3cret");
+//! assert!(kid.starts_with(&format!("{}/keys/kek/", kv.url())));
+//! ```
+//!
+//! State set through the Rust API and through HTTP is one and the same.
+//! API misuse (an id that does not exist) panics: this is test support.
+
+#![forbid(unsafe_code)]
+
+mod crypto;
+mod error;
+mod faults;
+mod routes;
+mod server;
+mod store;
+mod tls;
+mod token;
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use rsa::RsaPrivateKey;
+use tokio::sync::oneshot;
+
+pub use faults::{Denial, FaultOp};
+
+use store::{Attrs, KeyVersion, SecretVersion, Store};
+
+/// One request the vault answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Logged {
+    /// `GET`, `POST`, …
+    pub method: String,
+    /// The path, without the query (`/keys/kek/0123…/unwrapkey`).
+    pub path: String,
+    /// The raw query string (`api-version=7.5`).
+    pub query: String,
+    /// The status answered.
+    pub status: u16,
+    /// Whether it carried a bearer token the vault accepted (false for the
+    /// challenge's 401 and for the token endpoint).
+    pub authorized: bool,
+    /// The caller: the token's `appid` for vault calls, the client id for a
+    /// granted token request; `None` when unknown.
+    pub caller: Option<String>,
+}
+
+/// Everything the handlers share.
+pub(crate) struct Shared {
+    pub(crate) tenant: String,
+    pub(crate) port: u16,
+    pub(crate) vault_name: String,
+    /// TLS connections accepted so far.
+    pub(crate) connections: AtomicUsize,
+    state: Mutex<State>,
+}
+
+pub(crate) struct State {
+    pub(crate) store: Store,
+    /// client id → client secret
+    pub(crate) clients: HashMap<String, String>,
+    pub(crate) denials: HashMap<FaultOp, Denial>,
+    /// Injected answers for the next authorized requests: (status, Retry-After).
+    pub(crate) failures: VecDeque<(u16, Option<u64>)>,
+    pub(crate) log: Vec<Logged>,
+    pub(crate) page_size: usize,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking test thread must not take the server down with it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// A running test vault; dropping it stops the server.
+pub struct TestVault {
+    shared: Arc<Shared>,
+    url: String,
+    ca_pem: String,
+    ca_path: PathBuf,
+    _ca_dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl TestVault {
+    /// Makes the certificates, binds `127.0.0.1:0` and serves on a thread of its own.
+    pub fn start() -> TestVault {
+        let tls = tls::make();
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").expect("bind the test vault on 127.0.0.1");
+        listener
+            .set_nonblocking(true)
+            .expect("make the listener non-blocking");
+        let port = listener
+            .local_addr()
+            .expect("the listener's address")
+            .port();
+        let v = store::new_version();
+        let tenant = format!(
+            "{}-{}-4{}-8{}-{}",
+            &v[0..8],
+            &v[8..12],
+            &v[13..16],
+            &v[17..20],
+            &v[20..32]
+        );
+        let shared = Arc::new(Shared {
+            tenant,
+            port,
+            vault_name: "flr-test-vault".into(),
+            connections: AtomicUsize::new(0),
+            state: Mutex::new(State {
+                store: Store::new(),
+                clients: HashMap::new(),
+                denials: HashMap::new(),
+                failures: VecDeque::new(),
+                log: Vec::new(),
+                page_size: 25,
+            }),
+        });
+        let ca_dir = tempfile::tempdir().expect("a temporary directory for the CA");
+        let ca_path = ca_dir.path().join("flr-kvtest-ca.pem");
+        std::fs::write(&ca_path, &tls.ca_pem).expect("write the test CA");
+        let (stop, thread) = server::spawn(shared.clone(), tls.config, listener);
+        TestVault {
+            shared,
+            url: format!("https://127.0.0.1:{port}"),
+            ca_pem: tls.ca_pem,
+            ca_path,
+            _ca_dir: ca_dir,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    /// The vault's base URL, `https://127.0.0.1:PORT` (no trailing slash).
+    pub fn url(&self) -> String {
+        self.url.clone()
+    }
+
+    /// The test CA's certificate (PEM) that signed the server's.
+    pub fn ca_pem(&self) -> String {
+        self.ca_pem.clone()
+    }
+
+    /// The test CA written to a file (removed when the vault is dropped).
+    pub fn ca_path(&self) -> &Path {
+        &self.ca_path
+    }
+
+    /// The tenant GUID named in the challenge.
+    pub fn tenant(&self) -> String {
+        self.shared.tenant.clone()
+    }
+
+    /// The authority from the challenge, `https://127.0.0.1:PORT/<tenant>`.
+    pub fn authority(&self) -> String {
+        format!("{}/{}", self.url, self.shared.tenant)
+    }
+
+    /// The vault's name in permission messages (`flr-test-vault`).
+    pub fn vault_name(&self) -> String {
+        self.shared.vault_name.clone()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared.lock()
+    }
+
+    /// Adds a new RSA key version under `name` and returns its `kid`.
+    /// Any size the `rsa` crate makes is allowed here (1024 keeps tests
+    /// quick); over HTTP only 2048, 3072 and 4096 are.
+    pub fn create_rsa_key(&self, name: &str, bits: usize) -> String {
+        self.add_key(name, crypto::generate(bits))
+    }
+
+    /// Adds `key` as a new version under `name` and returns its `kid`.
+    pub fn import_rsa_key(&self, name: &str, key: &RsaPrivateKey) -> String {
+        self.add_key(name, key.clone())
+    }
+
+    fn add_key(&self, name: &str, key: RsaPrivateKey) -> String {
+        store::check_name(name).unwrap_or_else(|e| panic!("{}", e.message));
+        let mut st = self.lock();
+        let (name, v) = st
+            .store
+            .keys
+            .add(name, KeyVersion::new(key))
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        format!("{}/keys/{name}/{}", self.url, v.version)
+    }
+
+    /// The private key behind a `kid` (with or without version; any host).
+    pub fn rsa_private_key(&self, kid: &str) -> RsaPrivateKey {
+        let (name, version) = split_id(kid, "keys");
+        let st = self.lock();
+        let (_, k) = st
+            .store
+            .keys
+            .get(name, version)
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        k.key.clone()
+    }
+
+    /// Wraps `plaintext` with the key `kid` (`RSA-OAEP`, `RSA-OAEP-256` or
+    /// `RSA1_5`) and returns it base64url-encoded, as `wrapkey` would.
+    pub fn wrap(&self, kid: &str, alg: &str, plaintext: &[u8]) -> String {
+        let alg = crypto::Alg::parse(alg).unwrap_or_else(|| panic!("unknown algorithm {alg}"));
+        let key = self.rsa_private_key(kid).to_public_key();
+        crypto::b64(&crypto::encrypt(&key, alg, plaintext).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    /// Changes a key version's attributes: `Some(None)` clears `nbf`/`exp`.
+    pub fn set_key_attributes(
+        &self,
+        kid: &str,
+        enabled: Option<bool>,
+        nbf: Option<Option<i64>>,
+        exp: Option<Option<i64>>,
+    ) {
+        let (name, version) = split_id(kid, "keys");
+        let mut st = self.lock();
+        let (_, k) = st
+            .store
+            .keys
+            .get_mut(name, version)
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        set_attrs(&mut k.attrs, enabled, nbf, exp);
+    }
+
+    /// Sets the operations a key version allows (`wrapKey`, `unwrapKey`, …).
+    pub fn set_key_ops(&self, kid: &str, ops: &[&str]) {
+        let (name, version) = split_id(kid, "keys");
+        let mut st = self.lock();
+        let (_, k) = st
+            .store
+            .keys
+            .get_mut(name, version)
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        k.ops = ops.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Soft-deletes a key (every version); `GET` then answers 404 `KeyNotFound`.
+    pub fn delete_key(&self, name: &str) {
+        self.lock()
+            .store
+            .keys
+            .delete(name)
+            .unwrap_or_else(|e| panic!("{}", e.message));
+    }
+
+    /// Adds a secret version and returns its `id`.
+    pub fn set_secret(
+        &self,
+        name: &str,
+        value: &str,
+        content_type: Option<&str>,
+        tags: &[(&str, &str)],
+    ) -> String {
+        store::check_name(name).unwrap_or_else(|e| panic!("{}", e.message));
+        let s = SecretVersion {
+            version: store::new_version(),
+            value: value.to_string(),
+            content_type: content_type.map(str::to_string),
+            attrs: Attrs::new(),
+            tags: tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let mut st = self.lock();
+        let (name, v) = st
+            .store
+            .secrets
+            .add(name, s)
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        format!("{}/secrets/{name}/{}", self.url, v.version)
+    }
+
+    /// Enables or disables a secret version (a disabled one answers 403 `SecretDisabled`).
+    pub fn set_secret_enabled(&self, id: &str, enabled: bool) {
+        self.set_secret_attributes(id, Some(enabled), None, None);
+    }
+
+    /// Changes a secret version's attributes: `Some(None)` clears `nbf`/`exp`.
+    pub fn set_secret_attributes(
+        &self,
+        id: &str,
+        enabled: Option<bool>,
+        nbf: Option<Option<i64>>,
+        exp: Option<Option<i64>>,
+    ) {
+        let (name, version) = split_id(id, "secrets");
+        let mut st = self.lock();
+        let (_, s) = st
+            .store
+            .secrets
+            .get_mut(name, version)
+            .unwrap_or_else(|e| panic!("{}", e.message));
+        set_attrs(&mut s.attrs, enabled, nbf, exp);
+    }
+
+    /// Soft-deletes a secret (every version).
+    pub fn delete_secret(&self, name: &str) {
+        self.lock()
+            .store
+            .secrets
+            .delete(name)
+            .unwrap_or_else(|e| panic!("{}", e.message));
+    }
+
+    /// Refuses `op` from now on with a 403 (`ForbiddenByPolicy` or `ForbiddenByRbac`).
+    pub fn deny(&self, op: FaultOp, how: Denial) {
+        self.lock().denials.insert(op, how);
+    }
+
+    /// Allows `op` again.
+    pub fn allow(&self, op: FaultOp) {
+        self.lock().denials.remove(&op);
+    }
+
+    /// Answers the next `count` authorized vault requests with `status`
+    /// (and `Retry-After` when given) instead of serving them. The
+    /// challenge and the token endpoint are not affected.
+    pub fn fail_next(&self, status: u16, retry_after_secs: Option<u64>, count: usize) {
+        let mut st = self.lock();
+        for _ in 0..count {
+            st.failures.push_back((status, retry_after_secs));
+        }
+    }
+
+    /// Registers a client for the token endpoint (client secret, or any
+    /// JWT-shaped client assertion for that client id).
+    pub fn add_client(&self, client_id: &str, client_secret: &str) {
+        self.lock()
+            .clients
+            .insert(client_id.to_string(), client_secret.to_string());
+    }
+
+    /// A token as the token endpoint would grant it to `client_id`.
+    pub fn token_for(&self, client_id: &str) -> String {
+        token::mint(&self.shared.tenant, client_id, token::VAULT_RESOURCE)
+    }
+
+    /// Items per page of the list operations when the request has no
+    /// `maxresults` (default 25).
+    pub fn set_page_size(&self, items: usize) {
+        self.lock().page_size = items.max(1);
+    }
+
+    /// The requests answered so far, oldest first.
+    pub fn requests(&self) -> Vec<Logged> {
+        self.lock().log.clone()
+    }
+
+    /// How many TLS connections clients have opened so far (keep-alive
+    /// clients open one).
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Forgets the requests answered so far.
+    pub fn reset_log(&self) {
+        self.lock().log.clear();
+    }
+}
+
+impl Drop for TestVault {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn set_attrs(
+    a: &mut Attrs,
+    enabled: Option<bool>,
+    nbf: Option<Option<i64>>,
+    exp: Option<Option<i64>>,
+) {
+    if let Some(e) = enabled {
+        a.enabled = e;
+    }
+    if let Some(n) = nbf {
+        a.nbf = n;
+    }
+    if let Some(x) = exp {
+        a.exp = x;
+    }
+    a.updated = store::now();
+}
+
+/// `(name, version)` from `https://host/keys/name/version`, `…/keys/name`
+/// or a bare name.
+fn split_id<'a>(id: &'a str, collection: &str) -> (&'a str, Option<&'a str>) {
+    let marker = format!("/{collection}/");
+    let rest = match id.find(&marker) {
+        Some(i) => &id[i + marker.len()..],
+        None => id,
+    };
+    let mut parts = rest.trim_end_matches('/').splitn(2, '/');
+    let name = parts.next().unwrap_or("");
+    (name, parts.next().filter(|v| !v.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_id;
+
+    #[test]
+    fn ids_split() {
+        assert_eq!(
+            split_id("https://h:1/keys/kek/abc", "keys"),
+            ("kek", Some("abc"))
+        );
+        assert_eq!(split_id("https://h:1/keys/kek/", "keys"), ("kek", None));
+        assert_eq!(split_id("kek", "keys"), ("kek", None));
+        assert_eq!(
+            split_id("https://h/secrets/s/v1", "secrets"),
+            ("s", Some("v1"))
+        );
+    }
+}
