@@ -15,6 +15,7 @@ authority of the challenge), so the challenge, the token endpoint and the
 vault are all exercised. Exits non-zero on the first mismatch.
 """
 
+import base64
 import os
 import re
 import sys
@@ -131,7 +132,6 @@ def keys(cred):
         "POST", f"/keys/{name}/{k2.properties.version}/wrapkey?api-version=7.5",
         json={"alg": "RSA-OAEP-256", "value": "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"}))
     resp.raise_for_status()
-    import base64
     server_wrapped = base64.urlsafe_b64decode(resp.json()["value"] + "==")
     check(crypto.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, server_wrapped).key == cek,
           "server-side wrapkey unwraps to the same key")

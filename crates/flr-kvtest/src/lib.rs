@@ -88,6 +88,8 @@ pub(crate) struct State {
     pub(crate) failures: VecDeque<(u16, Option<u64>)>,
     pub(crate) log: Vec<Logged>,
     pub(crate) page_size: usize,
+    /// Tokens minted under an older generation are expired.
+    pub(crate) token_generation: u64,
 }
 
 impl Shared {
@@ -142,6 +144,7 @@ impl TestVault {
                 failures: VecDeque::new(),
                 log: Vec::new(),
                 page_size: 25,
+                token_generation: 0,
             }),
         });
         let ca_dir = tempfile::tempdir().expect("a temporary directory for the CA");
@@ -365,7 +368,20 @@ impl TestVault {
 
     /// A token as the token endpoint would grant it to `client_id`.
     pub fn token_for(&self, client_id: &str) -> String {
-        token::mint(&self.shared.tenant, client_id, token::VAULT_RESOURCE)
+        let generation = self.lock().token_generation;
+        token::mint(
+            &self.shared.tenant,
+            client_id,
+            token::VAULT_RESOURCE,
+            generation,
+        )
+    }
+
+    /// Makes every token handed out so far expired: the vault answers them
+    /// with the challenge and `[TokenExpired]` (as it does once a token's
+    /// `exp` has passed), so clients must fetch a new one.
+    pub fn expire_tokens(&self) {
+        self.lock().token_generation += 1;
     }
 
     /// Items per page of the list operations when the request has no

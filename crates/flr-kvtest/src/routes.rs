@@ -112,8 +112,11 @@ fn route(shared: &Shared, req: &Request) -> (Reply, bool, Option<String>) {
     match (req.method.as_str(), segs.as_slice()) {
         ("POST", [tenant, "oauth2", "v2.0", "token"]) => {
             let form = token::parse_form(&String::from_utf8_lossy(&req.body));
-            let clients = shared.lock().clients.clone();
-            return match token::issue(tenant, &shared.tenant, &form, &clients) {
+            let (clients, generation) = {
+                let st = shared.lock();
+                (st.clients.clone(), st.token_generation)
+            };
+            return match token::issue(tenant, &shared.tenant, &form, &clients, generation) {
                 Ok(grant) => (Reply::json(200, grant.body), false, Some(grant.client_id)),
                 Err((status, body)) => (Reply::json(status, body), false, None),
             };
@@ -157,6 +160,19 @@ fn route(shared: &Shared, req: &Request) -> (Reply, bool, Option<String>) {
                 401,
                 "Unauthorized",
                 format!("AKV10022: Invalid audience. Expected {VAULT_RESOURCE}, found: {aud}."),
+            );
+            return (challenge(shared, &e), false, caller);
+        }
+    }
+    if let Some(c) = &claims {
+        let generation = shared.lock().token_generation;
+        let expired = c["exp"].as_i64().is_some_and(|exp| exp <= now())
+            || c["flr_gen"].as_u64().is_some_and(|g| g < generation);
+        if expired {
+            let e = KvError::new(
+                401,
+                "Unauthorized",
+                "[TokenExpired] Error validating token: 'S2S12086'.",
             );
             return (challenge(shared, &e), false, caller);
         }
@@ -531,7 +547,7 @@ fn key_call(
             })
         }
         WrapKey | UnwrapKey | Encrypt | Decrypt => crypto_call(ctx, op, name, version),
-        _ => Err(no_route("?", &[name])),
+        _ => unreachable!("dispatch routes only its own operations here, not {op:?}"),
     }
 }
 
@@ -745,6 +761,6 @@ fn secret_call(
                 body: None,
             })
         }
-        _ => Err(no_route("?", &[name])),
+        _ => unreachable!("dispatch routes only its own operations here, not {op:?}"),
     }
 }

@@ -30,8 +30,9 @@ pub(crate) fn oid_for(client_id: &str) -> String {
     )
 }
 
-/// An unsigned JWT (`alg: none`) for `client_id` in `tenant`.
-pub(crate) fn mint(tenant: &str, client_id: &str, audience: &str) -> String {
+/// An unsigned JWT (`alg: none`) for `client_id` in `tenant`. `generation`
+/// (claim `flr_gen`) lets the vault treat every older token as expired.
+pub(crate) fn mint(tenant: &str, client_id: &str, audience: &str, generation: u64) -> String {
     let t = now();
     let header = json!({ "typ": "JWT", "alg": "none" });
     let claims = json!({
@@ -43,6 +44,7 @@ pub(crate) fn mint(tenant: &str, client_id: &str, audience: &str) -> String {
         "sub": oid_for(client_id),
         "tid": tenant,
         "ver": "1.0",
+        "flr_gen": generation,
     });
     format!(
         "{}.{}.",
@@ -124,6 +126,7 @@ pub(crate) fn issue(
     tenant: &str,
     form: &HashMap<String, String>,
     clients: &HashMap<String, String>,
+    generation: u64,
 ) -> Result<Grant, (u16, Value)> {
     if !path_tenant.eq_ignore_ascii_case(tenant) {
         return Err(aad_error(
@@ -188,7 +191,7 @@ pub(crate) fn issue(
             "token_type": "Bearer",
             "expires_in": LIFETIME_SECS,
             "ext_expires_in": LIFETIME_SECS,
-            "access_token": mint(tenant, client_id, audience),
+            "access_token": mint(tenant, client_id, audience, generation),
         }),
     })
 }
@@ -221,7 +224,7 @@ mod tests {
             ("client_secret", "s3cret"),
             ("scope", "https://vault.azure.net/.default"),
         ]);
-        let g = issue("tid", "tid", &ok, &clients).unwrap_or_else(|e| panic!("{e:?}"));
+        let g = issue("tid", "tid", &ok, &clients, 0).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(g.client_id, "app");
         let c = claims(g.body["access_token"].as_str().unwrap()).unwrap();
         assert_eq!(c["aud"], VAULT_RESOURCE);
@@ -233,21 +236,24 @@ mod tests {
 
         let mut wrong = ok.clone();
         wrong.insert("client_secret".into(), "nope".into());
-        let (status, body) = issue("tid", "tid", &wrong, &clients).err().unwrap();
+        let (status, body) = issue("tid", "tid", &wrong, &clients, 0).err().unwrap();
         assert_eq!(
             (status, body["error"].as_str()),
             (401, Some("invalid_client"))
         );
         wrong.insert("client_id".into(), "stranger".into());
-        let (status, body) = issue("tid", "tid", &wrong, &clients).err().unwrap();
+        let (status, body) = issue("tid", "tid", &wrong, &clients, 0).err().unwrap();
         assert_eq!(
             (status, body["error_codes"][0].as_u64()),
             (401, Some(700016))
         );
-        assert_eq!(issue("other", "tid", &ok, &clients).err().unwrap().0, 400);
+        assert_eq!(
+            issue("other", "tid", &ok, &clients, 0).err().unwrap().0,
+            400
+        );
         let mut scope = ok.clone();
         scope.insert("scope".into(), "https://vault.azure.net".into());
-        let (_, body) = issue("tid", "tid", &scope, &clients).err().unwrap();
+        let (_, body) = issue("tid", "tid", &scope, &clients, 0).err().unwrap();
         assert_eq!(body["error"], "invalid_scope");
 
         let mut fed = ok.clone();
@@ -258,10 +264,10 @@ mod tests {
         );
         fed.insert(
             "client_assertion".into(),
-            mint("tid", "app", "api://AzureADTokenExchange"),
+            mint("tid", "app", "api://AzureADTokenExchange", 0),
         );
-        assert!(issue("tid", "tid", &fed, &clients).is_ok());
+        assert!(issue("tid", "tid", &fed, &clients, 0).is_ok());
         fed.insert("client_assertion".into(), "not-a-jwt".into());
-        assert_eq!(issue("tid", "tid", &fed, &clients).err().unwrap().0, 401);
+        assert_eq!(issue("tid", "tid", &fed, &clients, 0).err().unwrap().0, 401);
     }
 }

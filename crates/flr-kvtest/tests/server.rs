@@ -254,6 +254,18 @@ fn token_endpoint_client_credentials_and_assertion() {
     ]);
     assert_eq!(status, 200, "{body}");
 
+    // Expired tokens get the challenge again; new ones work.
+    kv.expire_tokens();
+    let a = as_app.get("/keys/none");
+    assert_eq!(a.status, 401);
+    assert!(a.headers.contains_key("www-authenticate"));
+    assert_eq!(
+        a.json["error"]["message"],
+        "[TokenExpired] Error validating token: 'S2S12086'."
+    );
+    as_app.token = Some(kv.token_for("app-1"));
+    assert_eq!(as_app.get("/keys/none").status, 404);
+
     let openid = http.get(&format!(
         "{}/v2.0/.well-known/openid-configuration",
         kv.authority()
