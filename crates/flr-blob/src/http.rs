@@ -1,0 +1,335 @@
+//! The REST calls flr makes (Get Blob Properties, Get Blob with a range,
+//! Get Page Ranges), each with retries, ETag pinning and counting.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, IF_MATCH};
+use reqwest::{Method, StatusCode};
+
+use crate::location::{BlobLocation, API_VERSION};
+use crate::pages::PageMap;
+use crate::{BlobError, BlobOptions, Counters};
+
+/// What Get Blob Properties said.
+pub(crate) struct Properties {
+    pub(crate) len: u64,
+    pub(crate) etag: Option<String>,
+    pub(crate) page_blob: bool,
+}
+
+/// One failed attempt, and whether another might succeed.
+struct Attempt {
+    retry: bool,
+    msg: String,
+    request_id: Option<String>,
+    changed: bool,
+}
+
+impl Attempt {
+    fn transient(msg: impl Into<String>) -> Self {
+        Attempt {
+            retry: true,
+            msg: msg.into(),
+            request_id: None,
+            changed: false,
+        }
+    }
+}
+
+pub(crate) struct Http {
+    client: reqwest::Client,
+    loc: BlobLocation,
+    etag: OnceLock<String>,
+    max_attempts: u32,
+    base_delay: Duration,
+    max_delay: Duration,
+    pub(crate) counters: Arc<Counters>,
+    seed: AtomicU64,
+}
+
+enum Op {
+    Head,
+    Range { off: u64, len: u64 },
+    PageList { marker: Option<String> },
+}
+
+enum Reply {
+    Head(Properties),
+    Body(Bytes),
+    Pages(Vec<(u64, u64)>, Option<String>),
+}
+
+impl Http {
+    pub(crate) fn new(
+        loc: BlobLocation,
+        opts: &BlobOptions,
+        counters: Arc<Counters>,
+    ) -> Result<Self, BlobError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(opts.request_timeout)
+            .pool_max_idle_per_host(opts.concurrency.max(1) * 2)
+            .build()
+            .map_err(|e| BlobError::Location(format!("HTTP client: {e}")))?;
+        let seed = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+            | 1;
+        Ok(Http {
+            client,
+            loc,
+            etag: OnceLock::new(),
+            max_attempts: opts.max_attempts.max(1),
+            base_delay: opts.base_delay,
+            max_delay: opts.max_delay,
+            counters,
+            seed: AtomicU64::new(seed),
+        })
+    }
+
+    pub(crate) fn shown(&self) -> &str {
+        self.loc.shown()
+    }
+
+    /// Reads the blob's size, ETag and type, and pins the ETag for every
+    /// later request.
+    pub(crate) async fn properties(&self) -> Result<Properties, BlobError> {
+        match self.call(Op::Head, "get properties").await? {
+            Reply::Head(p) => {
+                if let Some(e) = &p.etag {
+                    let _ = self.etag.set(e.clone());
+                }
+                Ok(p)
+            }
+            _ => unreachable!("HEAD returns properties"),
+        }
+    }
+
+    /// The written ranges of a page blob, following continuation markers.
+    pub(crate) async fn page_ranges(&self, len: u64) -> Result<PageMap, BlobError> {
+        let mut ranges = Vec::new();
+        let mut marker = None;
+        loop {
+            match self
+                .call(Op::PageList { marker }, "get page ranges")
+                .await?
+            {
+                Reply::Pages(mut r, next) => {
+                    ranges.append(&mut r);
+                    match next {
+                        Some(m) if !m.is_empty() => marker = Some(m),
+                        _ => break,
+                    }
+                }
+                _ => unreachable!("pagelist returns ranges"),
+            }
+        }
+        Ok(PageMap::new(ranges, len))
+    }
+
+    /// `len` bytes at `off`, exactly.
+    pub(crate) async fn range(&self, off: u64, len: u64) -> Result<Bytes, BlobError> {
+        match self
+            .call(
+                Op::Range { off, len },
+                &format!("read of {len} bytes at {off:#x}"),
+            )
+            .await?
+        {
+            Reply::Body(b) => Ok(b),
+            _ => unreachable!("GET returns a body"),
+        }
+    }
+
+    async fn call(&self, op: Op, what: &str) -> Result<Reply, BlobError> {
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.once(&op).await {
+                Ok(r) => return Ok(r),
+                Err(a) if a.changed => {
+                    return Err(BlobError::Changed {
+                        location: self.loc.shown().to_string(),
+                        etag: self.etag.get().cloned().unwrap_or_default(),
+                        request_id: a.request_id.unwrap_or_else(|| "none".into()),
+                    })
+                }
+                Err(a) if !a.retry || attempt >= self.max_attempts => {
+                    return Err(BlobError::Request {
+                        location: self.loc.shown().to_string(),
+                        what: what.to_string(),
+                        attempts: attempt,
+                        msg: a.msg,
+                        request_id: a.request_id.unwrap_or_else(|| "none".into()),
+                    })
+                }
+                Err(_) => {
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                }
+            }
+        }
+    }
+
+    /// Exponential backoff with jitter: a uniform pick in [d/2, d] where d
+    /// doubles from the base delay up to the cap.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let d = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(self.max_delay);
+        // xorshift64: jitter needs no cryptographic quality.
+        let mut x = self.seed.load(Ordering::Relaxed);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.seed.store(x, Ordering::Relaxed);
+        let frac = (x % 1000) as f64 / 1000.0;
+        d.mul_f64(0.5 + frac / 2.0)
+    }
+
+    async fn once(&self, op: &Op) -> Result<Reply, Attempt> {
+        let mut url = self.loc.url().clone();
+        let method = match op {
+            Op::Head => Method::HEAD,
+            _ => Method::GET,
+        };
+        if let Op::PageList { marker } = op {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("comp", "pagelist");
+            if let Some(m) = marker {
+                q.append_pair("marker", m);
+            }
+        }
+        let mut req = self
+            .client
+            .request(method, url)
+            .header("x-ms-version", API_VERSION);
+        if let Op::Range { off, len } = op {
+            let end = off + len - 1;
+            req = req.header("x-ms-range", format!("bytes={off}-{end}"));
+        }
+        if let (Some(etag), false) = (self.etag.get(), matches!(op, Op::Head)) {
+            req = req.header(IF_MATCH, etag.as_str());
+        }
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| Attempt::transient(describe(&e)))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let request_id = header(&headers, "x-ms-request-id");
+        if !status.is_success() {
+            let code = header(&headers, "x-ms-error-code");
+            let body = resp.bytes().await.unwrap_or_default();
+            self.counters.add_bytes(body.len());
+            let code = code.or_else(|| xml_tag(&body, "Code"));
+            let msg = format!(
+                "HTTP {}{}{}",
+                status.as_u16(),
+                code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
+                hint(status)
+            );
+            return Err(Attempt {
+                retry: status.is_server_error()
+                    || status == StatusCode::TOO_MANY_REQUESTS
+                    || status == StatusCode::REQUEST_TIMEOUT,
+                changed: status == StatusCode::PRECONDITION_FAILED,
+                msg,
+                request_id,
+            });
+        }
+        let fail = |msg: String| Attempt {
+            retry: true,
+            msg,
+            request_id: request_id.clone(),
+            changed: false,
+        };
+        match op {
+            Op::Head => {
+                let len = header(&headers, "content-length")
+                    .and_then(|v| v.parse().ok())
+                    .ok_or_else(|| fail("no Content-Length in the blob's properties".into()))?;
+                Ok(Reply::Head(Properties {
+                    len,
+                    etag: header(&headers, "etag"),
+                    page_blob: header(&headers, "x-ms-blob-type")
+                        .is_some_and(|t| t.eq_ignore_ascii_case("PageBlob")),
+                }))
+            }
+            Op::Range { off, len } => {
+                if status != StatusCode::PARTIAL_CONTENT && !(*off == 0 && status.is_success()) {
+                    return Err(Attempt {
+                        retry: false,
+                        msg: format!("expected 206 for a range read, got {}", status.as_u16()),
+                        request_id,
+                        changed: false,
+                    });
+                }
+                let body = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| fail(format!("body cut off: {}", describe(&e))))?;
+                self.counters.add_bytes(body.len());
+                if body.len() as u64 != *len {
+                    return Err(fail(format!("short body: {} of {len} bytes", body.len())));
+                }
+                Ok(Reply::Body(body))
+            }
+            Op::PageList { .. } => {
+                let body = resp
+                    .bytes()
+                    .await
+                    .map_err(|e| fail(format!("body cut off: {}", describe(&e))))?;
+                self.counters.add_bytes(body.len());
+                let (ranges, next) = crate::pages::parse_page_list(&body)
+                    .ok_or_else(|| fail("unreadable page list".into()))?;
+                Ok(Reply::Pages(ranges, next))
+            }
+        }
+    }
+}
+
+fn header(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.to_string())
+}
+
+fn xml_tag(body: &[u8], tag: &str) -> Option<String> {
+    let s = std::str::from_utf8(body).ok()?;
+    let open = format!("<{tag}>");
+    let start = s.find(&open)? + open.len();
+    let end = s[start..].find('<')? + start;
+    Some(s[start..end].to_string())
+}
+
+fn hint(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        403 => " (access denied: is the SAS expired, or without read permission?)",
+        404 => " (no such blob or container)",
+        _ => "",
+    }
+}
+
+/// reqwest's error with its causes (connection reset, timed out…).
+fn describe(e: &reqwest::Error) -> String {
+    let mut s = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "transfer failed".to_string()
+    };
+    let mut src = std::error::Error::source(e);
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}

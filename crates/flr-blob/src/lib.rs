@@ -1,0 +1,633 @@
+//! Azure Blob storage as a [`flr_io::ReadAt`]: a disk image is read where
+//! it lies, in ranges, in parallel and through a block cache, never
+//! downloaded whole.
+//!
+//! [`BlobSource::open`] takes a [`BlobLocation`] (a SAS URL, a managed-disk
+//! export URL, an Azurite URL or a connection string), reads the blob's
+//! properties and pins its ETag, and for a page blob reads the page-range
+//! map so never-written ranges read as zeros without a request. Reads then
+//! go through an aligned block cache with a memory budget: misses are
+//! coalesced into runs, fetched as parallel range requests on a tokio
+//! runtime owned by the source, and sequential streams get a read-ahead
+//! window that doubles while they continue.
+//!
+//! # Example
+//! ```no_run
+//! use flr_blob::{BlobLocation, BlobOptions, BlobSource};
+//! use flr_io::ReadAt;
+//!
+//! let loc = BlobLocation::parse("UseDevelopmentStorage=true;Container=disks;Blob=os.vhd")?;
+//! let blob = BlobSource::open(loc, BlobOptions::default())?;
+//! let mut footer = [0u8; 512];
+//! blob.read_exact_at(blob.len() - 512, &mut footer)?;
+//! eprintln!("{}", blob.stats().human());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Errors
+//! [`BlobError::Location`] is the caller's (a malformed URL or connection
+//! string); [`BlobError::Request`] is the service's or the network's, after
+//! the retries, and names the request id; [`BlobError::Changed`] means the
+//! blob was modified during the restore (its ETag no longer matches), so
+//! flr stops rather than mixing old and new bytes. Reads through
+//! [`ReadAt`] wrap them in an [`IoError`] of the `blob` layer.
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod emulator;
+mod http;
+mod location;
+mod pages;
+pub mod upload;
+
+pub use location::{
+    account_sas, blob_service_sas, is_remote, BlobLocation, SasTerms, API_VERSION, DEV_ACCOUNT,
+    DEV_BLOB_ENDPOINT, DEV_KEY,
+};
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flr_io::{IoError, ReadAt};
+use tokio::sync::Semaphore;
+
+use crate::http::Http;
+use crate::pages::PageMap;
+
+/// A failure to locate or read a blob.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BlobError {
+    /// The location string is malformed or incomplete.
+    #[error("{0}")]
+    Location(String),
+    /// A request failed for good (after the retries, or at once for errors
+    /// that retrying cannot fix).
+    #[error(
+        "{location}: {what} failed after {attempts} attempt(s): {msg} (request id {request_id})"
+    )]
+    Request {
+        /// The blob, without its SAS.
+        location: String,
+        /// The operation.
+        what: String,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        msg: String,
+        /// The service's `x-ms-request-id` of the last attempt (`none` when
+        /// no response arrived).
+        request_id: String,
+    },
+    /// The blob changed since it was opened.
+    #[error("{location}: the blob changed while it was being read (ETag {etag} no longer matches, request id {request_id}); nothing mixed was returned, start again")]
+    Changed {
+        /// The blob, without its SAS.
+        location: String,
+        /// The ETag pinned at open.
+        etag: String,
+        /// The request id of the refused request.
+        request_id: String,
+    },
+    /// The I/O runtime could not start.
+    #[error("cannot start the I/O runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Tuning for a [`BlobSource`].
+#[derive(Debug, Clone)]
+pub struct BlobOptions {
+    /// Range requests in flight at once.
+    pub concurrency: usize,
+    /// Cache block size in bytes (a power of two, at least 4 KiB).
+    pub block_size: u64,
+    /// Memory budget of the block cache in bytes.
+    pub cache_bytes: u64,
+    /// Largest single range request in bytes; longer runs are split and
+    /// fetched in parallel.
+    pub max_request: u64,
+    /// Largest sequential read-ahead window in bytes.
+    pub max_readahead: u64,
+    /// Attempts per request, the first included.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with jitter.
+    pub base_delay: Duration,
+    /// Cap on the retry delay.
+    pub max_delay: Duration,
+    /// Timeout of one request, body included.
+    pub request_timeout: Duration,
+}
+
+impl Default for BlobOptions {
+    fn default() -> Self {
+        BlobOptions {
+            concurrency: 8,
+            block_size: 64 << 10,
+            cache_bytes: 256 << 20,
+            max_request: 1 << 20,
+            max_readahead: 8 << 20,
+            max_attempts: 8,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+impl BlobOptions {
+    /// The defaults, with the retry policy overridable from the
+    /// environment: `FLR_BLOB_ATTEMPTS`, `FLR_BLOB_RETRY_MS` (first delay),
+    /// `FLR_BLOB_TIMEOUT_S` (per request).
+    pub fn from_env() -> Self {
+        let mut o = BlobOptions::default();
+        let num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        if let Some(n) = num("FLR_BLOB_ATTEMPTS") {
+            o.max_attempts = u32::try_from(n).unwrap_or(u32::MAX).max(1);
+        }
+        if let Some(ms) = num("FLR_BLOB_RETRY_MS") {
+            o.base_delay = Duration::from_millis(ms);
+        }
+        if let Some(s) = num("FLR_BLOB_TIMEOUT_S") {
+            o.request_timeout = Duration::from_secs(s.max(1));
+        }
+        o
+    }
+}
+
+/// Shared counters, updated by the fetch tasks.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    bytes: AtomicU64,
+    pub(crate) requests: AtomicU64,
+    pub(crate) retries: AtomicU64,
+    hits: AtomicU64,
+    misses: AtomicU64,
+    zero_blocks: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn add_bytes(&self, n: usize) {
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// What a [`BlobSource`] has cost so far.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Stats {
+    /// The blob, without its SAS.
+    pub source: String,
+    /// Size of the blob.
+    pub blob_size: u64,
+    /// Bytes the page-range map says were written (the blob size when
+    /// there is no map).
+    pub written_bytes: u64,
+    /// Response body bytes received, retries included.
+    pub bytes_fetched: u64,
+    /// HTTP requests sent, retries included.
+    pub requests: u64,
+    /// Retries after transient failures.
+    pub retries: u64,
+    /// Cache blocks a read found present (or already on its way).
+    pub cache_hits: u64,
+    /// Cache blocks a read had to fetch.
+    pub cache_misses: u64,
+    /// Blocks served as zeros from the page-range map, without a request.
+    pub unwritten_blocks: u64,
+    /// Cache block size.
+    pub block_size: u64,
+    /// Range requests allowed in flight.
+    pub concurrency: usize,
+    /// Seconds since the source was opened.
+    pub seconds: f64,
+}
+
+impl Stats {
+    /// One line for people.
+    pub fn human(&self) -> String {
+        format!(
+            "flr: stats: {}: fetched {} bytes ({:.1} MiB) in {} requests ({} retries), cache hits {}, misses {}, unwritten blocks {}, {:.3} s",
+            self.source,
+            self.bytes_fetched,
+            self.bytes_fetched as f64 / 1048576.0,
+            self.requests,
+            self.retries,
+            self.cache_hits,
+            self.cache_misses,
+            self.unwritten_blocks,
+            self.seconds
+        )
+    }
+
+    /// One JSON object.
+    pub fn json(&self) -> String {
+        serde_json::to_string(self).expect("stats serialize")
+    }
+}
+
+enum Slot {
+    Ready { data: Bytes, tick: u64 },
+    Pending,
+    Failed(Arc<BlobError>),
+}
+
+/// A sequential stream being followed: where its last read ended and how
+/// far ahead it is read.
+#[derive(Clone, Copy)]
+struct Stream {
+    end: u64,
+    window: u64,
+    used: u64,
+}
+
+const STREAMS: usize = 8;
+
+struct State {
+    slots: HashMap<u64, Slot>,
+    lru: BTreeMap<u64, u64>,
+    tick: u64,
+    cached: u64,
+    streams: Vec<Stream>,
+}
+
+struct Inner {
+    http: Http,
+    state: Mutex<State>,
+    ready: Condvar,
+    sem: Arc<Semaphore>,
+    pages: Option<PageMap>,
+    len: u64,
+    opts: BlobOptions,
+}
+
+/// A blob read in ranges through a block cache. See the crate docs.
+pub struct BlobSource {
+    inner: Arc<Inner>,
+    rt: Option<tokio::runtime::Runtime>,
+    opened: Instant,
+}
+
+impl BlobSource {
+    /// Opens the blob: properties (size, ETag, type), then the page-range
+    /// map for a page blob.
+    pub fn open(loc: BlobLocation, opts: BlobOptions) -> Result<Self, BlobError> {
+        let opened = Instant::now();
+        let mut opts = opts;
+        opts.concurrency = opts.concurrency.max(1);
+        opts.block_size = opts.block_size.max(4096).next_power_of_two();
+        opts.max_request = opts.max_request.max(opts.block_size);
+        opts.cache_bytes = opts.cache_bytes.max(opts.block_size * 16);
+        opts.max_readahead = opts.max_readahead.min(opts.cache_bytes / 4);
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("flr-blob")
+            .enable_all()
+            .build()
+            .map_err(BlobError::Runtime)?;
+        let counters = Arc::new(Counters::default());
+        let http = Http::new(loc, &opts, counters)?;
+        let (props, pages) = rt.block_on(async {
+            let props = http.properties().await?;
+            let pages = if props.page_blob {
+                // A service that will not list pages (some export endpoints)
+                // costs only the optimisation, not the restore.
+                http.page_ranges(props.len).await.ok()
+            } else {
+                None
+            };
+            Ok::<_, BlobError>((props, pages))
+        })?;
+        let inner = Arc::new(Inner {
+            http,
+            state: Mutex::new(State {
+                slots: HashMap::new(),
+                lru: BTreeMap::new(),
+                tick: 0,
+                cached: 0,
+                streams: Vec::with_capacity(STREAMS),
+            }),
+            ready: Condvar::new(),
+            sem: Arc::new(Semaphore::new(opts.concurrency)),
+            pages,
+            len: props.len,
+            opts,
+        });
+        Ok(BlobSource {
+            inner,
+            rt: Some(rt),
+            opened,
+        })
+    }
+
+    /// The costs so far.
+    pub fn stats(&self) -> Stats {
+        let i = &self.inner;
+        let c = &i.http.counters;
+        Stats {
+            source: i.http.shown().to_string(),
+            blob_size: i.len,
+            written_bytes: i.pages.as_ref().map_or(i.len, PageMap::written_bytes),
+            bytes_fetched: c.bytes.load(Ordering::Relaxed),
+            requests: c.requests.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            cache_hits: c.hits.load(Ordering::Relaxed),
+            cache_misses: c.misses.load(Ordering::Relaxed),
+            unwritten_blocks: c.zero_blocks.load(Ordering::Relaxed),
+            block_size: i.opts.block_size,
+            concurrency: i.opts.concurrency,
+            seconds: self.opened.elapsed().as_secs_f64(),
+        }
+    }
+
+    /// Whether the blob has a page-range map (a page blob that listed its
+    /// pages).
+    pub fn has_page_map(&self) -> bool {
+        self.inner.pages.is_some()
+    }
+
+    fn spawn(&self, first: u64, count: u64) {
+        let inner = Arc::clone(&self.inner);
+        if let Some(rt) = &self.rt {
+            rt.spawn(async move { inner.fetch(first, count).await });
+        }
+    }
+
+    fn io_err(&self, offset: u64, e: &BlobError) -> IoError {
+        IoError::Os {
+            layer: "blob".into(),
+            offset,
+            source: std::io::Error::other(e.to_string()),
+        }
+    }
+}
+
+impl Drop for BlobSource {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Inner {
+    fn block_len(&self, b: u64) -> u64 {
+        let bs = self.opts.block_size;
+        (self.len - b * bs).min(bs)
+    }
+
+    fn unwritten_block(&self, b: u64) -> bool {
+        self.pages
+            .as_ref()
+            .is_some_and(|p| p.unwritten(b * self.opts.block_size, self.block_len(b)))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn fetch(self: Arc<Self>, first: u64, count: u64) {
+        let permit = Arc::clone(&self.sem).acquire_owned().await;
+        let bs = self.opts.block_size;
+        let off = first * bs;
+        let len = (first + count) * bs;
+        let len = len.min(self.len) - off;
+        let res = self.http.range(off, len).await;
+        drop(permit);
+        let mut st = self.lock();
+        match res {
+            Ok(body) => {
+                for i in 0..count {
+                    let s = usize::try_from(i * bs).unwrap_or(usize::MAX);
+                    let e = usize::try_from(((i + 1) * bs).min(len)).unwrap_or(usize::MAX);
+                    st.tick += 1;
+                    let tick = st.tick;
+                    st.lru.insert(tick, first + i);
+                    st.cached += (e - s) as u64;
+                    if let Some(Slot::Ready { tick: old, data }) = st.slots.insert(
+                        first + i,
+                        Slot::Ready {
+                            data: body.slice(s..e),
+                            tick,
+                        },
+                    ) {
+                        st.lru.remove(&old);
+                        st.cached -= data.len() as u64;
+                    }
+                }
+                // Evict the least recently used blocks over the budget.
+                while st.cached > self.opts.cache_bytes {
+                    let Some((_, b)) = st.lru.pop_first() else {
+                        break;
+                    };
+                    if let Some(Slot::Ready { data, .. }) = st.slots.remove(&b) {
+                        st.cached -= data.len() as u64;
+                    }
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for i in 0..count {
+                    st.slots.insert(first + i, Slot::Failed(Arc::clone(&e)));
+                }
+            }
+        }
+        drop(st);
+        self.ready.notify_all();
+    }
+}
+
+impl ReadAt for BlobSource {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        let inner = &*self.inner;
+        let len = buf.len() as u64;
+        let end = offset.checked_add(len).filter(|&e| e <= inner.len);
+        let Some(end) = end else {
+            return Err(IoError::OutOfRange {
+                layer: "blob".into(),
+                offset,
+                len,
+                size: inner.len,
+            });
+        };
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let bs = inner.opts.block_size;
+        let (b0, b1) = (offset / bs, end.div_ceil(bs));
+        let nblocks = inner.len.div_ceil(bs);
+        let counters = &inner.http.counters;
+
+        let mut st = inner.lock();
+        // Follow sequential streams: a read that starts where a stream ended
+        // (within a block) continues it and doubles its read-ahead window.
+        st.tick += 1;
+        let now = st.tick;
+        let ahead = match st
+            .streams
+            .iter_mut()
+            .find(|s| offset + bs >= s.end && offset <= s.end + bs)
+        {
+            Some(s) => {
+                s.window = (s.window * 2)
+                    .max(len)
+                    .max(2 * bs)
+                    .min(inner.opts.max_readahead);
+                s.end = end;
+                s.used = now;
+                s.window
+            }
+            None => {
+                let fresh = Stream {
+                    end,
+                    window: 0,
+                    used: now,
+                };
+                if st.streams.len() < STREAMS {
+                    st.streams.push(fresh);
+                } else if let Some(old) = st.streams.iter_mut().min_by_key(|s| s.used) {
+                    *old = fresh;
+                }
+                0
+            }
+        };
+        let ra_end = (b1 + ahead.div_ceil(bs)).min(nblocks);
+
+        // Decide what to fetch: the read's own blocks first, then read-ahead.
+        let mut want = Vec::new();
+        for b in b0..ra_end {
+            let own = b < b1;
+            match st.slots.get(&b) {
+                Some(Slot::Ready { .. }) | Some(Slot::Pending) => {
+                    if own {
+                        counters.hits.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Some(Slot::Failed(_)) if !own => {}
+                _ => {
+                    if inner.unwritten_block(b) {
+                        continue;
+                    }
+                    if own {
+                        counters.misses.fetch_add(1, Ordering::Relaxed);
+                    }
+                    st.slots.insert(b, Slot::Pending);
+                    want.push(b);
+                }
+            }
+        }
+        drop(st);
+        let per_req = inner.opts.max_request / bs;
+        for (first, count) in coalesce(&want, per_req) {
+            self.spawn(first, count);
+        }
+
+        // Copy each block out as soon as it is there.
+        let mut done = vec![false; usize::try_from(b1 - b0).unwrap_or(0)];
+        let mut left = done.len();
+        let mut st = inner.lock();
+        loop {
+            for b in b0..b1 {
+                let i = usize::try_from(b - b0).unwrap_or(0);
+                if done[i] {
+                    continue;
+                }
+                let bstart = b * bs;
+                let s = offset.max(bstart);
+                let e = end.min(bstart + inner.block_len(b));
+                let dst = &mut buf[(s - offset) as usize..(e - offset) as usize];
+                if inner.unwritten_block(b) {
+                    dst.fill(0);
+                    counters.zero_blocks.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    match st.slots.get(&b) {
+                        Some(Slot::Ready { data, tick }) => {
+                            let old = *tick;
+                            dst.copy_from_slice(
+                                &data[(s - bstart) as usize..(e - bstart) as usize],
+                            );
+                            st.tick += 1;
+                            let t = st.tick;
+                            st.lru.remove(&old);
+                            st.lru.insert(t, b);
+                            if let Some(Slot::Ready { tick, .. }) = st.slots.get_mut(&b) {
+                                *tick = t;
+                            }
+                        }
+                        Some(Slot::Pending) => continue,
+                        Some(Slot::Failed(e)) => {
+                            let e = Arc::clone(e);
+                            // Forget the failure so a later read tries again.
+                            st.slots.remove(&b);
+                            return Err(self.io_err(s, &e));
+                        }
+                        None => {
+                            // Evicted before this read copied it: fetch again.
+                            st.slots.insert(b, Slot::Pending);
+                            drop(st);
+                            self.spawn(b, 1);
+                            st = inner.lock();
+                            continue;
+                        }
+                    }
+                }
+                done[i] = true;
+                left -= 1;
+            }
+            if left == 0 {
+                return Ok(());
+            }
+            st = inner.ready.wait(st).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.inner.len
+    }
+
+    fn layer(&self) -> &str {
+        "blob"
+    }
+
+    fn is_known_zero(&self, offset: u64, len: u64) -> bool {
+        self.inner
+            .pages
+            .as_ref()
+            .is_some_and(|p| p.unwritten(offset, len))
+    }
+}
+
+/// Sorted block numbers to `(first, count)` runs of at most `max` blocks.
+fn coalesce(blocks: &[u64], max: u64) -> Vec<(u64, u64)> {
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for &b in blocks {
+        match runs.last_mut() {
+            Some((f, c)) if *f + *c == b && *c < max => *c += 1,
+            _ => runs.push((b, 1)),
+        }
+    }
+    runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalescing() {
+        assert_eq!(coalesce(&[], 4), vec![]);
+        assert_eq!(
+            coalesce(&[1, 2, 3, 5, 6, 7, 8, 9, 10], 4),
+            vec![(1, 3), (5, 4), (9, 2)]
+        );
+    }
+
+    #[test]
+    fn read_at_is_object_safe_and_send() {
+        fn takes(_: &dyn ReadAt) {}
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<BlobSource>();
+        let _ = takes;
+    }
+}
