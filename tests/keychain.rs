@@ -60,11 +60,7 @@ impl Setup {
     }
 
     fn audit(&self) -> Vec<serde_json::Value> {
-        std::fs::read_to_string(self.path("audit.jsonl"))
-            .unwrap_or_default()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
+        read_jsonl(&self.path("audit.jsonl"))
     }
 }
 

@@ -9,4 +9,5 @@ mod cli;
 mod corpus;
 mod hostile;
 mod keychain;
+mod keyvault;
 mod tools;

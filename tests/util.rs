@@ -105,3 +105,12 @@ pub(crate) fn check_tree(dest: &Path, sums: &BTreeMap<String, String>, entries: 
 pub(crate) fn demo() -> PathBuf {
     flr_testdata::testdata_dir().join("demo.vhd")
 }
+
+/// The records of a JSONL audit log (none when the file does not exist).
+pub(crate) fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
