@@ -201,3 +201,79 @@ fn dry_run_checks_without_unwrapping_and_policy_refusals_block() {
     );
     assert_eq!(st.audit().last().unwrap()["result"], "failed");
 }
+
+/// A passphrase file standing for the secret version (offline_secret): no
+/// vault, no unwrap; and the metadata-only verdicts: server-side encryption
+/// reads as plain, a confidential-VM disk is blocked with the reason.
+#[test]
+fn offline_secret_sse_and_confidential_vm_verdicts() {
+    let st = Setup::new();
+    let img = fixture("luks/ade-os.vhd.zst");
+    let pass = flr_testdata::testdata_dir().join("luks/pass-ade.bin");
+    let cfg = st.path("secret.toml");
+    std::fs::write(
+        &cfg,
+        format!("[[offline_secret]]\nid = \"{SECRET}\"\nfile = \"{}\"\n[policy]\noffline = true\n[audit]\npath = \"audit.jsonl\"\n", s(&pass)),
+    )
+    .unwrap();
+    let out = run_ok(&[
+        "cat",
+        "--config",
+        s(&cfg),
+        "--secret-url",
+        SECRET,
+        s(&img),
+        "p1:/etc/hostname",
+    ]);
+    assert_eq!(stdout(&out), "ade-vm-01\n");
+    assert_eq!(st.audit()[0]["operation"], "offline-secret");
+
+    // Server-side encryption with a customer key: the plain volumes are
+    // readable and the report says why no key is needed.
+    let sse = st.path("sse.json");
+    std::fs::write(
+        &sse,
+        r#"{"name":"web01-os","properties":{"encryption":{"type":"EncryptionAtRestWithCustomerKey","diskEncryptionSetId":"/subscriptions/0/resourceGroups/rg/providers/Microsoft.Compute/diskEncryptionSets/des1"}}}"#,
+    )
+    .unwrap();
+    let demo = flr_testdata::testdata_dir().join("demo.vhd");
+    let out = run(&[
+        "probe",
+        "--dry-run",
+        "--json",
+        "--config",
+        s(&cfg),
+        "--metadata",
+        s(&sse),
+        s(&demo),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for f in r["feasibility"].as_array().unwrap() {
+        assert_eq!(f["verdict"], "readable", "{f}");
+        assert_eq!(f["reasons"][1], "server-side-encrypted", "{f}");
+        assert!(f["sentence"].as_str().unwrap().contains("des1"), "{f}");
+    }
+
+    // A confidential-VM disk: blocked, whatever keys are configured.
+    let cvm = st.path("cvm.json");
+    std::fs::write(
+        &cvm,
+        format!(r#"{{"securityProfile":{{"securityType":"ConfidentialVM_DiskEncryptedWithCustomerKey"}},
+            "encryptionSettingsCollection":{{"enabled":true,"encryptionSettings":[{{"diskEncryptionKey":{{"secretUrl":"{SECRET}"}}}}]}}}}"#),
+    )
+    .unwrap();
+    let out = run(&[
+        "probe",
+        "--dry-run",
+        "--json",
+        "--config",
+        s(&cfg),
+        "--metadata",
+        s(&cvm),
+        s(&img),
+    ]);
+    assert_eq!(out.status.code(), Some(4));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["feasibility"][0]["reasons"][0], "confidential-vm", "{r}");
+}
