@@ -12,9 +12,11 @@ use zeroize::Zeroizing;
 /// Decodes base64 in either alphabet, padded or not (Key Vault and ADE use
 /// all four). Whitespace is ignored.
 pub fn b64_decode(text: &str) -> Result<Vec<u8>, String> {
-    let t: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+    // The text may be a BEK's base64: keep the cleaned copy wiped too.
+    let t: Zeroizing<String> =
+        Zeroizing::new(text.chars().filter(|c| !c.is_whitespace()).collect());
     for e in [&URL_SAFE_NO_PAD, &URL_SAFE, &STANDARD, &STANDARD_NO_PAD] {
-        if let Ok(v) = e.decode(&t) {
+        if let Ok(v) = e.decode(t.as_bytes()) {
             return Ok(v);
         }
     }
