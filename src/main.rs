@@ -4,11 +4,14 @@
 //! its result to an exit code; everything else lives in `crates/`.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use flr_engine::{KeyRing, Scan};
+use flr_blob::{BlobLocation, BlobOptions, BlobSource};
+use flr_engine::{Image, KeyRing, Scan};
 use flr_ops::{
     exit, ChainOptions, Context, GetOptions, LsOptions, OpsError, OutputFormat, VolPath,
 };
@@ -61,6 +64,13 @@ struct Cli {
     /// is blocked, 6 when the key chain could not find out.
     #[arg(long = "dry-run", global = true)]
     dry_run: bool,
+    /// After the command, report on stderr what reading the image cost: bytes fetched,
+    /// requests, cache hits, seconds (one JSON object with --json).
+    #[arg(long, global = true)]
+    stats: bool,
+    /// Range requests in flight at once when the image is a blob.
+    #[arg(long, global = true, value_name = "N", default_value_t = 8)]
+    concurrency: usize,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -69,16 +79,20 @@ struct Cli {
 enum Cmd {
     /// Show the layers of an image: container, partition table, volumes and what is on each.
     Probe {
-        /// Disk image: raw, VHD or VHDX (detected from content).
-        image: PathBuf,
+        /// Disk image: raw, VHD or VHDX (detected from content). A local path, a blob URL
+        /// with a SAS (https://ACCOUNT.blob.core.windows.net/C/disk.vhd?sv=…, managed-disk
+        /// exports, Azurite), or a connection string with Container=…;Blob=… (e.g.
+        /// "UseDevelopmentStorage=true;Container=disks;Blob=os.vhd"): read in ranges, never
+        /// downloaded whole.
+        image: String,
         /// Machine-readable JSON.
         #[arg(long)]
         json: bool,
     },
     /// List a folder on a volume.
     Ls {
-        /// Disk image.
-        image: PathBuf,
+        /// Disk image: a local path, a blob URL with a SAS, or a connection string.
+        image: String,
         /// ID:/folder (e.g. p2:/etc).
         path: String,
         /// Long listing: mode, owner, size, mtime.
@@ -93,8 +107,8 @@ enum Cmd {
     },
     /// Restore files or folders into DEST.
     Get {
-        /// Disk image.
-        image: PathBuf,
+        /// Disk image: a local path, a blob URL with a SAS, or a connection string.
+        image: String,
         /// ID:/path of each file or folder to restore.
         #[arg(required = true)]
         paths: Vec<String>,
@@ -113,11 +127,70 @@ enum Cmd {
     },
     /// Write one file to stdout; `ID:` with an empty path streams the whole volume.
     Cat {
-        /// Disk image.
-        image: PathBuf,
+        /// Disk image: a local path, a blob URL with a SAS, or a connection string.
+        image: String,
         /// ID:/file, or ID: for the raw volume.
         path: String,
     },
+}
+
+/// The blob a command read, kept for `--stats`.
+static BLOB: OnceLock<Arc<BlobSource>> = OnceLock::new();
+
+/// The image argument as it may be printed: a blob URL loses its SAS.
+fn shown_location(image: &str) -> String {
+    if flr_blob::is_remote(image) {
+        BlobLocation::parse(image).map_or_else(|_| "(blob)".into(), |l| l.shown().to_string())
+    } else {
+        image.to_string()
+    }
+}
+
+/// Opens the image argument: a local path, or a blob read in ranges.
+fn open_image(
+    image: &str,
+    scan: Scan,
+    keys: &KeyRing,
+    opts: &BlobOptions,
+) -> Result<Image, OpsError> {
+    if !flr_blob::is_remote(image) {
+        return Ok(flr_engine::open_path(Path::new(image), scan, keys)?);
+    }
+    let loc = BlobLocation::parse(image).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let shown = loc.shown().to_string();
+    let blob = BlobSource::open(loc, opts.clone()).map_err(|e| {
+        flr_engine::EngineError::from(flr_io::IoError::Os {
+            layer: "blob".into(),
+            offset: 0,
+            source: std::io::Error::other(e.to_string()),
+        })
+    })?;
+    let blob = BLOB.get_or_init(|| Arc::new(blob)).clone();
+    // Differencing disks on blob storage would need their parents as blobs too.
+    Ok(flr_engine::open_source(
+        blob,
+        &shown,
+        &flr_io::NoParentResolver,
+        scan,
+        keys,
+    )?)
+}
+
+/// `--stats`: what reading the image cost, on stderr.
+fn print_stats(json: bool, started: Instant) {
+    let line = match (BLOB.get(), json) {
+        (Some(b), true) => b.stats().json(),
+        (Some(b), false) => b.stats().human(),
+        (None, true) => format!(
+            "{{\"source\":\"local\",\"bytes_fetched\":0,\"requests\":0,\"cache_hits\":0,\"seconds\":{:.6}}}",
+            started.elapsed().as_secs_f64()
+        ),
+        (None, false) => format!(
+            "flr: stats: local image, nothing fetched, {:.3} s",
+            started.elapsed().as_secs_f64()
+        ),
+    };
+    let _ = writeln!(std::io::stderr(), "{line}");
 }
 
 fn parse_specs(v: &[String]) -> Result<Vec<VolPath>, OpsError> {
@@ -145,9 +218,14 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
         Cmd::Probe { image, .. }
         | Cmd::Ls { image, .. }
         | Cmd::Get { image, .. }
-        | Cmd::Cat { image, .. } => image.display().to_string(),
+        | Cmd::Cat { image, .. } => shown_location(image),
+    };
+    let blob_opts = BlobOptions {
+        concurrency: cli.concurrency,
+        ..BlobOptions::from_env()
     };
     let chain = flr_ops::run_chain(&chain_opts, &image_arg, &mut keys)?;
+    let open = |image: &str, scan: Scan| open_image(image, scan, &keys, &blob_opts);
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
@@ -179,7 +257,7 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
     }
     let code = match cli.cmd {
         Cmd::Probe { image, json } => {
-            let img = flr_engine::open_path(&image, Scan::Full, &keys)?;
+            let img = open(&image, Scan::Full)?;
             let mut ctx = Context {
                 out: &mut out,
                 err: &mut err,
@@ -211,7 +289,7 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
             json,
         } => {
             let spec = VolPath::parse(&path).map_err(OpsError::Usage)?;
-            let img = flr_engine::open_path(&image, Scan::Quick, &keys)?;
+            let img = open(&image, Scan::Quick)?;
             let mut ctx = Context {
                 out: &mut out,
                 err: &mut err,
@@ -229,7 +307,7 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
             json,
         } => {
             let specs = parse_specs(&paths)?;
-            let img = flr_engine::open_path(&image, Scan::Quick, &keys)?;
+            let img = open(&image, Scan::Quick)?;
             let mut ctx = Context {
                 out: &mut out,
                 err: &mut err,
@@ -249,7 +327,7 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
         }
         Cmd::Cat { image, path } => {
             let spec = VolPath::parse(&path).map_err(OpsError::Usage)?;
-            let img = flr_engine::open_path(&image, Scan::Quick, &keys)?;
+            let img = open(&image, Scan::Quick)?;
             // File data goes to stdout unbuffered: it is written in large chunks
             // already, and a buffer would only add a copy.
             out.flush()?;
@@ -262,7 +340,12 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
 }
 
 fn main() -> ExitCode {
+    let started = Instant::now();
     let cli = Cli::parse();
+    let stats = cli.stats.then_some(matches!(
+        cli.cmd,
+        Cmd::Probe { json: true, .. } | Cmd::Ls { json: true, .. } | Cmd::Get { json: true, .. }
+    ));
     let code = match run(cli) {
         Ok(c) => c,
         // A closed pipe (`flr cat … | head`) is not an error.
@@ -272,5 +355,8 @@ fn main() -> ExitCode {
             e.exit_code()
         }
     };
+    if let Some(json) = stats {
+        print_stats(json, started);
+    }
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -5,6 +5,7 @@
 
 mod util;
 
+mod blob;
 mod cli;
 mod corpus;
 mod hostile;

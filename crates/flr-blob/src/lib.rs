@@ -125,7 +125,7 @@ impl Default for BlobOptions {
     fn default() -> Self {
         BlobOptions {
             concurrency: 8,
-            block_size: 64 << 10,
+            block_size: 16 << 10,
             cache_bytes: 256 << 20,
             max_request: 1 << 20,
             max_readahead: 8 << 20,
@@ -140,7 +140,8 @@ impl Default for BlobOptions {
 impl BlobOptions {
     /// The defaults, with the retry policy overridable from the
     /// environment: `FLR_BLOB_ATTEMPTS`, `FLR_BLOB_RETRY_MS` (first delay),
-    /// `FLR_BLOB_TIMEOUT_S` (per request).
+    /// `FLR_BLOB_TIMEOUT_S` (per request), and the cache block size from
+    /// `FLR_BLOB_BLOCK_KIB`.
     pub fn from_env() -> Self {
         let mut o = BlobOptions::default();
         let num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
@@ -149,6 +150,9 @@ impl BlobOptions {
         }
         if let Some(ms) = num("FLR_BLOB_RETRY_MS") {
             o.base_delay = Duration::from_millis(ms);
+        }
+        if let Some(k) = num("FLR_BLOB_BLOCK_KIB") {
+            o.block_size = k.saturating_mul(1024);
         }
         if let Some(s) = num("FLR_BLOB_TIMEOUT_S") {
             o.request_timeout = Duration::from_secs(s.max(1));
