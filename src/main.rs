@@ -177,12 +177,16 @@ fn open_image(
 }
 
 /// `--stats`: what reading the image cost, on stderr.
-fn print_stats(json: bool, started: Instant) {
+fn print_stats(json: bool, remote: bool, started: Instant) {
     let line = match (BLOB.get(), json) {
         (Some(b), true) => b.stats().json(),
         (Some(b), false) => b.stats().human(),
+        (None, false) if remote => {
+            "flr: stats: the blob could not be opened (see the error above)".into()
+        }
         (None, true) => format!(
-            "{{\"source\":\"local\",\"bytes_fetched\":0,\"requests\":0,\"cache_hits\":0,\"seconds\":{:.6}}}",
+            "{{\"source\":\"{}\",\"opened\":false,\"bytes_fetched\":0,\"requests\":0,\"cache_hits\":0,\"seconds\":{:.6}}}",
+            if remote { "blob" } else { "local" },
             started.elapsed().as_secs_f64()
         ),
         (None, false) => format!(
@@ -342,10 +346,19 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
 fn main() -> ExitCode {
     let started = Instant::now();
     let cli = Cli::parse();
-    let stats = cli.stats.then_some(matches!(
-        cli.cmd,
-        Cmd::Probe { json: true, .. } | Cmd::Ls { json: true, .. } | Cmd::Get { json: true, .. }
-    ));
+    let stats = cli.stats.then(|| {
+        let json = matches!(
+            cli.cmd,
+            Cmd::Probe { json: true, .. }
+                | Cmd::Ls { json: true, .. }
+                | Cmd::Get { json: true, .. }
+        );
+        let (Cmd::Probe { image, .. }
+        | Cmd::Ls { image, .. }
+        | Cmd::Get { image, .. }
+        | Cmd::Cat { image, .. }) = &cli.cmd;
+        (json, flr_blob::is_remote(image))
+    });
     let code = match run(cli) {
         Ok(c) => c,
         // A closed pipe (`flr cat … | head`) is not an error.
@@ -355,8 +368,8 @@ fn main() -> ExitCode {
             e.exit_code()
         }
     };
-    if let Some(json) = stats {
-        print_stats(json, started);
+    if let Some((json, remote)) = stats {
+        print_stats(json, remote, started);
     }
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -127,8 +127,8 @@ impl Default for BlobOptions {
             concurrency: 8,
             block_size: 16 << 10,
             cache_bytes: 256 << 20,
-            max_request: 1 << 20,
-            max_readahead: 8 << 20,
+            max_request: 4 << 20,
+            max_readahead: 16 << 20,
             max_attempts: 8,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
@@ -140,8 +140,9 @@ impl Default for BlobOptions {
 impl BlobOptions {
     /// The defaults, with the retry policy overridable from the
     /// environment: `FLR_BLOB_ATTEMPTS`, `FLR_BLOB_RETRY_MS` (first delay),
-    /// `FLR_BLOB_TIMEOUT_S` (per request), and the cache block size from
-    /// `FLR_BLOB_BLOCK_KIB`.
+    /// `FLR_BLOB_TIMEOUT_S` (per request), and the tuning from
+    /// `FLR_BLOB_BLOCK_KIB` (cache block), `FLR_BLOB_REQUEST_KIB` (largest
+    /// request) and `FLR_BLOB_READAHEAD_MIB` (largest read-ahead window).
     pub fn from_env() -> Self {
         let mut o = BlobOptions::default();
         let num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
@@ -153,6 +154,12 @@ impl BlobOptions {
         }
         if let Some(k) = num("FLR_BLOB_BLOCK_KIB") {
             o.block_size = k.saturating_mul(1024);
+        }
+        if let Some(k) = num("FLR_BLOB_REQUEST_KIB") {
+            o.max_request = k.saturating_mul(1024);
+        }
+        if let Some(m) = num("FLR_BLOB_READAHEAD_MIB") {
+            o.max_readahead = m.saturating_mul(1 << 20);
         }
         if let Some(s) = num("FLR_BLOB_TIMEOUT_S") {
             o.request_timeout = Duration::from_secs(s.max(1));
@@ -241,9 +248,16 @@ enum Slot {
 /// far ahead it is read.
 #[derive(Clone, Copy)]
 struct Stream {
+    /// Where the last read of the stream ended.
     end: u64,
+    /// Current read-ahead window in bytes.
     window: u64,
+    /// Tick of the last read (for replacing the stalest stream).
     used: u64,
+    /// Bytes the stream has read.
+    consumed: u64,
+    /// Offset up to which read-ahead has been requested.
+    issued: u64,
 }
 
 const STREAMS: usize = 8;
@@ -464,43 +478,54 @@ impl ReadAt for BlobSource {
         let counters = &inner.http.counters;
 
         let mut st = inner.lock();
-        // Follow sequential streams: a read that starts where a stream ended
-        // (within a block) continues it and doubles its read-ahead window.
+        // Follow sequential streams. A read that starts where a stream ended
+        // (or a little after, within a block) continues it; the stream's
+        // read-ahead window doubles, but never beyond what the stream has
+        // read so far (so a small file overshoots by at most its own size)
+        // nor the configured cap. Read-ahead is issued in big steps: only
+        // when less than half a window is left in flight ahead of the reader.
         st.tick += 1;
         let now = st.tick;
-        let ahead = match st
+        let max_ra = inner.opts.max_readahead;
+        let mut ahead = None;
+        match st
             .streams
             .iter_mut()
-            .find(|s| offset + bs >= s.end && offset <= s.end + bs)
+            .find(|s| offset >= s.end && offset <= s.end + bs)
         {
             Some(s) => {
-                s.window = (s.window * 2)
-                    .max(len)
-                    .max(2 * bs)
-                    .min(inner.opts.max_readahead);
+                s.consumed += len;
+                s.window = (s.window * 2).max(2 * len).min(s.consumed).min(max_ra);
                 s.end = end;
                 s.used = now;
-                s.window
+                let frontier = s.issued.max(end);
+                if s.window > 0 && frontier < end + s.window / 2 {
+                    s.issued = end + s.window;
+                    ahead = Some((frontier, end + s.window));
+                }
             }
             None => {
                 let fresh = Stream {
                     end,
                     window: 0,
                     used: now,
+                    consumed: len,
+                    issued: end,
                 };
                 if st.streams.len() < STREAMS {
                     st.streams.push(fresh);
                 } else if let Some(old) = st.streams.iter_mut().min_by_key(|s| s.used) {
                     *old = fresh;
                 }
-                0
             }
-        };
-        let ra_end = (b1 + ahead.div_ceil(bs)).min(nblocks);
+        }
+        let (ra_start, ra_end) = ahead.map_or((b1, b1), |(from, to)| {
+            ((from / bs).max(b1), to.div_ceil(bs).min(nblocks))
+        });
 
         // Decide what to fetch: the read's own blocks first, then read-ahead.
         let mut want = Vec::new();
-        for b in b0..ra_end {
+        for b in (b0..b1).chain(ra_start.max(b1)..ra_end.max(b1)) {
             let own = b < b1;
             match st.slots.get(&b) {
                 Some(Slot::Ready { .. }) | Some(Slot::Pending) => {
