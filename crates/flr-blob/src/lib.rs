@@ -127,7 +127,7 @@ impl Default for BlobOptions {
             concurrency: 8,
             block_size: 16 << 10,
             cache_bytes: 256 << 20,
-            max_request: 4 << 20,
+            max_request: 8 << 20,
             max_readahead: 16 << 20,
             max_attempts: 8,
             base_delay: Duration::from_millis(200),
