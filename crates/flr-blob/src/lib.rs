@@ -128,7 +128,7 @@ impl Default for BlobOptions {
             block_size: 16 << 10,
             cache_bytes: 256 << 20,
             max_request: 8 << 20,
-            max_readahead: 16 << 20,
+            max_readahead: 64 << 20,
             max_attempts: 8,
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
@@ -481,7 +481,8 @@ impl ReadAt for BlobSource {
         // Follow sequential streams. A read that starts where a stream ended
         // (or a little after, within a block) continues it; the stream's
         // read-ahead window doubles, but never beyond what the stream has
-        // read so far (so a small file overshoots by at most its own size)
+        // read so far (so a small file overshoots by at most its own size),
+        // nor 4 MiB + 5 % of that (a large file overshoots by at most that),
         // nor the configured cap. Read-ahead is issued in big steps: only
         // when less than half a window is left in flight ahead of the reader.
         st.tick += 1;
@@ -495,7 +496,14 @@ impl ReadAt for BlobSource {
         {
             Some(s) => {
                 s.consumed += len;
-                s.window = (s.window * 2).max(2 * len).min(s.consumed).min(max_ra);
+                // What a restore may fetch beyond the file: 4 MiB + 5 % of
+                // what it has read (the byte budget flr is held to).
+                let budget = (4 << 20) + s.consumed / 20;
+                s.window = (s.window * 2)
+                    .max(2 * len)
+                    .min(s.consumed)
+                    .min(budget)
+                    .min(max_ra);
                 s.end = end;
                 s.used = now;
                 let frontier = s.issued.max(end);
