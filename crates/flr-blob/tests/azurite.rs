@@ -11,7 +11,9 @@ use flr_io::{MemSource, ReadAt};
 
 fn skip(test: &str) -> bool {
     if azurite().is_none() {
-        eprintln!("SKIPPED {test}: Azurite (npm azurite) is not installed");
+        flr_testdata::loud(&format!(
+            "SKIPPED flr-blob {test}: Azurite is not installed (npm install -g azurite, or set FLR_AZURITE_ENDPOINT)"
+        ));
         return true;
     }
     false
@@ -41,7 +43,7 @@ fn upload(container: &str, blob: &str, data: &[u8]) -> String {
         &MemSource::new(data.to_vec()),
     )
     .unwrap();
-    assert!(put < data.len() as u64);
+    assert!(put <= data.len() as u64);
     let sas = blob_service_sas(
         DEV_ACCOUNT,
         DEV_KEY,
@@ -161,4 +163,38 @@ fn connection_string_reads() {
         e.contains("nope.img") && e.contains("404") && !e.contains("sig="),
         "{e}"
     );
+}
+
+#[test]
+fn read_ahead_keeps_to_the_budget_when_data_follows() {
+    if skip("read_ahead_keeps_to_the_budget_when_data_follows") {
+        return;
+    }
+    // 16 MiB, all written: whatever read-ahead fetches past a "file" costs.
+    let mut data = image();
+    data.resize(16 << 20, 0);
+    for (i, b) in data.iter_mut().enumerate() {
+        *b = (i % 251) as u8 | 1;
+    }
+    let url = upload("crate-ahead", "full.img", &data);
+    let src = BlobSource::open(BlobLocation::parse(&url).unwrap(), BlobOptions::default()).unwrap();
+    let before = src.stats();
+    // Stream a 1 MiB "file" at 4 MiB in 128 KiB reads, as flr get does.
+    let mut buf = vec![0u8; 128 << 10];
+    for i in 0..8u64 {
+        let off = (4 << 20) + i * (128 << 10);
+        src.read_exact_at(off, &mut buf).unwrap();
+        assert_eq!(&buf[..], &data[off as usize..off as usize + buf.len()]);
+    }
+    // Let in-flight read-ahead land so that it is counted.
+    std::thread::sleep(Duration::from_millis(500));
+    let s = src.stats();
+    let fetched = s.bytes_fetched - before.bytes_fetched;
+    // Read-ahead never exceeds what the stream has read: at most 2 MiB in all.
+    assert!(
+        fetched <= 2 << 20,
+        "fetched {fetched} bytes for a 1 MiB stream"
+    );
+    assert!(s.requests - before.requests <= 8, "{s:?}");
+    assert!(s.cache_hits > 0);
 }
