@@ -55,15 +55,28 @@ struct Found {
 
 /// Finds ADE detached headers and opens the partitions they belong to.
 pub(crate) fn discover(volumes: &mut [Volume], keys: &KeyRing, scan: Scan) {
+    // Filesystems are searched only when some partition could hold the
+    // ciphertext: a plain disk costs no extra reads.
+    let possible: Vec<usize> = volumes
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| is_candidate(v, keys))
+        .map(|(i, _)| i)
+        .collect();
+    if possible.is_empty() {
+        return;
+    }
     let headers = find_headers(volumes);
     for h in headers {
         let origin = format!("{}:/{} (found automatically: ADE layout)", h.holder, h.path);
         let src: Source = Arc::new(MemSource::new(h.bytes));
-        let candidates: Vec<usize> = volumes
+        // Still unclaimed (an earlier header may have opened one).
+        let candidates: Vec<usize> = possible
             .iter()
-            .enumerate()
-            .filter(|(_, v)| is_candidate(v, &h.holder, keys))
-            .map(|(i, _)| i)
+            .copied()
+            .filter(|&i| {
+                volumes[i].id != h.holder && volumes[i].content.kind == ContentKind::Unknown
+            })
             .collect();
         let attach = |v: &Volume| {
             let head = crate::read_head(v.source.as_ref()).unwrap_or_default();
@@ -145,9 +158,8 @@ fn find_headers(volumes: &[Volume]) -> Vec<Found> {
     out
 }
 
-fn is_candidate(v: &Volume, holder: &str, keys: &KeyRing) -> bool {
-    if v.id == holder || v.content.kind != ContentKind::Unknown || keys.luks_header(&v.id).is_some()
-    {
+fn is_candidate(v: &Volume, keys: &KeyRing) -> bool {
+    if v.content.kind != ContentKind::Unknown || keys.luks_header(&v.id).is_some() {
         return false;
     }
     if let Some(p) = &v.partition {
