@@ -521,17 +521,7 @@ impl<'a> KeyChain<'a> {
                     None,
                 ))
             })?;
-            let value = value.ok_or_else(|| {
-                Outcome::Error(finding("no-value", "no secret value".into(), None))
-            })?;
-            let wrapped_bytes = offline::b64_decode(&String::from_utf8_lossy(value.expose()))
-                .map_err(|e| {
-                    Outcome::Blocked(finding(
-                        "bad-secret-value",
-                        format!("secret {sid}: {e}"),
-                        None,
-                    ))
-                })?;
+            let wrapped_bytes = wrapped_value(value.as_ref(), sid)?;
             let res = offline::rsa_unwrap(&key, &alg, &wrapped_bytes);
             self.audit(
                 "offline-unwrap",
@@ -581,17 +571,9 @@ impl<'a> KeyChain<'a> {
             ));
             return Ok(Outcome::Feasible);
         }
-        let value = value
-            .ok_or_else(|| Outcome::Error(finding("no-value", "no secret value".into(), None)))?;
-        // The wrapped value is base64url already; normalise the alphabet.
-        let wrapped_bytes =
-            offline::b64_decode(&String::from_utf8_lossy(value.expose())).map_err(|e| {
-                Outcome::Blocked(finding(
-                    "bad-secret-value",
-                    format!("secret {sid}: {e}"),
-                    None,
-                ))
-            })?;
+        // Decoded and re-encoded below: Key Vault wants base64url, the
+        // value may use either alphabet.
+        let wrapped_bytes = wrapped_value(value.as_ref(), sid)?;
         let (res, caller) = {
             let vault = self.vault(&kid.vault, "the KEK")?;
             (
@@ -719,6 +701,19 @@ fn error_code(e: &VaultError) -> String {
         VaultError::Auth(_) => "auth-failed".into(),
         VaultError::Transport(_) => "unreachable".into(),
     }
+}
+
+/// The wrapped BEK's bytes from the secret's value (base64 or base64url).
+fn wrapped_value(value: Option<&Secret>, sid: &ObjectId) -> Step<Vec<u8>> {
+    let value =
+        value.ok_or_else(|| Outcome::Error(finding("no-value", "no secret value".into(), None)))?;
+    offline::b64_decode(&String::from_utf8_lossy(value.expose())).map_err(|e| {
+        Outcome::Blocked(finding(
+            "bad-secret-value",
+            format!("secret {sid}: {e}"),
+            None,
+        ))
+    })
 }
 
 fn decode_value(v: &Secret) -> Step<Secret> {

@@ -106,15 +106,15 @@ pub fn run_chain(
         }
         None => DiskEncryption::default(),
     };
+    let kek = opts
+        .kek_url
+        .as_deref()
+        .map(ObjectId::parse)
+        .transpose()
+        .map_err(|e| OpsError::Usage(format!("--kek-url: {e}")))?;
     if let Some(url) = &opts.secret_url {
         let secret =
             ObjectId::parse(url).map_err(|e| OpsError::Usage(format!("--secret-url: {e}")))?;
-        let kek = opts
-            .kek_url
-            .as_deref()
-            .map(ObjectId::parse)
-            .transpose()
-            .map_err(|e| OpsError::Usage(format!("--kek-url: {e}")))?;
         disk.ade_enabled = true;
         disk.ade = vec![AdeSetting {
             secret,
@@ -122,8 +122,7 @@ pub fn run_chain(
             kek,
             secret_value: None,
         }];
-    } else if let Some(k) = &opts.kek_url {
-        let kek = ObjectId::parse(k).map_err(|e| OpsError::Usage(format!("--kek-url: {e}")))?;
+    } else if let Some(kek) = kek {
         for s in &mut disk.ade {
             s.kek = Some(kek.clone());
         }
