@@ -64,6 +64,22 @@ impl Setup {
     }
 }
 
+/// `flr probe --dry-run --json` with a config and metadata: exit code and report.
+fn dry_run(cfg: &Path, meta: &Path, img: &Path) -> (Option<i32>, serde_json::Value) {
+    let out = run(&[
+        "probe",
+        "--dry-run",
+        "--json",
+        "--config",
+        s(cfg),
+        "--metadata",
+        s(meta),
+        s(img),
+    ]);
+    let r = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stderr(&out)));
+    (out.status.code(), r)
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -125,18 +141,8 @@ fn dry_run_checks_without_unwrapping_and_policy_refusals_block() {
 
     // Dry run: unlockable, exit 0, no unwrap recorded.
     let cfg = st.config("");
-    let out = run(&[
-        "probe",
-        "--dry-run",
-        "--json",
-        "--config",
-        s(&cfg),
-        "--metadata",
-        s(&meta),
-        s(&img),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, r) = dry_run(&cfg, &meta, &img);
+    assert_eq!(code, Some(0), "{r}");
     let f = &r["feasibility"][0];
     assert_eq!(f["volume"], "p1");
     assert_eq!(f["verdict"], "unlockable", "{f}");
@@ -147,35 +153,15 @@ fn dry_run_checks_without_unwrapping_and_policy_refusals_block() {
 
     // RSA-OAEP not allowed: blocked before any key is touched, exit 4.
     let cfg = st.config("algorithms = [\"RSA-OAEP-256\"]");
-    let out = run(&[
-        "probe",
-        "--dry-run",
-        "--json",
-        "--config",
-        s(&cfg),
-        "--metadata",
-        s(&meta),
-        s(&img),
-    ]);
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, r) = dry_run(&cfg, &meta, &img);
+    assert_eq!(code, Some(4), "{r}");
     assert_eq!(r["feasibility"][0]["verdict"], "blocked");
     assert_eq!(r["feasibility"][0]["reasons"][0], "policy-denied-algorithm");
 
     // The vault is not allowed: blocked, and (offline policy) nothing was contacted.
     let cfg = st.config("secrets = [\"https://other-vault.vault.azure.net/*\"]");
-    let out = run(&[
-        "probe",
-        "--dry-run",
-        "--json",
-        "--config",
-        s(&cfg),
-        "--metadata",
-        s(&meta),
-        s(&img),
-    ]);
-    assert_eq!(out.status.code(), Some(4));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, r) = dry_run(&cfg, &meta, &img);
+    assert_eq!(code, Some(4), "{r}");
     assert_eq!(r["feasibility"][0]["reasons"][0], "policy-denied-secret");
     assert_eq!(r["key_chain"]["round_trips"], 0);
 
@@ -237,18 +223,8 @@ fn offline_secret_sse_and_confidential_vm_verdicts() {
     )
     .unwrap();
     let demo = flr_testdata::testdata_dir().join("demo.vhd");
-    let out = run(&[
-        "probe",
-        "--dry-run",
-        "--json",
-        "--config",
-        s(&cfg),
-        "--metadata",
-        s(&sse),
-        s(&demo),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, r) = dry_run(&cfg, &sse, &demo);
+    assert_eq!(code, Some(0), "{r}");
     for f in r["feasibility"].as_array().unwrap() {
         assert_eq!(f["verdict"], "readable", "{f}");
         assert_eq!(f["reasons"][1], "server-side-encrypted", "{f}");
@@ -263,17 +239,7 @@ fn offline_secret_sse_and_confidential_vm_verdicts() {
             "encryptionSettingsCollection":{{"enabled":true,"encryptionSettings":[{{"diskEncryptionKey":{{"secretUrl":"{SECRET}"}}}}]}}}}"#),
     )
     .unwrap();
-    let out = run(&[
-        "probe",
-        "--dry-run",
-        "--json",
-        "--config",
-        s(&cfg),
-        "--metadata",
-        s(&cvm),
-        s(&img),
-    ]);
-    assert_eq!(out.status.code(), Some(4));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, r) = dry_run(&cfg, &cvm, &img);
+    assert_eq!(code, Some(4), "{r}");
     assert_eq!(r["feasibility"][0]["reasons"][0], "confidential-vm", "{r}");
 }
