@@ -11,4 +11,6 @@ mod corpus;
 mod hostile;
 mod keychain;
 mod keyvault;
+mod lvm;
 mod tools;
+mod xfs;

@@ -27,6 +27,9 @@ pub enum ContentKind {
     Refs,
     /// An LVM2 physical volume.
     Lvm2,
+    /// An LVM2 logical volume flr cannot read (thin, snapshot, cache, a
+    /// missing PV…); readable LVs show the content found on them.
+    LvmLv,
     /// LUKS1 or LUKS2.
     Luks,
     /// BitLocker (NTFS-style header).
@@ -48,7 +51,7 @@ impl ContentKind {
     pub fn is_filesystem_flr_reads(self) -> bool {
         matches!(
             self,
-            ContentKind::Fat | ContentKind::Ext | ContentKind::Ntfs
+            ContentKind::Fat | ContentKind::Ext | ContentKind::Ntfs | ContentKind::Xfs
         )
     }
 
@@ -71,6 +74,7 @@ impl ContentKind {
             ContentKind::Btrfs => "Btrfs",
             ContentKind::Refs => "ReFS",
             ContentKind::Lvm2 => "LVM2 physical volume",
+            ContentKind::LvmLv => "LVM2 logical volume",
             ContentKind::Luks => "LUKS",
             ContentKind::BitLocker => "BitLocker",
             ContentKind::BitLockerToGo => "BitLocker To Go",
@@ -83,12 +87,16 @@ impl ContentKind {
     /// Why flr cannot open this kind yet (None when it can).
     pub fn not_readable_reason(self) -> Option<&'static str> {
         Some(match self {
-            ContentKind::Fat | ContentKind::Ext | ContentKind::Ntfs => return None,
+            ContentKind::Fat | ContentKind::Ext | ContentKind::Ntfs | ContentKind::Xfs => {
+                return None
+            }
             ContentKind::Exfat => "exFAT is not supported yet",
-            ContentKind::Xfs => "XFS is not supported yet",
             ContentKind::Btrfs => "Btrfs is not supported yet",
             ContentKind::Refs => "ReFS is not supported",
-            ContentKind::Lvm2 => "LVM2 volume groups are not assembled yet",
+            ContentKind::Lvm2 => {
+                "an LVM2 physical volume holds no files itself: its logical volumes are listed as volumes PV-ID/VG/LV"
+            }
+            ContentKind::LvmLv => "this LVM2 logical volume cannot be read",
             ContentKind::Luks => "LUKS volume: locked (give its key with --key)",
             ContentKind::BitLocker | ContentKind::BitLockerToGo => {
                 "BitLocker volume: locked (give its key with --key)"

@@ -16,10 +16,12 @@ mod ade;
 mod detect;
 mod encrypted;
 mod keyring;
+mod lvm;
 
 pub use detect::{detect, read_head, ContentKind};
 pub use encrypted::{EncryptionInfo, LuksSummary};
 pub use keyring::{ChainKey, KeyRing};
+pub use lvm::VgReport;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -159,6 +161,7 @@ fn open_filesystem(kind: ContentKind, src: Source) -> Result<Box<dyn Filesystem>
         ContentKind::Fat => Box::new(flr_fat::FatFs::open(src).map_err(OpenFsError::Fs)?),
         ContentKind::Ext => Box::new(flr_ext4::Ext4Fs::open(src).map_err(OpenFsError::Fs)?),
         ContentKind::Ntfs => Box::new(flr_ntfs::NtfsFs::open(src).map_err(OpenFsError::Fs)?),
+        ContentKind::Xfs => Box::new(flr_xfs::XfsFs::open(src).map_err(OpenFsError::Fs)?),
         other => {
             return Err(OpenFsError::NotReadable(
                 other.not_readable_reason().unwrap_or("not a filesystem"),
@@ -175,8 +178,12 @@ pub struct Image {
     pub container: ContainerInfo,
     /// Partition table facts.
     pub table: Option<TableInfo>,
-    /// Volumes in disk order.
+    /// Volumes in disk order, then the LVM2 logical volumes (`p3/vg/lv`)
+    /// of the volume groups whose first PV is on this image.
     pub volumes: Vec<Volume>,
+    /// The LVM2 volume groups assembled on this image (and, with
+    /// [`open_sources`], the images opened with it).
+    pub volume_groups: Vec<VgReport>,
     disk: Source,
 }
 
@@ -269,8 +276,58 @@ pub fn open_path(path: &Path, scan: Scan, keys: &KeyRing) -> Result<Image, Engin
 
 /// Scans an already opened source: detects the container, the partition
 /// table and each volume's content. Filesystems are opened to read their
-/// facts (label, serial, sizes) but not walked.
+/// facts (label, serial, sizes) but not walked. LVM2 volume groups whose
+/// PVs are all on this image are assembled and their LVs added as volumes.
 pub fn open_source(
+    file: Source,
+    location: &str,
+    parents: &dyn ParentResolver,
+    scan: Scan,
+    keys: &KeyRing,
+) -> Result<Image, EngineError> {
+    let mut img = [scan_source(file, location, parents, scan, keys)?];
+    lvm::attach(&mut img, scan);
+    let [img] = img;
+    Ok(img)
+}
+
+/// Opens several images together (a VM's OS disk and its data disks), so
+/// that LVM2 volume groups spanning them are assembled. Each image keeps
+/// its own volume ids; an LV is added to the image that holds its VG's
+/// first PV. The same key ring serves every image.
+pub fn open_sources(
+    sources: Vec<(Source, String)>,
+    parents: &dyn ParentResolver,
+    scan: Scan,
+    keys: &KeyRing,
+) -> Result<Vec<Image>, EngineError> {
+    let mut images = Vec::with_capacity(sources.len());
+    for (src, location) in sources {
+        images.push(scan_source(src, &location, parents, scan, keys)?);
+    }
+    lvm::attach(&mut images, scan);
+    Ok(images)
+}
+
+/// Opens several local image files together; see [`open_sources`].
+pub fn open_paths(paths: &[&Path], scan: Scan, keys: &KeyRing) -> Result<Vec<Image>, EngineError> {
+    let mut images = Vec::with_capacity(paths.len());
+    for path in paths {
+        let file: Source = Arc::new(FileSource::open(path)?);
+        let resolver = FileParentResolver::new(path);
+        images.push(scan_source(
+            file,
+            &path.display().to_string(),
+            &resolver,
+            scan,
+            keys,
+        )?);
+    }
+    lvm::attach(&mut images, scan);
+    Ok(images)
+}
+
+fn scan_source(
     file: Source,
     location: &str,
     parents: &dyn ParentResolver,
@@ -353,6 +410,7 @@ pub fn open_source(
         container,
         table: table_info,
         volumes,
+        volume_groups: Vec::new(),
         disk,
     })
 }
