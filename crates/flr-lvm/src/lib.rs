@@ -440,7 +440,8 @@ fn parse_lv(
                     Some(a)
                         if a.len() as u64 == stripes
                             && stripes >= 1
-                            && (stripes == 1 || stripe_bytes >= 512) =>
+                            && (stripes == 1
+                                || (stripe_bytes >= 512 && extent_size % stripe_bytes == 0)) =>
                     {
                         if stripes > 1 && extent_count % stripes != 0 {
                             corrupt = Some(format!(
