@@ -441,7 +441,8 @@ fn parse_lv(
                         if a.len() as u64 == stripes
                             && stripes >= 1
                             && (stripes == 1
-                                || (stripe_bytes >= 512 && extent_size % stripe_bytes == 0)) =>
+                                || (stripe_bytes >= 512
+                                    && extent_size.is_multiple_of(stripe_bytes))) =>
                     {
                         if stripes > 1 && extent_count % stripes != 0 {
                             corrupt = Some(format!(
