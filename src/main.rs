@@ -71,6 +71,11 @@ struct Cli {
     /// Range requests in flight at once when the image is a blob.
     #[arg(long, global = true, value_name = "N", default_value_t = 8)]
     concurrency: usize,
+    /// Another disk of the same VM, opened together with the image so that LVM2 volume
+    /// groups spanning the disks are assembled (repeatable; local paths). Its volumes are
+    /// named d2/ID, d3/ID, …: `flr ls os.vhd --with-disk data.vhd d2/p1/datavg/data:/`.
+    #[arg(long = "with-disk", global = true, value_name = "PATH")]
+    with_disks: Vec<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -152,9 +157,20 @@ fn open_image(
     scan: Scan,
     keys: &KeyRing,
     opts: &BlobOptions,
+    with_disks: &[PathBuf],
 ) -> Result<Image, OpsError> {
     if !flr_blob::is_remote(image) {
-        return Ok(flr_engine::open_path(Path::new(image), scan, keys)?);
+        if with_disks.is_empty() {
+            return Ok(flr_engine::open_path(Path::new(image), scan, keys)?);
+        }
+        let mut disks = Vec::new();
+        for p in std::iter::once(Path::new(image)).chain(with_disks.iter().map(PathBuf::as_path)) {
+            let f: flr_io::Source =
+                Arc::new(flr_io::FileSource::open(p).map_err(flr_engine::EngineError::from)?);
+            disks.push((f, p.display().to_string()));
+        }
+        let parents = flr_io::FileParentResolver::new(Path::new(image));
+        return Ok(flr_engine::open_disks(disks, &parents, scan, keys)?);
     }
     let loc = BlobLocation::parse(image).map_err(|e| OpsError::Usage(e.to_string()))?;
     let shown = loc.shown().to_string();
@@ -229,7 +245,8 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
         ..BlobOptions::from_env()
     };
     let chain = flr_ops::run_chain(&chain_opts, &image_arg, &mut keys)?;
-    let open = |image: &str, scan: Scan| open_image(image, scan, &keys, &blob_opts);
+    let open =
+        |image: &str, scan: Scan| open_image(image, scan, &keys, &blob_opts, &cli.with_disks);
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());

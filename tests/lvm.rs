@@ -268,3 +268,36 @@ fn corpus_lvm_through_the_binary() {
         );
     }
 }
+
+#[test]
+fn with_disk_opens_a_spanning_vg_from_the_command_line() {
+    let d1 = fixture("lvm/two-pv-1.img.zst");
+    let d2 = fixture("lvm/two-pv-2.img.zst");
+    // Disk 2 given first: disk 1's volumes are d2/…, and the VG's first PV is on disk 1.
+    let s = stdout(&run_ok(&["probe", p(&d2), "--with-disk", p(&d1)]));
+    assert!(s.contains("d2/disk/datavg/span"), "{s}");
+    assert!(!s.contains("missing"), "{s}");
+    for lv in ["span", "stripe", "solo"] {
+        let dest = tempfile::tempdir().unwrap();
+        let spec = format!("d2/disk/datavg/{lv}:/");
+        let out = run_ok(&[
+            "get",
+            p(&d2),
+            "--with-disk",
+            p(&d1),
+            &spec,
+            "-o",
+            p(dest.path()),
+            "--checksum",
+        ]);
+        check_tree(
+            dest.path(),
+            &checksums(&out),
+            &manifest(&format!("lvm/{lv}.tsv")),
+        );
+    }
+    let (size, sha) = lv_sha("span");
+    let raw = run_ok(&["cat", p(&d1), "--with-disk", p(&d2), "disk/datavg/span:"]);
+    assert_eq!(raw.stdout.len() as u64, size);
+    assert_eq!(sha256_hex(&raw.stdout), sha);
+}

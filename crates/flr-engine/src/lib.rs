@@ -327,6 +327,44 @@ pub fn open_paths(paths: &[&Path], scan: Scan, keys: &KeyRing) -> Result<Vec<Ima
     Ok(images)
 }
 
+/// Opens a VM's disks as one image, for the command line: the first disk's
+/// volumes keep their ids, the volumes of disk N (N ≥ 2) are named
+/// `dN/<id>` (`d2/p1`), and the LVs of volume groups spanning the disks are
+/// assembled (`p3/rootvg/rootlv`, or `d2/p1/datavg/data` when the VG's first
+/// PV is on disk 2). Container and partition-table facts are the first
+/// disk's; `location` lists every disk.
+pub fn open_disks(
+    sources: Vec<(Source, String)>,
+    parents: &dyn ParentResolver,
+    scan: Scan,
+    keys: &KeyRing,
+) -> Result<Image, EngineError> {
+    let mut images = Vec::with_capacity(sources.len());
+    for (k, (src, location)) in sources.into_iter().enumerate() {
+        let mut img = scan_source(src, &location, parents, scan, keys)?;
+        if k > 0 {
+            for v in &mut img.volumes {
+                v.id = format!("d{}/{}", k + 1, v.id);
+            }
+        }
+        images.push(img);
+    }
+    lvm::attach(&mut images, scan);
+    let mut it = images.into_iter();
+    let Some(mut first) = it.next() else {
+        return Err(EngineError::NoSuchVolume {
+            id: String::new(),
+            available: "no disk given".into(),
+        });
+    };
+    for img in it {
+        first.location = format!("{} + {}", first.location, img.location);
+        first.volumes.extend(img.volumes);
+        first.volume_groups.extend(img.volume_groups);
+    }
+    Ok(first)
+}
+
 fn scan_source(
     file: Source,
     location: &str,
