@@ -128,8 +128,9 @@ fn lv_volume_ids_work_on_the_command_line() {
 /// encrypting the committed plaintext with the xts-mode crate under cryptsetup's volume key
 /// and checked against the sha256 of what cryptsetup wrote.
 fn ade_rhel_disk() -> PathBuf {
-    let out = flr_testdata::testdata_dir().join("../target/fixtures/lvm/ade-rhel-full.vhd");
     let vhd = fixture("lvm/ade-rhel.vhd.zst");
+    // Beside the decompressed fixtures (target/fixtures, or $CARGO_TARGET_DIR/fixtures).
+    let out = vhd.with_file_name("ade-rhel-full.vhd");
     let plain = fixture("lvm/ade-rhel-p3.plain.zst");
     let fresh = |p: &Path| {
         std::fs::metadata(p).and_then(|m| m.modified()).ok()
