@@ -139,8 +139,11 @@ impl Superblock {
         }
         let mut sb = sb;
         if sb.is_v5() {
-            let sect = usize::try_from(sb.sectsize).unwrap_or(512).min(b.len());
-            sb.crc_ok = crc_ok(&b[..sect], 224);
+            // The CRC covers the whole superblock sector: with sectors larger
+            // than the 512 bytes first read, the caller reads again and the
+            // check happens then.
+            let sect = usize::try_from(sb.sectsize).unwrap_or(512);
+            sb.crc_ok = b.len() < sect || crc_ok(&b[..sect], 224);
             if !sb.crc_ok {
                 return Err(corrupt(0, "superblock CRC mismatch"));
             }

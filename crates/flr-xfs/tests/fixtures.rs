@@ -321,3 +321,17 @@ fn corpus_xfs_images() {
         );
     }
 }
+
+#[test]
+fn v5_with_16k_directory_blocks_and_4k_sectors() {
+    let fs = open("xfs/v5-dir16k.img.zst");
+    assert_eq!(fs.info().label.as_deref(), Some("dir16k"));
+    check_manifest(&fs, "xfs/v4.tsv", &[]);
+}
+
+#[test]
+fn v5_with_1k_blocks() {
+    let fs = open("xfs/v5-1k.img.zst");
+    assert_eq!(fs.info().block_size, 1024);
+    check_manifest(&fs, "xfs/v4.tsv", &[]);
+}
