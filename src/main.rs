@@ -26,6 +26,10 @@ Exit codes:
      for probe --dry-run: a volume is blocked (the report says why and what to do)
   5  output could not be written
   6  the key chain could not find out (Key Vault unreachable or failing)
+  7  verify: the image differs from its manifest (missing, changed or extra files)
+
+verify: 0 only when everything checked is good; 7 data mismatch, 3 unreadable files or
+structural errors, 6 key chain error, 4 a volume blocked by keys (first that applies).
 
 Volumes are addressed as ID:/path, with the ids `flr probe` shows (p1, p2, … for
 partitions; disk for a filesystem without a partition table). flr never writes to
@@ -129,6 +133,70 @@ enum Cmd {
         /// Summary as JSON on stderr.
         #[arg(long)]
         json: bool,
+    },
+    /// Mount the image's filesystems read-only (FUSE): each readable volume as a folder
+    /// named by its id (p1/, p2/; ids with / nest), or one volume with --volume. Runs in
+    /// the foreground until Ctrl-C/SIGTERM or `fusermount3 -u MOUNTPOINT`.
+    Mount {
+        /// Disk image: a local path, a blob URL with a SAS, or a connection string.
+        image: String,
+        /// An existing empty folder.
+        mountpoint: PathBuf,
+        /// Mount only this volume, at MOUNTPOINT itself.
+        #[arg(long, value_name = "ID")]
+        volume: Option<String>,
+        /// Detach into the background once mounted (messages after that are dropped).
+        #[arg(long)]
+        daemon: bool,
+        /// Let other users enter the mount (non-root needs user_allow_other in
+        /// /etc/fuse.conf); the image's owners and modes are then enforced.
+        #[arg(long = "allow-other")]
+        allow_other: bool,
+    },
+    /// Write a manifest (JSON) of every readable volume: path, type, size, mtime, mode,
+    /// sha256 of every file. `flr verify --manifest` compares an image against it.
+    Manifest {
+        /// Disk image: a local path, a blob URL with a SAS, or a connection string.
+        image: String,
+        /// Only this volume (repeatable).
+        #[arg(long = "volume", value_name = "ID")]
+        volumes: Vec<String>,
+    },
+    /// Verify that the image restores: unlock through the key chain, walk every
+    /// filesystem, read and hash every file (or a seeded sample), compare with a manifest.
+    Verify {
+        /// Disk image: a local path, a blob URL with a SAS, or a connection string.
+        image: String,
+        /// Compare with this manifest (from `flr manifest`).
+        #[arg(long, value_name = "FILE")]
+        manifest: Option<PathBuf>,
+        /// Read only N randomly chosen files per volume (the seed is reported).
+        #[arg(long, value_name = "N", conflicts_with = "full")]
+        sample: Option<usize>,
+        /// Read every file (the default).
+        #[arg(long)]
+        full: bool,
+        /// Seed of --sample, to repeat a sample.
+        #[arg(long, value_name = "S", requires = "sample")]
+        seed: Option<u64>,
+        /// Stop reading after B bytes (e.g. 50G); files not read are reported.
+        #[arg(long = "max-bytes", value_name = "B")]
+        max_bytes: Option<String>,
+        /// Stop reading after T (e.g. 90s, 30m, 2h).
+        #[arg(long = "max-time", value_name = "T")]
+        max_time: Option<String>,
+        /// Only this volume (repeatable).
+        #[arg(long = "volume", value_name = "ID")]
+        volumes: Vec<String>,
+        /// Write the report as JSON to FILE (- for stdout, instead of the summary).
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Write JUnit XML to FILE (a test case per volume and per failed file).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Write Prometheus textfile metrics (flr_verify_*) to FILE.
+        #[arg(long, value_name = "FILE")]
+        prometheus: Option<PathBuf>,
     },
     /// Write one file to stdout; `ID:` with an empty path streams the whole volume.
     Cat {
@@ -238,6 +306,9 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
         Cmd::Probe { image, .. }
         | Cmd::Ls { image, .. }
         | Cmd::Get { image, .. }
+        | Cmd::Mount { image, .. }
+        | Cmd::Manifest { image, .. }
+        | Cmd::Verify { image, .. }
         | Cmd::Cat { image, .. } => shown_location(image),
     };
     let blob_opts = BlobOptions {
@@ -355,6 +426,105 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
             flr_ops::cat(&img, &spec, &mut std::io::stdout().lock())?;
             exit::OK
         }
+        Cmd::Mount {
+            image,
+            mountpoint,
+            volume,
+            daemon: _,
+            allow_other,
+        } => {
+            let img = open(&image, Scan::Full)?;
+            let mut ctx = Context {
+                out: &mut out,
+                err: &mut err,
+                format: OutputFormat::Human,
+            };
+            let args = flr_ops::MountArgs {
+                mountpoint,
+                volume,
+                allow_other,
+            };
+            flr_ops::mount(
+                &img,
+                chain.as_ref(),
+                &args,
+                &mut ctx,
+                flr_ops::daemon::ready,
+            )?;
+            exit::OK
+        }
+        Cmd::Manifest { image, volumes } => {
+            let img = open(&image, Scan::Full)?;
+            let mut ctx = Context {
+                out: &mut out,
+                err: &mut err,
+                format: OutputFormat::Json,
+            };
+            flr_ops::manifest(&img, &flr_ops::ManifestOptions { volumes }, &mut ctx)?;
+            exit::OK
+        }
+        Cmd::Verify {
+            image,
+            manifest,
+            sample,
+            full: _,
+            seed,
+            max_bytes,
+            max_time,
+            volumes,
+            json,
+            junit,
+            prometheus,
+        } => {
+            let baseline = match &manifest {
+                Some(p) => {
+                    let text = std::fs::read_to_string(p)
+                        .map_err(|e| OpsError::Usage(format!("--manifest {}: {e}", p.display())))?;
+                    Some(
+                        flr_ops::read_manifest(&text).map_err(|e| {
+                            OpsError::Usage(format!("--manifest {}: {e}", p.display()))
+                        })?,
+                    )
+                }
+                None => None,
+            };
+            let opts = flr_ops::VerifyOptions {
+                manifest: baseline,
+                manifest_path: manifest.map(|p| p.display().to_string()),
+                sample,
+                seed,
+                max_bytes: max_bytes
+                    .as_deref()
+                    .map(flr_ops::parse_bytes)
+                    .transpose()
+                    .map_err(|e| OpsError::Usage(format!("--max-bytes: {e}")))?,
+                max_time: max_time
+                    .as_deref()
+                    .map(flr_ops::parse_duration)
+                    .transpose()
+                    .map_err(|e| OpsError::Usage(format!("--max-time: {e}")))?,
+                volumes,
+                progress: json.is_none(),
+            };
+            let img = open(&image, Scan::Full)?;
+            let report = flr_ops::verify(&img, chain.as_ref(), &opts)?;
+            let to_stdout = json.as_deref() == Some(Path::new("-"));
+            if to_stdout {
+                flr_ops::write_json(&report, &mut out)?;
+            } else {
+                flr_ops::write_summary(&report, &mut out)?;
+            }
+            if let Some(p) = json.as_deref().filter(|p| *p != Path::new("-")) {
+                flr_ops::write_file_atomically(p, |w| flr_ops::write_json(&report, w))?;
+            }
+            if let Some(p) = &junit {
+                flr_ops::write_file_atomically(p, |w| flr_ops::write_junit(&report, w))?;
+            }
+            if let Some(p) = &prometheus {
+                flr_ops::write_file_atomically(p, |w| flr_ops::write_prometheus(&report, w))?;
+            }
+            report.exit_code
+        }
     };
     out.flush()?;
     Ok(code)
@@ -363,6 +533,26 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
 fn main() -> ExitCode {
     let started = Instant::now();
     let cli = Cli::parse();
+    // `mount --daemon`: the parent only starts the detached child (which does
+    // everything, key chain included) and waits until it has mounted.
+    if matches!(cli.cmd, Cmd::Mount { daemon: true, .. }) && !flr_ops::daemon::is_child() {
+        return match flr_ops::daemon::detach() {
+            Ok(flr_ops::daemon::Detached::Mounted(pid)) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "flr: mount running in the background (pid {pid})"
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(flr_ops::daemon::Detached::Failed(code)) => {
+                ExitCode::from(u8::try_from(code).unwrap_or(1))
+            }
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "flr: mount --daemon: {e}");
+                ExitCode::from(u8::try_from(exit::OUTPUT).unwrap_or(1))
+            }
+        };
+    }
     let stats = cli.stats.then(|| {
         let json = matches!(
             cli.cmd,
@@ -373,6 +563,9 @@ fn main() -> ExitCode {
         let (Cmd::Probe { image, .. }
         | Cmd::Ls { image, .. }
         | Cmd::Get { image, .. }
+        | Cmd::Mount { image, .. }
+        | Cmd::Manifest { image, .. }
+        | Cmd::Verify { image, .. }
         | Cmd::Cat { image, .. }) = &cli.cmd;
         (json, flr_blob::is_remote(image))
     });

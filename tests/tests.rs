@@ -11,6 +11,8 @@ mod corpus;
 mod hostile;
 mod keychain;
 mod keyvault;
+mod mount;
 mod lvm;
 mod tools;
+mod verify;
 mod xfs;

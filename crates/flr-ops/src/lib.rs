@@ -13,16 +13,27 @@ mod extract;
 mod get;
 mod keychain;
 mod ls;
+mod manifest;
+mod mount;
 mod names;
 mod probe;
 mod spec;
+mod verify;
 
 pub use get::{get, GetOptions, GetSummary};
 pub use keychain::{feasibility, run_chain, ChainOptions, ChainResult, ChainSummary, Feasibility};
 pub use ls::{ls, LsOptions};
+pub use manifest::{
+    manifest, read_manifest, write_manifest, Entry, Manifest, ManifestOptions, ManifestVolume,
+};
+pub use mount::{daemon, mount, MountArgs};
 pub use names::{display_name, safe_component};
 pub use probe::{probe, probe_report, ProbeReport};
 pub use spec::VolPath;
+pub use verify::{
+    parse_bytes, parse_duration, verify, write_file_atomically, write_json, write_junit,
+    write_prometheus, write_summary, VerifyOptions, VerifyReport,
+};
 
 use std::io::Write;
 
@@ -65,6 +76,9 @@ pub mod exit {
     pub const OUTPUT: i32 = 5;
     /// The key chain could not find out (vault unreachable, server error).
     pub const KEY_CHAIN: i32 = 6;
+    /// `verify`: the image differs from its manifest (missing, changed or
+    /// extra files).
+    pub const MISMATCH: i32 = 7;
 }
 
 /// An operation failed.

@@ -1,0 +1,836 @@
+//! The FUSE filesystem: kernel inode numbers over paths of flr filesystems.
+//!
+//! Inodes are handed out as the kernel discovers entries (lookup, readdir)
+//! and never change while mounted: the image is read-only, so every answer
+//! may be cached by the kernel for as long as it likes. A directory is read
+//! once through [`Filesystem::read_dir`] and its entries (with their
+//! metadata) are kept, so `lookup` and `getattr` cost no further reads.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use flr_fs::{FileHandle as FsHandle, FileKind, Filesystem, FsError, FsPath, Metadata, Timestamp};
+use fuser::{
+    AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
+    FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
+    ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen,
+    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+
+/// How long the kernel may cache names and attributes: the image never
+/// changes under a mount.
+const TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// `st_blksize`: tools such as `cp` and `sha256sum` size their reads after it.
+const BLKSIZE: u32 = 128 << 10;
+
+type Handle<'a> = Box<dyn FsHandle + 'a>;
+
+self_cell::self_cell!(
+    /// An open file: its handle borrows the filesystem it came from, which
+    /// the cell keeps alive.
+    struct OpenFile {
+        owner: Arc<dyn Filesystem>,
+        #[covariant]
+        dependent: Handle,
+    }
+);
+
+/// One volume shown in the mount.
+pub(crate) struct Vol {
+    pub(crate) id: String,
+    pub(crate) fs: Arc<dyn Filesystem>,
+}
+
+enum Source {
+    /// A folder flr makes: the root of a multi-volume mount, or one level of
+    /// a volume id containing `/`.
+    Synthetic,
+    /// An object of volume `vol`.
+    Fs { vol: usize, path: FsPath },
+}
+
+struct Children {
+    entries: Vec<(Vec<u8>, u64)>,
+    by_name: HashMap<Vec<u8>, u64>,
+}
+
+impl Children {
+    fn new(entries: Vec<(Vec<u8>, u64)>) -> Self {
+        let by_name = entries.iter().map(|(n, i)| (n.clone(), *i)).collect();
+        Children { entries, by_name }
+    }
+}
+
+struct Node {
+    parent: u64,
+    source: Source,
+    attr: FileAttr,
+    children: Option<Arc<Children>>,
+}
+
+#[derive(Default)]
+struct Table {
+    nodes: Vec<Node>,
+    by_path: HashMap<(usize, FsPath), u64>,
+}
+
+impl Table {
+    fn node(&self, ino: u64) -> Result<&Node, Errno> {
+        usize::try_from(ino)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| self.nodes.get(i))
+            .ok_or(Errno::ENOENT)
+    }
+
+    fn node_mut(&mut self, ino: u64) -> Result<&mut Node, Errno> {
+        usize::try_from(ino)
+            .ok()
+            .and_then(|i| i.checked_sub(1))
+            .and_then(|i| self.nodes.get_mut(i))
+            .ok_or(Errno::ENOENT)
+    }
+
+    fn insert(&mut self, parent: u64, source: Source, mut attr: FileAttr) -> u64 {
+        let ino = self.nodes.len() as u64 + 1;
+        attr.ino = INodeNo(ino);
+        if let Source::Fs { vol, path } = &source {
+            self.by_path.insert((*vol, path.clone()), ino);
+        }
+        self.nodes.push(Node {
+            parent,
+            source,
+            attr,
+            children: None,
+        });
+        ino
+    }
+}
+
+/// The owner shown for objects whose filesystem records none (FAT, NTFS,
+/// flr's own folders): the user who mounted.
+#[derive(Clone, Copy)]
+struct Owner {
+    uid: u32,
+    gid: u32,
+}
+
+/// The read-only FUSE filesystem over one or more flr filesystems.
+pub(crate) struct FlrFuse {
+    vols: Vec<Vol>,
+    table: RwLock<Table>,
+    files: Mutex<HashMap<u64, Arc<Mutex<OpenFile>>>>,
+    next_fh: AtomicU64,
+    owner: Owner,
+}
+
+fn valid_name(n: &[u8]) -> bool {
+    !n.is_empty() && n != b"." && n != b".." && !n.contains(&b'/') && !n.contains(&0)
+}
+
+fn to_system_time(t: Timestamp) -> SystemTime {
+    let nanos = Duration::from_nanos(u64::from(t.nanos.min(999_999_999)));
+    if t.secs >= 0 {
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(t.secs.unsigned_abs()) + nanos)
+            .unwrap_or(UNIX_EPOCH)
+    } else {
+        UNIX_EPOCH
+            .checked_sub(Duration::from_secs(t.secs.unsigned_abs()))
+            .and_then(|s| s.checked_add(nanos))
+            .unwrap_or(UNIX_EPOCH)
+    }
+}
+
+fn dir_attr(mtime: SystemTime, owner: Owner) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: mtime,
+        mtime,
+        ctime: mtime,
+        crtime: mtime,
+        kind: FileType::Directory,
+        perm: 0o555,
+        nlink: 2,
+        uid: owner.uid,
+        gid: owner.gid,
+        rdev: 0,
+        blksize: BLKSIZE,
+        flags: 0,
+    }
+}
+
+fn meta_attr(m: &Metadata, owner: Owner) -> FileAttr {
+    let kind = match m.kind {
+        FileKind::Dir => FileType::Directory,
+        FileKind::Symlink => FileType::Symlink,
+        // Devices, FIFOs and sockets are listed as empty files that cannot
+        // be opened: a FIFO node would block whoever reads it.
+        FileKind::File | FileKind::Special => FileType::RegularFile,
+    };
+    let default = match kind {
+        FileType::Directory => 0o755,
+        FileType::Symlink => 0o777,
+        _ => 0o644,
+    };
+    let perm = u16::try_from(m.mode.map_or(default, |p| p & 0o7777)).unwrap_or(0o444);
+    let size = if m.kind == FileKind::Special {
+        0
+    } else {
+        m.size
+    };
+    let t = m.mtime.map_or(UNIX_EPOCH, to_system_time);
+    FileAttr {
+        ino: INodeNo(0),
+        size,
+        blocks: size.div_ceil(512),
+        atime: t,
+        mtime: t,
+        ctime: t,
+        crtime: t,
+        kind,
+        perm,
+        nlink: if kind == FileType::Directory { 2 } else { 1 },
+        uid: m.uid.unwrap_or(owner.uid),
+        gid: m.gid.unwrap_or(owner.gid),
+        rdev: 0,
+        blksize: BLKSIZE,
+        flags: 0,
+    }
+}
+
+fn errno_of(e: &FsError) -> Errno {
+    match e {
+        FsError::NotFound { .. } => Errno::ENOENT,
+        FsError::NotADirectory { .. } => Errno::ENOTDIR,
+        FsError::NotAFile { .. } => Errno::EISDIR,
+        FsError::Unsupported { .. } => Errno::EOPNOTSUPP,
+        _ => Errno::EIO,
+    }
+}
+
+/// Messages go to stderr and never stop the filesystem (with `--daemon`
+/// stderr is /dev/null once mounted). They are written to fd 2 directly:
+/// the caller may hold the `Stderr` lock for as long as the mount lasts.
+fn note(msg: std::fmt::Arguments<'_>) {
+    let line = format!("flr mount: {msg}\n");
+    let _ = rustix::io::write(std::io::stderr().as_fd(), line.as_bytes());
+}
+
+impl FlrFuse {
+    /// Builds the tree: with `single`, the one volume's root is the mount's
+    /// root; otherwise each volume is a folder named by its id, ids with
+    /// `/` nesting (`p3/vg/lv` is `p3/` → `vg/` → `lv/`). Returns the
+    /// volumes that could not be placed, with the reason.
+    pub(crate) fn new(vols: Vec<Vol>, single: bool) -> Result<(Self, Vec<String>), FsError> {
+        let owner = Owner {
+            uid: rustix::process::getuid().as_raw(),
+            gid: rustix::process::getgid().as_raw(),
+        };
+        let now = SystemTime::now();
+        let mut table = Table::default();
+        let mut skipped = Vec::new();
+        if single {
+            let fs = &vols
+                .first()
+                .ok_or_else(|| FsError::NotFound {
+                    path: "(no volume)".into(),
+                })?
+                .fs;
+            let meta = fs.metadata(&FsPath::root())?;
+            table.insert(
+                1,
+                Source::Fs {
+                    vol: 0,
+                    path: FsPath::root(),
+                },
+                meta_attr(&meta, owner),
+            );
+        } else {
+            table.insert(1, Source::Synthetic, dir_attr(now, owner));
+            // Synthetic folders' children, by inode.
+            let mut synth: HashMap<u64, Vec<(Vec<u8>, u64)>> = HashMap::new();
+            synth.insert(1, Vec::new());
+            let mut order: Vec<usize> = (0..vols.len()).collect();
+            order.sort_by(|a, b| vols[*a].id.cmp(&vols[*b].id));
+            'vols: for vi in order {
+                let v = &vols[vi];
+                let parts: Vec<&str> = v.id.split('/').collect();
+                if parts.iter().any(|p| !valid_name(p.as_bytes())) {
+                    skipped.push(format!("{}: the id cannot be a folder name", v.id));
+                    continue;
+                }
+                let mut dir = 1u64;
+                for (k, part) in parts.iter().enumerate() {
+                    let last = k + 1 == parts.len();
+                    let existing = synth
+                        .get(&dir)
+                        .and_then(|c| c.iter().find(|(n, _)| n == part.as_bytes()))
+                        .map(|(_, i)| *i);
+                    match (existing, last) {
+                        (Some(i), false) if synth.contains_key(&i) => dir = i,
+                        (Some(_), _) => {
+                            skipped.push(format!(
+                                "{}: its folder would lie inside or over another volume's; mount it alone with --volume {}",
+                                v.id, v.id
+                            ));
+                            continue 'vols;
+                        }
+                        (None, false) => {
+                            let i = table.insert(dir, Source::Synthetic, dir_attr(now, owner));
+                            synth
+                                .entry(dir)
+                                .or_default()
+                                .push((part.as_bytes().to_vec(), i));
+                            synth.insert(i, Vec::new());
+                            dir = i;
+                        }
+                        (None, true) => {
+                            let meta = match v.fs.metadata(&FsPath::root()) {
+                                Ok(m) => m,
+                                Err(e) => {
+                                    skipped.push(format!("{}: {e}", v.id));
+                                    continue 'vols;
+                                }
+                            };
+                            let i = table.insert(
+                                dir,
+                                Source::Fs {
+                                    vol: vi,
+                                    path: FsPath::root(),
+                                },
+                                meta_attr(&meta, owner),
+                            );
+                            synth
+                                .entry(dir)
+                                .or_default()
+                                .push((part.as_bytes().to_vec(), i));
+                        }
+                    }
+                }
+            }
+            for (ino, entries) in synth {
+                if let Ok(n) = table.node_mut(ino) {
+                    n.children = Some(Arc::new(Children::new(entries)));
+                }
+            }
+        }
+        Ok((
+            FlrFuse {
+                vols,
+                table: RwLock::new(table),
+                files: Mutex::new(HashMap::new()),
+                next_fh: AtomicU64::new(1),
+                owner,
+            },
+            skipped,
+        ))
+    }
+
+    fn read_table(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_table(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fs_errno(&self, vol: usize, path: &FsPath, e: &FsError) -> Errno {
+        let errno = errno_of(e);
+        if errno != Errno::ENOENT {
+            let id = self.vols.get(vol).map_or("?", |v| v.id.as_str());
+            note(format_args!("{id}:{path}: {e}"));
+        }
+        errno
+    }
+
+    fn attr(&self, ino: u64) -> Result<FileAttr, Errno> {
+        Ok(self.read_table().node(ino)?.attr)
+    }
+
+    /// The entries of directory `ino`, read from its filesystem the first
+    /// time and kept.
+    fn children(&self, ino: u64) -> Result<Arc<Children>, Errno> {
+        let (vol, path) = {
+            let t = self.read_table();
+            let n = t.node(ino)?;
+            if let Some(c) = &n.children {
+                return Ok(c.clone());
+            }
+            match &n.source {
+                Source::Fs { vol, path } if n.attr.kind == FileType::Directory => {
+                    (*vol, path.clone())
+                }
+                _ => return Err(Errno::ENOTDIR),
+            }
+        };
+        // Read without holding the table: other threads go on meanwhile.
+        let entries = self.vols[vol]
+            .fs
+            .read_dir(&path)
+            .map_err(|e| self.fs_errno(vol, &path, &e))?;
+        let mut t = self.write_table();
+        if let Some(c) = &t.node(ino)?.children {
+            return Ok(c.clone());
+        }
+        let mut list = Vec::with_capacity(entries.len());
+        let mut seen = std::collections::HashSet::new();
+        for e in entries {
+            if !valid_name(&e.name) {
+                note(format_args!(
+                    "{}:{path}: an entry named {:?} cannot be shown (not a valid file name here)",
+                    self.vols[vol].id,
+                    String::from_utf8_lossy(&e.name)
+                ));
+                continue;
+            }
+            if !seen.insert(e.name.clone()) {
+                continue;
+            }
+            let child = path.join(&e.name);
+            let key = (vol, child);
+            let ci = match t.by_path.get(&key) {
+                Some(i) => *i,
+                None => t.insert(
+                    ino,
+                    Source::Fs {
+                        vol,
+                        path: key.1.clone(),
+                    },
+                    meta_attr(&e.meta, self.owner),
+                ),
+            };
+            list.push((e.name, ci));
+        }
+        let c = Arc::new(Children::new(list));
+        t.node_mut(ino)?.children = Some(c.clone());
+        Ok(c)
+    }
+
+    fn fs_path(&self, ino: u64) -> Result<(usize, FsPath, FileAttr), Errno> {
+        let t = self.read_table();
+        let n = t.node(ino)?;
+        match &n.source {
+            Source::Fs { vol, path } => Ok((*vol, path.clone(), n.attr)),
+            Source::Synthetic => Err(Errno::EISDIR),
+        }
+    }
+
+    fn open_file(&self, ino: u64) -> Result<u64, Errno> {
+        let (vol, path, attr) = self.fs_path(ino)?;
+        match attr.kind {
+            FileType::Directory => return Err(Errno::EISDIR),
+            FileType::Symlink => return Err(Errno::ELOOP),
+            _ => {}
+        }
+        let fs = self.vols[vol].fs.clone();
+        let meta = fs
+            .metadata(&path)
+            .map_err(|e| self.fs_errno(vol, &path, &e))?;
+        if meta.kind == FileKind::Special {
+            return Err(Errno::ENXIO);
+        }
+        let file = OpenFile::try_new(fs, |fs| fs.open(&path))
+            .map_err(|e| self.fs_errno(vol, &path, &e))?;
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fh, Arc::new(Mutex::new(file)));
+        Ok(fh)
+    }
+
+    fn read_file(&self, ino: u64, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, Errno> {
+        let file = self
+            .files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&fh)
+            .cloned()
+            .ok_or(Errno::EBADF)?;
+        let mut file = file.lock().unwrap_or_else(|e| e.into_inner());
+        let result = file.with_dependent_mut(|_, h| {
+            let len = h.size();
+            let want = len.saturating_sub(offset).min(u64::from(size));
+            let mut buf = vec![0u8; usize::try_from(want).unwrap_or(0)];
+            let mut done = 0usize;
+            while done < buf.len() {
+                match h.read_at(offset + done as u64, &mut buf[done..]) {
+                    Ok(0) => break,
+                    Ok(n) => done += n,
+                    Err(e) => return Err(e),
+                }
+            }
+            buf.truncate(done);
+            Ok(buf)
+        });
+        result.map_err(|e| match self.fs_path(ino) {
+            Ok((vol, path, _)) => self.fs_errno(vol, &path, &e),
+            Err(_) => errno_of(&e),
+        })
+    }
+}
+
+impl fuser::Filesystem for FlrFuse {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // Large read-ahead: files are streamed in big requests.
+        let _ = config.set_max_readahead(1 << 20);
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let r = self.children(parent.0).and_then(|c| {
+            let ino = *c.by_name.get(name.as_bytes()).ok_or(Errno::ENOENT)?;
+            self.attr(ino)
+        });
+        match r {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.attr(ino.0) {
+            Ok(a) => reply.attr(&TTL, &a),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let r = self.fs_path(ino.0).and_then(|(vol, path, attr)| {
+            if attr.kind != FileType::Symlink {
+                return Err(Errno::EINVAL);
+            }
+            self.vols[vol]
+                .fs
+                .read_link(&path)
+                .map_err(|e| self.fs_errno(vol, &path, &e))
+        });
+        match r {
+            Ok(t) => reply.data(&t),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        match self.open_file(ino.0) {
+            // The image never changes: the kernel may keep pages across opens.
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.read_file(ino.0, fh.0, offset, size) {
+            Ok(b) => reply.data(&b),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn flush(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _lock_owner: LockOwner,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsync(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _datasync: bool,
+        reply: ReplyEmpty,
+    ) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.acc_mode() != OpenAccMode::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        match self.attr(ino.0) {
+            Ok(a) if a.kind == FileType::Directory => {
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR)
+            }
+            Ok(_) => reply.error(Errno::ENOTDIR),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let children = match self.children(ino.0) {
+            Ok(c) => c,
+            Err(e) => return reply.error(e),
+        };
+        let parent = self.read_table().node(ino.0).map_or(1, |n| n.parent);
+        let t = self.read_table();
+        let dots = [(b".".as_slice(), ino.0), (b"..".as_slice(), parent)];
+        let all = dots
+            .iter()
+            .map(|(n, i)| (*n, *i))
+            .chain(children.entries.iter().map(|(n, i)| (n.as_slice(), *i)));
+        for (k, (name, child)) in all.enumerate().skip(usize::try_from(offset).unwrap_or(0)) {
+            let kind = t.node(child).map_or(FileType::RegularFile, |n| n.attr.kind);
+            if reply.add(INodeNo(child), k as u64 + 1, kind, OsStr::from_bytes(name)) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let (mut total, mut free) = (0u64, 0u64);
+        for v in &self.vols {
+            let i = v.fs.info();
+            total = total.saturating_add(i.total_bytes);
+            free = free.saturating_add(i.free_bytes.unwrap_or(0));
+        }
+        let bs = 4096u64;
+        reply.statfs(total / bs, free / bs, 0, 0, 0, 4096, 255, 4096);
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        if mask.contains(AccessFlags::W_OK) {
+            return reply.error(Errno::EROFS);
+        }
+        match self.attr(ino.0) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn getxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _size: u32,
+        reply: ReplyXattr,
+    ) {
+        reply.error(Errno::NO_XATTR);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
+        if size == 0 {
+            reply.size(0);
+        } else {
+            reply.data(&[]);
+        }
+    }
+
+    // Every change is refused: the mount is read-only (and mounted `ro`, so
+    // the kernel refuses most of these before they arrive).
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        _size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mknod(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn mkdir(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn unlink(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rmdir(&self, _req: &Request, _parent: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn symlink(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _link_name: &OsStr,
+        _target: &std::path::Path,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn link(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        reply: ReplyEntry,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::EROFS);
+    }
+}
