@@ -15,7 +15,9 @@
 #  v4.img.zst  v4 (crc=0), 4 KiB blocks, 24 MiB, from a protofile: short-form, block, leaf and
 #              node dirs, a 1 MiB file, symlinks.
 #  v5-dir16k.img.zst, v5-1k.img.zst  the same tree (v4.tsv) on v5 with 4 KiB sectors and
-#              16 KiB directory blocks, and with 1 KiB blocks and 4 KiB directory blocks.
+#              16 KiB directory blocks, and with 1 KiB blocks and 4 KiB directory blocks;
+#  v4-noftype.img.zst  the same tree on v4 without file types in directory entries (ftype=0,
+#              as RHEL 7's first releases made them).
 # Manifests (kind path size sha256) from the source trees: v5.tsv, v4.tsv; mtimes from the
 # source files (stat): v5-times.tsv. xfs_db's view of the directory and file formats, for
 # the record: v5.formats.txt, v4.formats.txt. big.bin is listed in v5-big.tsv (size and the
@@ -158,6 +160,8 @@ truncate -s 24M "$W/v5-dir16k.img"
 mkfs.xfs -q -f -b size=4096 -s size=4096 -n size=16384 -m crc=1 -L dir16k -p "$W/proto" "$W/v5-dir16k.img"
 truncate -s 24M "$W/v5-1k.img"
 mkfs.xfs -q -f -b size=1024 -n size=4096 -m crc=1 -L b1k -p "$W/proto" "$W/v5-1k.img"
+truncate -s 24M "$W/v4-noftype.img"
+mkfs.xfs -q -f -m crc=0 -n ftype=0 -L noftype -p "$W/proto" "$W/v4-noftype.img" 2>&1 | grep -v deprecated || true
 formats "$W/v5-dir16k.img" v5-dir16k.formats.txt etc block leaf node data.bin
 formats "$W/v5-1k.img" v5-1k.formats.txt etc block leaf node data.bin
 
@@ -165,4 +169,5 @@ zstd -19 --long -q -f "$W/v5.img" -o v5.img.zst
 zstd -19 --long -q -f "$W/v4.img" -o v4.img.zst
 zstd -19 --long -q -f "$W/v5-dir16k.img" -o v5-dir16k.img.zst
 zstd -19 --long -q -f "$W/v5-1k.img" -o v5-1k.img.zst
+zstd -19 --long -q -f "$W/v4-noftype.img" -o v4-noftype.img.zst
 ls -l ./*.zst

@@ -335,3 +335,10 @@ fn v5_with_1k_blocks() {
     assert_eq!(fs.info().block_size, 1024);
     check_manifest(&fs, "xfs/v4.tsv", &[]);
 }
+
+#[test]
+fn v4_without_file_types_in_directories() {
+    let fs = open("xfs/v4-noftype.img.zst");
+    assert_eq!(fs.info().label.as_deref(), Some("noftype"));
+    check_manifest(&fs, "xfs/v4.tsv", &[]);
+}
