@@ -834,3 +834,116 @@ impl fuser::Filesystem for FlrFuse {
         reply.error(Errno::EROFS);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo image's three filesystems (FAT, ext4, NTFS), by volume id.
+    fn demo() -> HashMap<String, Arc<dyn Filesystem>> {
+        let path = flr_testdata::testdata_dir().join("demo.vhd");
+        let img =
+            flr_engine::open_path(&path, flr_engine::Scan::Quick, &flr_engine::KeyRing::new())
+                .unwrap();
+        img.volumes
+            .iter()
+            .map(|v| (v.id.clone(), Arc::from(v.open_fs().unwrap())))
+            .collect()
+    }
+
+    fn names(f: &FlrFuse, ino: u64) -> Vec<String> {
+        let mut v: Vec<String> = f
+            .children(ino)
+            .unwrap()
+            .entries
+            .iter()
+            .map(|(n, _)| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn child(f: &FlrFuse, ino: u64, name: &str) -> u64 {
+        *f.children(ino)
+            .unwrap()
+            .by_name
+            .get(name.as_bytes())
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    #[test]
+    fn ids_with_slashes_nest_and_overlaps_are_reported() {
+        let fs = demo();
+        let vol = |id: &str, from: &str| Vol {
+            id: id.into(),
+            fs: fs[from].clone(),
+        };
+        let (f, skipped) = FlrFuse::new(
+            vec![
+                vol("p2", "p2"),
+                vol("d2/p3/vg/lv", "p3"),
+                vol("d2/p3/vg/lv2", "p1"),
+                vol("p2/x", "p1"),
+                vol("a/../b", "p1"),
+            ],
+            false,
+        )
+        .unwrap();
+        assert_eq!(names(&f, 1), ["d2", "p2"]);
+        assert_eq!(skipped.len(), 2, "{skipped:?}");
+        assert!(
+            skipped.iter().any(|s| s.starts_with("p2/x: ")),
+            "{skipped:?}"
+        );
+        let vg = child(&f, child(&f, child(&f, 1, "d2"), "p3"), "vg");
+        assert_eq!(names(&f, vg), ["lv", "lv2"]);
+        let lv = child(&f, vg, "lv");
+        assert_eq!(f.attr(lv).unwrap().kind, FileType::Directory);
+        let mut want: Vec<String> = fs["p3"]
+            .read_dir(&FsPath::root())
+            .unwrap()
+            .into_iter()
+            .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+            .collect();
+        want.sort();
+        assert_eq!(names(&f, lv), want);
+        // Inodes are stable: the same entry gives the same number.
+        assert_eq!(child(&f, vg, "lv"), lv);
+    }
+
+    #[test]
+    fn reads_at_any_offset_stream_through_the_open_handle() {
+        let fs = demo();
+        let (f, _) = FlrFuse::new(
+            vec![Vol {
+                id: "p3".into(),
+                fs: fs["p3"].clone(),
+            }],
+            true,
+        )
+        .unwrap();
+        let dir = child(&f, child(&f, 1, "Projects"), "2024");
+        let ino = child(&f, dir, "model.bin");
+        let size = f.attr(ino).unwrap().size;
+        let want = flr_testdata::manifest("disks/demo.p3.tsv")
+            .into_iter()
+            .find(|e| e.path == "Projects/2024/model.bin")
+            .unwrap();
+        assert_eq!(size, want.size);
+        let fh = f.open_file(ino).unwrap();
+        // Odd-sized pieces, and the last one past the end.
+        let mut data = Vec::new();
+        while (data.len() as u64) < size {
+            let piece = f.read_file(ino, fh, data.len() as u64, 7777).unwrap();
+            assert!(!piece.is_empty());
+            data.extend_from_slice(&piece);
+        }
+        assert!(f.read_file(ino, fh, size, 4096).unwrap().is_empty());
+        assert_eq!(flr_testdata::sha256_hex(&data), want.sha256);
+        // A read at an offset gives the same bytes.
+        let mid = f.read_file(ino, fh, 123_457, 1000).unwrap();
+        assert_eq!(mid, data[123_457..124_457]);
+        assert_eq!(f.open_file(dir), Err(Errno::EISDIR));
+        assert_eq!(f.read_file(ino, 999, 0, 1), Err(Errno::EBADF));
+    }
+}
