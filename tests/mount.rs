@@ -549,3 +549,27 @@ fn daemon_detaches_and_external_unmount_ends_it() {
     let out = run(&["mount", p(&img), p(f.path())]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// LVM logical volumes (ids `disk/datavg/LV`) nest as folders; a volume
+/// group spanning two disks given with --with-disk.
+#[test]
+fn lvm_volumes_nest_as_folders() {
+    if !fuse_available("lvm_volumes_nest_as_folders") {
+        return;
+    }
+    let d1 = fixture("lvm/two-pv-1.img.zst");
+    let d2 = fixture("lvm/two-pv-2.img.zst");
+    let m = Mount::new(&d1, &["--with-disk", p(&d2)]);
+    // The PV itself ("disk") holds no filesystem: no message for it.
+    assert!(!m.stderr.contains("disk not shown"), "{}", m.stderr);
+    let vg = m.path().join("disk/datavg");
+    let mut lvs: Vec<String> = std::fs::read_dir(&vg)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    lvs.sort();
+    assert_eq!(lvs, ["solo", "span", "stripe"]);
+    for lv in ["solo", "span", "stripe"] {
+        check_against(&vg.join(lv), &format!("lvm/{lv}.tsv"), &[]);
+    }
+}

@@ -52,7 +52,7 @@ pub fn mount(
             .map(|f| format!("{}: {}", f.verdict, f.sentence))
             .unwrap_or_default();
         if v.content.verdict != "readable" {
-            if v.content.verdict != "empty" {
+            if !matches!(v.content.verdict, "empty" | "container") {
                 writeln!(ctx.err, "flr: mount: {} not shown ({why})", v.id)?;
             }
             continue;
