@@ -62,10 +62,15 @@ impl Mount {
     /// Mounts `image` with extra arguments (`--volume`, `--key`…) and waits
     /// until the kernel shows the mount.
     pub(crate) fn new(image: &Path, extra: &[&str]) -> Mount {
+        Mount::source(p(image), extra)
+    }
+
+    /// As [`Mount::new`] for any source argument (a blob URL, a connection string).
+    pub(crate) fn source(image: &str, extra: &[&str]) -> Mount {
         let dir = tempfile::tempdir().unwrap();
         let mut args = vec!["mount"];
         args.extend_from_slice(extra);
-        args.extend([p(image), p(dir.path())]);
+        args.extend([image, p(dir.path())]);
         let mut child = flr()
             .args(&args)
             .stdin(Stdio::null())
@@ -212,7 +217,7 @@ fn read_unreadable(rel: &str) -> Vec<String> {
 /// Checks the tree at `dir` against `manifest` with find and sha256sum;
 /// `unreadable` files must be listed but fail to read; `allowed_extra`
 /// names may be present without being in the manifest (lost+found).
-fn check_against(dir: &Path, manifest_rel: &str, unreadable: &[String]) {
+pub(crate) fn check_against(dir: &Path, manifest_rel: &str, unreadable: &[String]) {
     let want = manifest(manifest_rel);
     let got = find_listing(dir, !unreadable.is_empty());
     let extra: Vec<&String> = got

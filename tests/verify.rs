@@ -514,3 +514,41 @@ fn key_vault_unlocks_and_a_disabled_kek_blocks() {
         assert_eq!(failed, vec!["volume p1".to_string()], "{failed:?}");
     }
 }
+
+/// A blob source (Azurite, connection string with the account key): the
+/// manifest made from the local file verifies against the blob, and the
+/// blob mounts.
+#[test]
+fn blob_sources_verify_and_mount() {
+    let Some(a) = flr_blob::emulator::azurite() else {
+        flr_testdata::loud(
+            "SKIPPED verify::blob_sources_verify_and_mount: Azurite is not installed (npm install -g azurite, or set FLR_AZURITE_ENDPOINT)",
+        );
+        return;
+    };
+    let local = fixture("disks/demo.vhdx.zst");
+    let container = "flr-verify-tests";
+    flr_blob::upload::create_container(&format!("{}/{container}?{}", a.endpoint, a.write_sas()))
+        .expect("create container");
+    let src = flr_io::FileSource::open(&local).unwrap();
+    flr_blob::upload::put_page_blob(&a.writable_url(container, "demo.vhdx"), &src).expect("upload");
+    let conn = format!(
+        "DefaultEndpointsProtocol=http;AccountName={};AccountKey={};BlobEndpoint={};Container={container};Blob=demo.vhdx",
+        flr_blob::DEV_ACCOUNT,
+        flr_blob::DEV_KEY,
+        a.endpoint
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let base = make_manifest(&local, dir.path(), &[]);
+    let (out, r) = verify(&[&conn, "--manifest", p(&base)], dir.path());
+    assert_eq!(out.status.code(), Some(0), "{r} {}", stderr(&out));
+    assert_eq!(r["totals"]["volumes_opened"], 3);
+    // The report names the blob, never its key.
+    assert!(!r.to_string().contains(flr_blob::DEV_KEY));
+
+    if !crate::mount::fuse_available("verify::blob_sources_verify_and_mount (mount)") {
+        return;
+    }
+    let m = crate::mount::Mount::source(&conn, &[]);
+    crate::mount::check_against(&m.path().join("p2"), "disks/demo.p2.tsv", &[]);
+}
