@@ -578,3 +578,42 @@ fn lvm_volumes_nest_as_folders() {
         check_against(&vg.join(lv), &format!("lvm/{lv}.tsv"), &[]);
     }
 }
+
+/// `--allow-other`: another user can enter, and the image's modes are
+/// enforced for them (default_permissions): a 0644 file reads, a 0600 one
+/// owned by root does not.
+#[test]
+fn allow_other_lets_other_users_in_with_the_image_modes() {
+    if !fuse_available("allow_other_lets_other_users_in_with_the_image_modes") {
+        return;
+    }
+    if !is_root() || !flr_testdata::have_tool("setpriv") {
+        flr_testdata::loud(
+            "SKIPPED mount::allow_other_lets_other_users_in_with_the_image_modes: needs root and setpriv",
+        );
+        return;
+    }
+    let img = flr_testdata::testdata_dir().join("demo.vhd");
+    let as_nobody = |m: &Mount, file: &str| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+            .arg(m.path().join(file))
+            .output()
+            .unwrap()
+    };
+    let m = Mount::new(&img, &["--allow-other"]);
+    let out = as_nobody(&m, "p2/etc/hosts");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(out.stdout.len(), 50);
+    let out = as_nobody(&m, "p2/home/alice/notes.txt");
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+    drop(m);
+    // Without it, other users cannot enter at all.
+    let m = Mount::new(&img, &[]);
+    let out = as_nobody(&m, "p2/etc/hosts");
+    assert!(!out.status.success());
+}
