@@ -80,6 +80,10 @@ struct Cli {
     /// named d2/ID, d3/ID, …: `flr ls os.vhd --with-disk data.vhd d2/p1/datavg/data:/`.
     #[arg(long = "with-disk", global = true, value_name = "PATH")]
     with_disks: Vec<PathBuf>,
+    /// When the image is a disk or snapshot resource id, leave the read SAS from
+    /// beginGetAccess valid at the end instead of revoking it (endGetAccess).
+    #[arg(long = "keep-access", global = true)]
+    keep_access: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -90,9 +94,11 @@ enum Cmd {
     Probe {
         /// Disk image: raw, VHD or VHDX (detected from content). A local path, a blob URL
         /// with a SAS (https://ACCOUNT.blob.core.windows.net/C/disk.vhd?sv=…, managed-disk
-        /// exports, Azurite), or a connection string with Container=…;Blob=… (e.g.
-        /// "UseDevelopmentStorage=true;Container=disks;Blob=os.vhd"): read in ranges, never
-        /// downloaded whole.
+        /// exports, Azurite) or without one (Entra ID token, see [azure] in the config), a
+        /// connection string with Container=…;Blob=… (e.g.
+        /// "UseDevelopmentStorage=true;Container=disks;Blob=os.vhd"), or a disk or snapshot
+        /// resource id (/subscriptions/…/providers/Microsoft.Compute/snapshots/NAME: flr asks
+        /// for read access and revokes it at the end). Read in ranges, never downloaded whole.
         image: String,
         /// Machine-readable JSON.
         #[arg(long)]
@@ -212,7 +218,9 @@ static BLOB: OnceLock<Arc<BlobSource>> = OnceLock::new();
 
 /// The image argument as it may be printed: a blob URL loses its SAS.
 fn shown_location(image: &str) -> String {
-    if flr_blob::is_remote(image) {
+    if flr_arm::is_resource_id(image) {
+        image.to_string()
+    } else if flr_blob::is_remote(image) {
         BlobLocation::parse(image).map_or_else(|_| "(blob)".into(), |l| l.shown().to_string())
     } else {
         image.to_string()
@@ -227,6 +235,10 @@ fn open_image(
     opts: &BlobOptions,
     with_disks: &[PathBuf],
 ) -> Result<Image, OpsError> {
+    // A disk or snapshot resource id reads through the SAS that
+    // beginGetAccess handed out (see flr_ops::access).
+    let sas = flr_ops::access::sas_for(image);
+    let image = sas.as_deref().unwrap_or(image);
     if !flr_blob::is_remote(image) {
         if with_disks.is_empty() {
             return Ok(flr_engine::open_path(Path::new(image), scan, keys)?);
@@ -242,7 +254,8 @@ fn open_image(
     }
     let loc = BlobLocation::parse(image).map_err(|e| OpsError::Usage(e.to_string()))?;
     let shown = loc.shown().to_string();
-    let blob = BlobSource::open(loc, opts.clone()).map_err(|e| {
+    let opts = flr_ops::access::storage_auth(&loc, opts)?;
+    let blob = BlobSource::open(loc, opts).map_err(|e| {
         flr_engine::EngineError::from(flr_io::IoError::Os {
             layer: "blob".into(),
             offset: 0,
@@ -295,12 +308,35 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
     for h in &cli.luks_headers {
         keys.parse_luks_header_arg(h).map_err(OpsError::Usage)?;
     }
+    flr_ops::access::set_config_path(cli.config.as_deref());
+    let raw_image = match &cli.cmd {
+        Cmd::Probe { image, .. }
+        | Cmd::Ls { image, .. }
+        | Cmd::Get { image, .. }
+        | Cmd::Cat { image, .. }
+        | Cmd::Mount { image, .. }
+        | Cmd::Manifest { image, .. }
+        | Cmd::Verify { image, .. } => image.clone(),
+    };
+    let resource = if flr_arm::is_resource_id(&raw_image) {
+        Some(flr_ops::access::begin_access(
+            &raw_image,
+            cli.config.as_deref(),
+            cli.keep_access,
+            // `mount` unmounts on a signal and then returns: it revokes at the end.
+            !matches!(cli.cmd, Cmd::Mount { .. }),
+            &mut std::io::stderr(),
+        )?)
+    } else {
+        None
+    };
     let chain_opts = ChainOptions {
         config: cli.config.clone(),
         metadata: cli.metadata.clone(),
         secret_url: cli.secret_url.clone(),
         kek_url: cli.kek_url.clone(),
         dry_run: cli.dry_run,
+        resource,
     };
     let image_arg = match &cli.cmd {
         Cmd::Probe { image, .. }
@@ -315,6 +351,10 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
         concurrency: cli.concurrency,
         ..BlobOptions::from_env()
     };
+    if flr_blob::is_remote(&raw_image) || flr_arm::is_resource_id(&raw_image) {
+        // Every read is a round trip: stream large files as parallel ranges.
+        flr_ops::set_read_streams(cli.concurrency);
+    }
     let chain = flr_ops::run_chain(&chain_opts, &image_arg, &mut keys)?;
     let open =
         |image: &str, scan: Scan| open_image(image, scan, &keys, &blob_opts, &cli.with_disks);
@@ -567,7 +607,10 @@ fn main() -> ExitCode {
         | Cmd::Manifest { image, .. }
         | Cmd::Verify { image, .. }
         | Cmd::Cat { image, .. }) = &cli.cmd;
-        (json, flr_blob::is_remote(image))
+        (
+            json,
+            flr_blob::is_remote(image) || flr_arm::is_resource_id(image),
+        )
     });
     let code = match run(cli) {
         Ok(c) => c,
@@ -581,5 +624,7 @@ fn main() -> ExitCode {
     if let Some((json, remote)) = stats {
         print_stats(json, remote, started);
     }
+    // A read SAS from beginGetAccess is given back whatever happened.
+    flr_ops::access::end_access(&mut std::io::stderr());
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

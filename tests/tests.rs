@@ -5,14 +5,15 @@
 
 mod util;
 
+mod azure;
 mod blob;
 mod cli;
 mod corpus;
 mod hostile;
 mod keychain;
 mod keyvault;
-mod mount;
 mod lvm;
+mod mount;
 mod tools;
 mod verify;
 mod xfs;

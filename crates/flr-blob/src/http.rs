@@ -48,6 +48,7 @@ pub(crate) struct Http {
     max_delay: Duration,
     pub(crate) counters: Arc<Counters>,
     seed: AtomicU64,
+    bearer: Option<Arc<flr_azauth::Bearer>>,
 }
 
 enum Op {
@@ -68,10 +69,24 @@ impl Http {
         opts: &BlobOptions,
         counters: Arc<Counters>,
     ) -> Result<Self, BlobError> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(opts.request_timeout)
-            .pool_max_idle_per_host(opts.concurrency.max(1) * 2)
+            .pool_max_idle_per_host(opts.concurrency.max(1) * 2);
+        if let Some(ca) = &opts.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| BlobError::Location(format!("CA file {}: {e}", ca.display())))?;
+            let cert = reqwest::Certificate::from_pem(&pem)
+                .map_err(|e| BlobError::Location(format!("CA file {}: {e}", ca.display())))?;
+            builder = builder.add_root_certificate(cert);
+        }
+        if opts.bearer.is_some() && loc.url().scheme() != "https" {
+            return Err(BlobError::Location(format!(
+                "{}: Entra ID tokens are only sent over https",
+                loc.shown()
+            )));
+        }
+        let client = builder
             .build()
             .map_err(|e| BlobError::Location(format!("HTTP client: {e}")))?;
         let seed = SystemTime::now()
@@ -87,7 +102,29 @@ impl Http {
             max_delay: opts.max_delay,
             counters,
             seed: AtomicU64::new(seed),
+            bearer: opts.bearer.clone(),
         })
+    }
+
+    /// The bearer token for a request (cached; fetched on a blocking
+    /// thread when it must be renewed).
+    async fn token(&self) -> Result<Option<zeroize::Zeroizing<String>>, Attempt> {
+        let Some(b) = self.bearer.clone() else {
+            return Ok(None);
+        };
+        let t = tokio::task::spawn_blocking(move || b.token())
+            .await
+            .map_err(|e| Attempt::transient(format!("token task: {e}")))?;
+        match t {
+            Ok(t) if t.is_empty() => Ok(None),
+            Ok(t) => Ok(Some(t)),
+            Err(e) => Err(Attempt {
+                retry: false,
+                msg: format!("no Storage token (Entra ID): {e}"),
+                request_id: None,
+                changed: false,
+            }),
+        }
     }
 
     pub(crate) fn shown(&self) -> &str {
@@ -215,6 +252,13 @@ impl Http {
         if let (Some(etag), false) = (self.etag.get(), matches!(op, Op::Head)) {
             req = req.header(IF_MATCH, etag.as_str());
         }
+        let authenticated = match self.token().await? {
+            Some(t) => {
+                req = req.bearer_auth(t.as_str());
+                true
+            }
+            None => false,
+        };
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let resp = req
             .send()
@@ -234,8 +278,16 @@ impl Http {
                 code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
                 hint(status)
             );
+            // A refused token (expired, revoked): fetch a new one and retry.
+            let stale_token = authenticated && status == StatusCode::UNAUTHORIZED;
+            if stale_token {
+                if let Some(b) = &self.bearer {
+                    b.invalidate();
+                }
+            }
             return Err(Attempt {
                 retry: status.is_server_error()
+                    || stale_token
                     || status == StatusCode::TOO_MANY_REQUESTS
                     || status == StatusCode::REQUEST_TIMEOUT,
                 changed: status == StatusCode::PRECONDITION_FAILED,
@@ -310,7 +362,8 @@ fn xml_tag(body: &[u8], tag: &str) -> Option<String> {
 
 fn hint(status: StatusCode) -> &'static str {
     match status.as_u16() {
-        403 => " (access denied: is the SAS expired, or without read permission?)",
+        401 => " (authentication failed: no SAS in the URL and no accepted Entra ID token; see [azure] credential)",
+        403 => " (access denied: is the SAS expired or without read permission, or does the identity lack the \"Storage Blob Data Reader\" role?)",
         404 => " (no such blob or container)",
         _ => "",
     }

@@ -119,6 +119,12 @@ pub struct BlobOptions {
     pub max_delay: Duration,
     /// Timeout of one request, body included.
     pub request_timeout: Duration,
+    /// Entra ID tokens for Storage (`https://storage.azure.com`), sent as
+    /// `Authorization: Bearer` on every request: for blob URLs without a
+    /// SAS. Fetched off the I/O threads; renewed when the service refuses one.
+    pub bearer: Option<Arc<flr_azauth::Bearer>>,
+    /// An extra CA certificate (PEM) to trust (test servers, TLS-inspecting proxies).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for BlobOptions {
@@ -133,6 +139,8 @@ impl Default for BlobOptions {
             base_delay: Duration::from_millis(200),
             max_delay: Duration::from_secs(10),
             request_timeout: Duration::from_secs(120),
+            bearer: None,
+            ca_file: None,
         }
     }
 }

@@ -183,6 +183,14 @@ impl BlobLocation {
     pub fn shown(&self) -> &str {
         &self.shown
     }
+
+    /// Whether the location carries its own authorisation (a SAS
+    /// signature). Without one, reads need an Entra ID bearer token
+    /// ([`crate::BlobOptions::bearer`]), or the container must allow
+    /// anonymous reads.
+    pub fn has_sas(&self) -> bool {
+        self.url.query_pairs().any(|(k, _)| k == "sig")
+    }
 }
 
 /// Azurite and other emulators address the account in the path

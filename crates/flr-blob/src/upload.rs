@@ -37,12 +37,31 @@ async fn send(req: reqwest::RequestBuilder, what: &str) -> Result<(), BlobError>
     }
 }
 
+fn client(ca_file: Option<&std::path::Path>) -> Result<reqwest::Client, BlobError> {
+    let mut b = reqwest::Client::builder();
+    if let Some(ca) = ca_file {
+        let pem = std::fs::read(ca).map_err(|e| err("CA file", e))?;
+        b = b.add_root_certificate(
+            reqwest::Certificate::from_pem(&pem).map_err(|e| err("CA file", e))?,
+        );
+    }
+    b.build().map_err(|e| err("HTTP client", e))
+}
+
 /// Creates a container (`PUT ?restype=container`) at `container_url`, which
 /// carries a SAS allowing it. An existing container is fine.
 pub fn create_container(container_url: &str) -> Result<(), BlobError> {
+    create_container_with_ca(container_url, None)
+}
+
+/// [`create_container`], trusting `ca_file` too (an emulator over https).
+pub fn create_container_with_ca(
+    container_url: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<(), BlobError> {
     let mut url = Url::parse(container_url).map_err(|e| err("container URL", e))?;
     url.query_pairs_mut().append_pair("restype", "container");
-    let client = reqwest::Client::new();
+    let client = client(ca_file)?;
     runtime()?.block_on(send(client.put(url), "create container"))
 }
 
@@ -50,9 +69,18 @@ pub fn create_container(container_url: &str) -> Result<(), BlobError> {
 /// `blob_url` (with a SAS allowing writes) and puts the pages of `src`
 /// that hold a non-zero byte. Returns the bytes put.
 pub fn put_page_blob(blob_url: &str, src: &dyn ReadAt) -> Result<u64, BlobError> {
+    put_page_blob_with_ca(blob_url, src, None)
+}
+
+/// [`put_page_blob`], trusting `ca_file` too (an emulator over https).
+pub fn put_page_blob_with_ca(
+    blob_url: &str,
+    src: &dyn ReadAt,
+    ca_file: Option<&std::path::Path>,
+) -> Result<u64, BlobError> {
     let url = Url::parse(blob_url).map_err(|e| err("blob URL", e))?;
     let size = src.len().div_ceil(512) * 512;
-    let client = reqwest::Client::new();
+    let client = client(ca_file)?;
     runtime()?.block_on(async {
         send(
             client

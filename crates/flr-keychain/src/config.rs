@@ -136,6 +136,62 @@ impl Default for AuditConfig {
     }
 }
 
+/// The `[azure]` section: Resource Manager (disk and snapshot access) and
+/// Storage (blob URLs without a SAS) requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureConfig {
+    /// The Resource Manager endpoint (sovereign clouds have their own).
+    #[serde(default = "default_resource_manager")]
+    pub resource_manager: String,
+    /// How to authenticate to Resource Manager and Storage.
+    #[serde(default)]
+    pub credential: Credential,
+    /// The tenant; else `AZURE_TENANT_ID`, else `organizations`.
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// Variable holding a Resource Manager token for `credential = "token-env"`.
+    #[serde(default = "default_arm_token_env")]
+    pub arm_token_env: String,
+    /// Variable holding a Storage token for `credential = "token-env"`.
+    #[serde(default = "default_storage_token_env")]
+    pub storage_token_env: String,
+    /// How long a read SAS from `beginGetAccess` is asked for, in seconds.
+    #[serde(default = "default_access_seconds")]
+    pub access_seconds: u64,
+    /// An extra CA certificate (PEM) to trust for Resource Manager and
+    /// Storage (test servers, TLS-inspecting proxies).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Default for AzureConfig {
+    fn default() -> Self {
+        AzureConfig {
+            resource_manager: default_resource_manager(),
+            credential: Credential::default(),
+            tenant: None,
+            arm_token_env: default_arm_token_env(),
+            storage_token_env: default_storage_token_env(),
+            access_seconds: default_access_seconds(),
+            ca_file: None,
+        }
+    }
+}
+
+fn default_resource_manager() -> String {
+    "https://management.azure.com".into()
+}
+fn default_arm_token_env() -> String {
+    "FLR_ARM_TOKEN".into()
+}
+fn default_storage_token_env() -> String {
+    "FLR_STORAGE_TOKEN".into()
+}
+fn default_access_seconds() -> u64 {
+    3600
+}
+
 /// The whole file.
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -155,6 +211,10 @@ pub struct Config {
     /// Audit log.
     #[serde(default)]
     pub audit: AuditConfig,
+    /// Resource Manager and Storage: how flr gets read access to a disk or
+    /// snapshot named by its resource id, and tokens for blob URLs without a SAS.
+    #[serde(default)]
+    pub azure: AzureConfig,
     /// Where the file was read from (relative paths are relative to it).
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -202,6 +262,20 @@ impl Config {
         if let Some(p) = c.audit.path.as_mut() {
             fix(p);
         }
+        c.azure.resource_manager = c.azure.resource_manager.trim_end_matches('/').to_string();
+        if !c.azure.resource_manager.starts_with("https://") {
+            return Err(format!(
+                "azure.resource_manager {}: needs https://",
+                c.azure.resource_manager
+            ));
+        }
+        if !(60..=7 * 24 * 3600).contains(&c.azure.access_seconds) {
+            return Err(format!(
+                "azure.access_seconds {}: between 60 and 604800",
+                c.azure.access_seconds
+            ));
+        }
+        c.azure.ca_file.as_mut().map(fix);
         c.origin = origin.map(Path::to_path_buf);
         Ok(c)
     }

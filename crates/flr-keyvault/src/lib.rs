@@ -19,7 +19,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use flr_keychain::config::{Credential, VaultConfig};
 use flr_keychain::{Attributes, Connector, KeyBundle, ObjectId, SecretBundle, Vault, VaultError};
 use flr_keys::Secret;
@@ -118,7 +117,7 @@ impl KeyVaultClient {
             };
             match (retry_after, attempt < ATTEMPTS) {
                 (Some(wait), true) => std::thread::sleep(wait),
-                _ => return res.map_err(|e| VaultError::Transport(error_chain(&e))),
+                _ => return res.map_err(|e| VaultError::Transport(flr_azauth::error_chain(&e))),
             }
         }
     }
@@ -221,115 +220,21 @@ impl KeyVaultClient {
                 .ok_or_else(|| VaultError::Auth("no challenge".into()))?;
             (c.authority.clone(), c.resource.clone())
         };
-        let scope = format!("{}/.default", resource.trim_end_matches('/'));
-        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let (value, lifetime) = match self.credential {
-            Credential::None => (String::new(), Duration::from_secs(3600)),
-            Credential::TokenEnv => (
-                env(&self.token_env).ok_or_else(|| {
-                    VaultError::Auth(format!(
-                        "credential token-env: ${} is not set",
-                        self.token_env
-                    ))
-                })?,
-                Duration::from_secs(3000),
-            ),
-            Credential::ClientSecret | Credential::WorkloadIdentity => {
-                let client_id = env("AZURE_CLIENT_ID")
-                    .ok_or_else(|| VaultError::Auth("AZURE_CLIENT_ID is not set".into()))?;
-                let authority = match env("AZURE_TENANT_ID") {
-                    Some(t) => match authority.rfind('/') {
-                        Some(i) => format!("{}/{t}", &authority[..i]),
-                        None => authority,
-                    },
-                    None => authority,
-                };
-                let mut form: Vec<(&str, String)> = vec![
-                    ("grant_type", "client_credentials".into()),
-                    ("client_id", client_id),
-                    ("scope", scope),
-                ];
-                if self.credential == Credential::ClientSecret {
-                    let s = env("AZURE_CLIENT_SECRET")
-                        .ok_or_else(|| VaultError::Auth("AZURE_CLIENT_SECRET is not set".into()))?;
-                    form.push(("client_secret", s));
-                } else {
-                    let f = env("AZURE_FEDERATED_TOKEN_FILE").ok_or_else(|| {
-                        VaultError::Auth("AZURE_FEDERATED_TOKEN_FILE is not set".into())
-                    })?;
-                    let a = std::fs::read_to_string(&f)
-                        .map_err(|e| VaultError::Auth(format!("{f}: {e}")))?;
-                    form.push((
-                        "client_assertion_type",
-                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
-                    ));
-                    form.push(("client_assertion", a.trim().to_string()));
-                }
-                let url = format!("{}/oauth2/v2.0/token", authority.trim_end_matches('/'));
-                let res = self.send_retrying(&|| self.http.post(&url).form(&form))?;
-                for (_, v) in form.iter_mut() {
-                    zeroize::Zeroize::zeroize(v);
-                }
-                token_response(res)?
-            }
-            Credential::ManagedIdentity => {
-                // The Instance Metadata Service is plain HTTP on a link-local
-                // address, reached without the vault's https-only client.
-                let mut url = format!(
-                    "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}"
-                );
-                if let Some(id) = env("AZURE_CLIENT_ID") {
-                    url.push_str(&format!("&client_id={id}"));
-                }
-                let imds = Client::builder()
-                    .timeout(Duration::from_secs(10))
-                    .build()
-                    .map_err(|e| VaultError::Auth(e.to_string()))?;
-                self.trips.set(self.trips.get() + 1);
-                let res = imds
-                    .get(&url)
-                    .header("Metadata", "true")
-                    .send()
-                    .map_err(|e| {
-                        VaultError::Auth(format!("managed identity endpoint: {}", error_chain(&e)))
-                    })?;
-                token_response(res)?
-            }
-            Credential::AzureCli => {
-                let tenant = authority.rsplit('/').next().unwrap_or("").to_string();
-                let mut cmd = std::process::Command::new("az");
-                cmd.args([
-                    "account",
-                    "get-access-token",
-                    "--resource",
-                    &resource,
-                    "-o",
-                    "json",
-                ]);
-                if !tenant.is_empty() && tenant != "common" && tenant != "organizations" {
-                    cmd.args(["--tenant", &tenant]);
-                }
-                let out = cmd.output().map_err(|e| {
-                    VaultError::Auth(format!("azure-cli credential: cannot run az: {e}"))
-                })?;
-                if !out.status.success() {
-                    return Err(VaultError::Auth(format!(
-                        "az account get-access-token failed: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    )));
-                }
-                let v: Value = serde_json::from_slice(&out.stdout)
-                    .map_err(|e| VaultError::Auth(format!("az output: {e}")))?;
-                let t = v["accessToken"].as_str().unwrap_or("").to_string();
-                if t.is_empty() {
-                    return Err(VaultError::Auth("az printed no accessToken".into()));
-                }
-                (t, Duration::from_secs(1800))
-            }
-        };
-        *self.caller.borrow_mut() = caller_of(&value);
+        let t = flr_azauth::acquire(
+            &self.http,
+            &flr_azauth::TokenRequest {
+                credential: self.credential,
+                token_env: &self.token_env,
+                authority: &authority,
+                resource: &resource,
+            },
+            &|| self.trips.set(self.trips.get() + 1),
+        )
+        .map_err(|e| VaultError::Auth(e.0))?;
+        let (value, lifetime) = (t.value, t.lifetime);
+        *self.caller.borrow_mut() = flr_azauth::caller_of(&value);
         *self.token.borrow_mut() = Some(Token {
-            value: Zeroizing::new(value),
+            value,
             // Renew a little early.
             expires: Instant::now() + lifetime.saturating_sub(Duration::from_secs(120)),
         });
@@ -366,17 +271,6 @@ fn retry_after(r: &Response) -> Option<Duration> {
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 fn parse_response(res: Response) -> Result<Value, VaultError> {
     let status = res.status();
     let body: Value = res.json().unwrap_or(Value::Null);
@@ -390,45 +284,6 @@ fn parse_response(res: Response) -> Result<Value, VaultError> {
         inner: e["innererror"]["code"].as_str().map(str::to_string),
         message: e["message"].as_str().unwrap_or("").to_string(),
     })
-}
-
-fn token_response(res: Response) -> Result<(String, Duration), VaultError> {
-    let status = res.status();
-    let v: Value = res.json().unwrap_or(Value::Null);
-    let token = v["access_token"].as_str().unwrap_or("");
-    if !status.is_success() || token.is_empty() {
-        return Err(VaultError::Auth(format!(
-            "token request refused (HTTP {}): {} {}",
-            status.as_u16(),
-            v["error"].as_str().unwrap_or(""),
-            v["error_description"].as_str().unwrap_or("")
-        )));
-    }
-    let secs = v["expires_in"]
-        .as_u64()
-        .or_else(|| v["expires_in"].as_str().and_then(|s| s.parse().ok()))
-        .unwrap_or(3600);
-    Ok((token.to_string(), Duration::from_secs(secs)))
-}
-
-/// Who a JWT access token speaks for (its claims; the signature is the
-/// vault's business), for the audit log.
-fn caller_of(token: &str) -> Option<String> {
-    let payload = token.split('.').nth(1)?;
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
-    let v: Value = serde_json::from_slice(&bytes).ok()?;
-    let pick = |k: &str| v[k].as_str().map(str::to_string);
-    pick("upn")
-        .or_else(|| pick("unique_name"))
-        .map(|u| format!("user {u}"))
-        .or_else(|| {
-            pick("appid")
-                .or_else(|| pick("azp"))
-                .map(|a| format!("app {a}"))
-        })
-        .or_else(|| pick("oid").map(|o| format!("object {o}")))
 }
 
 fn attributes(v: &Value) -> Attributes {
@@ -544,21 +399,5 @@ impl Vault for KeyVaultClient {
 
     fn round_trips(&self) -> usize {
         self.trips.get()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn caller_from_token_claims() {
-        let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .encode(br#"{"oid":"1111","appid":"app-7","tid":"t"}"#);
-        assert_eq!(
-            caller_of(&format!("h.{claims}.s")).as_deref(),
-            Some("app app-7")
-        );
-        assert_eq!(caller_of("opaque-token"), None);
     }
 }

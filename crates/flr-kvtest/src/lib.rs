@@ -28,6 +28,7 @@
 
 #![forbid(unsafe_code)]
 
+mod arm;
 mod crypto;
 mod error;
 mod faults;
@@ -90,6 +91,8 @@ pub(crate) struct State {
     pub(crate) page_size: usize,
     /// Tokens minted under an older generation are expired.
     pub(crate) token_generation: u64,
+    /// Resource Manager disks and snapshots.
+    pub(crate) arm: arm::ArmState,
 }
 
 impl Shared {
@@ -105,6 +108,7 @@ pub struct TestVault {
     url: String,
     ca_pem: String,
     ca_path: PathBuf,
+    server_pem: (String, String),
     _ca_dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -145,6 +149,7 @@ impl TestVault {
                 log: Vec::new(),
                 page_size: 25,
                 token_generation: 0,
+                arm: arm::ArmState::default(),
             }),
         });
         let ca_dir = tempfile::tempdir().expect("a temporary directory for the CA");
@@ -156,6 +161,7 @@ impl TestVault {
             url: format!("https://127.0.0.1:{port}"),
             ca_pem: tls.ca_pem,
             ca_path,
+            server_pem: tls.server_pem,
             _ca_dir: ca_dir,
             stop: Some(stop),
             thread: Some(thread),
@@ -175,6 +181,13 @@ impl TestVault {
     /// The test CA written to a file (removed when the vault is dropped).
     pub fn ca_path(&self) -> &Path {
         &self.ca_path
+    }
+
+    /// The server certificate (for `127.0.0.1` and `localhost`, signed by
+    /// the test CA) and its private key, both PEM: lets another test server
+    /// (Azurite with `--cert`/`--key`) be trusted through [`ca_path`](Self::ca_path).
+    pub fn server_cert_and_key_pem(&self) -> (String, String) {
+        self.server_pem.clone()
     }
 
     /// The tenant GUID named in the challenge.
@@ -404,6 +417,50 @@ impl TestVault {
     /// Forgets the requests answered so far.
     pub fn reset_log(&self) {
         self.lock().log.clear();
+    }
+
+    /// Registers a managed disk or snapshot for the Resource Manager
+    /// endpoints: `GET {id}` answers `properties` (as `az snapshot show`
+    /// prints them, e.g. `encryptionSettingsCollection`), and
+    /// `beginGetAccess` hands out `sas_url` as its `accessSAS`. `id` is the
+    /// full resource id, `/subscriptions/…/providers/Microsoft.Compute/snapshots/NAME`.
+    pub fn add_disk_resource(&self, id: &str, properties: serde_json::Value, sas_url: &str) {
+        self.lock().arm.disks.insert(
+            id.trim_end_matches('/').to_ascii_lowercase(),
+            arm::Disk {
+                id: id.trim_end_matches('/').to_string(),
+                properties,
+                sas: sas_url.to_string(),
+                active: false,
+                granted: 0,
+                revoked: 0,
+                refuse: None,
+            },
+        );
+    }
+
+    /// Makes `beginGetAccess` on `id` answer an ARM error instead, e.g.
+    /// `(403, "AuthorizationFailed", "…")` or `(409, "OperationNotAllowed", "…")`.
+    pub fn refuse_disk_access(&self, id: &str, status: u16, code: &str, message: &str) {
+        let mut st = self.lock();
+        let d = st
+            .arm
+            .disks
+            .get_mut(&id.to_ascii_lowercase())
+            .expect("refuse_disk_access: no such disk resource");
+        d.refuse = Some((status, code.to_string(), message.to_string()));
+    }
+
+    /// `(granted, revoked, active)`: how often `beginGetAccess` and
+    /// `endGetAccess` were called on `id`, and whether a SAS is active now.
+    pub fn disk_access(&self, id: &str) -> (usize, usize, bool) {
+        let st = self.lock();
+        let d = st
+            .arm
+            .disks
+            .get(&id.to_ascii_lowercase())
+            .expect("disk_access: no such disk resource");
+        (d.granted, d.revoked, d.active)
     }
 }
 

@@ -33,7 +33,7 @@ pub(crate) struct Reply {
 }
 
 impl Reply {
-    fn json(status: u16, body: Value) -> Reply {
+    pub(crate) fn json(status: u16, body: Value) -> Reply {
         Reply {
             status,
             headers: Vec::new(),
@@ -107,6 +107,21 @@ fn route(shared: &Shared, req: &Request) -> (Reply, bool, Option<String>) {
             .clone()
             .unwrap_or_else(|| format!("127.0.0.1:{}", shared.port))
     );
+
+    // Resource Manager (disks and snapshots): its own authentication answers.
+    if segs
+        .first()
+        .is_some_and(|s| s.eq_ignore_ascii_case("subscriptions"))
+    {
+        return crate::arm::route(
+            shared,
+            &req.method,
+            &req.path,
+            &base,
+            req.authorization.as_deref(),
+            &req.body,
+        );
+    }
 
     // The authority's endpoints: no bearer token needed.
     match (req.method.as_str(), segs.as_slice()) {

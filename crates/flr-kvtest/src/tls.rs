@@ -15,6 +15,9 @@ use tokio_rustls::rustls::{self, ServerConfig};
 /// The test CA (PEM) and a TLS configuration serving the certificate it signed.
 pub(crate) struct Tls {
     pub(crate) ca_pem: String,
+    /// The server's certificate and key (PEM), for other test servers
+    /// (Azurite over https) that should be trusted through the same CA.
+    pub(crate) server_pem: (String, String),
     pub(crate) config: Arc<ServerConfig>,
 }
 
@@ -55,6 +58,7 @@ pub(crate) fn make() -> Tls {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Tls {
         ca_pem: ca_cert.pem(),
+        server_pem: (leaf_cert.pem(), key.serialize_pem()),
         config: Arc::new(config),
     }
 }

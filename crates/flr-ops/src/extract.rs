@@ -12,6 +12,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use flr_fs::Timestamp;
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps};
@@ -64,6 +65,48 @@ fn join(rel: &str, name: &str) -> String {
 }
 
 static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Temporary files being written: (id, their folder, name), so that a
+/// signal handler can remove them before the process exits.
+static UNFINISHED: Mutex<Vec<(u64, OwnedFd, String)>> = Mutex::new(Vec::new());
+
+/// A temporary file's entry in [`UNFINISHED`], removed when dropped.
+struct Unfinished(Option<u64>);
+
+impl Unfinished {
+    fn register(dir: &OwnedFd, tmp: &str) -> Unfinished {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        let Ok(fd) = dir.try_clone() else {
+            return Unfinished(None);
+        };
+        let id = IDS.fetch_add(1, Ordering::Relaxed);
+        UNFINISHED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((id, fd, tmp.to_string()));
+        Unfinished(Some(id))
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(id) = self.0 {
+            UNFINISHED
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(i, _, _)| *i != id);
+        }
+    }
+}
+
+/// Removes every temporary file still being written (for a signal handler
+/// about to end the process): nothing half-written is left in DEST.
+pub(crate) fn remove_unfinished() {
+    let list = std::mem::take(&mut *UNFINISHED.lock().unwrap_or_else(|p| p.into_inner()));
+    for (_, dir, tmp) in list {
+        let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+    }
+}
 
 fn tmp_name() -> String {
     let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -202,6 +245,7 @@ impl DestDir {
             Mode::from_raw_mode(0o600),
         )
         .map_err(os(&shown, "cannot create temporary file"))?;
+        let _unfinished = Unfinished::register(&self.fd, &tmp);
         let mut file = File::from(fd);
         let cleanup = |this: &DestDir| {
             let _ = rustix::fs::unlinkat(&this.fd, tmp.as_str(), AtFlags::empty());

@@ -11,7 +11,7 @@ use sha2::Digest;
 use crate::extract::{DestDir, Overwrite, WriteError};
 use crate::ls::MAX_DEPTH;
 use crate::names::{display_name, safe_component};
-use crate::{copy_file, fs_err, Context, CopyError, OpsError, OutputFormat, VolPath};
+use crate::{copy_file_streams, fs_err, Context, CopyError, OpsError, OutputFormat, VolPath};
 
 /// Options of `get`.
 #[derive(Debug, Clone, Default)]
@@ -277,13 +277,10 @@ impl Job<'_, '_> {
         if let Some(r) = &meta.unreadable {
             return self.fail(path, format!("not restored: {r}"));
         }
-        let mut handle = match self.fs.open(path) {
-            Ok(h) => h,
-            Err(e) => return self.fail(path, e),
-        };
         let mut hasher = self.opts.checksum.then(sha2::Sha256::new);
+        let fs = self.fs;
         let res = into.write_file(safe, self.overwrite(), meta.mode, meta.mtime, |f| {
-            copy_file(handle.as_mut(), path, |b| {
+            copy_file_streams(fs, path, |b| {
                 if let Some(h) = hasher.as_mut() {
                     h.update(b);
                 }

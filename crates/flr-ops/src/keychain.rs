@@ -25,12 +25,15 @@ pub struct ChainOptions {
     pub kek_url: Option<String>,
     /// `--dry-run`: never read a secret's value, never unwrap.
     pub dry_run: bool,
+    /// The disk or snapshot resource as Resource Manager returned it (when
+    /// the image is a resource id): the metadata when `--metadata` is not given.
+    pub resource: Option<crate::access::ResourceFacts>,
 }
 
 impl ChainOptions {
     /// Whether anything asks for the key chain.
     pub fn wanted(&self) -> bool {
-        self.metadata.is_some() || self.secret_url.is_some()
+        self.metadata.is_some() || self.secret_url.is_some() || self.resource.is_some()
     }
 }
 
@@ -104,7 +107,10 @@ pub fn run_chain(
             flr_keychain::metadata::parse(&text, &p.display().to_string())
                 .map_err(OpsError::Usage)?
         }
-        None => DiskEncryption::default(),
+        None => match &opts.resource {
+            Some(r) => flr_keychain::metadata::parse(&r.json, &r.label).map_err(OpsError::Usage)?,
+            None => DiskEncryption::default(),
+        },
     };
     let kek = opts
         .kek_url
@@ -195,7 +201,15 @@ pub fn run_chain(
     }
     Ok(Some(ChainSummary {
         mode: if opts.dry_run { "dry-run" } else { "unwrap" },
-        metadata: opts.metadata.as_ref().map(|p| p.display().to_string()),
+        metadata: opts
+            .metadata
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .or_else(|| {
+                opts.resource
+                    .as_ref()
+                    .map(|r| format!("{} (Resource Manager)", r.label))
+            }),
         sse: disk.sse.as_ref().map(|s| match &s.des_id {
             Some(d) => format!("{} (Disk Encryption Set {d})", s.kind),
             None => s.kind.clone(),

@@ -9,6 +9,7 @@
 //! the exit codes documented in `flr --help`.
 #![deny(missing_docs)]
 
+pub mod access;
 mod extract;
 mod get;
 mod keychain;
@@ -100,6 +101,9 @@ pub enum OpsError {
     /// Bad arguments.
     #[error("{0}")]
     Usage(String),
+    /// The source could not be reached or opened (Resource Manager, network).
+    #[error("{0}")]
+    Source(String),
     /// Writing output failed.
     #[error("output: {0}")]
     Output(#[from] std::io::Error),
@@ -119,7 +123,7 @@ impl OpsError {
         match self {
             OpsError::Engine(EngineError::NoSuchVolume { .. }) | OpsError::Usage(_) => exit::USAGE,
             OpsError::Engine(EngineError::NotReadable { .. }) => exit::NOT_READABLE,
-            OpsError::Engine(_) => exit::BAD_IMAGE,
+            OpsError::Engine(_) | OpsError::Source(_) => exit::BAD_IMAGE,
             OpsError::Fs { source, .. } => fs_exit_code(source),
             OpsError::Output(_) => exit::OUTPUT,
             OpsError::Partial { .. } => exit::PARTIAL,
@@ -179,8 +183,7 @@ pub fn cat(image: &Image, spec: &VolPath, out: &mut dyn Write) -> Result<(), Ops
             },
         });
     }
-    let mut h = fs.open(&spec.path).map_err(fs_err(&vol.id))?;
-    copy_file(h.as_mut(), &spec.path, |b| out.write_all(b)).map_err(|e| match e {
+    copy_file_streams(fs.as_ref(), &spec.path, |b| out.write_all(b)).map_err(|e| match e {
         CopyError::Fs(source) => OpsError::Fs {
             volume: vol.id.clone(),
             source,
@@ -225,6 +228,101 @@ impl AlignedBuf {
 pub(crate) enum CopyError {
     Fs(FsError),
     Out(std::io::Error),
+}
+
+/// Parallel read streams per file (see [`set_read_streams`]).
+static READ_STREAMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// Chunk of one parallel read stream.
+const STREAM_CHUNK: usize = 4 << 20;
+
+/// How many parallel read streams `get` and `cat` use per file (1: one
+/// sequential stream). Worth more than one when every read is a network
+/// round trip: the CLI sets it to `--concurrency` for blob sources, so a
+/// large file is fetched as that many disjoint 4 MiB ranges in flight,
+/// never beyond the file's own data.
+pub fn set_read_streams(n: usize) {
+    READ_STREAMS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Opens `path` and copies its data to `sink` in order: one sequential
+/// stream ([`copy_file`]), or, for a file of several chunks when
+/// [`set_read_streams`] asked for more, that many handles reading
+/// interleaved 4 MiB chunks on scoped threads. Stream `k` reads chunks
+/// `k, k + n, k + 2n, …` and hands each over a one-slot channel, and the
+/// writer takes them round robin, so data reaches `sink` in file order with
+/// at most `2n` chunks in memory.
+pub(crate) fn copy_file_streams(
+    fs: &dyn flr_fs::Filesystem,
+    path: &FsPath,
+    mut sink: impl FnMut(&[u8]) -> std::io::Result<()>,
+) -> Result<u64, CopyError> {
+    let mut first = fs.open(path).map_err(CopyError::Fs)?;
+    let size = first.size();
+    let streams = READ_STREAMS.load(std::sync::atomic::Ordering::Relaxed);
+    let chunks = size.div_ceil(STREAM_CHUNK as u64);
+    if streams <= 1 || chunks < 3 {
+        return copy_file(first.as_mut(), path, sink);
+    }
+    let streams = streams.min(usize::try_from(chunks).unwrap_or(usize::MAX));
+    let short = |off: u64| FsError::Corrupt {
+        fs: "filesystem",
+        offset: None,
+        what: format!("{path}: data ends at {off} bytes, but the size is {size}"),
+    };
+    std::thread::scope(|scope| {
+        let mut rxs = Vec::with_capacity(streams);
+        let mut first = Some(first);
+        for k in 0..streams {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<u8>, FsError>>(1);
+            rxs.push(rx);
+            let handle = first.take();
+            scope.spawn(move || {
+                let mut h = match handle {
+                    Some(h) => h,
+                    None => match fs.open(path) {
+                        Ok(h) => h,
+                        Err(e) => return drop(tx.send(Err(e))),
+                    },
+                };
+                let mut i = k as u64;
+                while i < chunks {
+                    let off = i * STREAM_CHUNK as u64;
+                    let len = usize::try_from((size - off).min(STREAM_CHUNK as u64))
+                        .unwrap_or(STREAM_CHUNK);
+                    let mut buf = vec![0u8; len];
+                    let mut got = 0;
+                    let r = loop {
+                        if got == len {
+                            break Ok(buf);
+                        }
+                        match h.read_at(off + got as u64, &mut buf[got..]) {
+                            Ok(0) => break Err(short(off + got as u64)),
+                            Ok(n) => got += n,
+                            Err(e) => break Err(e),
+                        }
+                    };
+                    let failed = r.is_err();
+                    // The writer hung up (an error): stop reading.
+                    if tx.send(r).is_err() || failed {
+                        return;
+                    }
+                    i += streams as u64;
+                }
+            });
+        }
+        let mut done = 0u64;
+        for i in 0..chunks {
+            let rx = &rxs[usize::try_from(i % streams as u64).unwrap_or(0)];
+            let chunk = rx
+                .recv()
+                .map_err(|_| CopyError::Fs(short(done)))?
+                .map_err(CopyError::Fs)?;
+            sink(&chunk).map_err(CopyError::Out)?;
+            done += chunk.len() as u64;
+        }
+        Ok(done)
+    })
 }
 
 /// Copies a file's data to `sink` in large chunks; fails if the file ends
