@@ -352,8 +352,13 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
         ..BlobOptions::from_env()
     };
     if flr_blob::is_remote(&raw_image) || flr_arm::is_resource_id(&raw_image) {
-        // Every read is a round trip: stream large files as parallel ranges.
-        flr_ops::set_read_streams(cli.concurrency);
+        // Every read is a round trip: stream large files as parallel ranges
+        // (FLR_READ_STREAMS overrides, 1 for one sequential stream).
+        let streams = std::env::var("FLR_READ_STREAMS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(cli.concurrency);
+        flr_ops::set_read_streams(streams);
     }
     let chain = flr_ops::run_chain(&chain_opts, &image_arg, &mut keys)?;
     let open =
