@@ -434,7 +434,15 @@ impl Inner {
                     if let Some(Slot::Ready { tick: old, data }) = st.slots.insert(
                         first + i,
                         Slot::Ready {
-                            data: body.slice(s..e),
+                            // A slice would keep the whole response alive
+                            // as long as any one of its blocks is cached,
+                            // so the budget would not bound the memory held:
+                            // each block gets its own copy.
+                            data: if count == 1 {
+                                body.clone()
+                            } else {
+                                Bytes::copy_from_slice(&body[s..e])
+                            },
                             tick,
                         },
                     ) {
