@@ -122,6 +122,14 @@ fn lv_volume_ids_work_on_the_command_line() {
     let solo = vols.iter().find(|v| v["id"] == "disk/datavg/solo").unwrap();
     assert_eq!(solo["content"]["kind"], "lvm-lv");
     assert_eq!(solo["content"]["verdict"], "error");
+    // The volume group itself, with the missing PV named (UUIDs from pvs, see pv-uuids.tsv).
+    let vg = &json["volume_groups"][0];
+    assert_eq!(vg["name"], "datavg", "{json}");
+    let pvs = vg["pvs"].to_string();
+    assert!(pvs.contains("aaaaaa-1111-2222-3333-4444-5555-aaaaaa"), "{pvs}");
+    assert!(pvs.contains("bbbbbb-1111-2222-3333-4444-5555-bbbbbb"), "{pvs}");
+    assert!(pvs.contains("missing"), "{pvs}");
+    assert_eq!(vg["lvs"].as_array().map(Vec::len), Some(3), "{vg}");
 }
 
 /// Builds the RHEL ADE OS disk: the committed VHD with p3's ciphertext put back, made by

@@ -22,6 +22,10 @@ pub struct ProbeReport<'a> {
     pub key_chain: Option<&'a ChainSummary>,
     /// Per volume: can its files be restored, and if not, why.
     pub feasibility: Vec<Feasibility>,
+    /// LVM2 volume groups found on the disk(s): PVs (present or missing),
+    /// LVs with their volume ids, layouts and status.
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub volume_groups: &'a [flr_engine::VgReport],
 }
 
 /// One volume in the report.
@@ -47,6 +51,7 @@ pub fn probe_report<'a>(image: &'a Image, chain: Option<&'a ChainSummary>) -> Pr
         image: &image.location,
         container: &image.container,
         partition_table: image.table.as_ref(),
+        volume_groups: &image.volume_groups,
         volumes: image
             .volumes
             .iter()
@@ -133,6 +138,25 @@ pub fn probe(
             }
         }
         None => writeln!(out, "  partition table: none (volume starts at sector 0)")?,
+    }
+    for vg in &image.volume_groups {
+        writeln!(
+            out,
+            "  LVM2 volume group {} (id {}, metadata seqno {}, extent {})",
+            vg.name,
+            vg.id,
+            vg.seqno,
+            human_size(vg.extent_size)
+        )?;
+        for (uuid, at) in &vg.pvs {
+            writeln!(out, "        PV {uuid}: {at}")?;
+        }
+        for (id, layout, status) in &vg.lvs {
+            writeln!(out, "        LV {id}: {layout}, {status}")?;
+        }
+        for w in &vg.warnings {
+            writeln!(out, "        warning: {w}")?;
+        }
     }
     for v in &image.volumes {
         write!(
