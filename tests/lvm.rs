@@ -126,8 +126,14 @@ fn lv_volume_ids_work_on_the_command_line() {
     let vg = &json["volume_groups"][0];
     assert_eq!(vg["name"], "datavg", "{json}");
     let pvs = vg["pvs"].to_string();
-    assert!(pvs.contains("aaaaaa-1111-2222-3333-4444-5555-aaaaaa"), "{pvs}");
-    assert!(pvs.contains("bbbbbb-1111-2222-3333-4444-5555-bbbbbb"), "{pvs}");
+    assert!(
+        pvs.contains("aaaaaa-1111-2222-3333-4444-5555-aaaaaa"),
+        "{pvs}"
+    );
+    assert!(
+        pvs.contains("bbbbbb-1111-2222-3333-4444-5555-bbbbbb"),
+        "{pvs}"
+    );
     assert!(pvs.contains("missing"), "{pvs}");
     assert_eq!(vg["lvs"].as_array().map(Vec::len), Some(3), "{vg}");
 }
