@@ -136,6 +136,11 @@ fn lv_volume_ids_work_on_the_command_line() {
     );
     assert!(pvs.contains("missing"), "{pvs}");
     assert_eq!(vg["lvs"].as_array().map(Vec::len), Some(3), "{vg}");
+    // Streaming an LV whose PV is missing: "not readable" (4), naming the PV.
+    let o = run(&["cat", p(&d1), "disk/datavg/span:"]);
+    assert_eq!(o.status.code(), Some(4), "{}", stderr(&o));
+    assert!(o.stdout.is_empty());
+    assert!(stderr(&o).contains("bbbbbb-1111-2222-3333-4444-5555-bbbbbb"));
 }
 
 /// Builds the RHEL ADE OS disk: the committed VHD with p3's ciphertext put back, made by

@@ -122,7 +122,10 @@ impl OpsError {
     pub fn exit_code(&self) -> i32 {
         match self {
             OpsError::Engine(EngineError::NoSuchVolume { .. }) | OpsError::Usage(_) => exit::USAGE,
-            OpsError::Engine(EngineError::NotReadable { .. }) => exit::NOT_READABLE,
+            OpsError::Engine(EngineError::NotReadable { .. })
+            | OpsError::Engine(EngineError::Io(flr_io::IoError::Unsupported { .. })) => {
+                exit::NOT_READABLE
+            }
             OpsError::Engine(_) | OpsError::Source(_) => exit::BAD_IMAGE,
             OpsError::Fs { source, .. } => fs_exit_code(source),
             OpsError::Output(_) => exit::OUTPUT,
