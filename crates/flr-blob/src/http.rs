@@ -10,7 +10,6 @@ use reqwest::header::{HeaderMap, IF_MATCH};
 use reqwest::{Method, StatusCode};
 
 use crate::location::{BlobLocation, API_VERSION};
-use crate::pages::PageMap;
 use crate::{BlobError, BlobOptions, Counters};
 
 /// What Get Blob Properties said.
@@ -60,7 +59,8 @@ enum Op {
 enum Reply {
     Head(Properties),
     Body(Bytes),
-    Pages(Vec<(u64, u64)>, Option<String>),
+    /// Ranges, continuation marker, and the blob's ETag as the answer gave it.
+    Pages(Vec<(u64, u64)>, Option<String>, Option<String>),
 }
 
 impl Http {
@@ -145,16 +145,22 @@ impl Http {
         }
     }
 
-    /// The written ranges of a page blob, following continuation markers.
-    pub(crate) async fn page_ranges(&self, len: u64) -> Result<PageMap, BlobError> {
+    /// The written ranges of a page blob, following continuation markers,
+    /// and the ETag of the blob the first answer described (it may be sent
+    /// before the ETag is pinned, alongside [`Http::properties`]).
+    pub(crate) async fn page_ranges(&self) -> Result<(Vec<(u64, u64)>, Option<String>), BlobError> {
         let mut ranges = Vec::new();
         let mut marker = None;
+        let mut first_etag = None;
         loop {
             match self
                 .call(Op::PageList { marker }, "get page ranges")
                 .await?
             {
-                Reply::Pages(mut r, next) => {
+                Reply::Pages(mut r, next, etag) => {
+                    if first_etag.is_none() {
+                        first_etag = etag;
+                    }
                     ranges.append(&mut r);
                     match next {
                         Some(m) if !m.is_empty() => marker = Some(m),
@@ -164,7 +170,7 @@ impl Http {
                 _ => unreachable!("pagelist returns ranges"),
             }
         }
-        Ok(PageMap::new(ranges, len))
+        Ok((ranges, first_etag))
     }
 
     /// `len` bytes at `off`, exactly.
@@ -340,7 +346,7 @@ impl Http {
                 self.counters.add_bytes(body.len());
                 let (ranges, next) = crate::pages::parse_page_list(&body)
                     .ok_or_else(|| fail("unreadable page list".into()))?;
-                Ok(Reply::Pages(ranges, next))
+                Ok(Reply::Pages(ranges, next, header(&headers, "etag")))
             }
         }
     }

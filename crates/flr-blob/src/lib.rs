@@ -315,11 +315,23 @@ impl BlobSource {
         let counters = Arc::new(Counters::default());
         let http = Http::new(loc, &opts, counters)?;
         let (props, pages) = rt.block_on(async {
-            let props = http.properties().await?;
+            // Properties and the page list in one round trip: disks are page
+            // blobs, so the list is asked for at once (a block blob answers it
+            // with an error, which costs one request and nothing else).
+            let (props, listed) = tokio::join!(http.properties(), http.page_ranges());
+            let props = props?;
             let pages = if props.page_blob {
+                let listed = match listed {
+                    // The list describes the blob whose ETag is now pinned.
+                    Ok((ranges, etag)) if etag.is_some() && etag == props.etag => Ok(ranges),
+                    // Changed in between, or no ETag to compare: list again,
+                    // now under If-Match.
+                    Ok(_) => http.page_ranges().await.map(|(ranges, _)| ranges),
+                    Err(e) => Err(e),
+                };
                 // A service that will not list pages (some export endpoints)
                 // costs only the optimisation, not the restore.
-                http.page_ranges(props.len).await.ok()
+                listed.ok().map(|ranges| PageMap::new(ranges, props.len))
             } else {
                 None
             };
