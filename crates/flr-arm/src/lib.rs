@@ -283,7 +283,9 @@ impl ArmClient {
                     if matches!(r.status().as_u16(), 408 | 429 | 500 | 502 | 503 | 504)
                         && attempt < ATTEMPTS =>
                 {
-                    std::thread::sleep(retry_after(&r).unwrap_or_else(|| backoff(attempt)));
+                    std::thread::sleep(
+                        flr_azauth::retry_after(&r, MAX_WAIT).unwrap_or_else(|| backoff(attempt)),
+                    );
                 }
                 Ok(r) => return Ok(r),
                 Err(e) if (e.is_timeout() || e.is_connect()) && attempt < ATTEMPTS => {
@@ -351,7 +353,7 @@ impl ArmClient {
         };
         let asyncop = header(&first, "azure-asyncoperation");
         let location = header(&first, "location");
-        let mut wait = retry_after(&first).unwrap_or(Duration::from_secs(1));
+        let mut wait = flr_azauth::retry_after(&first, MAX_WAIT).unwrap_or(Duration::from_secs(1));
         let started = Instant::now();
         loop {
             if started.elapsed() > LRO_TIMEOUT {
@@ -363,7 +365,7 @@ impl ArmClient {
             std::thread::sleep(wait.max(Duration::from_millis(50)));
             if let Some(op) = &asyncop {
                 let r = self.send(Method::GET, op, None)?;
-                wait = retry_after(&r).unwrap_or(Duration::from_secs(1));
+                wait = flr_azauth::retry_after(&r, MAX_WAIT).unwrap_or(Duration::from_secs(1));
                 let v = json_or_error(r)?;
                 match v["status"].as_str().unwrap_or("") {
                     "Succeeded" => {
@@ -396,7 +398,7 @@ impl ArmClient {
             } else if let Some(loc) = &location {
                 let r = self.send(Method::GET, loc, None)?;
                 if r.status() == StatusCode::ACCEPTED {
-                    wait = retry_after(&r).unwrap_or(Duration::from_secs(1));
+                    wait = flr_azauth::retry_after(&r, MAX_WAIT).unwrap_or(Duration::from_secs(1));
                     continue;
                 }
                 return if r.status() == StatusCode::OK || r.status() == StatusCode::NO_CONTENT {
@@ -452,16 +454,6 @@ fn json_or_error(res: Response) -> Result<Value, ArmError> {
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(500 << attempt.min(5)).min(MAX_WAIT)
-}
-
-fn retry_after(r: &Response) -> Option<Duration> {
-    let v = r
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?;
-    let secs: u64 = v.trim().parse().ok()?;
-    Some(Duration::from_secs(secs).min(MAX_WAIT))
 }
 
 /// What [`DiskAccess::revoke`] did.

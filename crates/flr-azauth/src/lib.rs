@@ -251,6 +251,18 @@ pub fn https_client(ca_file: Option<&std::path::Path>) -> Result<Client, AuthErr
         .map_err(|e| AuthError(format!("HTTP client: {e}")))
 }
 
+/// The `Retry-After` of an answer in seconds, capped at `max`; `None`
+/// when absent or not a number of seconds.
+pub fn retry_after(r: &Response, max: Duration) -> Option<Duration> {
+    let v = r
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?;
+    let secs: u64 = v.trim().parse().ok()?;
+    Some(Duration::from_secs(secs).min(max))
+}
+
 /// An error with its causes, `a: b: c`.
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();

@@ -108,9 +108,9 @@ impl KeyVaultClient {
             self.trips.set(self.trips.get() + 1);
             let res = build().send();
             let retry_after = match &res {
-                Ok(r) if matches!(r.status().as_u16(), 408 | 429 | 500 | 502 | 503 | 504) => {
-                    Some(retry_after(r).unwrap_or_else(|| backoff(attempt)))
-                }
+                Ok(r) if matches!(r.status().as_u16(), 408 | 429 | 500 | 502 | 503 | 504) => Some(
+                    flr_azauth::retry_after(r, MAX_RETRY_AFTER).unwrap_or_else(|| backoff(attempt)),
+                ),
                 Ok(_) => None,
                 Err(e) if e.is_timeout() || e.is_connect() => Some(backoff(attempt)),
                 Err(_) => None,
@@ -259,16 +259,6 @@ impl KeyVaultClient {
 
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(400 << attempt.min(5))
-}
-
-fn retry_after(r: &Response) -> Option<Duration> {
-    let v = r
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)?
-        .to_str()
-        .ok()?;
-    let secs: u64 = v.trim().parse().ok()?;
-    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 fn parse_response(res: Response) -> Result<Value, VaultError> {
