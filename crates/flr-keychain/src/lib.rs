@@ -16,6 +16,7 @@ pub mod ids;
 pub mod metadata;
 pub mod offline;
 pub mod policy;
+pub mod response;
 
 pub use audit::AuditLog;
 pub use chain::{

@@ -16,11 +16,11 @@
 //! from the `[[vault]]` entries of the configuration.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use flr_keychain::config::{Credential, VaultConfig};
-use flr_keychain::{Attributes, Connector, KeyBundle, ObjectId, SecretBundle, Vault, VaultError};
+use flr_keychain::response;
+use flr_keychain::{Connector, KeyBundle, ObjectId, SecretBundle, Vault, VaultError};
 use flr_keys::Secret;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::{Method, StatusCode};
@@ -267,53 +267,17 @@ fn parse_response(res: Response) -> Result<Value, VaultError> {
     if status.is_success() {
         return Ok(body);
     }
-    let e = &body["error"];
-    Err(VaultError::Service {
-        status: status.as_u16(),
-        code: e["code"].as_str().unwrap_or("").to_string(),
-        inner: e["innererror"]["code"].as_str().map(str::to_string),
-        message: e["message"].as_str().unwrap_or("").to_string(),
-    })
-}
-
-fn attributes(v: &Value) -> Attributes {
-    let a = &v["attributes"];
-    Attributes {
-        enabled: a["enabled"].as_bool().unwrap_or(true),
-        nbf: a["nbf"].as_i64(),
-        exp: a["exp"].as_i64(),
-    }
-}
-
-fn tags(v: &Value) -> BTreeMap<String, String> {
-    v["tags"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
+    Err(response::service_error(status.as_u16(), &body))
 }
 
 impl Vault for KeyVaultClient {
     fn get_secret(&self, id: &ObjectId) -> Result<SecretBundle, VaultError> {
         let url = self.object_url(id, "")?;
-        let mut v = self.request(Method::GET, &url, None)?;
-        let value = v["value"]
-            .as_str()
-            .map(|s| Secret::from_slice(s.as_bytes()));
-        // Overwrite the JSON copy of the value.
-        if let Some(Value::String(st)) = v.get_mut("value") {
-            zeroize::Zeroize::zeroize(st);
-        }
-        Ok(SecretBundle {
-            id: v["id"].as_str().unwrap_or("").to_string(),
-            value,
-            content_type: v["contentType"].as_str().map(str::to_string),
-            tags: tags(&v),
-            attributes: attributes(&v),
-        })
+        Ok(response::secret_bundle(self.request(
+            Method::GET,
+            &url,
+            None,
+        )?))
     }
 
     fn secret_versions(&self, vault: &str, name: &str) -> Result<Vec<SecretBundle>, VaultError> {
@@ -325,28 +289,21 @@ impl Vault for KeyVaultClient {
         }
         let mut url = self.url(&format!("/secrets/{name}/versions"));
         let mut out = Vec::new();
-        for _ in 0..100 {
-            let v = self.request(Method::GET, &url, None)?;
-            for item in v["value"].as_array().into_iter().flatten() {
-                out.push(SecretBundle {
-                    id: item["id"].as_str().unwrap_or("").to_string(),
-                    value: None,
-                    content_type: item["contentType"].as_str().map(str::to_string),
-                    tags: tags(item),
-                    attributes: attributes(item),
-                });
-            }
-            match v["nextLink"].as_str() {
-                Some(next) if !next.is_empty() => {
+        for _ in 0..response::MAX_VERSION_PAGES {
+            let (items, next) =
+                response::secret_versions_page(&self.request(Method::GET, &url, None)?);
+            out.extend(items);
+            match next {
+                Some(next) => {
                     if !next.starts_with(&self.base) {
                         return Err(VaultError::Transport(format!(
                             "nextLink {next:?} leaves the vault {}",
                             self.base
                         )));
                     }
-                    url = next.to_string();
+                    url = next;
                 }
-                _ => break,
+                None => break,
             }
         }
         Ok(out)
@@ -354,11 +311,11 @@ impl Vault for KeyVaultClient {
 
     fn get_key(&self, id: &ObjectId) -> Result<KeyBundle, VaultError> {
         let url = self.object_url(id, "")?;
-        let v = self.request(Method::GET, &url, None)?;
-        Ok(KeyBundle {
-            kid: v["key"]["kid"].as_str().unwrap_or("").to_string(),
-            attributes: attributes(&v),
-        })
+        Ok(response::key_bundle(&self.request(
+            Method::GET,
+            &url,
+            None,
+        )?))
     }
 
     fn unwrap_key(
@@ -369,18 +326,7 @@ impl Vault for KeyVaultClient {
     ) -> Result<Secret, VaultError> {
         let url = self.object_url(id, "/unwrapkey")?;
         let body = serde_json::json!({"alg": alg, "value": value_b64url});
-        let mut v = self.request(Method::POST, &url, Some(&body))?;
-        let out = v["value"]
-            .as_str()
-            .ok_or_else(|| VaultError::Transport("unwrapkey answer without a value".into()))
-            .and_then(|s| {
-                flr_keychain::offline::b64_decode(s)
-                    .map_err(|e| VaultError::Transport(format!("unwrapkey value: {e}")))
-            })?;
-        if let Some(Value::String(st)) = v.get_mut("value") {
-            zeroize::Zeroize::zeroize(st);
-        }
-        Ok(Secret::new(out))
+        response::unwrapped_key(self.request(Method::POST, &url, Some(&body))?)
     }
 
     fn caller(&self) -> Option<String> {
