@@ -325,6 +325,16 @@ fn password_hash(pw: &[u8]) -> Result<[u8; 32], BdeError> {
     Ok(crypto::sha256(&crypto::sha256(&u16le)))
 }
 
+/// The key id (GUID, as BitLocker prints it) of a `.BEK` startup key
+/// file, after checking that the file holds a 256-bit external key. The
+/// key itself is wiped before this returns.
+pub fn startup_key_id(file: &[u8]) -> Result<String, BdeError> {
+    let (guid, mut key) = meta::parse_bek(file)?;
+    key.fill(0);
+    std::hint::black_box(&key);
+    Ok(meta::guid_string(&guid))
+}
+
 /// Parses a 48-digit recovery password (8 blocks of 6 digits, dashes or
 /// spaces allowed) into its 16-byte key.
 pub fn parse_recovery_password(text: &[u8]) -> Result<[u8; 16], BdeError> {
