@@ -1,0 +1,162 @@
+//! Checksum fix-ups applied to a mutated image before it is parsed.
+//!
+//! A mutation inside a checksummed header would otherwise stop at the
+//! checksum test every time, and the fields behind it would never be
+//! fuzzed. The harness therefore recomputes the checksums of the headers
+//! it knows (VHDX headers and region tables, GPT headers and entry arrays,
+//! LUKS2 binary headers), so that mutated fields reach the parsers;
+//! production code is unchanged and keeps checking them. The fix-ups
+//! only touch structures whose signature is present.
+
+use sha2::Digest;
+
+use crate::sparse::SparseImage;
+
+/// CRC-32C (Castagnoli), bitwise: the fix-ups checksum a few KiB.
+pub(crate) fn crc32c(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+fn le64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// VHDX: both headers (4 KiB at 64 and 128 KiB) and both region tables
+/// (64 KiB at 192 and 256 KiB).
+pub(crate) fn vhdx(img: &mut SparseImage) {
+    if img.get(0, 8) != b"vhdxfile" {
+        return;
+    }
+    for (off, size, sig) in [
+        (64u64 << 10, 4096usize, b"head"),
+        (128 << 10, 4096, b"head"),
+        (192 << 10, 65536, b"regi"),
+        (256 << 10, 65536, b"regi"),
+    ] {
+        let mut b = img.get(off, size);
+        if b.len() != size || &b[..4] != sig {
+            continue;
+        }
+        b[4..8].fill(0);
+        let c = crc32c(&b);
+        img.put(off + 4, &c.to_le_bytes());
+    }
+}
+
+/// GPT: the entry array's CRC, then the header's, for the primary header
+/// (LBA 1 at 512 or 4096 bytes per sector) and the backup it points at.
+pub(crate) fn gpt(img: &mut SparseImage) {
+    for ss in [512u64, 4096] {
+        let mut at = ss;
+        for _ in 0..2 {
+            let Some(backup) = gpt_header(img, at, ss) else {
+                break;
+            };
+            at = backup;
+        }
+    }
+}
+
+fn gpt_header(img: &mut SparseImage, at: u64, ss: u64) -> Option<u64> {
+    let mut h = img.get(at, ss as usize);
+    if h.len() < 92 || &h[..8] != b"EFI PART" {
+        return None;
+    }
+    let hsize = (le32(&h, 12) as usize).clamp(92, h.len());
+    let entries_lba = le64(&h, 72);
+    let count = u64::from(le32(&h, 80));
+    let esize = u64::from(le32(&h, 84));
+    let bytes = count.saturating_mul(esize);
+    if bytes <= 1 << 20 {
+        if let Some(off) = entries_lba.checked_mul(ss) {
+            let crc = crc32fast::hash(&img.get(off, bytes as usize));
+            h[88..92].copy_from_slice(&crc.to_le_bytes());
+        }
+    }
+    h[16..20].fill(0);
+    let crc = crc32fast::hash(&h[..hsize]);
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    img.put(at, &h[..92]);
+    let backup = le64(&h, 32).checked_mul(ss)?;
+    (backup != at).then_some(backup)
+}
+
+const LUKS2_BIN: usize = 4096;
+
+/// LUKS2: the SHA-256 of each binary header and its JSON area (primary at
+/// 0, secondary at the primary's header size).
+pub(crate) fn luks2(img: &mut SparseImage) {
+    let mut off = 0u64;
+    for magic in [&b"LUKS\xba\xbe\x00\x02"[..], &b"SKUL\xba\xbe\x00\x02"[..]] {
+        let Some(size) = luks2_header(img, off, magic) else {
+            return;
+        };
+        off = size;
+    }
+}
+
+fn luks2_header(img: &mut SparseImage, off: u64, magic: &[u8]) -> Option<u64> {
+    let mut bin = img.get(off, LUKS2_BIN);
+    if bin.len() < LUKS2_BIN || &bin[..8] != magic {
+        return None;
+    }
+    let mut s = [0u8; 8];
+    s.copy_from_slice(&bin[8..16]);
+    let size = u64::from_be_bytes(s);
+    if !(0x4000..=4 << 20).contains(&size) {
+        return None;
+    }
+    let json = img.get(off + LUKS2_BIN as u64, size as usize - LUKS2_BIN);
+    bin[448..512].fill(0);
+    let mut h = sha2::Sha256::new();
+    h.update(&bin);
+    h.update(&json);
+    img.put(off + 448, &h.finalize());
+    Some(size)
+}
+
+/// A LUKS2 device whose JSON area holds `json`: a checksummed primary
+/// header (its size the smallest that fits, at least 16 KiB) in front of
+/// 16 MiB of zeros.
+pub(crate) fn luks2_around_json(json: &[u8]) -> SparseImage {
+    let json = &json[..json.len().min((4 << 20) - LUKS2_BIN - 1)];
+    let size = ((LUKS2_BIN + json.len() + 1).div_ceil(4096) * 4096).max(0x4000) as u64;
+    let mut img = SparseImage::zeros(size + (16 << 20));
+    let mut bin = vec![0u8; LUKS2_BIN];
+    bin[..8].copy_from_slice(b"LUKS\xba\xbe\x00\x02");
+    bin[8..16].copy_from_slice(&size.to_be_bytes());
+    bin[16..24].copy_from_slice(&1u64.to_be_bytes());
+    bin[72..78].copy_from_slice(b"sha256");
+    bin[168..204].copy_from_slice(b"0c3f1ad4-7d6e-4a57-9d0b-2f3f4c2e1a11");
+    img.put(0, &bin);
+    img.put(LUKS2_BIN as u64, json);
+    luks2(&mut img);
+    img
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32c_check_value() {
+        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
+    }
+}

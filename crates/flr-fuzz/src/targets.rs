@@ -1,0 +1,250 @@
+//! The targets: each takes the fuzzer's bytes and drives one parser the
+//! way flr does, reading (bounded) everything it offers. A target never
+//! judges the result: an error is a fine answer, only a panic, a hang or
+//! an allocation the size of a header's claim is a bug.
+
+use std::sync::Arc;
+
+use flr_fs::{FileKind, Filesystem, FsPath};
+use flr_io::{NoParentResolver, ReadAt, Source};
+use serde_json::Value;
+
+use crate::fixup;
+use crate::sparse::SparseImage;
+
+/// Entries a walk visits at most.
+const MAX_ENTRIES: usize = 2048;
+/// Bytes a walk reads from each file at most.
+const MAX_FILE_BYTES: u64 = 256 << 10;
+/// Bytes a walk reads in all at most.
+const MAX_TOTAL_BYTES: u64 = 4 << 20;
+
+fn image(data: &[u8]) -> SparseImage {
+    SparseImage::decode(data)
+}
+
+fn source(img: SparseImage) -> Source {
+    Arc::new(img)
+}
+
+/// Reads a few places of a block device: its start, its end, and a spread
+/// of offsets between, checking the answers' shape.
+fn read_around(dev: &dyn ReadAt) {
+    let len = dev.len();
+    let mut buf = vec![0u8; 64 << 10];
+    for k in 0..8u64 {
+        let off = (len / 8).saturating_mul(k) & !511;
+        let n = (buf.len() as u64).min(len.saturating_sub(off)) as usize;
+        let _ = dev.read_exact_at(off, &mut buf[..n]);
+        let _ = dev.is_known_zero(off, n as u64);
+    }
+    if len >= 4096 {
+        let _ = dev.read_exact_at(len - 4096, &mut buf[..4096]);
+    }
+    // Past the end must be an error, never a panic or a short success.
+    assert!(dev.read_exact_at(len, &mut buf[..1]).is_err());
+}
+
+/// Walks a filesystem breadth first within the bounds above, reading
+/// links and the first bytes of each file.
+pub(crate) fn walk(fs: &dyn Filesystem) {
+    let _ = fs.info();
+    let mut queue = std::collections::VecDeque::from([(FsPath::root(), 0u32)]);
+    let mut seen = 0usize;
+    let mut budget = MAX_TOTAL_BYTES;
+    let mut buf = vec![0u8; 64 << 10];
+    while let Some((dir, depth)) = queue.pop_front() {
+        let _ = fs.metadata(&dir);
+        let Ok(entries) = fs.read_dir(&dir) else {
+            continue;
+        };
+        for e in entries {
+            seen += 1;
+            if seen > MAX_ENTRIES {
+                return;
+            }
+            if e.name.is_empty() || e.name.contains(&b'/') {
+                continue;
+            }
+            let path = dir.join(&e.name);
+            match e.meta.kind {
+                FileKind::Dir if depth < 32 => queue.push_back((path, depth + 1)),
+                FileKind::Symlink => {
+                    let _ = fs.read_link(&path);
+                }
+                FileKind::File if budget > 0 => {
+                    let Ok(mut h) = fs.open(&path) else {
+                        continue;
+                    };
+                    let size = h.size();
+                    let mut off = 0u64;
+                    while off < size.min(MAX_FILE_BYTES) && budget > 0 {
+                        match h.read_at(off, &mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                assert!(n <= buf.len(), "read_at returned more than asked");
+                                off += n as u64;
+                                budget = budget.saturating_sub(n as u64);
+                            }
+                        }
+                    }
+                    // A read far past the end returns 0, not garbage.
+                    if let Ok(n) = h.read_at(size.saturating_add(1 << 20), &mut buf[..16]) {
+                        assert_eq!(n, 0, "read past the end of a {size}-byte file");
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+pub(crate) fn vhd(data: &[u8]) {
+    if let Ok(d) = flr_vhd::VhdDisk::open(source(image(data)), &NoParentResolver) {
+        let _ = d.info();
+        read_around(&d);
+    }
+}
+
+pub(crate) fn vhdx(data: &[u8]) {
+    let mut img = image(data);
+    fixup::vhdx(&mut img);
+    if let Ok(d) = flr_vhdx::VhdxDisk::open(source(img), &NoParentResolver) {
+        let _ = d.info();
+        read_around(&d);
+    }
+}
+
+fn partitions(img: SparseImage) {
+    let src = source(img);
+    for hint in [None, Some(4096)] {
+        if let Ok(Some(t)) = flr_part::read_table(&src, hint) {
+            for p in &t.partitions {
+                let _ = p.type_name();
+                if let Ok(v) = p.open(&src) {
+                    let mut s = [0u8; 512];
+                    let _ = v.read_exact_at(0, &mut s);
+                    let _ = v.read_exact_at(v.len().saturating_sub(512), &mut s);
+                }
+            }
+        }
+    }
+}
+
+pub(crate) fn mbr(data: &[u8]) {
+    partitions(image(data));
+}
+
+pub(crate) fn gpt(data: &[u8]) {
+    let mut img = image(data);
+    fixup::gpt(&mut img);
+    partitions(img);
+}
+
+pub(crate) fn luks(data: &[u8]) {
+    let mut img = image(data);
+    fixup::luks2(&mut img);
+    let src = source(img);
+    if let Ok(v) = flr_luks::LuksVolume::open(src.clone(), src) {
+        let _ = v.info();
+    }
+}
+
+/// LUKS2 JSON metadata: the input is the JSON text, placed in a valid
+/// binary header (checksummed) in front of a 16 MiB zero device.
+pub(crate) fn luks2_json(data: &[u8]) {
+    let img = fixup::luks2_around_json(data);
+    let src = source(img);
+    if let Ok(v) = flr_luks::LuksVolume::open(src.clone(), src) {
+        let _ = v.info();
+    }
+}
+
+pub(crate) fn bitlocker(data: &[u8]) {
+    if let Ok(v) = flr_bitlocker::BitLockerVolume::open(source(image(data))) {
+        let _ = v.info();
+        // An absent or wrong key must be refused, whatever the metadata says.
+        let _ = v.unlock(None);
+    }
+}
+
+pub(crate) fn bek(data: &[u8]) {
+    let _ = flr_bitlocker::startup_key_id(data);
+}
+
+pub(crate) fn lvm(data: &[u8]) {
+    let src = source(image(data));
+    if let Ok(pv) = flr_lvm::PhysicalVolume::read(src, "fuzz") {
+        let _ = pv.vg_name();
+        for vg in flr_lvm::assemble(std::slice::from_ref(&pv)) {
+            let _ = vg.missing();
+            for lv in &vg.lvs {
+                if let Ok(dev) = vg.open_lv(&lv.name) {
+                    read_around(&*dev);
+                }
+            }
+        }
+    }
+}
+
+macro_rules! fs_target {
+    ($name:ident, $ty:path) => {
+        pub(crate) fn $name(data: &[u8]) {
+            if let Ok(fs) = <$ty>::open(source(image(data))) {
+                walk(&fs);
+            }
+        }
+    };
+}
+
+fs_target!(fat, flr_fat::FatFs);
+fs_target!(ext4, flr_ext4::Ext4Fs);
+fs_target!(ntfs, flr_ntfs::NtfsFs);
+fs_target!(xfs, flr_xfs::XfsFs);
+
+/// Bytes → container → partitions → volumes → every filesystem, walked.
+pub(crate) fn stack(data: &[u8]) {
+    let mut img = image(data);
+    fixup::vhdx(&mut img);
+    fixup::gpt(&mut img);
+    let keys = flr_engine::KeyRing::new();
+    let Ok(image) = flr_engine::open_source(
+        source(img),
+        "fuzz",
+        &NoParentResolver,
+        flr_engine::Scan::Full,
+        &keys,
+    ) else {
+        return;
+    };
+    for v in &image.volumes {
+        if let Ok(fs) = v.open_fs() {
+            walk(&*fs);
+        }
+    }
+}
+
+/// What the key chain takes from Key Vault and Resource Manager: the
+/// input is one JSON answer, given to every interpreter of an answer.
+pub(crate) fn keyvault(data: &[u8]) {
+    use flr_keychain::response;
+    let Ok(v) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let _ = response::service_error(403, &v);
+    let _ = response::key_bundle(&v);
+    let _ = response::secret_versions_page(&v);
+    let _ = response::unwrapped_key(v.clone());
+    let bundle = response::secret_bundle(v.clone());
+    // The BEK secret's value: base64 of a passphrase or a .BEK file.
+    if let Some(value) = &bundle.value {
+        if let Ok(raw) = flr_keychain::offline::b64_decode(&String::from_utf8_lossy(value.expose()))
+        {
+            let _ = flr_bitlocker::startup_key_id(&raw);
+        }
+    }
+    // The disk's own JSON (`az disk show`, ARM GET): its ADE settings.
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = flr_keychain::metadata::parse(text, "fuzz");
+    }
+}
