@@ -49,8 +49,11 @@ pub const LAYER: &str = "vhd";
 /// from the child's first parent).
 pub const MAX_CHAIN_DEPTH: usize = 64;
 
-/// Largest BAT accepted (entries); 2^28 blocks of the usual 2 MiB is 512 TiB.
-const MAX_BAT_ENTRIES: u64 = 1 << 28;
+/// Largest BAT accepted (entries): 2^24 entries (64 MiB in memory) cover
+/// the format's 2040 GiB limit with blocks down to 128 KiB (Windows and
+/// qemu write 2 MiB blocks, so a real BAT is about 4 MiB). A header that
+/// claims more is refused before anything is allocated.
+const MAX_BAT_ENTRIES: u64 = 1 << 24;
 /// Largest block size accepted.
 const MAX_BLOCK_SIZE: u32 = 256 << 20;
 /// Largest parent locator data read.
@@ -894,12 +897,22 @@ fn read_bat(src: &Source, at: u64, entries: u64) -> Result<Vec<u32>, VhdError> {
             ),
         });
     }
-    let mut raw = vec![0u8; usize::try_from(bytes).unwrap_or(0)];
-    src.read_exact_at(at, &mut raw)?;
-    Ok(raw
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+    // One allocation of the table itself, filled through a 1 MiB buffer
+    // (not the whole raw table and then a converted copy).
+    let mut bat = Vec::with_capacity(usize::try_from(entries).unwrap_or(0));
+    let mut raw = vec![0u8; (1usize << 20).min(bytes as usize)];
+    let mut done = 0u64;
+    while done < bytes {
+        let n = raw.len().min((bytes - done) as usize);
+        src.read_exact_at(at + done, &mut raw[..n])?;
+        bat.extend(
+            raw[..n]
+                .chunks_exact(4)
+                .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]])),
+        );
+        done += n as u64;
+    }
+    Ok(bat)
 }
 
 impl ReadAt for VhdDisk {
