@@ -245,12 +245,7 @@ impl Target {
 
     /// Runs the target, catching a panic: `Err(message)` for a bug.
     pub fn check(&self, data: &[u8]) -> Result<(), String> {
-        catch_unwind(AssertUnwindSafe(|| (self.run)(data))).map_err(|p| {
-            p.downcast_ref::<String>()
-                .cloned()
-                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "panic".into())
-        })
+        catch_unwind(AssertUnwindSafe(|| (self.run)(data))).map_err(panic_message)
     }
 
     /// A mutated copy of `input`.
@@ -317,6 +312,13 @@ impl Target {
     }
 }
 
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
+}
+
 fn be64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
@@ -372,7 +374,7 @@ fn bitlocker_seed(p: &Path) -> Option<Vec<u8>> {
     let mut head = vec![0u8; 64 << 10];
     f.read_exact_at(&mut head, 0).ok()?;
     img.put(0, &head);
-    let mut offsets: Vec<u64> = [0xB0usize, 0xB8, 0xC0, 0x1B0, 0x1B8, 0x1C0]
+    let mut offsets: Vec<u64> = [0xB0usize, 0xB8, 0xC0, 0x1B8, 0x1C0, 0x1C8]
         .iter()
         .map(|&o| u64::from_le_bytes(head[o..o + 8].try_into().unwrap_or([0; 8])))
         .filter(|&o| o > 0 && o < len)
@@ -421,6 +423,26 @@ pub fn run_mutations(
     rng_seed: u64,
     crash_dir: Option<&Path>,
 ) -> RunStats {
+    run_mutations_guarded(t, iterations, time, rng_seed, crash_dir, &|exec| {
+        exec();
+        Ok(())
+    })
+}
+
+/// Runs one execution (the argument) and may fail it.
+pub type Guard = dyn Fn(&dyn Fn()) -> Result<(), String>;
+
+/// [`run_mutations`] with a guard around each execution: `guard` is given
+/// the execution to run and may fail it (the tests use this to fail any
+/// input during which a single allocation exceeded a cap).
+pub fn run_mutations_guarded(
+    t: &Target,
+    iterations: u64,
+    time: Duration,
+    rng_seed: u64,
+    crash_dir: Option<&Path>,
+    guard: &Guard,
+) -> RunStats {
     let mut stats = RunStats::default();
     let mut pool: Vec<Vec<u8>> = t.seeds().into_iter().map(|(_, b)| b).collect();
     stats.seeds = pool.len();
@@ -429,7 +451,9 @@ pub fn run_mutations(
     }
     let one = |data: &[u8], stats: &mut RunStats| {
         let start = Instant::now();
-        let r = t.check(data);
+        let r = catch_unwind(AssertUnwindSafe(|| guard(&|| (t.run)(data))))
+            .map_err(panic_message)
+            .and_then(|r| r);
         stats.slowest = stats.slowest.max(start.elapsed());
         stats.executions += 1;
         if let Err(msg) = r {
