@@ -115,6 +115,15 @@ pub fn probe(src: &dyn ReadAt) -> bool {
 pub struct Limits {
     /// Largest Argon2 memory cost accepted, in KiB (default 4 GiB).
     pub argon2_max_kib: u64,
+    /// Largest Argon2 work accepted: passes × memory in KiB (default
+    /// 2^26, e.g. 64 passes over 1 GiB, about a minute here). cryptsetup
+    /// tunes its keyslots to take about 2 s; a header asking for hours of
+    /// work is refused instead of hanging the restore.
+    pub argon2_max_work: u64,
+    /// Largest PBKDF2 iteration count accepted, for keyslots and for the
+    /// volume-key digest (default 2^27, 30–60 s of SHA-256 here; cryptsetup's
+    /// 2 s calibration gives a few million).
+    pub pbkdf2_max_iterations: u32,
     /// Largest LUKS2 header (binary + JSON) accepted, in bytes (default 4 MiB).
     pub max_json_bytes: u64,
 }
@@ -123,6 +132,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             argon2_max_kib: 4 << 20,
+            argon2_max_work: 1 << 26,
+            pbkdf2_max_iterations: 1 << 27,
             max_json_bytes: 4 << 20,
         }
     }
@@ -432,6 +443,19 @@ impl LuksVolume {
     /// Opens the volume with a passphrase (every active keyslot is tried,
     /// high priority first) or a volume key (checked against the digest).
     pub fn unlock(&self, key: &KeyMaterial) -> Result<UnlockedLuks, LuksError> {
+        if let Some(d) = self
+            .digests
+            .iter()
+            .find(|d| d.iterations > self.limits.pbkdf2_max_iterations)
+        {
+            return Err(LuksError::Limit {
+                offset: 0,
+                what: format!(
+                    "the volume key digest asks for {} PBKDF2 iterations, above the limit of {}",
+                    d.iterations, self.limits.pbkdf2_max_iterations
+                ),
+            });
+        }
         let vk = match key {
             KeyMaterial::Passphrase(p) | KeyMaterial::Password(p) => {
                 self.key_from_passphrase(p.expose())?
@@ -532,7 +556,18 @@ impl LuksVolume {
                 hash,
                 iterations,
                 salt,
-            } => hash.pbkdf2(pass, salt, *iterations, &mut area_key),
+            } => {
+                if *iterations > self.limits.pbkdf2_max_iterations {
+                    return Err(LuksError::Limit {
+                        offset: s.area_offset,
+                        what: format!(
+                            "keyslot {}: {} PBKDF2 iterations is above the limit of {}",
+                            s.index, iterations, self.limits.pbkdf2_max_iterations
+                        ),
+                    });
+                }
+                hash.pbkdf2(pass, salt, *iterations, &mut area_key)
+            }
             Kdf::Argon2 {
                 id,
                 time,
@@ -540,6 +575,16 @@ impl LuksVolume {
                 cpus,
                 salt,
             } => {
+                let work = u64::from(*memory_kib) * u64::from(*time);
+                if work > self.limits.argon2_max_work {
+                    return Err(LuksError::Limit {
+                        offset: s.area_offset,
+                        what: format!(
+                            "keyslot {}: Argon2 work of {} passes over {} KiB is above the limit of {} KiB-passes",
+                            s.index, time, memory_kib, self.limits.argon2_max_work
+                        ),
+                    });
+                }
                 if u64::from(*memory_kib) > self.limits.argon2_max_kib {
                     return Err(LuksError::Limit {
                         offset: s.area_offset,

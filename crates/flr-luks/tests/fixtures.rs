@@ -225,6 +225,39 @@ fn argon2_memory_above_the_limit_is_refused() {
     assert!(e.to_string().contains("64 KiB"), "{e}");
 }
 
+#[test]
+fn kdf_work_above_the_limits_is_refused_before_it_starts() {
+    // A hostile header can ask for 2^32 PBKDF2 iterations or Argon2 passes:
+    // hours of work. Lowering the limits below the fixtures' costs shows
+    // the check comes before the work (these return at once).
+    let fx = fixtures();
+    for (k, what) in [(0usize, "PBKDF2 iterations"), (2, "PBKDF2 iterations")] {
+        let limits = Limits {
+            pbkdf2_max_iterations: 10,
+            ..Limits::default()
+        };
+        let v = LuksVolume::open_with(fx[k].1.clone(), fx[k].2.clone(), limits).unwrap();
+        let e = v
+            .unlock(&KeyMaterial::Passphrase(Secret::new(fx[k].3.clone())))
+            .unwrap_err();
+        assert!(matches!(e, LuksError::Limit { .. }), "{}: {e}", fx[k].0);
+        assert!(e.to_string().contains(what), "{e}");
+    }
+    let limits = Limits {
+        argon2_max_work: 64,
+        ..Limits::default()
+    };
+    let v = LuksVolume::open_with(fx[1].1.clone(), fx[1].2.clone(), limits).unwrap();
+    let e = v
+        .unlock(&KeyMaterial::Passphrase(Secret::new(fx[1].3.clone())))
+        .unwrap_err();
+    assert!(e.to_string().contains("Argon2 work"), "{e}");
+    // The defaults open them.
+    let v = LuksVolume::open(fx[1].1.clone(), fx[1].2.clone()).unwrap();
+    v.unlock(&KeyMaterial::Passphrase(Secret::new(fx[1].3.clone())))
+        .unwrap();
+}
+
 fn luks2_with(bytes: Vec<u8>) -> Result<LuksVolume, LuksError> {
     let s: Source = Arc::new(MemSource::new(bytes));
     LuksVolume::open(s.clone(), s)
