@@ -133,6 +133,18 @@ static TARGETS: &[Target] = &[
         seed_limit: 64 << 10,
     },
     Target {
+        name: "luks-unlock",
+        about: "LUKS1/2 unlock with the fixtures' passphrases: keyslots, AF merge, digest, sector decryption, ext4 inside (flr-luks, flr-cipher)",
+        input: Input::Image,
+        run: targets::luks_unlock,
+        seeds: Seeds::Fixtures(&[
+            "luks/luks1-qemu-xts.img.zst",
+            "luks/luks1-qemu-cbc-essiv.img.zst",
+            "luks/luks2-argon2id-4k.img.zst",
+        ]),
+        seed_limit: ALL,
+    },
+    Target {
         name: "luks2-json",
         about: "LUKS2 JSON metadata in a valid binary header (flr-luks)",
         input: Input::Bytes,

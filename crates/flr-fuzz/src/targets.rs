@@ -150,6 +150,43 @@ pub(crate) fn luks(data: &[u8]) {
     }
 }
 
+/// The passphrases of the committed LUKS fixtures (test keys, public).
+const FIXTURE_PASSPHRASES: [&[u8]; 2] = [
+    include_bytes!("../../../testdata/luks/pass-luks1.bin"),
+    include_bytes!("../../../testdata/luks/pass-luks2.bin"),
+];
+
+/// A LUKS volume unlocked with the fixtures' passphrases under tight KDF
+/// limits (so a mutated cost cannot turn one input into minutes), then
+/// read: keyslot areas, anti-forensic merge, digest, sector decryption
+/// with mutated sector sizes, offsets and IV schemes, and the filesystem
+/// inside when there is one.
+pub(crate) fn luks_unlock(data: &[u8]) {
+    let mut img = image(data);
+    fixup::luks2(&mut img);
+    let src = source(img);
+    let limits = flr_luks::Limits {
+        argon2_max_kib: 1024,
+        argon2_max_work: 4096,
+        pbkdf2_max_iterations: 20_000,
+        ..flr_luks::Limits::default()
+    };
+    let Ok(v) = flr_luks::LuksVolume::open_with(src.clone(), src, limits) else {
+        return;
+    };
+    for pass in FIXTURE_PASSPHRASES {
+        let key = flr_keys::KeyMaterial::Passphrase(flr_keys::Secret::from_slice(pass));
+        if let Ok(u) = v.unlock(&key) {
+            read_around(&u);
+            let dev: Source = Arc::new(u);
+            if let Ok(fs) = flr_ext4::Ext4Fs::open(dev) {
+                walk(&fs);
+            }
+            return;
+        }
+    }
+}
+
 /// LUKS2 JSON metadata: the input is the JSON text, placed in a valid
 /// binary header (checksummed) in front of a 16 MiB zero device.
 pub(crate) fn luks2_json(data: &[u8]) {

@@ -126,6 +126,7 @@ targets! {
     mbr => "mbr",
     gpt => "gpt",
     luks => "luks",
+    luks_unlock => "luks-unlock",
     luks2_json => "luks2-json",
     bitlocker => "bitlocker",
     bek => "bek",
