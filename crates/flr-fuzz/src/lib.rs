@@ -130,7 +130,7 @@ static TARGETS: &[Target] = &[
             "luks/luks2-detached-pbkdf2.hdr.zst",
             "luks/luks2-reencrypt-unfinished.img.zst",
         ]),
-        seed_limit: 64 << 10,
+        seed_limit: 256 << 10,
     },
     Target {
         name: "luks-unlock",
