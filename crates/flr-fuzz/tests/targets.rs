@@ -146,7 +146,8 @@ fn seeds_parse_as_their_formats() {
     fn src(bytes: &[u8]) -> flr_io::Source {
         std::sync::Arc::new(flr_fuzz::SparseImage::decode(bytes))
     }
-    let opens: [(&str, fn(&[u8]) -> bool); 9] = [
+    type Opens = fn(&[u8]) -> bool;
+    let opens: [(&str, Opens); 9] = [
         ("vhd", |b| {
             flr_vhd::VhdDisk::open(src(b), &flr_io::NoParentResolver).is_ok()
         }),
