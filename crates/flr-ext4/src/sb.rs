@@ -9,6 +9,11 @@ use crate::corrupt;
 
 pub(crate) const SB_OFFSET: u64 = 1024;
 pub(crate) const SB_SIZE: usize = 1024;
+/// Most block groups read (their inode table locations are kept, 8 bytes
+/// each: 64 MiB). mke2fs makes groups of 8 × block size blocks, so this is
+/// 1 PiB with 4 KiB blocks; a superblock claiming more (tiny groups on a
+/// huge declared size) is refused rather than allocated for.
+const MAX_GROUPS: u64 = 1 << 23;
 pub(crate) const MAGIC: u16 = 0xEF53;
 
 // Compatible features.
@@ -270,6 +275,15 @@ impl Superblock {
     /// block. Group descriptors are read from their home location, not
     /// through the journal: inode table locations never change online.
     pub(crate) fn inode_tables(&self, src: &dyn ReadAt) -> Result<Vec<u64>, FsError> {
+        if self.groups > MAX_GROUPS {
+            return Err(corrupt(
+                SB_OFFSET,
+                format!(
+                    "{} block groups ({} blocks, {} per group); flr reads at most {MAX_GROUPS}",
+                    self.groups, self.blocks_count, self.blocks_per_group
+                ),
+            ));
+        }
         let ds = u64::from(self.desc_size);
         let total = self
             .groups
