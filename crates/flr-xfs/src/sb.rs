@@ -95,7 +95,9 @@ impl Superblock {
         let pow2 = |x: u64| x.is_power_of_two();
         let checks: [(bool, &str); 9] = [
             (
-                pow2(sb.bs) && (512..=65536).contains(&sb.bs) && 1u64 << sb.blocklog == sb.bs,
+                pow2(sb.bs)
+                    && (512..=65536).contains(&sb.bs)
+                    && 1u64.checked_shl(u32::from(sb.blocklog)) == Some(sb.bs),
                 "block size",
             ),
             (
@@ -109,7 +111,7 @@ impl Superblock {
                 "inode size",
             ),
             (
-                u64::from(sb.inodesize) << sb.inopblog == sb.bs,
+                u64::from(sb.inodesize).checked_shl(u32::from(sb.inopblog)) == Some(sb.bs),
                 "inodes per block",
             ),
             (sb.agblocks >= 1 && sb.agcount >= 1, "AG geometry"),
