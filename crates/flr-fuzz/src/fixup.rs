@@ -12,21 +12,7 @@ use sha2::Digest;
 
 use crate::sparse::SparseImage;
 
-/// CRC-32C (Castagnoli), bitwise: the fix-ups checksum a few KiB.
-pub(crate) fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
+use flr_vhdx::crc32c;
 
 fn le32(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
@@ -149,14 +135,4 @@ pub(crate) fn luks2_around_json(json: &[u8]) -> SparseImage {
     img.put(LUKS2_BIN as u64, json);
     luks2(&mut img);
     img
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn crc32c_check_value() {
-        assert_eq!(crc32c(b"123456789"), 0xE306_9283);
-    }
 }

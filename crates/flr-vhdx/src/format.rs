@@ -159,7 +159,7 @@ const CRC32C_TABLE: [u32; 256] = {
 };
 
 /// CRC-32C of `data`.
-pub(crate) fn crc32c(data: &[u8]) -> u32 {
+pub fn crc32c(data: &[u8]) -> u32 {
     let mut c = !0u32;
     for &b in data {
         c = CRC32C_TABLE[((c ^ u32::from(b)) & 0xFF) as usize] ^ (c >> 8);

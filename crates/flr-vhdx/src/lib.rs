@@ -27,6 +27,10 @@
 
 mod format;
 
+/// CRC-32C (Castagnoli), as VHDX checksums its headers, region tables and
+/// log entries (also used by the fuzz harness to re-checksum mutated headers).
+pub use format::crc32c;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
