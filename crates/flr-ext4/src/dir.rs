@@ -16,6 +16,8 @@ pub(crate) struct DirList {
     sorted: Vec<usize>,
     /// The inode of `..`.
     pub(crate) parent: Option<u32>,
+    /// Whether the `.` entry was seen.
+    dot: bool,
 }
 
 impl DirList {
@@ -49,15 +51,24 @@ impl DirList {
             }
             if ino != 0 && name_len > 0 {
                 let name = &blk[pos + 8..pos + 8 + name_len];
+                // Only the first `.` and `..` are the folder's own links; a
+                // later entry with such a name (a corrupt or crafted folder) is
+                // listed, so that it is seen and reported, never taken as the parent.
                 match name {
-                    b"." => {}
-                    b".." => self.parent = Some(ino),
+                    b"." if !self.dot => self.dot = true,
+                    b".." if self.parent.is_none() => self.parent = Some(ino),
                     _ => self.entries.push((name.to_vec(), ino, ftype)),
                 }
             }
             pos += rec_len;
         }
         Ok(())
+    }
+
+    /// Takes the entries parsed so far (for streaming: one block at a time,
+    /// while `.`/`..` state carries over to the next block).
+    pub(crate) fn take_entries(&mut self) -> Vec<(Vec<u8>, u32, u8)> {
+        std::mem::take(&mut self.entries)
     }
 
     /// Builds the lookup index once all blocks are in.
@@ -110,6 +121,21 @@ mod tests {
         assert_eq!(d.lookup(b"zeta"), Some(12));
         assert_eq!(d.lookup(b"gone"), None);
         assert_eq!(d.lookup(b"b"), None);
+    }
+
+    #[test]
+    fn a_second_dotdot_is_listed_not_taken_as_the_parent() {
+        let mut blk = Vec::new();
+        blk.extend(entry(2, b".", 12));
+        blk.extend(entry(7, b"..", 12));
+        blk.extend(entry(19, b"..", 12));
+        blk.extend(entry(20, b".", 1024 - 36));
+        let mut d = DirList::default();
+        d.add_block(&blk, true, 0).unwrap();
+        d.finish();
+        assert_eq!(d.parent, Some(7));
+        let names: Vec<(&[u8], u32)> = d.entries.iter().map(|e| (e.0.as_slice(), e.1)).collect();
+        assert_eq!(names, [(&b".."[..], 19), (&b"."[..], 20)]);
     }
 
     #[test]

@@ -43,7 +43,9 @@ mod vol;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use flr_fs::{DirEntry, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Metadata};
+use flr_fs::{
+    DirEntry, DirStream, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Metadata,
+};
 use flr_io::{ReadAt, Source};
 
 use dir::DirList;
@@ -222,6 +224,30 @@ impl Ext4Fs {
         }
     }
 
+    /// An entry's metadata from its inode. One bad inode should not hide its
+    /// siblings: it is listed as unreadable, with the type its directory
+    /// entry records.
+    fn entry_meta(&self, ino: u32, ftype: u8) -> Metadata {
+        match self.core.read_inode(ino) {
+            Ok(child) => self.meta(&child),
+            Err(e) => Metadata {
+                kind: match ftype {
+                    1 => FileKind::File,
+                    2 => FileKind::Dir,
+                    7 => FileKind::Symlink,
+                    _ => FileKind::Special,
+                },
+                size: 0,
+                mtime: None,
+                mode: None,
+                uid: None,
+                gid: None,
+                inode: Some(u64::from(ino)),
+                unreadable: Some(e.to_string()),
+            },
+        }
+    }
+
     /// The entries of directory `inode`, cached.
     fn list(&self, inode: &Inode, path: &FsPath) -> Result<Arc<DirList>, FsError> {
         if let Some(d) = self.lock_dirs().map.get(&inode.ino) {
@@ -306,34 +332,41 @@ impl Filesystem for Ext4Fs {
             });
         }
         let list = self.list(&inode, path)?;
-        let mut out = Vec::with_capacity(list.entries.len());
-        for (name, ino, ftype) in &list.entries {
-            let meta = match self.core.read_inode(*ino) {
-                Ok(child) => self.meta(&child),
-                // One bad inode should not hide its siblings: list it as
-                // unreadable, with the type its directory entry records.
-                Err(e) => Metadata {
-                    kind: match ftype {
-                        1 => FileKind::File,
-                        2 => FileKind::Dir,
-                        7 => FileKind::Symlink,
-                        _ => FileKind::Special,
-                    },
-                    size: 0,
-                    mtime: None,
-                    mode: None,
-                    uid: None,
-                    gid: None,
-                    inode: Some(u64::from(*ino)),
-                    unreadable: Some(e.to_string()),
-                },
-            };
-            out.push(DirEntry {
+        Ok(list
+            .entries
+            .iter()
+            .map(|(name, ino, ftype)| DirEntry {
                 name: name.clone(),
-                meta,
+                meta: self.entry_meta(*ino, *ftype),
+            })
+            .collect())
+    }
+
+    fn read_dir_stream(&self, path: &FsPath) -> Result<DirStream<'_>, FsError> {
+        let inode = self.resolve(path)?;
+        if inode.kind() != FileKind::Dir {
+            return Err(FsError::NotADirectory {
+                path: path.to_string(),
             });
         }
-        Ok(out)
+        if let Some(reason) = inode.unreadable() {
+            return Err(FsError::Unsupported {
+                path: path.to_string(),
+                reason,
+            });
+        }
+        let extents = self.core.map_inode(&inode)?;
+        Ok(Box::new(DirBlocks {
+            fs: self,
+            filetype: self.core.sb.has(INCOMPAT_FILETYPE),
+            blocks: extents
+                .into_iter()
+                .flat_map(|e| (0..e.len).map(move |i| e.pblk + i)),
+            parser: DirList::default(),
+            pending: Vec::new().into_iter(),
+            blk: vec![0u8; self.core.bs_usize()],
+            failed: false,
+        }))
     }
 
     fn read_link(&self, path: &FsPath) -> Result<Vec<u8>, FsError> {
@@ -403,6 +436,49 @@ impl Filesystem for Ext4Fs {
             extents,
             bounce: Bounce::default(),
         }))
+    }
+}
+
+/// A directory read one block at a time: what is held is the block map,
+/// one block and that block's entries, whatever the directory's size.
+struct DirBlocks<'a, B: Iterator<Item = u64>> {
+    fs: &'a Ext4Fs,
+    filetype: bool,
+    blocks: B,
+    parser: DirList,
+    pending: std::vec::IntoIter<(Vec<u8>, u32, u8)>,
+    blk: Vec<u8>,
+    failed: bool,
+}
+
+impl<B: Iterator<Item = u64>> Iterator for DirBlocks<'_, B> {
+    type Item = Result<DirEntry, FsError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some((name, ino, ftype)) = self.pending.next() {
+                let meta = self.fs.entry_meta(ino, ftype);
+                return Some(Ok(DirEntry { name, meta }));
+            }
+            if self.failed {
+                return None;
+            }
+            let pblk = self.blocks.next()?;
+            let c = &self.fs.core;
+            let read = pblk
+                .checked_mul(c.sb.bs)
+                .ok_or_else(|| corrupt(0, format!("directory block {pblk} is out of range")))
+                .and_then(|at| {
+                    c.vol.read(at, &mut self.blk)?;
+                    self.parser.add_block(&self.blk, self.filetype, at)
+                });
+            if let Err(e) = read {
+                // A damaged block ends the stream with its error.
+                self.failed = true;
+                return Some(Err(e));
+            }
+            self.pending = self.parser.take_entries().into_iter();
+        }
     }
 }
 

@@ -397,6 +397,10 @@ fn damage_rounds(rounds: u64, seed0: u64) {
                 if visited > 2000 {
                     break;
                 }
+                // The streamed listing meets the same damage: it must end, not panic.
+                if let Ok(stream) = fs.read_dir_stream(&d) {
+                    let _ = stream.take(100_000).count();
+                }
                 let Ok(entries) = fs.read_dir(&d) else {
                     continue;
                 };
@@ -479,4 +483,37 @@ fn inline_data_is_refused_not_misread() {
         }
     }
     assert_eq!(read_all(&fs, &FsPath::parse("/big.txt")).len(), 2000 * 18);
+}
+
+#[test]
+fn streamed_listings_equal_the_collected_ones() {
+    // Linear and htree folders (the fixtures' "many" folders are indexed).
+    for name in ["ext4", "ext3", "ext2", "ext4-journal", "ext4-metabg"] {
+        let fs = open_fixture(name);
+        let mut todo = vec![FsPath::root()];
+        let mut dirs = 0;
+        while let Some(dir) = todo.pop() {
+            dirs += 1;
+            let listed = fs.read_dir(&dir).unwrap();
+            let streamed: Vec<_> = fs
+                .read_dir_stream(&dir)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(listed.len(), streamed.len(), "{name}:{dir}");
+            for (a, b) in listed.iter().zip(&streamed) {
+                assert_eq!((&a.name, &a.meta), (&b.name, &b.meta), "{name}:{dir}");
+            }
+            for e in listed {
+                if e.meta.kind == FileKind::Dir {
+                    todo.push(dir.join(&e.name));
+                }
+            }
+        }
+        assert!(dirs > 3, "{name}: {dirs} folders");
+        assert!(matches!(
+            fs.read_dir_stream(&FsPath::parse("/no-such-folder")),
+            Err(FsError::NotFound { .. })
+        ));
+    }
 }

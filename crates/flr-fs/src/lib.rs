@@ -199,6 +199,10 @@ pub trait FileHandle: Send {
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, FsError>;
 }
 
+/// The entries of one directory, produced as they are read (see
+/// [`Filesystem::read_dir_stream`]).
+pub type DirStream<'a> = Box<dyn Iterator<Item = Result<DirEntry, FsError>> + Send + 'a>;
+
 /// A read-only filesystem.
 pub trait Filesystem: Send + Sync {
     /// Type, label, id, sizes.
@@ -209,6 +213,16 @@ pub trait Filesystem: Send + Sync {
 
     /// The entries of the directory at `path`, without `.` and `..`.
     fn read_dir(&self, path: &FsPath) -> Result<Vec<DirEntry>, FsError>;
+
+    /// The entries of the directory at `path`, without `.` and `..`, in the
+    /// directory's own order, produced as they are read: memory does not
+    /// grow with the number of entries where the reader streams (ext2/3/4).
+    /// Opening fails as [`Filesystem::read_dir`] does; an error met later
+    /// (a damaged block) is the stream's last item. The default collects
+    /// [`Filesystem::read_dir`].
+    fn read_dir_stream(&self, path: &FsPath) -> Result<DirStream<'_>, FsError> {
+        Ok(Box::new(self.read_dir(path)?.into_iter().map(Ok)))
+    }
 
     /// The target of the symlink at `path`, as stored.
     fn read_link(&self, path: &FsPath) -> Result<Vec<u8>, FsError>;
