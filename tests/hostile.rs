@@ -1,43 +1,71 @@
 //! Path safety: an ext4 image whose names and symlinks try to reach outside
 //! the destination (built by testdata/disks/gen.sh, names patched in with
-//! Python after mkfs.ext4).
+//! Python after mkfs.ext4), restored with `get` and shown by `flr mount`.
+//! Expected names follow the rules of `flr_ops::safe_component` applied to
+//! the names the generator wrote; expected contents are the generator's.
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::process::Command;
 
+use crate::mount::{fuse_available, Mount};
 use crate::util::*;
 
+/// Every path below `root` (relative), listed by `find`, which walks with
+/// directory handles: paths longer than PATH_MAX are listed too.
 fn tree(root: &Path) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let rel = e
-                .path()
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            }
-            out.insert(rel);
-        }
-    }
-    out
+    let out = Command::new("find")
+        .args([".", "-mindepth", "1", "-printf", "%P\\0"])
+        .current_dir(root)
+        .output()
+        .expect("find");
+    assert!(out.status.success(), "find: {}", stderr(&out));
+    out.stdout
+        .split(|&b| b == 0)
+        .filter(|s| !s.is_empty())
+        .map(|s| String::from_utf8(s.to_vec()).expect("UTF-8 name"))
+        .collect()
 }
 
-#[test]
-fn hostile_names_stay_inside_dest() {
+/// The content of the file `name` found anywhere below `root` (through
+/// `find -execdir`, so its path may exceed PATH_MAX).
+fn find_cat(root: &Path, name: &str) -> Vec<u8> {
+    let out = Command::new("find")
+        .args([".", "-name", name, "-execdir", "cat", "{}", ";"])
+        .current_dir(root)
+        .output()
+        .expect("find");
+    assert!(out.status.success(), "find: {}", stderr(&out));
+    out.stdout
+}
+
+/// The 18 levels of 250-byte folder names below `deep/` (gen.sh).
+fn deep_names() -> Vec<String> {
+    (0..18)
+        .map(|i| format!("{i:02}{}", "d".repeat(248)))
+        .collect()
+}
+
+fn restore_root() -> (tempfile::TempDir, std::path::PathBuf, std::process::Output) {
     let img = fixture("disks/hostile.img.zst");
     let outer = tempfile::tempdir().unwrap();
     let dest = outer.path().join("dest");
     let out = run(&["get", p(&img), "disk:/", "-o", p(&dest)]);
+    (outer, dest, out)
+}
+
+#[test]
+fn hostile_names_stay_inside_dest() {
+    let (outer, dest, out) = restore_root();
     let err = stderr(&out);
-    // One entry cannot be restored (a duplicate name), the rest are: a partial result.
+    // Two entries cannot be restored (a duplicate name, and a file named ".."
+    // that no path reaches), the rest are: a partial result.
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("second entry with this name"), "{err}");
+    assert!(
+        err.contains("disk:/..: an entry with this name besides the folder's own link"),
+        "{err}"
+    );
     // Nothing outside DEST: the parent holds only DEST.
     assert_eq!(
         tree(outer.path())
@@ -46,13 +74,80 @@ fn hostile_names_stay_inside_dest() {
             .count(),
         0
     );
-    assert!(!Path::new("/tmp/flr-escape").exists());
+    for outside in [
+        "/tmp/flr-escape",
+        "/tmp/flr-slash",
+        "/tmp/flr-abs-name",
+        "/tmp/evil.txt",
+    ] {
+        assert!(!Path::new(outside).exists(), "{outside}");
+    }
     let t = tree(&dest);
-    // Backslashes, device names and control characters were made safe and reported.
-    assert!(t.contains(".._.._evil-backslash.txt"), "{t:?}");
-    assert!(t.contains("_CON") && t.contains("_aux.txt"), "{t:?}");
-    assert!(t.contains("term_[2Jclear"), "{t:?}");
-    assert!(err.contains("restored as"), "{err}");
+    let read = |rel: &str| std::fs::read(dest.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    // Backslashes, device names and control characters were made safe.
+    assert_eq!(read(".._.._evil-backslash.txt"), b"backslash\n");
+    assert_eq!(read("_CON"), b"device\n");
+    assert_eq!(read("_aux.txt"), b"device\n");
+    assert_eq!(read("_nul.txt"), b"reserved nul\n");
+    assert_eq!(read("_COM1"), b"reserved com1\n");
+    assert_eq!(read("_LPT9.log"), b"reserved lpt9\n");
+    assert_eq!(read("term_[2Jclear"), b"escape\n");
+    // A "/" inside a name, an absolute-looking name and a NUL byte: one
+    // component each, inside DEST.
+    assert_eq!(read(".._.._.._tmp_flr-slash"), b"slash\n");
+    assert_eq!(read("_tmp_flr-abs-name"), b"absolute\n");
+    assert_eq!(read("nul_byte.txt"), b"nul byte\n");
+    // 255 bytes is allowed as is; a name that grows past 255 bytes when made
+    // safe is cut and given a hash suffix.
+    let long = format!("{}.txt", "n".repeat(251));
+    assert_eq!(read(&long), b"long name\n");
+    let grown: Vec<&String> = t.iter().filter(|n| n.starts_with("_aux.xxx")).collect();
+    assert_eq!(grown.len(), 1, "{t:?}");
+    assert!(grown[0].len() <= 255 && grown[0].contains('~'), "{grown:?}");
+    assert_eq!(read(grown[0]), b"long reserved\n");
+    // Each rename is reported with the original name (escaped) and the new one,
+    // and the summary counts them.
+    let renamed: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains(": restored as "))
+        .collect();
+    for orig in [
+        "/..\\\\..\\\\evil-backslash.txt",
+        "/CON",
+        "/aux.txt",
+        "/nul.txt",
+        "/COM1",
+        "/LPT9.log",
+        "/term\\x1b[2Jclear",
+        "/..\\x2f..\\x2f..\\x2ftmp\\x2fflr-slash",
+        "/\\x2ftmp\\x2fflr-abs-name",
+        "/nul\\x00byte.txt",
+        &format!("/aux.{}", "x".repeat(251)),
+    ] {
+        let head = format!("flr: disk:{orig}: restored as ");
+        assert!(
+            renamed.iter().any(|l| l.starts_with(&head)),
+            "no report for {orig}: {err}"
+        );
+    }
+    assert!(
+        err.contains(&format!("; {} names made safe", renamed.len())),
+        "{err}"
+    );
+    // Names that differ only in case or in Unicode normalisation are distinct
+    // names on Linux: both land under their own names, nothing is renamed.
+    assert_eq!(read("Readme.txt"), b"mixed case\n");
+    assert_eq!(read("README.TXT"), b"upper case\n");
+    assert_eq!(read("caf\u{e9}.txt"), b"nfc\n");
+    assert_eq!(read("cafe\u{301}.txt"), b"nfd\n");
+    for n in [
+        "Readme.txt",
+        "README.TXT",
+        "caf\u{e9}.txt",
+        "cafe\u{301}.txt",
+    ] {
+        assert!(!err.contains(&format!("disk:/{n}:")), "{n}: {err}");
+    }
     // Two entries named L (a symlink to /tmp and a folder): whichever comes first is
     // restored as what it is; nothing is ever written through the link.
     let l = std::fs::symlink_metadata(dest.join("L")).unwrap();
@@ -64,7 +159,6 @@ fn hostile_names_stay_inside_dest() {
     } else {
         assert!(t.contains("L/evil.txt"), "{t:?}");
     }
-    assert!(!Path::new("/tmp/evil.txt").exists());
     // Links pointing outside are kept as links with their stored targets.
     assert_eq!(
         std::fs::read_link(dest.join("abs-link")).unwrap(),
@@ -74,9 +168,73 @@ fn hostile_names_stay_inside_dest() {
         std::fs::read_link(dest.join("up-link")).unwrap(),
         Path::new("../../../../../../tmp/flr-escape")
     );
-    // The entry patched to ".." never becomes a path step.
+    // No ".." ever becomes a path step.
     assert!(!t.iter().any(|p| p.split('/').any(|c| c == "..")), "{t:?}");
-    assert_eq!(std::fs::read(dest.join("dir/ok.txt")).unwrap(), b"inside\n");
+    assert_eq!(read("dir/ok.txt"), b"inside\n");
+    // The deep folder chain was restored whole, though its path is longer than PATH_MAX.
+    let bottom = format!("deep/{}/bottom.txt", deep_names().join("/"));
+    assert!(bottom.len() > 4096);
+    assert!(t.contains(&bottom), "deep path missing");
+    assert_eq!(find_cat(&dest, "bottom.txt"), b"deep down\n");
+}
+
+#[test]
+fn hard_links_are_restored_as_independent_copies() {
+    let img = fixture("disks/hostile.img.zst");
+    let dest = tempfile::tempdir().unwrap();
+    let out = run_ok(&["get", p(&img), "disk:/hard", "-o", p(dest.path())]);
+    assert!(
+        stderr(&out).contains("restored 2 files"),
+        "{}",
+        stderr(&out)
+    );
+    use std::os::unix::fs::MetadataExt;
+    let a = std::fs::metadata(dest.path().join("hard/a.txt")).unwrap();
+    let b = std::fs::metadata(dest.path().join("hard/b.txt")).unwrap();
+    assert_eq!(
+        std::fs::read(dest.path().join("hard/a.txt")).unwrap(),
+        b"linked\n"
+    );
+    assert_eq!(
+        std::fs::read(dest.path().join("hard/b.txt")).unwrap(),
+        b"linked\n"
+    );
+    assert!(a.is_file() && b.is_file());
+    assert_ne!(a.ino(), b.ino(), "restored as one inode");
+    assert_eq!((a.nlink(), b.nlink()), (1, 1));
+}
+
+#[test]
+fn path_longer_than_path_max_is_restored_through_folder_handles() {
+    let img = fixture("disks/hostile.img.zst");
+    let dest = tempfile::tempdir().unwrap();
+    let out = run_ok(&[
+        "get",
+        p(&img),
+        "disk:/deep",
+        "-o",
+        p(dest.path()),
+        "--checksum",
+    ]);
+    // The --checksum line names the whole relative path.
+    let want = format!("deep/{}/bottom.txt", deep_names().join("/"));
+    let sums = checksums(&out);
+    assert_eq!(
+        sums.get(&want).map(String::as_str),
+        Some(sha256_hex(b"deep down\n").as_str()),
+        "{sums:?}"
+    );
+    assert_eq!(find_cat(dest.path(), "bottom.txt"), b"deep down\n");
+    // And a single file far down: the volume path itself is longer than PATH_MAX.
+    let dest2 = tempfile::tempdir().unwrap();
+    let spec = format!("disk:/{want}");
+    let out = run_ok(&["get", p(&img), &spec, "-o", p(dest2.path())]);
+    assert_eq!(
+        std::fs::read(dest2.path().join("bottom.txt")).unwrap(),
+        b"deep down\n",
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -95,4 +253,65 @@ fn symlink_already_in_dest_is_not_followed() {
         std::fs::read_dir(&elsewhere).unwrap().next().is_none(),
         "wrote through a symlink"
     );
+}
+
+#[test]
+fn hostile_names_in_a_mount_are_renamed_or_hidden() {
+    if !fuse_available("hostile_names_in_a_mount_are_renamed_or_hidden") {
+        return;
+    }
+    let img = fixture("disks/hostile.img.zst");
+    let m = Mount::new(&img, &["--volume", "disk"]);
+    let root = m.path();
+    let names: BTreeSet<String> = std::fs::read_dir(root)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    // "/" and NUL cannot be in a file name here: shown under a safe name.
+    let read = |rel: &str| std::fs::read(root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    assert_eq!(read(".._.._.._tmp_flr-slash"), b"slash\n");
+    assert_eq!(read("_tmp_flr-abs-name"), b"absolute\n");
+    assert_eq!(read("nul_byte.txt"), b"nul byte\n");
+    // The file named ".." is not shown; readdir and lookup agree.
+    assert!(!names.iter().any(|n| n == "." || n == ".."), "{names:?}");
+    assert_eq!(
+        std::fs::canonicalize(root.join("dir/..")).unwrap(),
+        std::fs::canonicalize(root).unwrap()
+    );
+    // Names Linux can hold are shown as stored.
+    for n in [
+        "CON",
+        "..\\..\\evil-backslash.txt",
+        "Readme.txt",
+        "README.TXT",
+    ] {
+        assert!(names.contains(n), "{n}: {names:?}");
+    }
+    assert_eq!(read("caf\u{e9}.txt"), b"nfc\n");
+    assert_eq!(read("cafe\u{301}.txt"), b"nfd\n");
+    // Symlinks give their stored targets; the kernel resolves them outside
+    // the mount only because they say so, never through the mount.
+    assert_eq!(
+        std::fs::read_link(root.join("abs-link")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    assert_eq!(
+        std::fs::read_link(root.join("up-link")).unwrap(),
+        Path::new("../../../../../../tmp/flr-escape")
+    );
+    // Hard links: two names, same content.
+    assert_eq!(read("hard/a.txt"), b"linked\n");
+    assert_eq!(read("hard/b.txt"), b"linked\n");
+    // The deep chain is walkable through the mount.
+    assert_eq!(find_cat(root, "bottom.txt"), b"deep down\n");
+    // Each rename and each hidden entry is reported.
+    let err = m.stderr_since_mounted();
+    for line in [
+        "disk:/..\\x2f..\\x2f..\\x2ftmp\\x2fflr-slash: shown as \".._.._.._tmp_flr-slash\"",
+        "disk:/\\x2ftmp\\x2fflr-abs-name: shown as \"_tmp_flr-abs-name\"",
+        "disk:/nul\\x00byte.txt: shown as \"nul_byte.txt\"",
+        "disk:/: an entry named \"..\" is not shown",
+    ] {
+        assert!(err.contains(line), "missing {line:?} in {err}");
+    }
 }

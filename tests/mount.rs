@@ -56,6 +56,7 @@ pub(crate) struct Mount {
     child: Option<Child>,
     pub(crate) dir: tempfile::TempDir,
     pub(crate) stderr: String,
+    later: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Mount {
@@ -94,9 +95,15 @@ impl Mount {
                 break;
             }
         }
+        let later = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = later.clone();
         std::thread::spawn(move || {
-            let mut rest = String::new();
-            let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                sink.lock().unwrap().push_str(&line);
+                line.clear();
+            }
+            let rest = sink.lock().unwrap();
             if !rest.is_empty() {
                 eprintln!("flr mount stderr: {rest}");
             }
@@ -106,7 +113,13 @@ impl Mount {
             child: Some(child),
             dir,
             stderr,
+            later,
         }
+    }
+
+    /// What the mount wrote on stderr after "mounted" so far.
+    pub(crate) fn stderr_since_mounted(&self) -> String {
+        self.later.lock().unwrap().clone()
     }
 
     pub(crate) fn path(&self) -> &Path {

@@ -34,6 +34,88 @@ manifest() {
 
 stamp() { find "$1" -depth -exec touch -h -d "$T" {} +; }
 
+# ---------- hostile: ext4 whose names and links try to escape the destination ----------
+# `gen.sh hostile` rebuilds only this image.
+hostile() {
+h=$work/src-hostile
+mkdir -p "$h/dir" "$h/PLACEHOLDER_DIR_1" "$h/hard"
+printf 'inside\n' > "$h/dir/ok.txt"
+printf 'evil\n' > "$h/PLACEHOLDER_DIR_1/evil.txt"
+printf 'backslash\n' > "$h/..\\..\\evil-backslash.txt"
+printf 'device\n' > "$h/CON"
+printf 'device\n' > "$h/aux.txt"
+printf 'reserved nul\n' > "$h/nul.txt"
+printf 'reserved com1\n' > "$h/COM1"
+printf 'reserved lpt9\n' > "$h/LPT9.log"
+printf 'escape\n' > "$h/$(printf 'term\033[2Jclear')"
+printf 'dots\n' > "$h/PLACEHOLDER_DOTS"
+# Names no tool creates, patched in below: "/" inside, absolute-looking, NUL.
+printf 'slash\n' > "$h/PLACEHOLDER_SLASH_NAME_XXXXXXXXX"
+printf 'absolute\n' > "$h/PLACEHOLDER_ABSOLUTE_NAME_XXXXXX"
+printf 'nul byte\n' > "$h/PLACEHOLDER_NUL_NAME"
+# Names that differ only in case, or only in Unicode normalisation (NFC/NFD).
+printf 'mixed case\n' > "$h/Readme.txt"
+printf 'upper case\n' > "$h/README.TXT"
+printf 'nfc\n' > "$h/$(printf 'caf\xc3\xa9.txt')"
+printf 'nfd\n' > "$h/$(printf 'cafe\xcc\x81.txt')"
+# The longest name ext4 allows (255 bytes), one that must grow when made safe, and a
+# folder chain whose path is longer than PATH_MAX (4096) once extracted: 18 levels of
+# 250-byte names, made through directory handles (no long paths needed).
+python3 - "$h" <<'PY'
+import os, sys
+h = sys.argv[1]
+open(os.path.join(h, 'n' * 251 + '.txt'), 'w').write('long name\n')
+open(os.path.join(h, 'aux.' + 'x' * 251), 'w').write('long reserved\n')
+fd = os.open(h, os.O_RDONLY | os.O_DIRECTORY)
+os.mkdir('deep', dir_fd=fd)
+cur = os.open('deep', os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+for i in range(18):
+    name = ('%02d' % i) + 'd' * 248
+    os.mkdir(name, dir_fd=cur)
+    nxt = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=cur)
+    os.close(cur); cur = nxt
+f = os.open('bottom.txt', os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=cur)
+os.write(f, b'deep down\n'); os.close(f); os.close(cur); os.close(fd)
+PY
+# Two names for one inode.
+printf 'linked\n' > "$h/hard/a.txt"
+ln "$h/hard/a.txt" "$h/hard/b.txt"
+ln -s /etc/passwd "$h/abs-link"
+ln -s ../../../../../../tmp/flr-escape "$h/up-link"
+ln -s /tmp "$h/PLACEHOLDER_LINK_1"
+find "$h" -depth -execdir touch -h -d "$T" {} +
+rm -f "$work/hostile.img"; truncate -s 4M "$work/hostile.img"
+mkfs.ext4 -q -F -d "$h" -L hostile -U 0badbad0-0000-4000-8000-000000000bad -O ^metadata_csum,^dir_index,^has_journal -b 1024 -E root_owner=0:0,hash_seed=4a1b2c3d-0000-4000-8000-000000000002 "$work/hostile.img"
+# Patch names in the root folder block (no checksums with ^metadata_csum): the directory
+# PLACEHOLDER_DIR_1 gets the same name as the symlink to /tmp ("L"), PLACEHOLDER_DOTS
+# becomes "..", and three names get a "/" or a NUL. Name lengths are shortened in place;
+# record lengths stay.
+python3 - "$work/hostile.img" <<'PY'
+import sys, struct
+p = sys.argv[1]; img = bytearray(open(p, 'rb').read())
+def rename(old, new):
+    i = img.find(old)
+    assert i > 8 and img.find(old, i + 1) < 0, old
+    assert img[i - 2] == len(old), old          # name_len byte precedes file_type
+    assert len(new) <= len(old), new
+    img[i - 2] = len(new)
+    img[i:i + len(old)] = new + b'\0' * (len(old) - len(new))
+rename(b'PLACEHOLDER_LINK_1', b'L')
+rename(b'PLACEHOLDER_DIR_1', b'L')
+rename(b'PLACEHOLDER_DOTS', b'..')
+rename(b'PLACEHOLDER_SLASH_NAME_XXXXXXXXX', b'../../../tmp/flr-slash')
+rename(b'PLACEHOLDER_ABSOLUTE_NAME_XXXXXX', b'/tmp/flr-abs-name')
+rename(b'PLACEHOLDER_NUL_NAME', b'nul\0byte.txt')
+open(p, 'wb').write(img)
+PY
+# Both names of hard/a.txt must be one inode (mkfs.ext4 -d keeps hard links).
+links=$(debugfs -R 'stat /hard/a.txt' "$work/hostile.img" 2>/dev/null | sed -n 's/.*Links: \([0-9]*\).*/\1/p')
+[ "$links" = 2 ] || { echo "hard/a.txt has $links links, want 2" >&2; exit 1; }
+e2fsck -fn "$work/hostile.img" > "$here/hostile.e2fsck.txt" 2>&1 || true
+zstd -q -19 -f "$work/hostile.img" -o "$here/hostile.img.zst"
+}
+if [ "${1:-}" = hostile ]; then hostile; ls -l "$here/hostile.img.zst"; exit 0; fi
+
 # ---------- source trees ----------
 esp=$work/src-esp; root=$work/src-root; data=$work/src-data
 mkdir -p "$esp/EFI/BOOT" "$root/etc" "$root/home/alice" "$root/var/log" "$root/usr/share/zoneinfo" "$data/Users/Bob/Documents" "$data/Projects/2024"
@@ -120,40 +202,6 @@ put "$work/mbr-fat.img" "$mbr" 2048; put "$work/mbr-ext4.img" "$mbr" 20480; put 
 sfdisk --json "$mbr" > "$here/mbr.sfdisk.json"
 zstd -q -19 --long -f "$mbr" -o "$here/mbr.img.zst"
 
-# ---------- hostile: ext4 whose names and links try to escape the destination ----------
-h=$work/src-hostile
-mkdir -p "$h/dir" "$h/PLACEHOLDER_DIR_1"
-printf 'inside\n' > "$h/dir/ok.txt"
-printf 'evil\n' > "$h/PLACEHOLDER_DIR_1/evil.txt"
-printf 'backslash\n' > "$h/..\\..\\evil-backslash.txt"
-printf 'device\n' > "$h/CON"
-printf 'device\n' > "$h/aux.txt"
-printf 'escape\n' > "$h/$(printf 'term\033[2Jclear')"
-printf 'dots\n' > "$h/PLACEHOLDER_DOTS"
-ln -s /etc/passwd "$h/abs-link"
-ln -s ../../../../../../tmp/flr-escape "$h/up-link"
-ln -s /tmp "$h/PLACEHOLDER_LINK_1"
-stamp "$h"
-rm -f "$work/hostile.img"; truncate -s 4M "$work/hostile.img"
-mkfs.ext4 -q -F -d "$h" -L hostile -U 0badbad0-0000-4000-8000-000000000bad -O ^metadata_csum,^dir_index,^has_journal -b 1024 -E root_owner=0:0,hash_seed=4a1b2c3d-0000-4000-8000-000000000002 "$work/hostile.img"
-# Patch names in the root folder block (no checksums with ^metadata_csum): the directory
-# PLACEHOLDER_DIR_1 gets the same name as the symlink to /tmp ("L"), and
-# PLACEHOLDER_DOTS becomes "..". Name lengths are shortened in place; record lengths stay.
-python3 - "$work/hostile.img" <<'PY'
-import sys, struct
-p = sys.argv[1]; img = bytearray(open(p, 'rb').read())
-def rename(old, new):
-    i = img.find(old)
-    assert i > 8 and img.find(old, i + 1) < 0, old
-    assert img[i - 2] == len(old), old          # name_len byte precedes file_type
-    img[i - 2] = len(new)
-    img[i:i + len(old)] = new + b'\0' * (len(old) - len(new))
-rename(b'PLACEHOLDER_LINK_1', b'L')
-rename(b'PLACEHOLDER_DIR_1', b'L')
-rename(b'PLACEHOLDER_DOTS', b'..')
-open(p, 'wb').write(img)
-PY
-e2fsck -fn "$work/hostile.img" > "$here/hostile.e2fsck.txt" 2>&1 || true
-zstd -q -19 -f "$work/hostile.img" -o "$here/hostile.img.zst"
+hostile
 
 ls -l "$here" "$here/../demo.vhd"

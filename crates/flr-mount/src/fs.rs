@@ -134,6 +134,36 @@ fn valid_name(n: &[u8]) -> bool {
     !n.is_empty() && n != b"." && n != b".." && !n.contains(&b'/') && !n.contains(&0)
 }
 
+/// A name from an image for a message: control characters, `/`, `\\` and
+/// invalid UTF-8 escaped as `\\xNN`.
+fn escape(name: &[u8]) -> String {
+    let mut out = String::new();
+    for chunk in name.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            if c.is_control() || c == '/' || c == '\\' {
+                let mut b = [0u8; 4];
+                for byte in c.encode_utf8(&mut b).bytes() {
+                    out.push_str(&format!("\\x{byte:02x}"));
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// A path from an image for a message, each component escaped.
+fn display(path: &FsPath) -> String {
+    if path.0.is_empty() {
+        return "/".into();
+    }
+    path.0.iter().map(|c| format!("/{}", escape(c))).collect()
+}
+
 fn to_system_time(t: Timestamp) -> SystemTime {
     let nanos = Duration::from_nanos(u64::from(t.nanos.min(999_999_999)));
     if t.secs >= 0 {
@@ -383,33 +413,70 @@ impl FlrFuse {
         }
         let mut list = Vec::with_capacity(entries.len());
         let mut seen = std::collections::HashSet::new();
+        let mut unshowable = Vec::new();
+        let id = &self.vols[vol].id;
         for e in entries {
-            if !valid_name(&e.name) {
+            if e.name.is_empty() || e.name == b"." || e.name == b".." {
+                // Besides the folder's own links (a corrupt or crafted folder): a
+                // path reaches the folder or its parent, never this entry.
                 note(format_args!(
-                    "{}:{path}: an entry named {:?} cannot be shown (not a valid file name here)",
-                    self.vols[vol].id,
+                    "{id}:{}: an entry named {:?} is not shown (a path cannot reach it; corrupt folder)",
+                    display(&path),
                     String::from_utf8_lossy(&e.name)
                 ));
                 continue;
             }
-            if !seen.insert(e.name.clone()) {
+            if !valid_name(&e.name) {
+                unshowable.push(e);
                 continue;
             }
-            let child = path.join(&e.name);
-            let key = (vol, child);
-            let ci = match t.by_path.get(&key) {
-                Some(i) => *i,
-                None => t.insert(
-                    ino,
-                    Source::Fs {
-                        vol,
-                        path: key.1.clone(),
-                    },
-                    meta_attr(&e.meta, self.owner),
-                ),
-            };
-            list.push((e.name, ci));
+            if seen.insert(e.name.clone()) {
+                list.push((e.name.clone(), e));
+            }
         }
+        // Names with `/` or NUL cannot be file names here: shown under a safe
+        // name (those characters as `_`, `~N` if that is taken), and reported.
+        for e in unshowable {
+            let base: Vec<u8> = e
+                .name
+                .iter()
+                .map(|&b| if b == b'/' || b == 0 { b'_' } else { b })
+                .collect();
+            let mut shown = base.clone();
+            let mut n = 1u32;
+            while seen.contains(&shown) {
+                shown = base.clone();
+                shown.extend_from_slice(format!("~{n}").as_bytes());
+                n += 1;
+            }
+            note(format_args!(
+                "{id}:{}/{}: shown as {:?} (not a valid file name here)",
+                display(&path).trim_end_matches('/'),
+                escape(&e.name),
+                String::from_utf8_lossy(&shown)
+            ));
+            seen.insert(shown.clone());
+            list.push((shown, e));
+        }
+        let list = list
+            .into_iter()
+            .map(|(shown, e)| {
+                let child = path.join(&e.name);
+                let key = (vol, child);
+                let ci = match t.by_path.get(&key) {
+                    Some(i) => *i,
+                    None => t.insert(
+                        ino,
+                        Source::Fs {
+                            vol,
+                            path: key.1.clone(),
+                        },
+                        meta_attr(&e.meta, self.owner),
+                    ),
+                };
+                (shown, ci)
+            })
+            .collect();
         let c = Arc::new(Children::new(list));
         t.node_mut(ino)?.children = Some(c.clone());
         Ok(c)
@@ -614,12 +681,19 @@ impl fuser::Filesystem for FlrFuse {
         };
         let parent = self.read_table().node(ino.0).map_or(1, |n| n.parent);
         let t = self.read_table();
-        let dots = [(b".".as_slice(), ino.0), (b"..".as_slice(), parent)];
-        let all = dots
-            .iter()
-            .map(|(n, i)| (*n, *i))
-            .chain(children.entries.iter().map(|(n, i)| (n.as_slice(), *i)));
-        for (k, (name, child)) in all.enumerate().skip(usize::try_from(offset).unwrap_or(0)) {
+        // Offsets index the kept list directly: each call costs what it
+        // returns, not the entries before it (a million-entry folder is
+        // read in thousands of calls).
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        for k in start..children.entries.len().saturating_add(2) {
+            let (name, child) = match k {
+                0 => (b".".as_slice(), ino.0),
+                1 => (b"..".as_slice(), parent),
+                _ => {
+                    let (n, i) = &children.entries[k - 2];
+                    (n.as_slice(), *i)
+                }
+            };
             let kind = t.node(child).map_or(FileType::RegularFile, |n| n.attr.kind);
             if reply.add(INodeNo(child), k as u64 + 1, kind, OsStr::from_bytes(name)) {
                 break;
@@ -909,6 +983,43 @@ mod tests {
         assert_eq!(names(&f, lv), want);
         // Inodes are stable: the same entry gives the same number.
         assert_eq!(child(&f, vg, "lv"), lv);
+    }
+
+    #[test]
+    fn names_that_cannot_be_file_names_are_renamed_or_hidden() {
+        // testdata/disks/gen.sh patches "..", "../../../tmp/flr-slash",
+        // "/tmp/flr-abs-name" and "nul\0byte.txt" into the root folder.
+        let path = flr_testdata::fixture("disks/hostile.img.zst");
+        let img =
+            flr_engine::open_path(&path, flr_engine::Scan::Quick, &flr_engine::KeyRing::new())
+                .unwrap();
+        let fs: Arc<dyn Filesystem> = Arc::from(img.volumes[0].open_fs().unwrap());
+        let (f, _) = FlrFuse::new(
+            vec![Vol {
+                id: "disk".into(),
+                fs,
+            }],
+            true,
+        )
+        .unwrap();
+        let shown = names(&f, 1);
+        for n in &shown {
+            assert!(valid_name(n.as_bytes()), "{n:?} in {shown:?}");
+        }
+        let read = |name: &str| {
+            let ino = child(&f, 1, name);
+            let fh = f.open_file(ino).unwrap();
+            f.read_file(ino, fh, 0, 4096).unwrap()
+        };
+        assert_eq!(read("nul_byte.txt"), b"nul byte\n");
+        assert_eq!(read(".._.._.._tmp_flr-slash"), b"slash\n");
+        assert_eq!(read("_tmp_flr-abs-name"), b"absolute\n");
+        // The entry named ".." is hidden: lookup and readdir agree.
+        assert!(!shown.iter().any(|n| n == ".." || n == "."), "{shown:?}");
+        assert!(!f.children(1).unwrap().by_name.contains_key(&b".."[..]));
+        // Every shown name maps back to exactly one node.
+        let c = f.children(1).unwrap();
+        assert_eq!(c.entries.len(), c.by_name.len());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use sha2::Digest;
 
 use crate::extract::{DestDir, Overwrite, WriteError};
 use crate::ls::MAX_DEPTH;
-use crate::names::{display_name, safe_component};
+use crate::names::{display_name, display_path, safe_component};
 use crate::{copy_file_streams, fs_err, Context, CopyError, OpsError, OutputFormat, VolPath};
 
 /// Options of `get`.
@@ -146,7 +146,7 @@ impl Job<'_, '_> {
             self.ctx.err,
             "flr: {}:{}: {msg}",
             self.vol,
-            display_name(path.to_string().as_bytes())
+            display_path(path)
         );
     }
 
@@ -176,7 +176,7 @@ impl Job<'_, '_> {
                 self.ctx.err,
                 "flr: {}:{}: restored as {:?} ({})",
                 self.vol,
-                display_name(path.to_string().as_bytes()),
+                display_path(path),
                 display_name(&safe),
                 why.as_deref().unwrap_or("name already used in this folder"),
             );
@@ -247,7 +247,8 @@ impl Job<'_, '_> {
                 let _ = writeln!(
                     self.ctx.err,
                     "flr: {}:{}: special file (device, FIFO or socket) not restored",
-                    self.vol, path
+                    self.vol,
+                    display_path(path)
                 );
             }
         }
@@ -267,6 +268,12 @@ impl Job<'_, '_> {
             // the first, so the second cannot be restored faithfully.
             if !names.insert(e.name.clone()) {
                 self.fail(&path, "a second entry with this name in the same folder (corrupt folder): only the first is restored");
+                continue;
+            }
+            // An entry named `.` or `..` besides the folder's own links (a corrupt
+            // or crafted folder): a path reaches the folder or its parent, never it.
+            if e.name == b"." || e.name == b".." {
+                self.fail(&path, "an entry with this name besides the folder's own link (corrupt folder): a path cannot reach it, not restored");
                 continue;
             }
             self.restore(&path, &e.name, &e.meta, into, &mut used, depth);

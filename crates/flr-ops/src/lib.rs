@@ -28,7 +28,7 @@ pub use manifest::{
     manifest, read_manifest, write_manifest, Entry, Manifest, ManifestOptions, ManifestVolume,
 };
 pub use mount::{daemon, mount, MountArgs};
-pub use names::{display_name, safe_component};
+pub use names::{display_name, display_path, safe_component};
 pub use probe::{probe, probe_report, ProbeReport};
 pub use spec::VolPath;
 pub use verify::{

@@ -25,6 +25,21 @@ pub fn display_name(name: &[u8]) -> String {
     out
 }
 
+/// Renders a path read from an image for a terminal: each component as
+/// [`display_name`] shows it, and a `/` inside a component (possible in a
+/// crafted image) as `\x2f`, so the report names the entry unambiguously.
+pub fn display_path(path: &flr_fs::FsPath) -> String {
+    if path.0.is_empty() {
+        return "/".into();
+    }
+    let mut out = String::new();
+    for c in &path.0 {
+        out.push('/');
+        out.push_str(&display_name(c).replace('/', "\\x2f"));
+    }
+    out
+}
+
 /// Longest name flr creates (bytes), the Linux NAME_MAX.
 const NAME_MAX: usize = 255;
 
@@ -129,5 +144,8 @@ mod tests {
         assert_eq!(display_name(b"a\nb"), "a\\x0ab");
         assert_eq!(display_name(b"\xff"), "\\xff");
         assert_eq!(display_name("ü".as_bytes()), "ü");
+        let p = flr_fs::FsPath(vec![b"d".to_vec(), b"../x".to_vec(), b"a\0\xff".to_vec()]);
+        assert_eq!(display_path(&p), "/d/..\\x2fx/a\\x00\\xff");
+        assert_eq!(display_path(&flr_fs::FsPath::root()), "/");
     }
 }
