@@ -12,6 +12,7 @@ mod corpus;
 mod hostile;
 mod keychain;
 mod keyvault;
+mod limits;
 mod lvm;
 mod mount;
 mod tools;

@@ -6,7 +6,7 @@ use flr_engine::Image;
 use flr_fs::{FileKind, Filesystem, FsPath, Metadata, Timestamp};
 use serde::Serialize;
 
-use crate::names::display_name;
+use crate::names::{display_name, display_path};
 use crate::{fs_err, Context, OpsError, OutputFormat, VolPath};
 
 /// Options of `ls`.
@@ -17,6 +17,10 @@ pub struct LsOptions {
     /// Recurse into subfolders.
     pub recursive: bool,
 }
+
+/// Folders with at most this many entries are listed sorted by name; larger
+/// ones stream in the folder's own order (bounded memory).
+pub(crate) const SORT_LIMIT: usize = 10_000;
 
 /// Deepest folder nesting `ls -R` and `get` follow; deeper is reported as corrupt.
 pub(crate) const MAX_DEPTH: usize = 4096;
@@ -74,10 +78,31 @@ fn list_dir(
             what: format!("{dir}: folders nested deeper than {MAX_DEPTH} levels (a loop?)"),
         }));
     }
-    let mut entries = fs.read_dir(dir).map_err(fs_err(vol))?;
-    entries.sort_by(|a, b| a.name.cmp(&b.name));
-    // find-like order: each entry, then (with -R) what is below it.
-    for e in &entries {
+    // Folders of up to SORT_LIMIT entries are listed sorted by name; a larger
+    // one is listed in the folder's own order as its entries are read, so
+    // memory stays bounded whatever its size (one line on stderr says so).
+    let mut stream = fs.read_dir_stream(dir).map_err(fs_err(vol))?;
+    let mut first = Vec::new();
+    let mut more = false;
+    for e in stream.by_ref() {
+        first.push(e.map_err(fs_err(vol))?);
+        if first.len() > SORT_LIMIT {
+            more = true;
+            break;
+        }
+    }
+    if more {
+        writeln!(
+            ctx.err,
+            "flr: {vol}:{}: more than {SORT_LIMIT} entries: listed in the folder's order, not sorted",
+            display_path(dir)
+        )?;
+    } else {
+        first.sort_by(|a, b| a.name.cmp(&b.name));
+    }
+    let rest = stream.map(|e| e.map_err(fs_err(vol)));
+    for e in first.into_iter().map(Ok).chain(rest) {
+        let e = e?;
         let path = dir.join(&e.name);
         let shown = if opts.recursive {
             path.to_string().into_bytes()
@@ -90,7 +115,11 @@ fn list_dir(
         }
         if let Some(ino) = e.meta.inode {
             if !ancestors.insert(ino) {
-                writeln!(ctx.err, "flr: {vol}:{path}: folder loop (inode {ino} is its own ancestor); not descending")?;
+                writeln!(
+                    ctx.err,
+                    "flr: {vol}:{}: folder loop (inode {ino} is its own ancestor); not descending",
+                    display_path(&path)
+                )?;
                 continue;
             }
         }

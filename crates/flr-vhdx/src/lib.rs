@@ -391,12 +391,22 @@ impl VhdxDisk {
                 ),
             ));
         }
-        let mut raw = vec![0u8; (entries * 8) as usize];
-        src.read_exact_at(bat_region.offset, &mut raw)?;
-        let bat: Vec<u64> = raw
-            .chunks_exact(8)
-            .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-            .collect();
+        // Read in 1 MiB pieces: the BAT is held once (8 bytes per block:
+        // 4 MiB for 16 TiB in 32 MiB blocks), never twice.
+        let bat_bytes = entries * 8;
+        let mut bat: Vec<u64> = Vec::with_capacity(entries as usize);
+        let mut raw = vec![0u8; bat_bytes.min(MIB) as usize];
+        let mut done = 0u64;
+        while done < bat_bytes {
+            let n = (bat_bytes - done).min(MIB) as usize;
+            src.read_exact_at(bat_region.offset + done, &mut raw[..n])?;
+            bat.extend(
+                raw[..n]
+                    .chunks_exact(8)
+                    .map(|c| u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])),
+            );
+            done += n as u64;
+        }
         drop(raw);
         let mut past_eof = 0u64;
         let mut reserved = 0u64;
