@@ -76,8 +76,9 @@ struct Node {
 
 #[derive(Default)]
 struct Table {
+    /// Every inode handed out, by number - 1. A folder's entries become
+    /// inodes once (its children are kept), so each entry has exactly one.
     nodes: Vec<Node>,
-    by_path: HashMap<(usize, FsPath), u64>,
 }
 
 impl Table {
@@ -100,9 +101,6 @@ impl Table {
     fn insert(&mut self, parent: u64, source: Source, mut attr: FileAttr) -> u64 {
         let ino = self.nodes.len() as u64 + 1;
         attr.ino = INodeNo(ino);
-        if let Source::Fs { vol, path } = &source {
-            self.by_path.insert((*vol, path.clone()), ino);
-        }
         self.nodes.push(Node {
             parent,
             source,
@@ -461,20 +459,11 @@ impl FlrFuse {
         let list = list
             .into_iter()
             .map(|(shown, e)| {
-                let child = path.join(&e.name);
-                let key = (vol, child);
-                let ci = match t.by_path.get(&key) {
-                    Some(i) => *i,
-                    None => t.insert(
-                        ino,
-                        Source::Fs {
-                            vol,
-                            path: key.1.clone(),
-                        },
-                        meta_attr(&e.meta, self.owner),
-                    ),
+                let source = Source::Fs {
+                    vol,
+                    path: path.join(&e.name),
                 };
-                (shown, ci)
+                (shown, t.insert(ino, source, meta_attr(&e.meta, self.owner)))
             })
             .collect();
         let c = Arc::new(Children::new(list));
