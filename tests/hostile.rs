@@ -315,3 +315,45 @@ fn hostile_names_in_a_mount_are_renamed_or_hidden() {
         assert!(err.contains(line), "missing {line:?} in {err}");
     }
 }
+
+#[test]
+fn ls_escapes_what_a_name_cannot_hold() {
+    let img = fixture("disks/hostile.img.zst");
+    let out = run_ok(&["ls", p(&img), "disk:/"]);
+    let lines: Vec<String> = stdout(&out).lines().map(str::to_string).collect();
+    for want in [
+        "..\\x2f..\\x2f..\\x2ftmp\\x2fflr-slash",
+        "\\x2ftmp\\x2fflr-abs-name",
+        "nul\\x00byte.txt",
+        "term\\x1b[2Jclear",
+        "..",
+    ] {
+        assert!(lines.iter().any(|l| l == want), "{want}: {lines:?}");
+    }
+    // One line per entry, and no name shows a bare "/" except a folder's mark.
+    for l in &lines {
+        assert!(!l.trim_end_matches('/').contains('/'), "{l}");
+    }
+    // -R and --json name each entry by its whole path, escaped the same way.
+    let out = run_ok(&["ls", "-R", p(&img), "disk:/"]);
+    assert!(stdout(&out)
+        .lines()
+        .any(|l| l == "/\\x2ftmp\\x2fflr-abs-name"));
+    let out = run_ok(&["ls", "--json", p(&img), "disk:/"]);
+    let paths: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["path"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert!(paths.iter().any(|p| p == "/nul\\x00byte.txt"), "{paths:?}");
+    assert!(
+        paths
+            .iter()
+            .any(|p| p == "/..\\x2f..\\x2f..\\x2ftmp\\x2fflr-slash"),
+        "{paths:?}"
+    );
+}

@@ -55,8 +55,15 @@ pub fn ls(
     let meta = fs.metadata(&spec.path).map_err(fs_err(&vol.id))?;
     if meta.kind != FileKind::Dir {
         let name = spec.path.file_name().unwrap_or(b"/").to_vec();
-        return print_entry(fs.as_ref(), ctx, &spec.path, &name, &meta, opts)
-            .map_err(OpsError::from);
+        return print_entry(
+            fs.as_ref(),
+            ctx,
+            &spec.path,
+            &display_name(&name),
+            &meta,
+            opts,
+        )
+        .map_err(OpsError::from);
     }
     let mut seen = HashSet::new();
     list_dir(fs.as_ref(), &vol.id, &spec.path, opts, ctx, &mut seen, 0)
@@ -104,10 +111,11 @@ fn list_dir(
     for e in first.into_iter().map(Ok).chain(rest) {
         let e = e?;
         let path = dir.join(&e.name);
+        // With -R the whole path, each name escaped ("/" inside a name as \x2f).
         let shown = if opts.recursive {
-            path.to_string().into_bytes()
+            display_path(&path)
         } else {
-            e.name.clone()
+            display_name(&e.name).replace('/', "\\x2f")
         };
         print_entry(fs, ctx, &path, &shown, &e.meta, opts)?;
         if !opts.recursive || e.meta.kind != FileKind::Dir {
@@ -136,7 +144,7 @@ fn print_entry(
     fs: &dyn Filesystem,
     ctx: &mut Context<'_>,
     path: &FsPath,
-    shown: &[u8],
+    shown: &str,
     m: &Metadata,
     opts: LsOptions,
 ) -> std::io::Result<()> {
@@ -145,7 +153,7 @@ fn print_entry(
         .flatten();
     if ctx.format == OutputFormat::Json {
         let j = JsonEntry {
-            path: display_name(path.to_string().as_bytes()),
+            path: display_path(path),
             kind: m.kind,
             size: m.size,
             mtime: m.mtime.map(format_time),
@@ -159,7 +167,7 @@ fn print_entry(
         serde_json::to_writer(&mut *ctx.out, &j)?;
         return writeln!(ctx.out);
     }
-    let name = display_name(shown);
+    let name = shown;
     if !opts.long {
         let suffix = if m.kind == FileKind::Dir { "/" } else { "" };
         return writeln!(ctx.out, "{name}{suffix}");
