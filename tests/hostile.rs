@@ -357,3 +357,58 @@ fn ls_escapes_what_a_name_cannot_hold() {
         "{paths:?}"
     );
 }
+
+/// The FAT volume's long names, as gen.sh patched them in after mcopy.
+#[test]
+fn fat_long_names_stay_inside_dest() {
+    let img = fixture("disks/hostile-fat.img.zst");
+    let outer = tempfile::tempdir().unwrap();
+    let dest = outer.path().join("dest");
+    let out = run_ok(&["get", p(&img), "disk:/", "-o", p(&dest)]);
+    let err = stderr(&out);
+    assert_eq!(
+        tree(outer.path())
+            .iter()
+            .filter(|p| !p.starts_with("dest"))
+            .count(),
+        0
+    );
+    let read = |rel: &str| std::fs::read(dest.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    // Made safe by get, and reported.
+    assert_eq!(read("_aux.txt"), b"aux\n");
+    assert_eq!(read("back_slash.txt"), b"back\n");
+    assert_eq!(read("ctl_char.txt"), b"ctl\n");
+    for orig in ["/aux.txt", "/back\\\\slash.txt", "/ctl\\x1bchar.txt"] {
+        assert!(
+            err.contains(&format!("flr: disk:{orig}: restored as ")),
+            "no report for {orig}: {err}"
+        );
+    }
+    // The FAT reader itself gives a long name with "/" as "_" and a long name
+    // ".." as its 8.3 name (README: not reported by get).
+    assert_eq!(read("slash_name.txt"), b"slash\n");
+    assert_eq!(read("PPPPP~1"), b"dots\n");
+    assert_eq!(tree(&dest).len(), 5, "{:?}", tree(&dest));
+    if !fuse_available("fat_long_names_stay_inside_dest (mount part)") {
+        return;
+    }
+    let m = Mount::new(&img, &["--volume", "disk"]);
+    let names: BTreeSet<String> = std::fs::read_dir(m.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    let want: BTreeSet<String> = [
+        "aux.txt",
+        "back\\slash.txt",
+        "ctl\u{1b}char.txt",
+        "slash_name.txt",
+        "PPPPP~1",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(names, want);
+    assert_eq!(
+        std::fs::read(m.path().join("slash_name.txt")).unwrap(),
+        b"slash\n"
+    );
+}

@@ -113,8 +113,44 @@ links=$(debugfs -R 'stat /hard/a.txt' "$work/hostile.img" 2>/dev/null | sed -n '
 [ "$links" = 2 ] || { echo "hard/a.txt has $links links, want 2" >&2; exit 1; }
 e2fsck -fn "$work/hostile.img" > "$here/hostile.e2fsck.txt" 2>&1 || true
 zstd -q -19 -f "$work/hostile.img" -o "$here/hostile.img.zst"
+
+# The same kind of names in a FAT12 volume (mkfs.fat + mcopy), long names patched
+# after mcopy: "/", "\", ESC and ".." in VFAT long-name entries (UTF-16; the
+# long-name checksum covers only the 8.3 name, so it stays valid).
+f=$work/src-hostile-fat
+mkdir -p "$f"
+printf 'aux\n' > "$f/aux.txt"
+printf 'slash\n' > "$f/slashQname.txt"
+printf 'back\n' > "$f/backKslash.txt"
+printf 'ctl\n' > "$f/ctlVchar.txt"
+printf 'dots\n' > "$f/ppp pp"
+stamp "$f"
+rm -f "$work/hostile-fat.img"; truncate -s 2M "$work/hostile-fat.img"
+mkfs.fat -F 12 -n HOSTILE -i 0BAD0FA7 "$work/hostile-fat.img" >/dev/null
+(cd "$f" && MTOOLS_SKIP_CHECK=1 mcopy -s -m -i "$work/hostile-fat.img" ./* ::/)
+python3 - "$work/hostile-fat.img" <<'PY'
+import sys
+p = sys.argv[1]; img = bytearray(open(p, 'rb').read())
+u = lambda s: s.encode('utf-16-le')
+def sub(old, new):
+    i = img.find(old)
+    assert i > 0 and img.find(old, i + 1) < 0, old
+    img[i:i + len(new)] = new
+    return i
+sub(u('Q'), u('/'))
+sub(u('K'), u('\\'))
+sub(u('V'), u('\x1b'))
+# "ppp pp" -> "..": its first five units sit in name1 (bytes 1-10 of the entry),
+# the sixth starts name2 (byte 14); end with 0x0000, pad with 0xFFFF.
+i = sub(u('ppp p'), u('..') + b'\0\0' + b'\xff\xff' * 2)
+j = i + 10 + 3
+assert img[j:j + 4] == u('p') + b'\0\0'
+img[j:j + 4] = b'\xff\xff' * 2
+open(p, 'wb').write(img)
+PY
+zstd -q -19 -f "$work/hostile-fat.img" -o "$here/hostile-fat.img.zst"
 }
-if [ "${1:-}" = hostile ]; then hostile; ls -l "$here/hostile.img.zst"; exit 0; fi
+if [ "${1:-}" = hostile ]; then hostile; ls -l "$here"/hostile*.img.zst; exit 0; fi
 
 # ---------- source trees ----------
 esp=$work/src-esp; root=$work/src-root; data=$work/src-data
