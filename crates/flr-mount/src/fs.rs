@@ -400,20 +400,13 @@ impl FlrFuse {
                 _ => return Err(Errno::ENOTDIR),
             }
         };
-        // Read without holding the table: other threads go on meanwhile.
-        let entries = self.vols[vol]
-            .fs
-            .read_dir(&path)
-            .map_err(|e| self.fs_errno(vol, &path, &e))?;
-        let mut t = self.write_table();
-        if let Some(c) = &t.node(ino)?.children {
-            return Ok(c.clone());
-        }
-        let mut list = Vec::with_capacity(entries.len());
-        let mut seen = std::collections::HashSet::new();
-        let mut unshowable = Vec::new();
+        // Read without holding the table: other threads go on meanwhile. Each
+        // entry is kept as its name and attributes only, as the folder streams.
         let id = &self.vols[vol].id;
-        for e in entries {
+        let fs_errno = |e: FsError| self.fs_errno(vol, &path, &e);
+        let mut read = Vec::new();
+        for e in self.vols[vol].fs.read_dir_stream(&path).map_err(fs_errno)? {
+            let e = e.map_err(fs_errno)?;
             if e.name.is_empty() || e.name == b"." || e.name == b".." {
                 // Besides the folder's own links (a corrupt or crafted folder): a
                 // path reaches the folder or its parent, never this entry.
@@ -424,25 +417,43 @@ impl FlrFuse {
                 ));
                 continue;
             }
-            if !valid_name(&e.name) {
-                unshowable.push(e);
+            read.push((e.name, meta_attr(&e.meta, self.owner)));
+        }
+        let mut t = self.write_table();
+        if let Some(c) = &t.node(ino)?.children {
+            return Ok(c.clone());
+        }
+        let mut entries = Vec::with_capacity(read.len());
+        let mut by_name = HashMap::with_capacity(read.len());
+        let mut unshowable = Vec::new();
+        for (name, attr) in read {
+            if !valid_name(&name) {
+                unshowable.push((name, attr));
                 continue;
             }
-            if seen.insert(e.name.clone()) {
-                list.push((e.name.clone(), e));
+            // A second entry with a name already shown (a corrupt folder): a
+            // path reaches only the first.
+            if by_name.contains_key(&name) {
+                continue;
             }
+            let source = Source::Fs {
+                vol,
+                path: path.join(&name),
+            };
+            let i = t.insert(ino, source, attr);
+            by_name.insert(name.clone(), i);
+            entries.push((name, i));
         }
         // Names with `/` or NUL cannot be file names here: shown under a safe
         // name (those characters as `_`, `~N` if that is taken), and reported.
-        for e in unshowable {
-            let base: Vec<u8> = e
-                .name
+        for (name, attr) in unshowable {
+            let base: Vec<u8> = name
                 .iter()
                 .map(|&b| if b == b'/' || b == 0 { b'_' } else { b })
                 .collect();
             let mut shown = base.clone();
             let mut n = 1u32;
-            while seen.contains(&shown) {
+            while by_name.contains_key(&shown) {
                 shown = base.clone();
                 shown.extend_from_slice(format!("~{n}").as_bytes());
                 n += 1;
@@ -450,23 +461,18 @@ impl FlrFuse {
             note(format_args!(
                 "{id}:{}/{}: shown as {:?} (not a valid file name here)",
                 display(&path).trim_end_matches('/'),
-                escape(&e.name),
+                escape(&name),
                 String::from_utf8_lossy(&shown)
             ));
-            seen.insert(shown.clone());
-            list.push((shown, e));
+            let source = Source::Fs {
+                vol,
+                path: path.join(&name),
+            };
+            let i = t.insert(ino, source, attr);
+            by_name.insert(shown.clone(), i);
+            entries.push((shown, i));
         }
-        let list = list
-            .into_iter()
-            .map(|(shown, e)| {
-                let source = Source::Fs {
-                    vol,
-                    path: path.join(&e.name),
-                };
-                (shown, t.insert(ino, source, meta_attr(&e.meta, self.owner)))
-            })
-            .collect();
-        let c = Arc::new(Children::new(list));
+        let c = Arc::new(Children { entries, by_name });
         t.node_mut(ino)?.children = Some(c.clone());
         Ok(c)
     }
