@@ -3,7 +3,7 @@
 //! Inodes are handed out as the kernel discovers entries (lookup, readdir)
 //! and never change while mounted: the image is read-only, so every answer
 //! may be cached by the kernel for as long as it likes. A directory is read
-//! once through [`Filesystem::read_dir`] and its entries (with their
+//! once through [`Filesystem::read_dir_stream`] and its entries (with their
 //! metadata) are kept, so `lookup` and `getattr` cost no further reads.
 
 use std::collections::HashMap;
