@@ -117,9 +117,18 @@ impl Mount {
         }
     }
 
-    /// What the mount wrote on stderr after "mounted" so far.
-    pub(crate) fn stderr_since_mounted(&self) -> String {
-        self.later.lock().unwrap().clone()
+    /// What the mount wrote on stderr after "mounted", once it holds every
+    /// one of `lines` (or after 10 s: the lines reach the pipe before the
+    /// kernel's answer, but the thread reading it may not have run yet).
+    pub(crate) fn stderr_since_mounted(&self, lines: &[&str]) -> String {
+        let t = Instant::now();
+        loop {
+            let text = self.later.lock().unwrap().clone();
+            if lines.iter().all(|l| text.contains(l)) || t.elapsed() > Duration::from_secs(10) {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     pub(crate) fn path(&self) -> &Path {

@@ -120,14 +120,15 @@ pub(crate) fn parse(data: &[u8], is_fat32: bool) -> Listing {
             continue; // `.` and `..`
         }
         let short = short_name(&raw_name, e[12]);
-        let mut name = long
+        // A long name is given as stored, even with a `/` (crafted): the
+        // operations make it safe and report it (a path component is looked
+        // up by its bytes). Only `.` and `..`, which no path can reach, fall
+        // back to the 8.3 name.
+        let name = long
             .filter(|l| l.expect == 0 && l.checksum == lfn_checksum(&raw_name))
             .map(|l| decode_lfn(&l.units))
             .filter(|n| !n.is_empty() && n != "." && n != "..")
             .unwrap_or_else(|| short.clone());
-        if name.contains(['/', '\0']) {
-            name = name.replace(['/', '\0'], "_");
-        }
         let hi = if is_fat32 { u32::from(le16(e, 20)) } else { 0 };
         out.entries.push(Entry {
             name,
