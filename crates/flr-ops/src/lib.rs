@@ -263,7 +263,13 @@ pub(crate) fn copy_file_streams(
     sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<u64, CopyError> {
     let streams = READ_STREAMS.load(std::sync::atomic::Ordering::Relaxed);
-    copy_interleaved(fs, path, streams, STREAM_CHUNK, sink)
+    // FLR_STREAM_CHUNK_MIB: for measuring other chunk sizes (bench-blob).
+    let chunk = std::env::var("FLR_STREAM_CHUNK_MIB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&m| (1..=256).contains(&m))
+        .map_or(STREAM_CHUNK, |m| m << 20);
+    copy_interleaved(fs, path, streams, chunk, sink)
 }
 
 /// [`copy_file_streams`] with the stream count and chunk size given.
