@@ -289,6 +289,26 @@ impl Ext4Fs {
         self.dirs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Resolves `path` to an inode of kind `want` (a folder or a file)
+    /// whose data flr can return.
+    fn resolve_readable(&self, path: &FsPath, want: FileKind) -> Result<Inode, FsError> {
+        let inode = self.resolve(path)?;
+        if inode.kind() != want {
+            let path = path.to_string();
+            return Err(match want {
+                FileKind::Dir => FsError::NotADirectory { path },
+                _ => FsError::NotAFile { path },
+            });
+        }
+        if let Some(reason) = inode.unreadable() {
+            return Err(FsError::Unsupported {
+                path: path.to_string(),
+                reason,
+            });
+        }
+        Ok(inode)
+    }
+
     /// Resolves `path` to its inode, without following symlinks.
     fn resolve(&self, path: &FsPath) -> Result<Inode, FsError> {
         let mut cur = self.core.read_inode(ROOT_INO)?;
@@ -343,18 +363,7 @@ impl Filesystem for Ext4Fs {
     }
 
     fn read_dir_stream(&self, path: &FsPath) -> Result<DirStream<'_>, FsError> {
-        let inode = self.resolve(path)?;
-        if inode.kind() != FileKind::Dir {
-            return Err(FsError::NotADirectory {
-                path: path.to_string(),
-            });
-        }
-        if let Some(reason) = inode.unreadable() {
-            return Err(FsError::Unsupported {
-                path: path.to_string(),
-                reason,
-            });
-        }
+        let inode = self.resolve_readable(path, FileKind::Dir)?;
         let extents = self.core.map_inode(&inode)?;
         Ok(Box::new(DirBlocks {
             fs: self,
@@ -417,18 +426,7 @@ impl Filesystem for Ext4Fs {
     }
 
     fn open(&self, path: &FsPath) -> Result<Box<dyn FileHandle + '_>, FsError> {
-        let inode = self.resolve(path)?;
-        if inode.kind() != FileKind::File {
-            return Err(FsError::NotAFile {
-                path: path.to_string(),
-            });
-        }
-        if let Some(reason) = inode.unreadable() {
-            return Err(FsError::Unsupported {
-                path: path.to_string(),
-                reason,
-            });
-        }
+        let inode = self.resolve_readable(path, FileKind::File)?;
         let extents = self.core.map_inode(&inode)?;
         Ok(Box::new(Ext4File {
             core: &self.core,
