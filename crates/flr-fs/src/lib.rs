@@ -17,6 +17,9 @@
 use serde::Serialize;
 
 pub use flr_io::IoError;
+pub use names::{display_component, display_name, display_path};
+
+mod names;
 
 /// A path inside a filesystem: its components, root first, without `/`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use flr_fs::{FileHandle as FsHandle, FileKind, Filesystem, FsError, FsPath, Metadata, Timestamp};
+use flr_fs::{
+    display_path, FileHandle as FsHandle, FileKind, Filesystem, FsError, FsPath, Metadata,
+    Timestamp,
+};
 use fuser::{
     AccessFlags, BsdFileFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType,
     FopenFlags, Generation, INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags,
@@ -130,36 +133,6 @@ pub(crate) struct FlrFuse {
 
 fn valid_name(n: &[u8]) -> bool {
     !n.is_empty() && n != b"." && n != b".." && !n.contains(&b'/') && !n.contains(&0)
-}
-
-/// A name from an image for a message: control characters, `/`, `\\` and
-/// invalid UTF-8 escaped as `\\xNN`.
-fn escape(name: &[u8]) -> String {
-    let mut out = String::new();
-    for chunk in name.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c.is_control() || c == '/' || c == '\\' {
-                let mut b = [0u8; 4];
-                for byte in c.encode_utf8(&mut b).bytes() {
-                    out.push_str(&format!("\\x{byte:02x}"));
-                }
-            } else {
-                out.push(c);
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
-
-/// A path from an image for a message, each component escaped.
-fn display(path: &FsPath) -> String {
-    if path.0.is_empty() {
-        return "/".into();
-    }
-    path.0.iter().map(|c| format!("/{}", escape(c))).collect()
 }
 
 fn to_system_time(t: Timestamp) -> SystemTime {
@@ -412,7 +385,7 @@ impl FlrFuse {
                 // path reaches the folder or its parent, never this entry.
                 note(format_args!(
                     "{id}:{}: an entry named {:?} is not shown (a path cannot reach it; corrupt folder)",
-                    display(&path),
+                    display_path(&path),
                     String::from_utf8_lossy(&e.name)
                 ));
                 continue;
@@ -458,16 +431,13 @@ impl FlrFuse {
                 shown.extend_from_slice(format!("~{n}").as_bytes());
                 n += 1;
             }
+            let child = path.join(&name);
             note(format_args!(
-                "{id}:{}/{}: shown as {:?} (not a valid file name here)",
-                display(&path).trim_end_matches('/'),
-                escape(&name),
+                "{id}:{}: shown as {:?} (not a valid file name here)",
+                display_path(&child),
                 String::from_utf8_lossy(&shown)
             ));
-            let source = Source::Fs {
-                vol,
-                path: path.join(&name),
-            };
+            let source = Source::Fs { vol, path: child };
             let i = t.insert(ino, source, attr);
             by_name.insert(shown.clone(), i);
             entries.push((shown, i));

@@ -9,9 +9,10 @@ use flr_fs::{FileKind, Filesystem, FsPath, Metadata};
 use sha2::Digest;
 
 use crate::extract::{DestDir, Overwrite, WriteError};
-use crate::ls::{MAX_DEPTH, SORT_LIMIT};
-use crate::names::{display_name, display_path, safe_component};
+use crate::ls::{Listing, MAX_DEPTH};
+use crate::names::safe_component;
 use crate::{copy_file_streams, fs_err, Context, CopyError, OpsError, OutputFormat, VolPath};
+use flr_fs::{display_name, display_path};
 
 /// Options of `get`.
 #[derive(Debug, Clone, Default)]
@@ -255,48 +256,23 @@ impl Job<'_, '_> {
     }
 
     fn restore_dir_contents(&mut self, dir: &FsPath, into: &DestDir, depth: usize) {
-        // As `ls`: a folder of up to SORT_LIMIT entries is restored in name
-        // order (so which of two clashing names keeps its own is stable); a
-        // larger one streams in the folder's own order, without holding its
-        // entries. An error while reading is reported after what was read.
+        // As `ls` (see `Listing`); an error while reading is reported after
+        // what was read is restored.
         let fs = self.fs;
-        let mut stream = match fs.read_dir_stream(dir) {
-            Ok(s) => s,
+        let mut listing = match Listing::read(fs, dir) {
+            Ok(l) => l,
             Err(e) => return self.fail(dir, e),
         };
-        let mut first = Vec::new();
-        let mut broken = None;
-        for e in stream.by_ref() {
-            match e {
-                Ok(e) => first.push(e),
+        let mut broken = listing.error.take();
+        let mut used = HashSet::new();
+        let mut names = HashSet::new();
+        for e in listing {
+            let e = match e {
+                Ok(e) => e,
                 Err(e) => {
                     broken = Some(e);
                     break;
                 }
-            }
-            if first.len() > SORT_LIMIT {
-                break;
-            }
-        }
-        let exhausted = first.len() <= SORT_LIMIT;
-        if exhausted {
-            first.sort_by(|a, b| a.name.cmp(&b.name));
-        }
-        let mut first = first.into_iter();
-        let mut used = HashSet::new();
-        let mut names = HashSet::new();
-        loop {
-            let e = match first.next() {
-                Some(e) => e,
-                None if exhausted => break,
-                None => match stream.next() {
-                    None => break,
-                    Some(Ok(e)) => e,
-                    Some(Err(e)) => {
-                        broken = Some(e);
-                        break;
-                    }
-                },
             };
             let path = dir.join(&e.name);
             // A corrupt folder can hold two entries with one name; a path reaches only

@@ -21,6 +21,7 @@ mod probe;
 mod spec;
 mod verify;
 
+pub use flr_fs::{display_name, display_path};
 pub use get::{get, GetOptions, GetSummary};
 pub use keychain::{feasibility, run_chain, ChainOptions, ChainResult, ChainSummary, Feasibility};
 pub use ls::{ls, LsOptions};
@@ -28,7 +29,7 @@ pub use manifest::{
     manifest, read_manifest, write_manifest, Entry, Manifest, ManifestOptions, ManifestVolume,
 };
 pub use mount::{daemon, mount, MountArgs};
-pub use names::{display_name, display_path, safe_component};
+pub use names::safe_component;
 pub use probe::{probe, probe_report, ProbeReport};
 pub use spec::VolPath;
 pub use verify::{

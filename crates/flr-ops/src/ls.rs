@@ -3,11 +3,11 @@
 use std::collections::HashSet;
 
 use flr_engine::Image;
-use flr_fs::{FileKind, Filesystem, FsPath, Metadata, Timestamp};
+use flr_fs::{DirEntry, DirStream, FileKind, Filesystem, FsError, FsPath, Metadata, Timestamp};
 use serde::Serialize;
 
-use crate::names::{display_name, display_path};
 use crate::{fs_err, Context, OpsError, OutputFormat, VolPath};
+use flr_fs::{display_component, display_name, display_path};
 
 /// Options of `ls`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -21,6 +21,64 @@ pub struct LsOptions {
 /// Folders with at most this many entries are listed sorted by name; larger
 /// ones stream in the folder's own order (bounded memory).
 pub(crate) const SORT_LIMIT: usize = 10_000;
+
+/// A folder's entries as `ls` and `get` take them: a folder of up to
+/// [`SORT_LIMIT`] entries is read whole and sorted by name (so listings and
+/// which of two clashing names keeps its own are stable); a larger one
+/// streams on in the folder's own order, without holding its entries.
+pub(crate) struct Listing<'a> {
+    first: std::vec::IntoIter<DirEntry>,
+    rest: Option<DirStream<'a>>,
+    /// An error met while reading the first entries; the entries read
+    /// before it are in the listing.
+    pub(crate) error: Option<FsError>,
+}
+
+impl<'a> Listing<'a> {
+    pub(crate) fn read(fs: &'a dyn Filesystem, dir: &FsPath) -> Result<Self, FsError> {
+        let mut stream = fs.read_dir_stream(dir)?;
+        let mut first = Vec::new();
+        let mut error = None;
+        let mut more = false;
+        for e in stream.by_ref() {
+            match e {
+                Ok(e) => first.push(e),
+                Err(e) => {
+                    error = Some(e);
+                    break;
+                }
+            }
+            if first.len() > SORT_LIMIT {
+                more = true;
+                break;
+            }
+        }
+        if !more {
+            first.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(Listing {
+            first: first.into_iter(),
+            rest: more.then_some(stream),
+            error,
+        })
+    }
+
+    /// Whether the whole folder was read and sorted.
+    pub(crate) fn sorted(&self) -> bool {
+        self.rest.is_none()
+    }
+}
+
+impl Iterator for Listing<'_> {
+    type Item = Result<DirEntry, FsError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.first.next() {
+            Some(e) => Some(Ok(e)),
+            None => self.rest.as_mut()?.next(),
+        }
+    }
+}
 
 /// Deepest folder nesting `ls -R` and `get` follow; deeper is reported as corrupt.
 pub(crate) const MAX_DEPTH: usize = 4096;
@@ -85,37 +143,27 @@ fn list_dir(
             what: format!("{dir}: folders nested deeper than {MAX_DEPTH} levels (a loop?)"),
         }));
     }
-    // Folders of up to SORT_LIMIT entries are listed sorted by name; a larger
-    // one is listed in the folder's own order as its entries are read, so
-    // memory stays bounded whatever its size (one line on stderr says so).
-    let mut stream = fs.read_dir_stream(dir).map_err(fs_err(vol))?;
-    let mut first = Vec::new();
-    let mut more = false;
-    for e in stream.by_ref() {
-        first.push(e.map_err(fs_err(vol))?);
-        if first.len() > SORT_LIMIT {
-            more = true;
-            break;
-        }
+    // Memory stays bounded whatever the folder's size: a large one is listed
+    // in its own order as it is read (one line on stderr says so).
+    let mut listing = Listing::read(fs, dir).map_err(fs_err(vol))?;
+    if let Some(e) = listing.error.take() {
+        return Err(fs_err(vol)(e));
     }
-    if more {
+    if !listing.sorted() {
         writeln!(
             ctx.err,
             "flr: {vol}:{}: more than {SORT_LIMIT} entries: listed in the folder's order, not sorted",
             display_path(dir)
         )?;
-    } else {
-        first.sort_by(|a, b| a.name.cmp(&b.name));
     }
-    let rest = stream.map(|e| e.map_err(fs_err(vol)));
-    for e in first.into_iter().map(Ok).chain(rest) {
-        let e = e?;
+    for e in listing {
+        let e = e.map_err(fs_err(vol))?;
         let path = dir.join(&e.name);
         // With -R the whole path, each name escaped ("/" inside a name as \x2f).
         let shown = if opts.recursive {
             display_path(&path)
         } else {
-            display_name(&e.name).replace('/', "\\x2f")
+            display_component(&e.name)
         };
         print_entry(fs, ctx, &path, &shown, &e.meta, opts)?;
         if !opts.recursive || e.meta.kind != FileKind::Dir {

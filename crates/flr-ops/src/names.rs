@@ -1,45 +1,6 @@
 //! Names from images, made safe to show on a terminal and to create on the
 //! restoring machine.
 
-/// Renders a name for a terminal: valid UTF-8 is kept, control characters
-/// and invalid bytes become `\xNN`, and a backslash becomes `\\`.
-pub fn display_name(name: &[u8]) -> String {
-    let mut out = String::with_capacity(name.len());
-    for chunk in name.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if c.is_control() {
-                let mut b = [0u8; 4];
-                for byte in c.encode_utf8(&mut b).bytes() {
-                    out.push_str(&format!("\\x{byte:02x}"));
-                }
-            } else if c == '\\' {
-                out.push_str("\\\\");
-            } else {
-                out.push(c);
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
-}
-
-/// Renders a path read from an image for a terminal: each component as
-/// [`display_name`] shows it, and a `/` inside a component (possible in a
-/// crafted image) as `\x2f`, so the report names the entry unambiguously.
-pub fn display_path(path: &flr_fs::FsPath) -> String {
-    if path.0.is_empty() {
-        return "/".into();
-    }
-    let mut out = String::new();
-    for c in &path.0 {
-        out.push('/');
-        out.push_str(&display_name(c).replace('/', "\\x2f"));
-    }
-    out
-}
-
 /// Longest name flr creates (bytes), the Linux NAME_MAX.
 const NAME_MAX: usize = 255;
 
@@ -137,15 +98,5 @@ mod tests {
         assert_eq!(ok, "héllo wörld.txt".as_bytes());
         assert!(why.is_none());
         assert_eq!(safe_component(b"CONSOLE").1, None);
-    }
-
-    #[test]
-    fn display_escapes() {
-        assert_eq!(display_name(b"a\nb"), "a\\x0ab");
-        assert_eq!(display_name(b"\xff"), "\\xff");
-        assert_eq!(display_name("ü".as_bytes()), "ü");
-        let p = flr_fs::FsPath(vec![b"d".to_vec(), b"../x".to_vec(), b"a\0\xff".to_vec()]);
-        assert_eq!(display_path(&p), "/d/..\\x2fx/a\\x00\\xff");
-        assert_eq!(display_path(&flr_fs::FsPath::root()), "/");
     }
 }
