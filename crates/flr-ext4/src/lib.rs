@@ -230,21 +230,11 @@ impl Ext4Fs {
     fn entry_meta(&self, ino: u32, ftype: u8) -> Metadata {
         match self.core.read_inode(ino) {
             Ok(child) => self.meta(&child),
-            Err(e) => Metadata {
-                kind: match ftype {
-                    1 => FileKind::File,
-                    2 => FileKind::Dir,
-                    7 => FileKind::Symlink,
-                    _ => FileKind::Special,
-                },
-                size: 0,
-                mtime: None,
-                mode: None,
-                uid: None,
-                gid: None,
-                inode: Some(u64::from(ino)),
-                unreadable: Some(e.to_string()),
-            },
+            Err(e) => Metadata::unreadable_entry(
+                FileKind::from_dirent_type(ftype),
+                u64::from(ino),
+                e.to_string(),
+            ),
         }
     }
 

@@ -87,6 +87,19 @@ pub enum FileKind {
     Special,
 }
 
+impl FileKind {
+    /// The kind recorded by the file type byte that ext2/3/4 and XFS keep in
+    /// directory entries (1 file, 2 folder, 7 symlink; the rest special).
+    pub fn from_dirent_type(t: u8) -> FileKind {
+        match t {
+            1 => FileKind::File,
+            2 => FileKind::Dir,
+            7 => FileKind::Symlink,
+            _ => FileKind::Special,
+        }
+    }
+}
+
 /// A timestamp: seconds and nanoseconds since the Unix epoch (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Timestamp {
@@ -117,6 +130,24 @@ pub struct Metadata {
     /// compression, EFS, ext4 fscrypt…): the reason. Such a file is listed
     /// but never extracted as wrong bytes.
     pub unreadable: Option<String>,
+}
+
+impl Metadata {
+    /// An entry whose inode could not be read: listed with the kind its
+    /// directory entry records and the reason, never read (one bad inode
+    /// does not hide its siblings).
+    pub fn unreadable_entry(kind: FileKind, inode: u64, reason: String) -> Metadata {
+        Metadata {
+            kind,
+            size: 0,
+            mtime: None,
+            mode: None,
+            uid: None,
+            gid: None,
+            inode: Some(inode),
+            unreadable: Some(reason),
+        }
+    }
 }
 
 /// One entry of a directory listing.

@@ -326,21 +326,11 @@ impl Filesystem for XfsFs {
             let meta = match self.read_inode(*ino) {
                 Ok(child) => self.meta(&child),
                 // One bad inode does not hide its siblings.
-                Err(e) => Metadata {
-                    kind: match ftype {
-                        1 => FileKind::File,
-                        2 => FileKind::Dir,
-                        7 => FileKind::Symlink,
-                        _ => FileKind::Special,
-                    },
-                    size: 0,
-                    mtime: None,
-                    mode: None,
-                    uid: None,
-                    gid: None,
-                    inode: Some(*ino),
-                    unreadable: Some(e.to_string()),
-                },
+                Err(e) => Metadata::unreadable_entry(
+                    FileKind::from_dirent_type(*ftype),
+                    *ino,
+                    e.to_string(),
+                ),
             };
             out.push(DirEntry {
                 name: name.clone(),
