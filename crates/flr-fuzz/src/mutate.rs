@@ -114,18 +114,18 @@ fn one(buf: &mut Vec<u8>, rng: &mut Rng) {
 /// Mutates an image input: mostly the stored chunk bytes, sometimes the
 /// declared length.
 pub fn mutate_image(input: &[u8], rng: &mut Rng) -> Vec<u8> {
-    let img = SparseImage::decode(input);
-    let mut enc_len = img.len();
-    let mut chunks = chunks_of(input);
+    let mut img = SparseImage::decode(input);
+    let chunks = img.chunks_mut();
     if chunks.is_empty() || rng.below(16) == 0 {
-        enc_len = match rng.below(3) {
-            0 => enc_len / 2,
-            1 => enc_len.saturating_add(rng.below(1 << 20)),
+        let len = img.len();
+        img.set_len(match rng.below(3) {
+            0 => len / 2,
+            1 => len.saturating_add(rng.below(1 << 20)),
             _ => INTERESTING[rng.below(INTERESTING.len() as u64) as usize],
-        };
+        });
     } else {
         let k = rng.below(chunks.len() as u64) as usize;
-        let (_, bytes) = &mut chunks[k];
+        let bytes = &mut chunks[k].1;
         // Structures sit at the start of chunks more often than not.
         if bytes.len() > 8192 && rng.below(2) == 0 {
             let mut head = bytes[..8192].to_vec();
@@ -137,31 +137,7 @@ pub fn mutate_image(input: &[u8], rng: &mut Rng) -> Vec<u8> {
             mutate_bytes(bytes, rng);
         }
     }
-    let mut out = enc_len.to_le_bytes().to_vec();
-    for (off, bytes) in chunks {
-        out.extend_from_slice(&off.to_le_bytes());
-        out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-        out.extend_from_slice(&bytes);
-    }
-    out
-}
-
-fn chunks_of(input: &[u8]) -> Vec<(u64, Vec<u8>)> {
-    let mut out = Vec::new();
-    if input.len() < 8 {
-        return out;
-    }
-    let mut rest = &input[8..];
-    while rest.len() >= 12 {
-        let mut o = [0u8; 8];
-        o.copy_from_slice(&rest[..8]);
-        let n = u32::from_le_bytes([rest[8], rest[9], rest[10], rest[11]]) as usize;
-        rest = &rest[12..];
-        let n = n.min(rest.len());
-        out.push((u64::from_le_bytes(o), rest[..n].to_vec()));
-        rest = &rest[n..];
-    }
-    out
+    img.encode()
 }
 
 #[cfg(test)]

@@ -162,9 +162,15 @@ impl SparseImage {
         }
     }
 
-    /// The bytes the chunks hold (what a mutation can reach).
-    pub fn stored_bytes(&self) -> usize {
-        self.chunks.iter().map(|(_, b)| b.len()).sum()
+    /// The chunks, for mutation in place (a chunk may shrink, never grow).
+    pub(crate) fn chunks_mut(&mut self) -> &mut [(u64, Vec<u8>)] {
+        &mut self.chunks
+    }
+
+    /// Changes the declared length (clamped to [`MAX_LEN`]); chunks past it
+    /// are dropped when the input is decoded again.
+    pub(crate) fn set_len(&mut self, len: u64) {
+        self.len = len.min(MAX_LEN);
     }
 }
 
