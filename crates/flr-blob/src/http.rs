@@ -187,29 +187,108 @@ impl Http {
         }
     }
 
+    /// `buf.len()` bytes at `off`, read from the response straight into
+    /// `buf` (no copy in between). A retry after a body cut off part way
+    /// asks only for the bytes still missing.
+    pub(crate) async fn range_into(&self, off: u64, buf: &mut [u8]) -> Result<(), BlobError> {
+        let len = buf.len();
+        let mut done = 0usize;
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            match self.fill(off, buf, &mut done).await {
+                Ok(()) => return Ok(()),
+                Err(a) => {
+                    let what = format!("read of {len} bytes at {off:#x}");
+                    if let Some(e) = self.give_up(a, &what, attempt) {
+                        return Err(e);
+                    }
+                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(self.backoff(attempt)).await;
+                }
+            }
+        }
+    }
+
+    /// One attempt of [`Http::range_into`]: asks for `buf[*done..]` and
+    /// copies each piece of the body as it arrives, advancing `done`.
+    async fn fill(&self, off: u64, buf: &mut [u8], done: &mut usize) -> Result<(), Attempt> {
+        let at = off + *done as u64;
+        let want = (buf.len() - *done) as u64;
+        let (mut resp, request_id) = self.send(&Op::Range { off: at, len: want }).await?;
+        let fail = |retry: bool, msg: String| Attempt {
+            retry,
+            msg,
+            request_id: request_id.clone(),
+            changed: false,
+        };
+        let status = resp.status();
+        if status != StatusCode::PARTIAL_CONTENT && !(at == 0 && status.is_success()) {
+            return Err(fail(
+                false,
+                format!("expected 206 for a range read, got {}", status.as_u16()),
+            ));
+        }
+        loop {
+            match resp.chunk().await {
+                Ok(Some(piece)) => {
+                    self.counters.add_bytes(piece.len());
+                    let Some(dst) = buf.get_mut(*done..*done + piece.len()) else {
+                        return Err(fail(
+                            true,
+                            format!("long body: more than the {want} bytes asked for"),
+                        ));
+                    };
+                    dst.copy_from_slice(&piece);
+                    *done += piece.len();
+                }
+                Ok(None) if *done == buf.len() => return Ok(()),
+                Ok(None) => {
+                    return Err(fail(
+                        true,
+                        format!(
+                            "short body: {} of {want} bytes",
+                            *done as u64 + want - buf.len() as u64
+                        ),
+                    ))
+                }
+                Err(e) => return Err(fail(true, format!("body cut off: {}", describe(&e)))),
+            }
+        }
+    }
+
+    /// The error to end with after `a` failed attempt number `attempt`, or
+    /// `None` when another attempt may succeed.
+    fn give_up(&self, a: Attempt, what: &str, attempt: u32) -> Option<BlobError> {
+        if a.changed {
+            return Some(BlobError::Changed {
+                location: self.loc.shown().to_string(),
+                etag: self.etag.get().cloned().unwrap_or_default(),
+                request_id: a.request_id.unwrap_or_else(|| "none".into()),
+            });
+        }
+        if !a.retry || attempt >= self.max_attempts {
+            return Some(BlobError::Request {
+                location: self.loc.shown().to_string(),
+                what: what.to_string(),
+                attempts: attempt,
+                msg: a.msg,
+                request_id: a.request_id.unwrap_or_else(|| "none".into()),
+            });
+        }
+        None
+    }
+
     async fn call(&self, op: Op, what: &str) -> Result<Reply, BlobError> {
         let mut attempt = 0u32;
         loop {
             attempt += 1;
             match self.once(&op).await {
                 Ok(r) => return Ok(r),
-                Err(a) if a.changed => {
-                    return Err(BlobError::Changed {
-                        location: self.loc.shown().to_string(),
-                        etag: self.etag.get().cloned().unwrap_or_default(),
-                        request_id: a.request_id.unwrap_or_else(|| "none".into()),
-                    })
-                }
-                Err(a) if !a.retry || attempt >= self.max_attempts => {
-                    return Err(BlobError::Request {
-                        location: self.loc.shown().to_string(),
-                        what: what.to_string(),
-                        attempts: attempt,
-                        msg: a.msg,
-                        request_id: a.request_id.unwrap_or_else(|| "none".into()),
-                    })
-                }
-                Err(_) => {
+                Err(a) => {
+                    if let Some(e) = self.give_up(a, what, attempt) {
+                        return Err(e);
+                    }
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
                     tokio::time::sleep(self.backoff(attempt)).await;
                 }
@@ -234,7 +313,9 @@ impl Http {
         d.mul_f64(0.5 + frac / 2.0)
     }
 
-    async fn once(&self, op: &Op) -> Result<Reply, Attempt> {
+    /// Sends one request for `op`; a refusal (any status but success) is
+    /// the failed attempt, with its request id and whether to retry.
+    async fn send(&self, op: &Op) -> Result<(reqwest::Response, Option<String>), Attempt> {
         let mut url = self.loc.url().clone();
         let method = match op {
             Op::Head => Method::HEAD,
@@ -301,6 +382,13 @@ impl Http {
                 request_id,
             });
         }
+        Ok((resp, request_id))
+    }
+
+    async fn once(&self, op: &Op) -> Result<Reply, Attempt> {
+        let (resp, request_id) = self.send(op).await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
         let fail = |msg: String| Attempt {
             retry: true,
             msg,

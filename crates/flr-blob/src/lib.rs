@@ -9,7 +9,10 @@
 //! go through an aligned block cache with a memory budget: misses are
 //! coalesced into runs, fetched as parallel range requests on a tokio
 //! runtime owned by the source, and sequential streams get a read-ahead
-//! window that doubles while they continue.
+//! window that doubles while they continue. A large read that nothing
+//! cached overlaps (each chunk of a file fetched as parallel streams) goes
+//! straight from the responses into the caller's buffer instead, and a
+//! response cut off part way is resumed from where it broke.
 //!
 //! # Example
 //! ```no_run
@@ -270,6 +273,13 @@ struct Stream {
 
 const STREAMS: usize = 8;
 
+/// Reads of at least this many bytes that nothing cached or pending
+/// overlaps are fetched straight into the caller's buffer.
+const DIRECT_MIN: u64 = 2 << 20;
+
+/// Written runs closer than this are fetched as one request (zeros between).
+const DIRECT_GAP: u64 = 256 << 10;
+
 struct State {
     slots: HashMap<u64, Slot>,
     lru: BTreeMap<u64, u64>,
@@ -392,6 +402,74 @@ impl BlobSource {
         }
     }
 
+    /// A large read that no cached block, pending fetch or sequential
+    /// stream knows of (a parallel stream's chunk of a big file) goes from
+    /// the responses straight into `buf`: its written parts as requests of
+    /// at most the largest request size, in parallel, the rest zeros. Not
+    /// through the cache, which would copy every byte twice more and fill
+    /// the cache with data that is read once. `None`: use the cache.
+    fn read_direct(&self, offset: u64, buf: &mut [u8]) -> Option<Result<(), IoError>> {
+        let inner = &*self.inner;
+        let len = buf.len() as u64;
+        let end = offset + len;
+        let bs = inner.opts.block_size;
+        // Small reads, and reads from within a runtime (which must not
+        // block on one), take the cached path.
+        if len < DIRECT_MIN || tokio::runtime::Handle::try_current().is_ok() {
+            return None;
+        }
+        let rt = self.rt.as_ref()?;
+        {
+            let st = inner.lock();
+            let known = (offset / bs..end.div_ceil(bs)).any(|b| st.slots.contains_key(&b));
+            if known
+                || st
+                    .streams
+                    .iter()
+                    .any(|s| offset >= s.end && offset <= s.end + bs)
+            {
+                return None;
+            }
+        }
+        let counters = &inner.http.counters;
+        let runs = match &inner.pages {
+            Some(p) => p.written_runs(offset, end, DIRECT_GAP),
+            None => vec![(offset, end)],
+        };
+        let blocks = end.div_ceil(bs) - offset / bs;
+        counters.misses.fetch_add(blocks, Ordering::Relaxed);
+        // Cut `buf` into the pieces to fetch; what lies between them is zeros.
+        let mut pieces = Vec::new();
+        let mut rest = &mut buf[..];
+        let mut at = offset;
+        for (s, e) in runs {
+            let (gap, tail) = rest.split_at_mut(usize::try_from(s - at).ok()?);
+            gap.fill(0);
+            rest = tail;
+            at = s;
+            while at < e {
+                let n = (e - at).min(inner.opts.max_request);
+                let (piece, tail) = rest.split_at_mut(usize::try_from(n).ok()?);
+                pieces.push((at, piece));
+                rest = tail;
+                at += n;
+            }
+        }
+        rest.fill(0);
+        let zero = len - pieces.iter().map(|(_, p)| p.len() as u64).sum::<u64>();
+        counters.zero_blocks.fetch_add(zero / bs, Ordering::Relaxed);
+        let http = &inner.http;
+        let sem = &inner.sem;
+        let res = rt.block_on(async {
+            let fetches = pieces.into_iter().map(|(at, piece)| async move {
+                let _permit = sem.acquire().await;
+                http.range_into(at, piece).await.map_err(|e| (at, e))
+            });
+            futures_util::future::try_join_all(fetches).await
+        });
+        Some(res.map(|_| ()).map_err(|(at, e)| self.io_err(at, &e)))
+    }
+
     fn io_err(&self, offset: u64, e: &BlobError) -> IoError {
         IoError::Os {
             layer: "blob".into(),
@@ -499,6 +577,9 @@ impl ReadAt for BlobSource {
         };
         if buf.is_empty() {
             return Ok(());
+        }
+        if let Some(r) = self.read_direct(offset, buf) {
+            return r;
         }
         let bs = inner.opts.block_size;
         let (b0, b1) = (offset / bs, end.div_ceil(bs));

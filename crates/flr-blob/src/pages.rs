@@ -36,6 +36,22 @@ impl PageMap {
         }
     }
 
+    /// The written parts of `[off, end)`, clipped to it, with runs closer
+    /// than `gap` bytes joined (reading a short unwritten gap costs less
+    /// than another request; it reads as zeros either way).
+    pub(crate) fn written_runs(&self, off: u64, end: u64, gap: u64) -> Vec<(u64, u64)> {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        let i = self.written.partition_point(|&(_, e)| e <= off);
+        for &(s, e) in self.written[i..].iter().take_while(|&&(s, _)| s < end) {
+            let (s, e) = (s.max(off), e.min(end));
+            match runs.last_mut() {
+                Some(last) if s - last.1 < gap => last.1 = e,
+                _ => runs.push((s, e)),
+            }
+        }
+        runs
+    }
+
     /// Total written bytes.
     pub(crate) fn written_bytes(&self) -> u64 {
         self.written.iter().map(|(s, e)| e - s).sum()
@@ -77,6 +93,31 @@ fn tag<'a>(s: &'a str, name: &str) -> Option<&'a str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn written_runs_clip_and_join() {
+        let m = PageMap::new(
+            vec![
+                (0, 511),
+                (4096, 8191),
+                (10240, 20479),
+                (1 << 20, (2 << 20) - 1),
+            ],
+            4 << 20,
+        );
+        assert_eq!(
+            m.written_runs(0, 4 << 20, 0),
+            vec![(0, 512), (4096, 8192), (10240, 20480), (1 << 20, 2 << 20)]
+        );
+        assert_eq!(
+            m.written_runs(256, 12288, 3000),
+            vec![(256, 512), (4096, 12288)]
+        );
+        assert_eq!(m.written_runs(256, 12288, 4096), vec![(256, 12288)]);
+        assert_eq!(m.written_runs(0, 4 << 20, 1 << 20), vec![(0, 2 << 20)]);
+        assert_eq!(m.written_runs(20480, 1 << 20, 4096), vec![]);
+        assert_eq!(m.written_runs(3 << 20, 4 << 20, 4096), vec![]);
+    }
 
     #[test]
     fn parse_and_query() {

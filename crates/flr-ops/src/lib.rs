@@ -224,6 +224,14 @@ impl AlignedBuf {
         }
     }
 
+    /// Reuses the buffer for `len` bytes (at most its first length), so a
+    /// loop needs no fresh, page-faulting allocation per chunk.
+    pub(crate) fn with_len(mut self, len: usize) -> Self {
+        assert!(self.start + len <= self.storage.len());
+        self.len = len;
+        self
+    }
+
     pub(crate) fn as_mut(&mut self) -> &mut [u8] {
         &mut self.storage[self.start..self.start + self.len]
     }
@@ -295,10 +303,14 @@ fn copy_interleaved(
     };
     std::thread::scope(|scope| {
         let mut rxs = Vec::with_capacity(streams);
+        let mut returns = Vec::with_capacity(streams);
         let mut first = Some(first);
         for k in 0..streams {
             let (tx, rx) = std::sync::mpsc::sync_channel::<Result<AlignedBuf, FsError>>(0);
+            // Written chunks' buffers go back to their stream for reuse.
+            let (ret_tx, ret_rx) = std::sync::mpsc::channel::<AlignedBuf>();
             rxs.push(rx);
+            returns.push(ret_tx);
             let handle = first.take();
             scope.spawn(move || {
                 let mut h = match handle {
@@ -313,7 +325,10 @@ fn copy_interleaved(
                     let off = i * chunk_size as u64;
                     let len =
                         usize::try_from((size - off).min(chunk_size as u64)).unwrap_or(chunk_size);
-                    let mut chunk = AlignedBuf::new(len);
+                    let mut chunk = match ret_rx.try_recv() {
+                        Ok(b) => b.with_len(len),
+                        Err(_) => AlignedBuf::new(chunk_size).with_len(len),
+                    };
                     let buf = chunk.as_mut();
                     let mut got = 0;
                     let r = loop {
@@ -337,14 +352,16 @@ fn copy_interleaved(
         }
         let mut done = 0u64;
         for i in 0..chunks {
-            let rx = &rxs[usize::try_from(i % streams as u64).unwrap_or(0)];
-            let mut chunk = rx
+            let k = usize::try_from(i % streams as u64).unwrap_or(0);
+            let mut chunk = rxs[k]
                 .recv()
                 .map_err(|_| CopyError::Fs(short(done)))?
                 .map_err(CopyError::Fs)?;
             let data = chunk.as_mut();
             sink(data).map_err(CopyError::Out)?;
             done += data.len() as u64;
+            // The stream may have ended; then the buffer is just freed.
+            let _ = returns[k].send(chunk);
         }
         Ok(done)
     })
