@@ -673,4 +673,26 @@ fn large_reads_go_straight_from_the_responses() {
             "the cut-off read {s}-{e} was not resumed where it broke: {log:?}"
         );
     }
+
+    // A large read whose first block is cached already (metadata read just
+    // before a file's data): that block comes from the cache, the rest
+    // straight from the responses, and nothing is fetched twice.
+    let mut small = vec![0u8; 4096];
+    blob.read_exact_at(30 * MIB as u64, &mut small).unwrap();
+    assert!(small == data[30 * MIB..30 * MIB + 4096]);
+    let before = blob.stats();
+    let (off, len) = (30 * MIB + 100, 6 * MIB);
+    let mut buf = vec![0xeeu8; len];
+    blob.read_exact_at(off as u64, &mut buf).unwrap();
+    assert!(
+        buf == data[off..off + len],
+        "bytes differ after a cached head"
+    );
+    let after = blob.stats();
+    assert!(after.cache_hits > before.cache_hits, "{after:?}");
+    let block = before.block_size;
+    assert!(
+        after.bytes_fetched - before.bytes_fetched <= len as u64 - (block - 100 - 4096) + 4096,
+        "the cached head was fetched again: {before:?} {after:?}"
+    );
 }

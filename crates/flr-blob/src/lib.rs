@@ -277,6 +277,10 @@ const STREAMS: usize = 8;
 /// overlaps are fetched straight into the caller's buffer.
 const DIRECT_MIN: u64 = 2 << 20;
 
+/// A sequential stream that has read this much keeps its read-ahead even
+/// when it continues with a large read.
+const STREAM_MIN: u64 = 1 << 20;
+
 /// Written runs closer than this are fetched as one request (zeros between).
 const DIRECT_GAP: u64 = 256 << 10;
 
@@ -402,72 +406,103 @@ impl BlobSource {
         }
     }
 
-    /// A large read that no cached block, pending fetch or sequential
-    /// stream knows of (a parallel stream's chunk of a big file) goes from
-    /// the responses straight into `buf`: its written parts as requests of
-    /// at most the largest request size, in parallel, the rest zeros. Not
-    /// through the cache, which would copy every byte twice more and fill
-    /// the cache with data that is read once. `None`: use the cache.
+    /// A large read (a parallel stream's chunk of a big file) goes from the
+    /// responses straight into `buf` rather than through the block cache,
+    /// which would copy every byte twice more and fill the cache with data
+    /// read once. Only its middle does: blocks at either end that are
+    /// already cached or being fetched (metadata read just before the data
+    /// shares a block with it) are read through the cache. `None`: the
+    /// whole read takes the cached path (small, a known block inside, or a
+    /// sequential stream of small reads continues into it and gets its
+    /// read-ahead).
     fn read_direct(&self, offset: u64, buf: &mut [u8]) -> Option<Result<(), IoError>> {
         let inner = &*self.inner;
         let len = buf.len() as u64;
         let end = offset + len;
         let bs = inner.opts.block_size;
-        // Small reads, and reads from within a runtime (which must not
-        // block on one), take the cached path.
+        // Reads from within a runtime must not block on one.
         if len < DIRECT_MIN || tokio::runtime::Handle::try_current().is_ok() {
             return None;
         }
-        let rt = self.rt.as_ref()?;
-        {
+        let (d0, d1) = {
             let st = inner.lock();
-            let known = (offset / bs..end.div_ceil(bs)).any(|b| st.slots.contains_key(&b));
-            if known
-                || st
-                    .streams
-                    .iter()
-                    .any(|s| offset >= s.end && offset <= s.end + bs)
-            {
+            let known = |b: &u64| st.slots.contains_key(b);
+            let (b0, b1) = (offset / bs, end.div_ceil(bs));
+            let lo = (b0..b1).find(|b| !known(b)).unwrap_or(b1);
+            let hi = (lo..b1).rev().find(|b| !known(b)).map_or(lo, |b| b + 1);
+            if (lo..hi).any(|b| known(&b)) {
                 return None;
             }
-        }
+            let (d0, d1) = (offset.max(lo * bs), end.min(hi * bs));
+            let streaming = st
+                .streams
+                .iter()
+                .any(|s| s.consumed >= STREAM_MIN && d0 >= s.end && d0 <= s.end + bs);
+            if d1 < d0 + DIRECT_MIN || streaming {
+                return None;
+            }
+            (d0, d1)
+        };
+        let (head, rest) = buf.split_at_mut(usize::try_from(d0 - offset).ok()?);
+        let (middle, tail) = rest.split_at_mut(usize::try_from(d1 - d0).ok()?);
+        Some(
+            self.fetch_direct(d0, middle)
+                .and_then(|()| self.read_cached(offset, head))
+                .and_then(|()| self.read_cached(d1, tail)),
+        )
+    }
+
+    /// Fetches `buf.len()` bytes at `offset` into `buf`, bypassing the
+    /// cache: the written parts (page-map runs) as requests of at most the
+    /// largest request size, in parallel; the rest is zeros.
+    fn fetch_direct(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        let inner = &*self.inner;
+        let len = buf.len() as u64;
+        let end = offset + len;
+        let bs = inner.opts.block_size;
         let counters = &inner.http.counters;
         let runs = match &inner.pages {
             Some(p) => p.written_runs(offset, end, DIRECT_GAP),
             None => vec![(offset, end)],
         };
-        let blocks = end.div_ceil(bs) - offset / bs;
-        counters.misses.fetch_add(blocks, Ordering::Relaxed);
+        counters
+            .misses
+            .fetch_add(end.div_ceil(bs) - offset / bs, Ordering::Relaxed);
         // Cut `buf` into the pieces to fetch; what lies between them is zeros.
         let mut pieces = Vec::new();
-        let mut rest = &mut buf[..];
+        let mut rest = buf;
         let mut at = offset;
         for (s, e) in runs {
-            let (gap, tail) = rest.split_at_mut(usize::try_from(s - at).ok()?);
+            let (gap, tail) = rest.split_at_mut((s - at) as usize);
             gap.fill(0);
             rest = tail;
             at = s;
             while at < e {
                 let n = (e - at).min(inner.opts.max_request);
-                let (piece, tail) = rest.split_at_mut(usize::try_from(n).ok()?);
+                let (piece, tail) = rest.split_at_mut(n as usize);
                 pieces.push((at, piece));
                 rest = tail;
                 at += n;
             }
         }
         rest.fill(0);
-        let zero = len - pieces.iter().map(|(_, p)| p.len() as u64).sum::<u64>();
-        counters.zero_blocks.fetch_add(zero / bs, Ordering::Relaxed);
-        let http = &inner.http;
-        let sem = &inner.sem;
-        let res = rt.block_on(async {
+        let fetched: u64 = pieces.iter().map(|(_, p)| p.len() as u64).sum();
+        counters
+            .zero_blocks
+            .fetch_add((len - fetched) / bs, Ordering::Relaxed);
+        let Some(rt) = self.rt.as_ref() else {
+            return Err(self.io_err(offset, &BlobError::Location("the blob is closed".into())));
+        };
+        let (http, sem) = (&inner.http, &inner.sem);
+        rt.block_on(async {
             let fetches = pieces.into_iter().map(|(at, piece)| async move {
                 let _permit = sem.acquire().await;
                 http.range_into(at, piece).await.map_err(|e| (at, e))
             });
             futures_util::future::try_join_all(fetches).await
-        });
-        Some(res.map(|_| ()).map_err(|(at, e)| self.io_err(at, &e)))
+        })
+        .map(|_| ())
+        .map_err(|(at, e)| self.io_err(at, &e))
     }
 
     fn io_err(&self, offset: u64, e: &BlobError) -> IoError {
@@ -566,21 +601,48 @@ impl ReadAt for BlobSource {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         let inner = &*self.inner;
         let len = buf.len() as u64;
-        let end = offset.checked_add(len).filter(|&e| e <= inner.len);
-        let Some(end) = end else {
+        if offset.checked_add(len).is_none_or(|e| e > inner.len) {
             return Err(IoError::OutOfRange {
                 layer: "blob".into(),
                 offset,
                 len,
                 size: inner.len,
             });
-        };
+        }
         if buf.is_empty() {
             return Ok(());
         }
-        if let Some(r) = self.read_direct(offset, buf) {
-            return r;
+        match self.read_direct(offset, buf) {
+            Some(r) => r,
+            None => self.read_cached(offset, buf),
         }
+    }
+
+    fn len(&self) -> u64 {
+        self.inner.len
+    }
+
+    fn layer(&self) -> &str {
+        "blob"
+    }
+
+    fn is_known_zero(&self, offset: u64, len: u64) -> bool {
+        self.inner
+            .pages
+            .as_ref()
+            .is_some_and(|p| p.unwritten(offset, len))
+    }
+}
+
+impl BlobSource {
+    /// A read through the block cache (bounds checked by the caller).
+    fn read_cached(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        let inner = &*self.inner;
+        let len = buf.len() as u64;
+        let end = offset + len;
         let bs = inner.opts.block_size;
         let (b0, b1) = (offset / bs, end.div_ceil(bs));
         let nblocks = inner.len.div_ceil(bs);
@@ -726,21 +788,6 @@ impl ReadAt for BlobSource {
             }
             st = inner.ready.wait(st).unwrap_or_else(|p| p.into_inner());
         }
-    }
-
-    fn len(&self) -> u64 {
-        self.inner.len
-    }
-
-    fn layer(&self) -> &str {
-        "blob"
-    }
-
-    fn is_known_zero(&self, offset: u64, len: u64) -> bool {
-        self.inner
-            .pages
-            .as_ref()
-            .is_some_and(|p| p.unwritten(offset, len))
     }
 }
 
