@@ -453,3 +453,55 @@ fn blob_url_without_sas_reads_with_an_entra_token() {
         "{err}"
     );
 }
+
+/// Entra tokens that expire while flr runs: `flr mount` of a blob read with
+/// a token, every file read once the first token has expired. Twice: with
+/// honest 6 s tokens (flr renews before the end of their life, from what
+/// the grant announced), and with tokens that die after 3 s while the grant
+/// says an hour (revoked early, or a clock behind the service's): Azurite
+/// answers 401, flr drops the token, fetches a new one and retries the
+/// read. Every file must still read exact, and a new token must have been
+/// fetched. Needs Azurite and FUSE.
+#[test]
+fn tokens_expiring_mid_run_are_renewed() {
+    let test = "tokens_expiring_mid_run_are_renewed";
+    if !crate::mount::fuse_available(test) {
+        return;
+    }
+    for (valid, announced, case) in [(6, 6, "short-lived"), (3, 3600, "expiring early")] {
+        let az = Azure::new("");
+        let Some(sa) = secure_azurite(&az.kv) else {
+            return skip(test, "Azurite is not installed (npm install -g azurite)");
+        };
+        let write = flr_blob::emulator::Azurite {
+            endpoint: sa.endpoint.clone(),
+        }
+        .write_sas();
+        upload(
+            &sa.endpoint,
+            &write,
+            "demo.vhd",
+            &crate::util::demo(),
+            Some(az.kv.ca_path()),
+        );
+        let url = format!("{}/{CONTAINER}/demo.vhd", sa.endpoint);
+        az.kv
+            .set_token_lifetime(Duration::from_secs(valid), Duration::from_secs(announced));
+        let tokens = || {
+            az.kv
+                .requests()
+                .iter()
+                .filter(|r| r.path.ends_with("/oauth2/v2.0/token") && r.status == 200)
+                .count()
+        };
+        let mut m = crate::mount::Mount::with(az.command(&[]), &url, &[]);
+        assert_eq!(tokens(), 1, "{case}: one token to mount");
+        std::thread::sleep(Duration::from_secs(valid + 1));
+        crate::mount::check_against(&m.path().join("p2"), "disks/demo.p2.tsv", &[]);
+        crate::mount::check_against(&m.path().join("p3"), "disks/demo.p3.tsv", &[]);
+        assert!(tokens() >= 2, "{case}: no new token was fetched");
+        m.stop("-TERM");
+        let err = m.stderr_since_mounted(&[]);
+        assert!(!err.contains("HTTP 401"), "{case}: {err}");
+    }
+}

@@ -68,11 +68,17 @@ impl Mount {
 
     /// As [`Mount::new`] for any source argument (a blob URL, a connection string).
     pub(crate) fn source(image: &str, extra: &[&str]) -> Mount {
+        Mount::with(flr(), image, extra)
+    }
+
+    /// As [`Mount::source`], started from `cmd` (the flr binary with its
+    /// configuration and environment already set).
+    pub(crate) fn with(mut cmd: std::process::Command, image: &str, extra: &[&str]) -> Mount {
         let dir = tempfile::tempdir().unwrap();
         let mut args = vec!["mount"];
         args.extend_from_slice(extra);
         args.extend([image, p(dir.path())]);
-        let mut child = flr()
+        let mut child = cmd
             .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())

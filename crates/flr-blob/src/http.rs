@@ -25,6 +25,8 @@ struct Attempt {
     msg: String,
     request_id: Option<String>,
     changed: bool,
+    /// The service refused the bearer token: worth one retry with a new one.
+    token_refused: bool,
 }
 
 impl Attempt {
@@ -34,6 +36,7 @@ impl Attempt {
             msg: msg.into(),
             request_id: None,
             changed: false,
+            token_refused: false,
         }
     }
 }
@@ -123,6 +126,7 @@ impl Http {
                 msg: format!("no Storage token (Entra ID): {e}"),
                 request_id: None,
                 changed: false,
+                token_refused: false,
             }),
         }
     }
@@ -221,6 +225,7 @@ impl Http {
             msg,
             request_id: request_id.clone(),
             changed: false,
+            token_refused: false,
         };
         let status = resp.status();
         if status != StatusCode::PARTIAL_CONTENT && !(at == 0 && status.is_success()) {
@@ -267,7 +272,8 @@ impl Http {
                 request_id: a.request_id.unwrap_or_else(|| "none".into()),
             });
         }
-        if !a.retry || attempt >= self.max_attempts {
+        // A new token that is refused too will not do better later.
+        if !a.retry || attempt >= self.max_attempts || (a.token_refused && attempt >= 2) {
             return Some(BlobError::Request {
                 location: self.loc.shown().to_string(),
                 what: what.to_string(),
@@ -359,14 +365,29 @@ impl Http {
             let body = resp.bytes().await.unwrap_or_default();
             self.counters.add_bytes(body.len());
             let code = code.or_else(|| xml_tag(&body, "Code"));
+            // Why authentication failed ("Lifetime validation failed. The
+            // token is expired."), where the service says.
+            let detail = xml_tag(&body, "AuthenticationErrorDetail")
+                .or_else(|| {
+                    (code.as_deref() == Some("AuthenticationFailed"))
+                        .then(|| xml_tag(&body, "Message"))
+                        .flatten()
+                })
+                .map(|d| format!(": {}", d.lines().next().unwrap_or("").trim()))
+                .unwrap_or_default();
             let msg = format!(
-                "HTTP {}{}{}",
+                "HTTP {}{}{detail}{}",
                 status.as_u16(),
                 code.as_deref().map(|c| format!(" {c}")).unwrap_or_default(),
                 hint(status)
             );
-            // A refused token (expired, revoked): fetch a new one and retry.
-            let stale_token = authenticated && status == StatusCode::UNAUTHORIZED;
+            // A refused token (expired, revoked): fetch a new one and retry,
+            // once. Storage answers an expired token with 403
+            // AuthenticationFailed, not 401.
+            let stale_token = authenticated
+                && (status == StatusCode::UNAUTHORIZED
+                    || (status == StatusCode::FORBIDDEN
+                        && code.as_deref() == Some("AuthenticationFailed")));
             if stale_token {
                 if let Some(b) = &self.bearer {
                     b.invalidate();
@@ -378,6 +399,7 @@ impl Http {
                     || status == StatusCode::TOO_MANY_REQUESTS
                     || status == StatusCode::REQUEST_TIMEOUT,
                 changed: status == StatusCode::PRECONDITION_FAILED,
+                token_refused: stale_token,
                 msg,
                 request_id,
             });
@@ -394,6 +416,7 @@ impl Http {
             msg,
             request_id: request_id.clone(),
             changed: false,
+            token_refused: false,
         };
         match op {
             Op::Head => {
@@ -414,6 +437,7 @@ impl Http {
                         msg: format!("expected 206 for a range read, got {}", status.as_u16()),
                         request_id,
                         changed: false,
+                        token_refused: false,
                     });
                 }
                 let body = resp

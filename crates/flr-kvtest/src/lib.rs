@@ -91,6 +91,8 @@ pub(crate) struct State {
     pub(crate) page_size: usize,
     /// Tokens minted under an older generation are expired.
     pub(crate) token_generation: u64,
+    /// Lifetime of the tokens granted from now on.
+    pub(crate) token_lifetime: token::Lifetime,
     /// Resource Manager disks and snapshots.
     pub(crate) arm: arm::ArmState,
 }
@@ -149,6 +151,7 @@ impl TestVault {
                 log: Vec::new(),
                 page_size: 25,
                 token_generation: 0,
+                token_lifetime: token::Lifetime::default(),
                 arm: arm::ArmState::default(),
             }),
         });
@@ -381,13 +384,30 @@ impl TestVault {
 
     /// A token as the token endpoint would grant it to `client_id`.
     pub fn token_for(&self, client_id: &str) -> String {
-        let generation = self.lock().token_generation;
+        let (generation, lifetime) = {
+            let st = self.lock();
+            (st.token_generation, st.token_lifetime)
+        };
         token::mint(
             &self.shared.tenant,
             client_id,
             token::VAULT_RESOURCE,
             generation,
+            lifetime.valid,
         )
+    }
+
+    /// Tokens granted from now on expire after `valid` (their `exp`
+    /// claim, which this vault and Azurite check) while the grant says
+    /// they live `announced` (`expires_in`, what clients cache by). With
+    /// `announced` longer, a client learns of the expiry only from a 401:
+    /// a token revoked early, or a client clock behind the service's.
+    pub fn set_token_lifetime(&self, valid: std::time::Duration, announced: std::time::Duration) {
+        let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        self.lock().token_lifetime = token::Lifetime {
+            valid: secs(valid),
+            announced: secs(announced),
+        };
     }
 
     /// Makes every token handed out so far expired: the vault answers them

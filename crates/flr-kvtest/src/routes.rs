@@ -127,11 +127,18 @@ fn route(shared: &Shared, req: &Request) -> (Reply, bool, Option<String>) {
     match (req.method.as_str(), segs.as_slice()) {
         ("POST", [tenant, "oauth2", "v2.0", "token"]) => {
             let form = token::parse_form(&String::from_utf8_lossy(&req.body));
-            let (clients, generation) = {
+            let (clients, generation, lifetime) = {
                 let st = shared.lock();
-                (st.clients.clone(), st.token_generation)
+                (st.clients.clone(), st.token_generation, st.token_lifetime)
             };
-            return match token::issue(tenant, &shared.tenant, &form, &clients, generation) {
+            return match token::issue(
+                tenant,
+                &shared.tenant,
+                &form,
+                &clients,
+                generation,
+                lifetime,
+            ) {
                 Ok(grant) => (Reply::json(200, grant.body), false, Some(grant.client_id)),
                 Err((status, body)) => (Reply::json(status, body), false, None),
             };

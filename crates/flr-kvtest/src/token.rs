@@ -16,6 +16,25 @@ use crate::store::now;
 pub(crate) const VAULT_RESOURCE: &str = "https://vault.azure.net";
 pub(crate) const LIFETIME_SECS: i64 = 3599;
 
+/// How long granted tokens live: `valid` is their `exp` claim (what the
+/// services check), `announced` the grant's `expires_in` (what clients
+/// cache by). Equal unless a test imitates a token revoked early or a
+/// client clock behind the service's.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Lifetime {
+    pub(crate) valid: i64,
+    pub(crate) announced: i64,
+}
+
+impl Default for Lifetime {
+    fn default() -> Self {
+        Lifetime {
+            valid: LIFETIME_SECS,
+            announced: LIFETIME_SECS,
+        }
+    }
+}
+
 /// A stable object id for a client id, GUID-shaped.
 pub(crate) fn oid_for(client_id: &str) -> String {
     let h = Sha256::digest(client_id.as_bytes());
@@ -32,13 +51,19 @@ pub(crate) fn oid_for(client_id: &str) -> String {
 
 /// An unsigned JWT (`alg: none`) for `client_id` in `tenant`. `generation`
 /// (claim `flr_gen`) lets the vault treat every older token as expired.
-pub(crate) fn mint(tenant: &str, client_id: &str, audience: &str, generation: u64) -> String {
+pub(crate) fn mint(
+    tenant: &str,
+    client_id: &str,
+    audience: &str,
+    generation: u64,
+    valid_secs: i64,
+) -> String {
     let t = now();
     let header = json!({ "typ": "JWT", "alg": "none" });
     let claims = json!({
         "aud": audience,
         "iss": format!("https://sts.windows.net/{tenant}/"),
-        "iat": t, "nbf": t, "exp": t + LIFETIME_SECS,
+        "iat": t, "nbf": t, "exp": t + valid_secs,
         "appid": client_id,
         "oid": oid_for(client_id),
         "sub": oid_for(client_id),
@@ -127,6 +152,7 @@ pub(crate) fn issue(
     form: &HashMap<String, String>,
     clients: &HashMap<String, String>,
     generation: u64,
+    lifetime: Lifetime,
 ) -> Result<Grant, (u16, Value)> {
     if !path_tenant.eq_ignore_ascii_case(tenant) {
         return Err(aad_error(
@@ -189,9 +215,9 @@ pub(crate) fn issue(
         client_id: client_id.to_string(),
         body: json!({
             "token_type": "Bearer",
-            "expires_in": LIFETIME_SECS,
-            "ext_expires_in": LIFETIME_SECS,
-            "access_token": mint(tenant, client_id, audience, generation),
+            "expires_in": lifetime.announced,
+            "ext_expires_in": lifetime.announced,
+            "access_token": mint(tenant, client_id, audience, generation, lifetime.valid),
         }),
     })
 }
@@ -224,7 +250,8 @@ mod tests {
             ("client_secret", "s3cret"),
             ("scope", "https://vault.azure.net/.default"),
         ]);
-        let g = issue("tid", "tid", &ok, &clients, 0).unwrap_or_else(|e| panic!("{e:?}"));
+        let g = issue("tid", "tid", &ok, &clients, 0, Lifetime::default())
+            .unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(g.client_id, "app");
         let c = claims(g.body["access_token"].as_str().unwrap()).unwrap();
         assert_eq!(c["aud"], VAULT_RESOURCE);
@@ -236,24 +263,33 @@ mod tests {
 
         let mut wrong = ok.clone();
         wrong.insert("client_secret".into(), "nope".into());
-        let (status, body) = issue("tid", "tid", &wrong, &clients, 0).err().unwrap();
+        let (status, body) = issue("tid", "tid", &wrong, &clients, 0, Lifetime::default())
+            .err()
+            .unwrap();
         assert_eq!(
             (status, body["error"].as_str()),
             (401, Some("invalid_client"))
         );
         wrong.insert("client_id".into(), "stranger".into());
-        let (status, body) = issue("tid", "tid", &wrong, &clients, 0).err().unwrap();
+        let (status, body) = issue("tid", "tid", &wrong, &clients, 0, Lifetime::default())
+            .err()
+            .unwrap();
         assert_eq!(
             (status, body["error_codes"][0].as_u64()),
             (401, Some(700016))
         );
         assert_eq!(
-            issue("other", "tid", &ok, &clients, 0).err().unwrap().0,
+            issue("other", "tid", &ok, &clients, 0, Lifetime::default())
+                .err()
+                .unwrap()
+                .0,
             400
         );
         let mut scope = ok.clone();
         scope.insert("scope".into(), "https://vault.azure.net".into());
-        let (_, body) = issue("tid", "tid", &scope, &clients, 0).err().unwrap();
+        let (_, body) = issue("tid", "tid", &scope, &clients, 0, Lifetime::default())
+            .err()
+            .unwrap();
         assert_eq!(body["error"], "invalid_scope");
 
         let mut fed = ok.clone();
@@ -264,10 +300,16 @@ mod tests {
         );
         fed.insert(
             "client_assertion".into(),
-            mint("tid", "app", "api://AzureADTokenExchange", 0),
+            mint("tid", "app", "api://AzureADTokenExchange", 0, LIFETIME_SECS),
         );
-        assert!(issue("tid", "tid", &fed, &clients, 0).is_ok());
+        assert!(issue("tid", "tid", &fed, &clients, 0, Lifetime::default()).is_ok());
         fed.insert("client_assertion".into(), "not-a-jwt".into());
-        assert_eq!(issue("tid", "tid", &fed, &clients, 0).err().unwrap().0, 401);
+        assert_eq!(
+            issue("tid", "tid", &fed, &clients, 0, Lifetime::default())
+                .err()
+                .unwrap()
+                .0,
+            401
+        );
     }
 }
