@@ -53,6 +53,19 @@ pub enum IoError {
 }
 
 impl IoError {
+    /// What `layer` reports when the read of its structure `what` (at
+    /// `offset` in that layer) failed with `self` below it: a failure of
+    /// the storage ([`IoError::Os`]: a disk error, a refused or broken
+    /// network read) stays that failure, since nothing is known to be
+    /// corrupt; anything else (a read past the end of the file) means the
+    /// structure that pointed there is corrupt.
+    pub fn reading(self, layer: &str, offset: u64, what: impl fmt::Display) -> Self {
+        match self {
+            e @ IoError::Os { .. } => e,
+            e => IoError::corrupt(layer, offset, format!("{what}: {e}")),
+        }
+    }
+
     /// Builds a [`IoError::Corrupt`].
     pub fn corrupt(layer: impl Into<String>, offset: u64, what: impl fmt::Display) -> Self {
         IoError::Corrupt {

@@ -547,10 +547,10 @@ impl VhdDisk {
         let mut bits = vec![0u8; nbytes];
         let at = u64::from(entry) * SECTOR;
         self.src.read_exact_at(at, &mut bits).map_err(|e| {
-            IoError::corrupt(
+            e.reading(
                 LAYER,
                 block * sp.block_size,
-                format!("sector bitmap of block {block} at file offset {at:#x}: {e}"),
+                format_args!("sector bitmap of block {block} at file offset {at:#x}"),
             )
         })?;
         let full_bytes = (spb / 8) as usize;
@@ -594,10 +594,10 @@ impl VhdDisk {
                 Ok(())
             }
             RunKind::File => self.src.read_exact_at(run.at, out).map_err(|e| {
-                IoError::corrupt(
+                e.reading(
                     LAYER,
                     run.voff,
-                    format!("block data at file offset {:#x}: {e}", run.at),
+                    format_args!("block data at file offset {:#x}", run.at),
                 )
             }),
             RunKind::Parent => match &sp.parent {

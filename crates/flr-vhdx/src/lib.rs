@@ -641,10 +641,10 @@ impl VhdxDisk {
         let at = (sb & !0xF_FFFF) + (block % self.chunk_ratio) * nbytes;
         let mut bits = vec![0u8; nbytes as usize];
         self.src.read_exact_at(at, &mut bits).map_err(|e| {
-            IoError::corrupt(
+            e.reading(
                 LAYER,
                 voff,
-                format!("sector bitmap of block {block} at file offset {at:#x}: {e}"),
+                format_args!("sector bitmap of block {block} at file offset {at:#x}"),
             )
         })?;
         let bm = if bits.iter().all(|&b| b == 0xFF) {
@@ -697,10 +697,10 @@ impl VhdxDisk {
                     ));
                 }
                 self.src.read_exact_at(run.at, out).map_err(|e| {
-                    IoError::corrupt(
+                    e.reading(
                         LAYER,
                         run.voff,
-                        format!("block data at file offset {:#x}: {e}", run.at),
+                        format_args!("block data at file offset {:#x}", run.at),
                     )
                 })
             }
