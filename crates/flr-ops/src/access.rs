@@ -54,6 +54,14 @@ pub fn begin_access(
             "flr revokes it when it ends (endGetAccess), also after an error or Ctrl-C".to_string()
         }
     )?;
+    if !on_signal {
+        // `mount` (the caller that handles signals itself) may outlive the SAS.
+        writeln!(
+            err,
+            "flr: {kind} {}: the mount can read for {secs} s, while the SAS is valid; set [azure] access_seconds for a longer one",
+            id.name
+        )?;
+    }
     let label = format!("{kind} {}", id.name);
     let access = DiskAccess::grant(client, id.clone(), secs, keep)
         .map_err(|e| arm_error(&id, "grant read access to", e))?;
