@@ -505,3 +505,118 @@ fn tokens_expiring_mid_run_are_renewed() {
         assert!(!err.contains("HTTP 401"), "{case}: {err}");
     }
 }
+
+/// A managed identity, with no client secret anywhere: the VM's Instance
+/// Metadata Service (its host moved with `AZURE_POD_IDENTITY_AUTHORITY_HOST`,
+/// as the Azure SDKs allow) and App Service's identity endpoint
+/// (`IDENTITY_ENDPOINT` + `IDENTITY_HEADER`), each serving the whole ADE
+/// chain from a snapshot resource id (Resource Manager, Key Vault, the
+/// unwrap) and a blob read with a Storage token. A wrong identity header
+/// is refused with the endpoint named.
+#[test]
+fn managed_identity_serves_every_resource() {
+    let test = "managed_identity_serves_every_resource";
+    let Some(plain) = azurite() else {
+        return skip(test, "Azurite is not installed (npm install -g azurite)");
+    };
+    for how in ["imds", "app-service"] {
+        let az = Azure::new("");
+        let text = std::fs::read_to_string(&az.cfg).unwrap().replace(
+            "credential = \"client-secret\"",
+            "credential = \"managed-identity\"",
+        );
+        std::fs::write(&az.cfg, text).unwrap();
+        az.kv.enable_managed_identity(CLIENT);
+        az.ade_snapshot(&plain.endpoint, &plain.write_sas());
+        let Some(sa) = secure_azurite(&az.kv) else {
+            return skip(test, "Azurite is not installed (npm install -g azurite)");
+        };
+        let write = flr_blob::emulator::Azurite {
+            endpoint: sa.endpoint.clone(),
+        }
+        .write_sas();
+        upload(
+            &sa.endpoint,
+            &write,
+            "demo.vhd",
+            &crate::util::demo(),
+            Some(az.kv.ca_path()),
+        );
+        let url = format!("{}/{CONTAINER}/demo.vhd", sa.endpoint);
+        let run = |args: &[&str], header: &str| {
+            let mut c = az.command(args);
+            c.env_remove("AZURE_CLIENT_SECRET")
+                .env_remove("IDENTITY_ENDPOINT")
+                .env_remove("IDENTITY_HEADER")
+                .env_remove("AZURE_POD_IDENTITY_AUTHORITY_HOST");
+            match how {
+                "imds" => c.env("AZURE_POD_IDENTITY_AUTHORITY_HOST", az.kv.url()),
+                _ => c
+                    .env("IDENTITY_ENDPOINT", format!("{}/msi/token", az.kv.url()))
+                    .env("IDENTITY_HEADER", header),
+            };
+            let out = c.output().unwrap();
+            assert_ne!(out.status.code(), Some(101), "panic: {}", stderr(&out));
+            out
+        };
+        let header = flr_kvtest::IDENTITY_HEADER;
+
+        let dest = tempfile::tempdir().unwrap();
+        let out = run(
+            &["get", SNAPSHOT, "p1:/", "-o", s(dest.path()), "--checksum"],
+            header,
+        );
+        assert!(out.status.success(), "{how}: {}", stderr(&out));
+        let want: Vec<_> = manifest("luks/ade-data.tsv")
+            .into_iter()
+            .filter(|e| e.kind == 'f')
+            .collect();
+        check_tree(dest.path(), &checksums(&out), &want);
+
+        let entry = manifest("disks/demo.p2.tsv")
+            .into_iter()
+            .find(|e| e.kind == 'f' && e.size > 0)
+            .expect("a file in the ext4 manifest");
+        let out = run(&["cat", &url, &format!("p2:/{}", entry.path)], header);
+        assert!(out.status.success(), "{how}: {}", stderr(&out));
+        assert_eq!(sha256_hex(&out.stdout), entry.sha256, "{how}");
+
+        // Tokens came from the identity endpoint only, for each resource.
+        let path = if how == "imds" {
+            "/metadata/identity/oauth2/token"
+        } else {
+            "/msi/token"
+        };
+        let reqs = az.kv.requests();
+        assert!(
+            !reqs.iter().any(|r| r.path.ends_with("/oauth2/v2.0/token")),
+            "{how}: a client-credentials grant was used"
+        );
+        let granted: std::collections::BTreeSet<String> = reqs
+            .iter()
+            .filter(|r| r.path == path && r.status == 200)
+            .filter_map(|r| {
+                r.query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("resource="))
+                    .map(String::from)
+            })
+            .collect();
+        assert_eq!(
+            granted.len(),
+            3,
+            "{how}: Key Vault, Resource Manager and Storage: {granted:?}"
+        );
+
+        if how == "app-service" {
+            let out = run(
+                &["cat", &url, &format!("p2:/{}", entry.path)],
+                "not-the-secret",
+            );
+            let err = stderr(&out);
+            assert!(!out.status.success(), "{err}");
+            assert!(err.contains("managed identity endpoint"), "{err}");
+            assert!(err.contains("X-IDENTITY-HEADER"), "{err}");
+        }
+    }
+}

@@ -4,7 +4,11 @@
 //! Resource Manager, Storage) with each credential flr supports:
 //!
 //! - `azure-cli`: `az account get-access-token --resource R`;
-//! - `managed-identity`: the Instance Metadata Service of the VM;
+//! - `managed-identity`: the Instance Metadata Service of the VM or scale
+//!   set (its host from `AZURE_POD_IDENTITY_AUTHORITY_HOST` when set), or,
+//!   where `IDENTITY_ENDPOINT` and `IDENTITY_HEADER` are set (App Service,
+//!   Functions, Container Apps), that local endpoint; `AZURE_CLIENT_ID`
+//!   picks a user-assigned identity;
 //! - `workload-identity`: the federated token file exchanged at the authority
 //!   (`AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID`);
 //! - `client-secret`: `AZURE_CLIENT_ID` / `AZURE_CLIENT_SECRET`;
@@ -17,7 +21,7 @@
 //! audit logs) without exposing the token.
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 pub use flr_keychain::config::Credential;
@@ -149,23 +153,68 @@ pub fn acquire(
             token_response(res)?
         }
         Credential::ManagedIdentity => {
-            // The Instance Metadata Service is plain HTTP on a link-local
-            // address, reached without the https-only client.
-            let mut url = format!(
-                "http://169.254.169.254/metadata/identity/oauth2/token?api-version=2018-02-01&resource={resource}"
+            let client_id = env("AZURE_CLIENT_ID");
+            // App Service, Functions, Container Apps: a local endpoint and a
+            // secret header, both in the environment.
+            let (url, header) = match (env("IDENTITY_ENDPOINT"), env("IDENTITY_HEADER")) {
+                (Some(endpoint), Some(secret)) => {
+                    let mut url = reqwest::Url::parse(&endpoint)
+                        .map_err(|e| AuthError(format!("IDENTITY_ENDPOINT {endpoint}: {e}")))?;
+                    url.query_pairs_mut()
+                        .append_pair("api-version", "2019-08-01")
+                        .append_pair("resource", resource);
+                    if let Some(id) = &client_id {
+                        url.query_pairs_mut().append_pair("client_id", id);
+                    }
+                    (url, ("X-IDENTITY-HEADER", Zeroizing::new(secret)))
+                }
+                // A VM or scale set: the Instance Metadata Service (its host
+                // overridable as the Azure SDKs allow, for pod identity).
+                _ => {
+                    let host = env("AZURE_POD_IDENTITY_AUTHORITY_HOST")
+                        .unwrap_or_else(|| "http://169.254.169.254".into());
+                    let base = format!(
+                        "{}/metadata/identity/oauth2/token",
+                        host.trim_end_matches('/')
+                    );
+                    let mut url = reqwest::Url::parse(&base)
+                        .map_err(|e| AuthError(format!("managed identity endpoint {base}: {e}")))?;
+                    url.query_pairs_mut()
+                        .append_pair("api-version", "2018-02-01")
+                        .append_pair("resource", resource);
+                    if let Some(id) = &client_id {
+                        url.query_pairs_mut().append_pair("client_id", id);
+                    }
+                    (url, ("Metadata", Zeroizing::new("true".to_string())))
+                }
+            };
+            // These endpoints are plain HTTP on the machine (or link-local),
+            // so not the https-only client unless the endpoint is https.
+            let plain;
+            let client = if url.scheme() == "https" {
+                http
+            } else {
+                plain = Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .map_err(|e| AuthError(e.to_string()))?;
+                &plain
+            };
+            let shown = format!(
+                "{}://{}{}",
+                url.scheme(),
+                url.host_str().unwrap_or(""),
+                url.port().map(|p| format!(":{p}")).unwrap_or_default()
             );
-            if let Some(id) = env("AZURE_CLIENT_ID") {
-                url.push_str(&format!("&client_id={id}"));
-            }
-            let imds = Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .map_err(|e| AuthError(e.to_string()))?;
             let res = send_retrying(on_request, &|| {
-                imds.get(&url).header("Metadata", "true").send()
+                client
+                    .get(url.clone())
+                    .header(header.0, header.1.as_str())
+                    .send()
             })
-            .map_err(|e| AuthError(format!("managed identity endpoint: {e}")))?;
-            token_response(res)?
+            .map_err(|e| AuthError(format!("managed identity endpoint {shown}: {e}")))?;
+            token_response(res)
+                .map_err(|e| AuthError(format!("managed identity endpoint {shown}: {}", e.0)))?
         }
         Credential::AzureCli => {
             let tenant = req
@@ -287,9 +336,17 @@ fn token_response(res: Response) -> Result<(String, Duration), AuthError> {
             v["error_description"].as_str().unwrap_or("")
         )));
     }
-    let secs = v["expires_in"]
-        .as_u64()
-        .or_else(|| v["expires_in"].as_str().and_then(|s| s.parse().ok()))
+    // Seconds, as a number or (managed identity endpoints) a string; the
+    // App Service endpoint gives only `expires_on`, a Unix time.
+    let num = |k: &str| {
+        v[k].as_u64()
+            .or_else(|| v[k].as_str().and_then(|s| s.trim().parse().ok()))
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let secs = num("expires_in")
+        .or_else(|| num("expires_on").map(|t| t.saturating_sub(now)))
         .unwrap_or(3600);
     Ok((token.to_string(), Duration::from_secs(secs)))
 }

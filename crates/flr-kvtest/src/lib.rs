@@ -49,6 +49,10 @@ use tokio::sync::oneshot;
 
 pub use faults::{Denial, FaultOp};
 
+/// The secret App Service puts in `IDENTITY_HEADER`, as this server's
+/// identity endpoint expects it (see [`TestVault::enable_managed_identity`]).
+pub const IDENTITY_HEADER: &str = "flr-test-identity-header-0f3c";
+
 use store::{Attrs, KeyVersion, SecretVersion, Store};
 
 /// One request the vault answered.
@@ -93,6 +97,8 @@ pub(crate) struct State {
     pub(crate) token_generation: u64,
     /// Lifetime of the tokens granted from now on.
     pub(crate) token_lifetime: token::Lifetime,
+    /// The client id of the machine's managed identity, once enabled.
+    pub(crate) managed_identity: Option<String>,
     /// Resource Manager disks and snapshots.
     pub(crate) arm: arm::ArmState,
 }
@@ -152,6 +158,7 @@ impl TestVault {
                 page_size: 25,
                 token_generation: 0,
                 token_lifetime: token::Lifetime::default(),
+                managed_identity: None,
                 arm: arm::ArmState::default(),
             }),
         });
@@ -395,6 +402,16 @@ impl TestVault {
             generation,
             lifetime.valid,
         )
+    }
+
+    /// Serves a managed identity for `client_id`, as a VM's Instance
+    /// Metadata Service does (`GET /metadata/identity/oauth2/token` with
+    /// `Metadata: true`; point `AZURE_POD_IDENTITY_AUTHORITY_HOST` at
+    /// [`TestVault::url`]) and as App Service's identity endpoint does
+    /// (`GET /msi/token` with `X-IDENTITY-HEADER:` [`IDENTITY_HEADER`]; set
+    /// `IDENTITY_ENDPOINT` to `{url}/msi/token` and `IDENTITY_HEADER`).
+    pub fn enable_managed_identity(&self, client_id: &str) {
+        self.lock().managed_identity = Some(client_id.to_string());
     }
 
     /// Tokens granted from now on expire after `valid` (their `exp`

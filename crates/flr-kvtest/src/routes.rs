@@ -22,6 +22,10 @@ pub(crate) struct Request {
     pub(crate) query: String,
     pub(crate) host: Option<String>,
     pub(crate) authorization: Option<String>,
+    /// `Metadata` (the Instance Metadata Service wants `true`).
+    pub(crate) metadata: Option<String>,
+    /// `X-IDENTITY-HEADER` (the App Service identity endpoint's secret).
+    pub(crate) identity_header: Option<String>,
     pub(crate) body: Vec<u8>,
 }
 
@@ -121,6 +125,19 @@ fn route(shared: &Shared, req: &Request) -> (Reply, bool, Option<String>) {
             req.authorization.as_deref(),
             &req.body,
         );
+    }
+
+    // A managed identity's endpoints: the VM's Instance Metadata Service
+    // and App Service's local identity endpoint.
+    match (req.method.as_str(), segs.as_slice()) {
+        ("GET", ["metadata", "identity", "oauth2", "token"]) => {
+            return managed_identity(shared, req, req.metadata.as_deref() == Some("true"), false);
+        }
+        ("GET", ["msi", "token"]) => {
+            let ok = req.identity_header.as_deref() == Some(crate::IDENTITY_HEADER);
+            return managed_identity(shared, req, ok, true);
+        }
+        _ => {}
     }
 
     // The authority's endpoints: no bearer token needed.
@@ -785,4 +802,76 @@ fn secret_call(
         }
         _ => unreachable!("dispatch routes only its own operations here, not {op:?}"),
     }
+}
+
+/// A token for the machine's managed identity, as IMDS (`expires_in` as a
+/// string) or App Service (`expires_on` only, a Unix time) answer it;
+/// `proven`: the caller sent the header that endpoint demands.
+fn managed_identity(
+    shared: &Shared,
+    req: &Request,
+    proven: bool,
+    app_service: bool,
+) -> (Reply, bool, Option<String>) {
+    let q = token::parse_form(&req.query);
+    let (identity, generation, lifetime) = {
+        let st = shared.lock();
+        (
+            st.managed_identity.clone(),
+            st.token_generation,
+            st.token_lifetime,
+        )
+    };
+    let bad = |status: u16, error: &str, text: &str| {
+        (
+            Reply::json(status, json!({ "error": error, "error_description": text })),
+            false,
+            None,
+        )
+    };
+    if !proven {
+        return bad(
+            400,
+            "invalid_request",
+            if app_service {
+                "The X-IDENTITY-HEADER header is missing or wrong."
+            } else {
+                "Required metadata header not specified"
+            },
+        );
+    }
+    let Some(client_id) = identity else {
+        return bad(400, "invalid_request", "Identity not found");
+    };
+    if q.get("client_id").is_some_and(|c| *c != client_id) {
+        return bad(400, "invalid_request", "Identity not found");
+    }
+    let resource = q.get("resource").map(String::as_str).unwrap_or("");
+    if resource.is_empty() {
+        return bad(
+            400,
+            "invalid_resource",
+            "Required query variable 'resource' is missing",
+        );
+    }
+    let audience = resource.trim_end_matches('/');
+    let access = token::mint(
+        &shared.tenant,
+        &client_id,
+        audience,
+        generation,
+        lifetime.valid,
+    );
+    let expires_on = crate::store::now() + lifetime.announced;
+    let mut body = json!({
+        "access_token": access,
+        "expires_on": expires_on.to_string(),
+        "resource": resource,
+        "token_type": "Bearer",
+        "client_id": client_id,
+    });
+    if !app_service {
+        body["expires_in"] = json!(lifetime.announced.to_string());
+    }
+    (Reply::json(200, body), false, Some(client_id))
 }

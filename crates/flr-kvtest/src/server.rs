@@ -100,6 +100,8 @@ async fn serve(
         query: parts.uri.query().unwrap_or("").to_string(),
         host: header(hyper::header::HOST).or_else(|| parts.uri.authority().map(|a| a.to_string())),
         authorization: header(hyper::header::AUTHORIZATION),
+        metadata: header(hyper::header::HeaderName::from_static("metadata")),
+        identity_header: header(hyper::header::HeaderName::from_static("x-identity-header")),
         body,
     };
     let reply = tokio::task::spawn_blocking(move || routes::handle(&shared, request)).await;
