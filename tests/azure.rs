@@ -387,28 +387,34 @@ fn secure_azurite(kv: &TestVault) -> Option<SecureAzurite> {
     })
 }
 
+/// Azurite over https for `az`'s tokens, holding the demo disk; and the
+/// disk's URL (no SAS: it is read with a token).
+fn demo_on_secure_azurite(az: &Azure) -> Option<(SecureAzurite, String)> {
+    let sa = secure_azurite(&az.kv)?;
+    let write = flr_blob::emulator::Azurite {
+        endpoint: sa.endpoint.clone(),
+    }
+    .write_sas();
+    upload(
+        &sa.endpoint,
+        &write,
+        "demo.vhd",
+        &crate::util::demo(),
+        Some(az.kv.ca_path()),
+    );
+    let url = format!("{}/{CONTAINER}/demo.vhd", sa.endpoint);
+    Some((sa, url))
+}
+
 #[test]
 fn blob_url_without_sas_reads_with_an_entra_token() {
     let az = Azure::new("");
-    let Some(sa) = secure_azurite(&az.kv) else {
+    let Some((_sa, url)) = demo_on_secure_azurite(&az) else {
         return skip(
             "blob_url_without_sas_reads_with_an_entra_token",
             "Azurite is not installed (npm install -g azurite)",
         );
     };
-    let write = flr_blob::emulator::Azurite {
-        endpoint: sa.endpoint.clone(),
-    }
-    .write_sas();
-    let demo = crate::util::demo();
-    upload(
-        &sa.endpoint,
-        &write,
-        "demo.vhd",
-        &demo,
-        Some(az.kv.ca_path()),
-    );
-    let url = format!("{}/{CONTAINER}/demo.vhd", sa.endpoint);
 
     let entry = manifest("disks/demo.p2.tsv")
         .into_iter()
@@ -470,21 +476,9 @@ fn tokens_expiring_mid_run_are_renewed() {
     }
     for (valid, announced, case) in [(6, 6, "short-lived"), (3, 3600, "expiring early")] {
         let az = Azure::new("");
-        let Some(sa) = secure_azurite(&az.kv) else {
+        let Some((_sa, url)) = demo_on_secure_azurite(&az) else {
             return skip(test, "Azurite is not installed (npm install -g azurite)");
         };
-        let write = flr_blob::emulator::Azurite {
-            endpoint: sa.endpoint.clone(),
-        }
-        .write_sas();
-        upload(
-            &sa.endpoint,
-            &write,
-            "demo.vhd",
-            &crate::util::demo(),
-            Some(az.kv.ca_path()),
-        );
-        let url = format!("{}/{CONTAINER}/demo.vhd", sa.endpoint);
         az.kv
             .set_token_lifetime(Duration::from_secs(valid), Duration::from_secs(announced));
         let tokens = || {
@@ -528,21 +522,9 @@ fn managed_identity_serves_every_resource() {
         std::fs::write(&az.cfg, text).unwrap();
         az.kv.enable_managed_identity(CLIENT);
         az.ade_snapshot(&plain.endpoint, &plain.write_sas());
-        let Some(sa) = secure_azurite(&az.kv) else {
+        let Some((_sa, url)) = demo_on_secure_azurite(&az) else {
             return skip(test, "Azurite is not installed (npm install -g azurite)");
         };
-        let write = flr_blob::emulator::Azurite {
-            endpoint: sa.endpoint.clone(),
-        }
-        .write_sas();
-        upload(
-            &sa.endpoint,
-            &write,
-            "demo.vhd",
-            &crate::util::demo(),
-            Some(az.kv.ca_path()),
-        );
-        let url = format!("{}/{CONTAINER}/demo.vhd", sa.endpoint);
         let run = |args: &[&str], header: &str| {
             let mut c = az.command(args);
             c.env_remove("AZURE_CLIENT_SECRET")
