@@ -153,41 +153,39 @@ pub fn acquire(
             token_response(res)?
         }
         Credential::ManagedIdentity => {
-            let client_id = env("AZURE_CLIENT_ID");
             // App Service, Functions, Container Apps: a local endpoint and a
-            // secret header, both in the environment.
-            let (url, header) = match (env("IDENTITY_ENDPOINT"), env("IDENTITY_HEADER")) {
-                (Some(endpoint), Some(secret)) => {
-                    let mut url = reqwest::Url::parse(&endpoint)
-                        .map_err(|e| AuthError(format!("IDENTITY_ENDPOINT {endpoint}: {e}")))?;
-                    url.query_pairs_mut()
-                        .append_pair("api-version", "2019-08-01")
-                        .append_pair("resource", resource);
-                    if let Some(id) = &client_id {
-                        url.query_pairs_mut().append_pair("client_id", id);
-                    }
-                    (url, ("X-IDENTITY-HEADER", Zeroizing::new(secret)))
-                }
-                // A VM or scale set: the Instance Metadata Service (its host
-                // overridable as the Azure SDKs allow, for pod identity).
+            // secret header, both in the environment. Else a VM or scale
+            // set: the Instance Metadata Service (its host overridable as the
+            // Azure SDKs allow, for pod identity).
+            let (endpoint, api, header) = match (env("IDENTITY_ENDPOINT"), env("IDENTITY_HEADER")) {
+                (Some(endpoint), Some(secret)) => (
+                    endpoint,
+                    "2019-08-01",
+                    ("X-IDENTITY-HEADER", Zeroizing::new(secret)),
+                ),
                 _ => {
                     let host = env("AZURE_POD_IDENTITY_AUTHORITY_HOST")
                         .unwrap_or_else(|| "http://169.254.169.254".into());
-                    let base = format!(
+                    let endpoint = format!(
                         "{}/metadata/identity/oauth2/token",
                         host.trim_end_matches('/')
                     );
-                    let mut url = reqwest::Url::parse(&base)
-                        .map_err(|e| AuthError(format!("managed identity endpoint {base}: {e}")))?;
-                    url.query_pairs_mut()
-                        .append_pair("api-version", "2018-02-01")
-                        .append_pair("resource", resource);
-                    if let Some(id) = &client_id {
-                        url.query_pairs_mut().append_pair("client_id", id);
-                    }
-                    (url, ("Metadata", Zeroizing::new("true".to_string())))
+                    (
+                        endpoint,
+                        "2018-02-01",
+                        ("Metadata", Zeroizing::new("true".into())),
+                    )
                 }
             };
+            let mut url = reqwest::Url::parse(&endpoint)
+                .map_err(|e| AuthError(format!("managed identity endpoint {endpoint}: {e}")))?;
+            url.query_pairs_mut()
+                .append_pair("api-version", api)
+                .append_pair("resource", resource);
+            // A user-assigned identity.
+            if let Some(id) = env("AZURE_CLIENT_ID") {
+                url.query_pairs_mut().append_pair("client_id", &id);
+            }
             // These endpoints are plain HTTP on the machine (or link-local),
             // so not the https-only client unless the endpoint is https.
             let plain;
