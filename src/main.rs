@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use flr_blob::{BlobLocation, BlobOptions, BlobSource};
+use flr_blob::{BlobLocation, BlobOptions, BlobParentResolver, BlobSource};
 use flr_engine::{Image, KeyRing, Scan};
 use flr_ops::{
     exit, ChainOptions, Context, GetOptions, LsOptions, OpsError, OutputFormat, VolPath,
@@ -215,6 +215,8 @@ enum Cmd {
 
 /// The blob a command read, kept for `--stats`.
 static BLOB: OnceLock<Arc<BlobSource>> = OnceLock::new();
+/// The parents of that blob (a differencing disk), kept for `--stats`.
+static PARENTS: OnceLock<BlobParentResolver> = OnceLock::new();
 
 /// The image argument as it may be printed: a blob URL loses its SAS.
 fn shown_location(image: &str) -> String {
@@ -255,6 +257,7 @@ fn open_image(
     let loc = BlobLocation::parse(image).map_err(|e| OpsError::Usage(e.to_string()))?;
     let shown = loc.shown().to_string();
     let opts = flr_ops::access::storage_auth(&loc, opts)?;
+    let (loc_for_parents, opts_for_parents) = (loc.clone(), opts.clone());
     let blob = BlobSource::open(loc, opts).map_err(|e| {
         flr_engine::EngineError::from(flr_io::IoError::Os {
             layer: "blob".into(),
@@ -263,21 +266,25 @@ fn open_image(
         })
     })?;
     let blob = BLOB.get_or_init(|| Arc::new(blob)).clone();
-    // Differencing disks on blob storage would need their parents as blobs too.
-    Ok(flr_engine::open_source(
-        blob,
-        &shown,
-        &flr_io::NoParentResolver,
-        scan,
-        keys,
-    )?)
+    // A differencing disk's parents are blobs beside it, read with the same
+    // SAS or token; the resolver keeps them for --stats.
+    let parents = BlobParentResolver::new(loc_for_parents, opts_for_parents);
+    let _ = PARENTS.set(parents.clone());
+    Ok(flr_engine::open_source(blob, &shown, &parents, scan, keys)?)
 }
 
 /// `--stats`: what reading the image cost, on stderr.
 fn print_stats(json: bool, remote: bool, started: Instant) {
-    let line = match (BLOB.get(), json) {
-        (Some(b), true) => b.stats().json(),
-        (Some(b), false) => b.stats().human(),
+    let stats = BLOB.get().and_then(|b| {
+        let mut all = vec![b.stats()];
+        if let Some(p) = PARENTS.get() {
+            all.extend(p.opened().iter().map(|p| p.stats()));
+        }
+        flr_blob::Stats::combined(&all)
+    });
+    let line = match (stats, json) {
+        (Some(s), true) => s.json(),
+        (Some(s), false) => s.human(),
         (None, false) if remote => {
             "flr: stats: the blob could not be opened (see the error above)".into()
         }

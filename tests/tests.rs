@@ -7,6 +7,7 @@ mod util;
 
 mod azure;
 mod blob;
+mod blob_parents;
 mod cli;
 mod corpus;
 mod hostile;

@@ -27,6 +27,9 @@ struct Attempt {
     changed: bool,
     /// The service refused the bearer token: worth one retry with a new one.
     token_refused: bool,
+    /// The HTTP status of a refusal (none when no response arrived or the
+    /// response itself was wrong).
+    status: Option<u16>,
 }
 
 impl Attempt {
@@ -37,6 +40,7 @@ impl Attempt {
             request_id: None,
             changed: false,
             token_refused: false,
+            status: None,
         }
     }
 }
@@ -127,6 +131,7 @@ impl Http {
                 request_id: None,
                 changed: false,
                 token_refused: false,
+                status: None,
             }),
         }
     }
@@ -226,6 +231,7 @@ impl Http {
             request_id: request_id.clone(),
             changed: false,
             token_refused: false,
+            status: None,
         };
         let status = resp.status();
         if status != StatusCode::PARTIAL_CONTENT && !(at == 0 && status.is_success()) {
@@ -280,6 +286,7 @@ impl Http {
                 attempts: attempt,
                 msg: a.msg,
                 request_id: a.request_id.unwrap_or_else(|| "none".into()),
+                status: a.status,
             });
         }
         None
@@ -400,6 +407,7 @@ impl Http {
                     || status == StatusCode::REQUEST_TIMEOUT,
                 changed: status == StatusCode::PRECONDITION_FAILED,
                 token_refused: stale_token,
+                status: Some(status.as_u16()),
                 msg,
                 request_id,
             });
@@ -417,6 +425,7 @@ impl Http {
             request_id: request_id.clone(),
             changed: false,
             token_refused: false,
+            status: None,
         };
         match op {
             Op::Head => {
@@ -438,6 +447,7 @@ impl Http {
                         request_id,
                         changed: false,
                         token_refused: false,
+                        status: None,
                     });
                 }
                 let body = resp

@@ -41,11 +41,14 @@ pub mod emulator;
 mod http;
 mod location;
 mod pages;
+mod parent;
 pub mod upload;
 
+pub use parent::BlobParentResolver;
+
 pub use location::{
-    account_sas, blob_service_sas, is_remote, BlobLocation, SasTerms, API_VERSION, DEV_ACCOUNT,
-    DEV_BLOB_ENDPOINT, DEV_KEY,
+    account_sas, blob_service_sas, container_service_sas, is_remote, BlobLocation, SasTerms,
+    API_VERSION, DEV_ACCOUNT, DEV_BLOB_ENDPOINT, DEV_KEY,
 };
 
 use std::collections::{BTreeMap, HashMap};
@@ -84,6 +87,9 @@ pub enum BlobError {
         /// The service's `x-ms-request-id` of the last attempt (`none` when
         /// no response arrived).
         request_id: String,
+        /// The HTTP status of the last refusal (none when no response
+        /// arrived or the response itself was wrong).
+        status: Option<u16>,
     },
     /// The blob changed since it was opened.
     #[error("{location}: the blob changed while it was being read (ETag {etag} no longer matches, request id {request_id}); nothing mixed was returned, start again")]
@@ -98,6 +104,17 @@ pub enum BlobError {
     /// The I/O runtime could not start.
     #[error("cannot start the I/O runtime: {0}")]
     Runtime(std::io::Error),
+}
+
+impl BlobError {
+    /// The HTTP status the service refused with (404 no such blob, 403
+    /// access denied…), when it refused.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            BlobError::Request { status, .. } => *status,
+            _ => None,
+        }
+    }
 }
 
 /// Tuning for a [`BlobSource`].
@@ -199,8 +216,11 @@ impl Counters {
 /// What a [`BlobSource`] has cost so far.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Stats {
-    /// The blob, without its SAS.
+    /// The blob, without its SAS (for [`Stats::combined`], the first one:
+    /// the child of a differencing chain).
     pub source: String,
+    /// Blobs counted: 1, or a differencing child and its parents.
+    pub blobs: usize,
     /// Size of the blob.
     pub blob_size: u64,
     /// Bytes the page-range map says were written (the blob size when
@@ -227,10 +247,37 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// The costs of several blobs read together (a differencing disk and
+    /// its parents) as one: sizes, bytes, requests and cache counts add up,
+    /// `seconds` is the longest, the source and tuning are the first's.
+    /// `None` for no blobs.
+    pub fn combined(all: &[Stats]) -> Option<Stats> {
+        let (first, rest) = all.split_first()?;
+        let mut t = first.clone();
+        for s in rest {
+            t.blobs += s.blobs;
+            t.blob_size += s.blob_size;
+            t.written_bytes += s.written_bytes;
+            t.bytes_fetched += s.bytes_fetched;
+            t.requests += s.requests;
+            t.retries += s.retries;
+            t.cache_hits += s.cache_hits;
+            t.cache_misses += s.cache_misses;
+            t.unwritten_blocks += s.unwritten_blocks;
+            t.seconds = t.seconds.max(s.seconds);
+        }
+        Some(t)
+    }
+
     /// One line for people.
     pub fn human(&self) -> String {
+        let parents = match self.blobs {
+            0 | 1 => String::new(),
+            2 => " and its parent blob".into(),
+            n => format!(" and {} parent blobs", n - 1),
+        };
         format!(
-            "flr: stats: {}: fetched {} bytes ({:.1} MiB) in {} requests ({} retries), cache hits {}, misses {}, unwritten blocks {}, {:.3} s",
+            "flr: stats: {}{parents}: fetched {} bytes ({:.1} MiB) in {} requests ({} retries), cache hits {}, misses {}, unwritten blocks {}, {:.3} s",
             self.source,
             self.bytes_fetched,
             self.bytes_fetched as f64 / 1048576.0,
@@ -379,6 +426,7 @@ impl BlobSource {
         let c = &i.http.counters;
         Stats {
             source: i.http.shown().to_string(),
+            blobs: 1,
             blob_size: i.len,
             written_bytes: i.pages.as_ref().map_or(i.len, PageMap::written_bytes),
             bytes_fetched: c.bytes.load(Ordering::Relaxed),

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use percent_encoding::percent_decode_str;
 use reqwest::Url;
 use sha2::Sha256;
 
@@ -193,6 +194,114 @@ impl BlobLocation {
     }
 }
 
+impl BlobLocation {
+    /// Path segments before the blob name: the container, after the account
+    /// for path-style (emulator) URLs.
+    fn prefix_len(&self) -> usize {
+        if path_style(&self.url) {
+            2
+        } else {
+            1
+        }
+    }
+
+    fn segments(&self) -> Vec<String> {
+        self.url
+            .path_segments()
+            .map(|s| {
+                s.filter(|p| !p.is_empty())
+                    .map(|p| percent_decode_str(p).decode_utf8_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The container the blob is in.
+    pub fn container(&self) -> String {
+        self.segments()
+            .get(self.prefix_len() - 1)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The blob's name in its container, `/`-separated, escapes decoded
+    /// (`dir/child.vhd`).
+    pub fn blob_name(&self) -> String {
+        self.segments()
+            .get(self.prefix_len()..)
+            .unwrap_or_default()
+            .join("/")
+    }
+
+    /// The blob `name` (`/`-separated, as [`BlobLocation::blob_name`]) in
+    /// the same account and container, authorised by the same query (SAS
+    /// or the account SAS a connection string signed). A `snapshot` or
+    /// `versionid` in the query names a version of this blob only, so it is
+    /// not carried over.
+    pub fn with_blob_name(&self, name: &str) -> Result<BlobLocation, BlobError> {
+        let segs = self.segments();
+        let prefix = segs.get(..self.prefix_len()).unwrap_or_default();
+        let mut url = self.url.clone();
+        {
+            let mut path = url
+                .path_segments_mut()
+                .map_err(|()| BlobError::Location(format!("{}: not a blob URL", self.shown)))?;
+            path.clear();
+            for p in prefix {
+                path.push(p);
+            }
+            for p in name.split('/').filter(|p| !p.is_empty()) {
+                path.push(p);
+            }
+        }
+        let version =
+            |k: &str| k.eq_ignore_ascii_case("snapshot") || k.eq_ignore_ascii_case("versionid");
+        if self.url.query_pairs().any(|(k, _)| version(&k)) {
+            // Rewritten only then: the SAS is otherwise kept byte for byte.
+            let kept: Vec<(String, String)> = self
+                .url
+                .query_pairs()
+                .filter(|(k, _)| !version(k))
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(&kept);
+        }
+        Self::from_url(url)
+    }
+
+    /// The blob a name relative to this blob's folder names: `parent.vhd`,
+    /// `base/p.vhd`, `../x/p.vhd` (`/`-separated; `.` and empty components
+    /// are skipped). `None` when `..` climbs above the container: a
+    /// relative locator never leaves the container.
+    pub fn sibling(&self, relative: &str) -> Option<BlobLocation> {
+        let name = self.blob_name();
+        let mut parts: Vec<&str> = name.split('/').collect();
+        parts.pop(); // the blob's own name
+        for p in relative.split('/') {
+            match p {
+                "" | "." => {}
+                ".." => {
+                    parts.pop()?;
+                }
+                p => parts.push(p),
+            }
+        }
+        if parts.is_empty() {
+            return None;
+        }
+        self.with_blob_name(&parts.join("/")).ok()
+    }
+
+    /// The `sr` of a service SAS: `b` for one blob, `c` for a container
+    /// (`None` for an account SAS or no SAS).
+    pub fn sas_resource(&self) -> Option<String> {
+        self.url
+            .query_pairs()
+            .find(|(k, _)| k == "sr")
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
 /// Azurite and other emulators address the account in the path
 /// (`http://127.0.0.1:10000/ACCOUNT/C/B`).
 fn path_style(url: &Url) -> bool {
@@ -284,19 +393,41 @@ pub fn blob_service_sas(
     blob: &str,
     terms: &SasTerms<'_>,
 ) -> Result<String, BlobError> {
+    service_sas(account, key, &format!("{container}/{blob}"), "b", terms)
+}
+
+/// Signs a service SAS for a whole container (`sr=c`) with the account
+/// key: it reads every blob of the container (a differencing disk and its
+/// parents). Returns the query string.
+pub fn container_service_sas(
+    account: &str,
+    key: &str,
+    container: &str,
+    terms: &SasTerms<'_>,
+) -> Result<String, BlobError> {
+    service_sas(account, key, container, "c", terms)
+}
+
+fn service_sas(
+    account: &str,
+    key: &str,
+    path: &str,
+    sr: &str,
+    terms: &SasTerms<'_>,
+) -> Result<String, BlobError> {
     let (permissions, protocol) = (terms.permissions, terms.protocol);
     let (st, se) = (iso8601(terms.start), iso8601(terms.expiry));
-    let resource = format!("/blob/{account}/{container}/{blob}");
+    let resource = format!("/blob/{account}/{path}");
     // Service SAS string-to-sign, version 2020-12-06 and later: sp, st, se,
     // canonicalized resource, si, sip, spr, sv, sr, snapshot time,
     // encryption scope, rscc, rscd, rsce, rscl, rsct.
     let to_sign = format!(
-        "{permissions}\n{st}\n{se}\n{resource}\n\n\n{protocol}\n{API_VERSION}\nb\n\n\n\n\n\n\n"
+        "{permissions}\n{st}\n{se}\n{resource}\n\n\n{protocol}\n{API_VERSION}\n{sr}\n\n\n\n\n\n\n"
     );
     let sig = sign(key, &to_sign)?;
     Ok(query(&[
         ("sv", API_VERSION),
-        ("sr", "b"),
+        ("sr", sr),
         ("sp", permissions),
         ("st", &st),
         ("se", &se),
@@ -407,6 +538,58 @@ mod tests {
         assert_eq!(l.url().query(), Some("sv=1&sig=s"));
         assert!(BlobLocation::parse("UseDevelopmentStorage=true").is_err());
         assert!(BlobLocation::parse("AccountName=a;Container=c;Blob=b").is_err());
+    }
+
+    #[test]
+    fn siblings_stay_in_the_container_with_the_same_query() {
+        let l = BlobLocation::parse(
+            "https://acct.blob.core.windows.net/c/vm/d/child.vhd?sv=1&sr=c&sig=S%2B",
+        )
+        .unwrap();
+        assert_eq!(l.container(), "c");
+        assert_eq!(l.blob_name(), "vm/d/child.vhd");
+        assert_eq!(l.sas_resource().as_deref(), Some("c"));
+        let p = l.sibling("parent.vhd").unwrap();
+        assert_eq!(
+            p.shown(),
+            "https://acct.blob.core.windows.net/c/vm/d/parent.vhd"
+        );
+        assert_eq!(p.url().query(), Some("sv=1&sr=c&sig=S%2B"));
+        let p = l.sibling("../x/./p.vhd").unwrap();
+        assert_eq!(p.shown(), "https://acct.blob.core.windows.net/c/vm/x/p.vhd");
+        let p = l.sibling("../../top.vhd").unwrap();
+        assert_eq!(p.shown(), "https://acct.blob.core.windows.net/c/top.vhd");
+        assert!(l.sibling("../../../escape.vhd").is_none());
+        assert!(l.sibling("../..").is_none());
+        let p = l.sibling("My Disk #1.vhd").unwrap();
+        assert_eq!(p.blob_name(), "vm/d/My Disk #1.vhd");
+        assert_eq!(
+            p.shown(),
+            "https://acct.blob.core.windows.net/c/vm/d/My%20Disk%20%231.vhd"
+        );
+
+        // Emulator URLs keep the account in the path; a snapshot query names
+        // the child's version only.
+        let l = BlobLocation::parse(
+            "http://127.0.0.1:10000/devstoreaccount1/disks/child.vhd?snapshot=2024&sv=1&sig=s",
+        )
+        .unwrap();
+        assert_eq!(l.container(), "disks");
+        assert_eq!(l.blob_name(), "child.vhd");
+        let p = l.sibling("p.vhd").unwrap();
+        assert_eq!(
+            p.shown(),
+            "http://127.0.0.1:10000/devstoreaccount1/disks/p.vhd"
+        );
+        assert_eq!(p.url().query(), Some("sv=1&sig=s"));
+        assert!(l.sibling("../p.vhd").is_none());
+
+        // A connection string's signed account SAS goes along.
+        let l = BlobLocation::parse("UseDevelopmentStorage=true;Container=k;Blob=a/c.vhd").unwrap();
+        let p = l.sibling("../b.vhd").unwrap();
+        assert_eq!(p.shown(), "http://127.0.0.1:10000/devstoreaccount1/k/b.vhd");
+        assert_eq!(p.url().query(), l.url().query());
+        assert_eq!(p.sas_resource(), None);
     }
 
     #[test]

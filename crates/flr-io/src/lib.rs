@@ -32,7 +32,9 @@ mod source;
 pub use bounce::Bounce;
 pub use cursor::{ReadOnlyCursor, ReaderCursor};
 pub use error::IoError;
-pub use parent::{FileParentResolver, NoParentResolver, ParentResolver};
+pub use parent::{
+    locator_paths, FileParentResolver, LocatorPath, NoParentResolver, ParentResolver,
+};
 pub use source::{FileSource, MemSource, Slice, Zeros};
 
 use std::sync::Arc;

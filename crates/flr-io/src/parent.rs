@@ -65,35 +65,61 @@ impl FileParentResolver {
 
     /// The local paths to try for one locator string, in order.
     pub fn paths_for(&self, locator: &str) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        let loc = locator.trim_end_matches('\0').trim();
-        if loc.is_empty() {
-            return out;
-        }
-        let loc = strip_file_url(loc);
-        let unified = loc.replace('\\', "/");
-        if is_windows_absolute(&loc) {
-            if let Some(name) = file_name_of(&unified) {
-                out.push(self.base.join(name));
-            }
-            return out;
-        }
-        if unified.starts_with('/') {
-            out.push(PathBuf::from(&unified));
-            if let Some(name) = file_name_of(&unified) {
-                out.push(self.base.join(name));
-            }
-            return out;
-        }
-        let mut rel = unified.as_str();
-        while let Some(r) = rel.strip_prefix("./") {
-            rel = r;
-        }
-        if !rel.is_empty() {
-            out.push(self.base.join(rel));
-        }
-        out
+        locator_paths(locator)
+            .into_iter()
+            .map(|p| match p {
+                LocatorPath::Relative(rel) => self.base.join(rel),
+                LocatorPath::Absolute(abs) => PathBuf::from(abs),
+            })
+            .collect()
     }
+}
+
+/// One place a parent locator points at (see [`locator_paths`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocatorPath {
+    /// Relative to the child's folder, with `/` separators and no leading
+    /// `./`; may still hold `..` components.
+    Relative(String),
+    /// An absolute unix path (`/srv/base.vhd`).
+    Absolute(String),
+}
+
+/// The places to try for one locator string stored in a differencing disk,
+/// in order, by the rules [`FileParentResolver`] documents: Windows `\`
+/// become `/`, a leading `./` is dropped, an absolute Windows path or a
+/// `file://` URL gives its file name beside the child (an absolute unix path
+/// is first tried as given). Resolvers over other stores (blob containers)
+/// map the [`LocatorPath::Relative`] names onto their own folders.
+pub fn locator_paths(locator: &str) -> Vec<LocatorPath> {
+    let mut out = Vec::new();
+    let loc = locator.trim_end_matches('\0').trim();
+    if loc.is_empty() {
+        return out;
+    }
+    let loc = strip_file_url(loc);
+    let unified = loc.replace('\\', "/");
+    if is_windows_absolute(&loc) {
+        if let Some(name) = file_name_of(&unified) {
+            out.push(LocatorPath::Relative(name.to_string()));
+        }
+        return out;
+    }
+    if unified.starts_with('/') {
+        out.push(LocatorPath::Absolute(unified.clone()));
+        if let Some(name) = file_name_of(&unified) {
+            out.push(LocatorPath::Relative(name.to_string()));
+        }
+        return out;
+    }
+    let mut rel = unified.as_str();
+    while let Some(r) = rel.strip_prefix("./") {
+        rel = r;
+    }
+    if !rel.is_empty() {
+        out.push(LocatorPath::Relative(rel.to_string()));
+    }
+    out
 }
 
 /// `file://host/path` or `file:///path` → `/path` (percent escapes decoded);
@@ -292,6 +318,25 @@ mod tests {
             ]
         );
         assert!(r().paths_for("").is_empty());
+    }
+
+    #[test]
+    fn locator_paths_are_store_neutral() {
+        assert_eq!(
+            locator_paths(".\\.\\dir\\p.vhd"),
+            vec![LocatorPath::Relative("dir/p.vhd".into())]
+        );
+        assert_eq!(
+            locator_paths("\\\\server\\share\\base.vhdx"),
+            vec![LocatorPath::Relative("base.vhdx".into())]
+        );
+        assert_eq!(
+            locator_paths("/srv/base.vhd"),
+            vec![
+                LocatorPath::Absolute("/srv/base.vhd".into()),
+                LocatorPath::Relative("base.vhd".into())
+            ]
+        );
     }
 
     #[test]
