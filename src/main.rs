@@ -69,9 +69,11 @@ struct Cli {
     #[arg(long = "dry-run", global = true)]
     dry_run: bool,
     /// After the command, report on stderr what reading the image cost: bytes fetched,
-    /// requests, cache hits, seconds (one JSON object with --json).
-    #[arg(long, global = true)]
-    stats: bool,
+    /// requests, cache hits, seconds. One JSON object with `--stats=json`, or with
+    /// `--json` on probe, ls and get.
+    #[arg(long, global = true, value_name = "FORMAT", num_args = 0..=1,
+          require_equals = true, default_missing_value = "human", value_enum)]
+    stats: Option<StatsFormat>,
     /// Range requests in flight at once when the image is a blob.
     #[arg(long, global = true, value_name = "N", default_value_t = 8)]
     concurrency: usize,
@@ -211,6 +213,15 @@ enum Cmd {
         /// ID:/file, or ID: for the raw volume.
         path: String,
     },
+}
+
+/// How `--stats` prints.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StatsFormat {
+    /// One line for people.
+    Human,
+    /// One JSON object.
+    Json,
 }
 
 /// The blob a command read, kept for `--stats`.
@@ -605,13 +616,14 @@ fn main() -> ExitCode {
             }
         };
     }
-    let stats = cli.stats.then(|| {
-        let json = matches!(
-            cli.cmd,
-            Cmd::Probe { json: true, .. }
-                | Cmd::Ls { json: true, .. }
-                | Cmd::Get { json: true, .. }
-        );
+    let stats = cli.stats.map(|format| {
+        let json = format == StatsFormat::Json
+            || matches!(
+                cli.cmd,
+                Cmd::Probe { json: true, .. }
+                    | Cmd::Ls { json: true, .. }
+                    | Cmd::Get { json: true, .. }
+            );
         let (Cmd::Probe { image, .. }
         | Cmd::Ls { image, .. }
         | Cmd::Get { image, .. }

@@ -140,6 +140,16 @@ fn sas_url_probe_ls_get() {
         "fec6bd7a7509241842ebf2aad5690db1ca2719093483111eed45a1d3b27156f6"
     );
     assert!(stderr(&out).contains("flr: stats:") && stderr(&out).contains("requests"));
+    // --stats=json: one JSON object, on every command (cat has no --json).
+    let out = run(&["cat", &url, "p3:/Users/Bob/Documents/report.txt", "--stats=json"]);
+    assert!(out.status.success());
+    assert_eq!(
+        sha256_hex(&out.stdout),
+        "fec6bd7a7509241842ebf2aad5690db1ca2719093483111eed45a1d3b27156f6"
+    );
+    let s = stats(&out);
+    assert!(n(&s, "bytes_fetched") > 0 && n(&s, "requests") > 0, "{s}");
+    assert!(s["seconds"].as_f64().is_some(), "{s}");
 }
 
 #[test]
