@@ -7,7 +7,6 @@
 //! so. A missing parent names every blob tried. Skipped loudly without
 //! Azurite.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,20 +33,7 @@ fn emulator(test: &str) -> Option<&'static Azurite> {
     a
 }
 
-/// expected.tsv: image → (virtual-disk sha256, parent).
-fn expected() -> HashMap<String, (String, Option<String>)> {
-    let text = std::fs::read_to_string(flr_testdata::testdata_dir().join("container/expected.tsv"))
-        .expect("read expected.tsv");
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let c: Vec<&str> = l.split('\t').collect();
-            assert!(c.len() >= 6, "bad line {l:?}");
-            let parent = (c[5] != "-").then(|| c[5].to_string());
-            (c[0].to_string(), (c[2].to_string(), parent))
-        })
-        .collect()
-}
+use flr_testdata::container_expected as expected;
 
 /// Uploads the fixture `image` (decompressed) as the page blob
 /// `folder/image`, once per name.
@@ -72,7 +58,7 @@ fn upload_chain(a: &Azurite, folder: &str, image: &str) {
     let mut cur = Some(image.to_string());
     while let Some(c) = cur {
         upload(a, folder, &c);
-        cur = exp.get(&c).and_then(|e| e.1.clone());
+        cur = exp.get(&c).and_then(|e| e.parent.clone());
     }
 }
 
@@ -131,16 +117,16 @@ fn chains_read_through_a_container_sas_and_a_connection_string() {
             let image = image.unwrap_or_else(|e| panic!("{child}: {e}"));
             assert_eq!(
                 virtual_disk_sha256(image.disk().as_ref()),
-                exp[child].0,
+                exp[child].sha256,
                 "{child}"
             );
             // Both parents were found beside the child, named without SAS.
             let p = &image.container.parents;
             assert_eq!(p.len(), 2, "{child}: {p:?}");
-            for (shown, name) in p
-                .iter()
-                .zip([&exp[child].1, &exp[&exp[child].1.clone().unwrap()].1])
-            {
+            for (shown, name) in p.iter().zip([
+                &exp[child].parent,
+                &exp[&exp[child].parent.clone().unwrap()].parent,
+            ]) {
                 let name = name.as_deref().expect("parent in expected.tsv");
                 assert!(
                     shown.ends_with(&format!("/{CONTAINER}/vms/chain/{name}")),

@@ -113,14 +113,14 @@ impl ParentResolver for BlobParentResolver {
         let mut msg = if tried.is_empty() {
             format!(
                 "parent disk not found: no locator stored in the child names a blob in container {container:?} (locators: {}; a locator cannot climb out of the container)",
-                quote_list(candidates)
+                flr_io::quote_list(candidates)
             )
         } else {
             format!(
                 "parent disk {}; tried blob(s) {} (locators stored in the child: {})",
                 if denied { "not readable" } else { "not found" },
-                quote_list(&tried),
-                quote_list(candidates)
+                flr_io::quote_list(&tried),
+                flr_io::quote_list(candidates)
             )
         };
         if !errors.is_empty() {
@@ -162,17 +162,6 @@ impl ParentResolver for BlobParentResolver {
             None => Box::new(flr_io::NoParentResolver),
         }
     }
-}
-
-fn quote_list(items: &[String]) -> String {
-    if items.is_empty() {
-        return "none".into();
-    }
-    items
-        .iter()
-        .map(|s| format!("{s:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub use bounce::Bounce;
 pub use cursor::{ReadOnlyCursor, ReaderCursor};
 pub use error::IoError;
 pub use parent::{
-    locator_paths, FileParentResolver, LocatorPath, NoParentResolver, ParentResolver,
+    locator_paths, quote_list, FileParentResolver, LocatorPath, NoParentResolver, ParentResolver,
 };
 pub use source::{FileSource, MemSource, Slice, Zeros};
 

@@ -232,7 +232,9 @@ impl ParentResolver for FileParentResolver {
     }
 }
 
-fn quote_list(items: &[String]) -> String {
+/// Names for an error message: each quoted, comma-separated; `none` for
+/// none (what a parent search tried, the locators a child stores).
+pub fn quote_list(items: &[String]) -> String {
     if items.is_empty() {
         return "none".into();
     }

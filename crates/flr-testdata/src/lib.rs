@@ -80,6 +80,39 @@ pub struct ManifestEntry {
     pub sha256: String,
 }
 
+/// A container fixture's expectations (`testdata/container/expected.tsv`,
+/// hashes from libvhdi and qemu-img, not from flr).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerImage {
+    /// Virtual disk size in bytes.
+    pub size: u64,
+    /// sha256 of the whole virtual disk.
+    pub sha256: String,
+    /// The parent image's fixture name, for a differencing disk.
+    pub parent: Option<String>,
+}
+
+/// `testdata/container/expected.tsv`, by image name.
+pub fn container_expected() -> std::collections::HashMap<String, ContainerImage> {
+    let text = std::fs::read_to_string(testdata_dir().join("container/expected.tsv"))
+        .expect("read expected.tsv");
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let c: Vec<&str> = l.split('\t').collect();
+            assert!(c.len() >= 6, "bad line {l:?}");
+            (
+                c[0].to_string(),
+                ContainerImage {
+                    size: c[1].parse().expect("size"),
+                    sha256: c[2].to_string(),
+                    parent: (c[5] != "-").then(|| c[5].to_string()),
+                },
+            )
+        })
+        .collect()
+}
+
 /// Reads a manifest TSV (`kind path size sha256`, `#` comments) under `testdata/`.
 pub fn manifest(rel: &str) -> Vec<ManifestEntry> {
     let text = std::fs::read_to_string(testdata_dir().join(rel)).expect("read manifest");

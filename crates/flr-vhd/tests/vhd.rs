@@ -2,38 +2,13 @@
 //! and by testdata/container/mkdiff.py, with virtual-disk hashes from libvhdi
 //! and qemu-img (testdata/container/expected.tsv).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use flr_io::{FileParentResolver, FileSource, MemSource, NoParentResolver, ReadAt, Source};
 use flr_vhd::{probe, DiskType, VhdDisk, VhdError};
 
-struct Expected {
-    size: u64,
-    sha256: String,
-    parent: Option<String>,
-}
-
-fn expected() -> HashMap<String, Expected> {
-    let text = std::fs::read_to_string(flr_testdata::testdata_dir().join("container/expected.tsv"))
-        .expect("read expected.tsv");
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let c: Vec<&str> = l.split('\t').collect();
-            assert!(c.len() >= 6, "bad line {l:?}");
-            (
-                c[0].to_string(),
-                Expected {
-                    size: c[1].parse().expect("size"),
-                    sha256: c[2].to_string(),
-                    parent: (c[5] != "-").then(|| c[5].to_string()),
-                },
-            )
-        })
-        .collect()
-}
+use flr_testdata::container_expected as expected;
 
 /// Decompresses a fixture and, recursively, its parents (so the parent sits
 /// beside the child under the name its locator gives).
