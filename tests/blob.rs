@@ -141,7 +141,12 @@ fn sas_url_probe_ls_get() {
     );
     assert!(stderr(&out).contains("flr: stats:") && stderr(&out).contains("requests"));
     // --stats=json: one JSON object, on every command (cat has no --json).
-    let out = run(&["cat", &url, "p3:/Users/Bob/Documents/report.txt", "--stats=json"]);
+    let out = run(&[
+        "cat",
+        &url,
+        "p3:/Users/Bob/Documents/report.txt",
+        "--stats=json",
+    ]);
     assert!(out.status.success());
     assert_eq!(
         sha256_hex(&out.stdout),
