@@ -96,7 +96,12 @@ impl Azure {
                 ("DiskEncryptionKeyEncryptionAlgorithm", "RSA-OAEP"),
             ],
         );
-        let blob = "ade-data.vhd";
+        // A blob of its own per test: tests run in parallel against one
+        // Azurite, and re-uploading a blob another test is reading changes
+        // its ETag under that read (which flr rightly refuses).
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let blob = &format!("ade-data-{}-{n}.vhd", std::process::id());
         upload(
             endpoint,
             write_sas,
