@@ -382,6 +382,9 @@ enum Fault {
     Reset,
     /// Send the headers and half the body, then close.
     Truncate,
+    /// Ask the emulator for the range 4 KiB further on, and pass its
+    /// (consistent, but other) answer back: a confused cache in between.
+    Shifted,
 }
 
 type Policy = Arc<dyn Fn(usize, &str) -> Fault + Send + Sync>;
@@ -485,6 +488,13 @@ fn serve(
     }
     let nth = count.fetch_add(1, Ordering::SeqCst);
     let fault = policy(nth, &lines[0]);
+    if let (Fault::Shifted, Some((a, b))) = (fault, range) {
+        for l in lines.iter_mut() {
+            if l.to_ascii_lowercase().starts_with("x-ms-range:") {
+                *l = format!("x-ms-range: bytes={}-{}", a + 4096, b + 4096);
+            }
+        }
+    }
     if let (Some(r), Fault::Pass | Fault::Truncate) = (range, fault) {
         log.lock().unwrap().push(r);
         if let Fault::Truncate = fault {
@@ -524,14 +534,15 @@ fn faults_are_retried_and_the_file_is_exact() {
     let Some((a, d)) = big_setup("faults_are_retried_and_the_file_is_exact") else {
         return;
     };
-    // Every third request fails, in turn with a 503, a reset and a
-    // truncated body.
+    // Every third request fails, in turn with a 503, a reset, a truncated
+    // body and the answer for another range.
     let proxy = Proxy::start(
         a.port(),
-        Arc::new(|i, _| match i % 9 {
+        Arc::new(|i, _| match i % 12 {
             2 => Fault::Busy,
             5 => Fault::Reset,
             8 => Fault::Truncate,
+            11 => Fault::Shifted,
             _ => Fault::Pass,
         }),
     );

@@ -240,6 +240,9 @@ impl Http {
                 format!("expected 206 for a range read, got {}", status.as_u16()),
             ));
         }
+        if let Some(msg) = wrong_range(resp.headers(), at, want) {
+            return Err(fail(true, msg));
+        }
         loop {
             match resp.chunk().await {
                 Ok(Some(piece)) => {
@@ -450,6 +453,9 @@ impl Http {
                         status: None,
                     });
                 }
+                if let Some(msg) = wrong_range(&headers, *off, *len) {
+                    return Err(fail(msg));
+                }
                 let body = resp
                     .bytes()
                     .await
@@ -478,6 +484,28 @@ fn header(h: &HeaderMap, name: &str) -> Option<String> {
     h.get(name)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.to_string())
+}
+
+/// Why a 206 answer is not the `len` bytes at `off` that were asked for,
+/// by its `Content-Range` (`bytes FIRST-LAST/TOTAL`): a proxy or cache in
+/// between that answers another range would otherwise put other bytes of
+/// the disk in their place. `None`: it is (or the header is absent, as in
+/// a 200 for a whole blob; the length is checked as the body arrives).
+fn wrong_range(h: &HeaderMap, off: u64, len: u64) -> Option<String> {
+    let v = h.get("content-range")?.to_str().unwrap_or("");
+    let span = v
+        .trim()
+        .strip_prefix("bytes ")
+        .and_then(|r| r.split('/').next())
+        .and_then(|r| r.split_once('-'))
+        .and_then(|(a, b)| Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?)));
+    match span {
+        Some((first, last)) if first == off && last.checked_add(1) == off.checked_add(len) => None,
+        _ => Some(format!(
+            "the answer is for Content-Range {v:?}, not the bytes {off}-{} asked for",
+            off + len - 1
+        )),
+    }
 }
 
 fn xml_tag(body: &[u8], tag: &str) -> Option<String> {
@@ -513,4 +541,41 @@ fn describe(e: &reqwest::Error) -> String {
         src = c.source();
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_range(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("content-range", v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn content_range_must_be_the_range_asked_for() {
+        assert_eq!(wrong_range(&HeaderMap::new(), 0, 10), None);
+        assert_eq!(
+            wrong_range(&with_range("bytes 4096-8191/1048576"), 4096, 4096),
+            None
+        );
+        assert_eq!(
+            wrong_range(&with_range("bytes 4096-8191/*"), 4096, 4096),
+            None
+        );
+        for bad in [
+            "bytes 8192-12287/1048576",
+            "bytes 4096-8190/1048576",
+            "bytes */1048576",
+            "items 4096-8191/1048576",
+            "bytes x-y/z",
+        ] {
+            let msg = wrong_range(&with_range(bad), 4096, 4096);
+            assert!(
+                msg.as_deref().is_some_and(|m| m.contains("4096-8191")),
+                "{bad}: {msg:?}"
+            );
+        }
+    }
 }
