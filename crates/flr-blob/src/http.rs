@@ -33,15 +33,21 @@ struct Attempt {
 }
 
 impl Attempt {
-    fn transient(msg: impl Into<String>) -> Self {
+    /// A failure with no refusal status behind it: no answer, or an answer
+    /// that was wrong (cut off, another range).
+    fn failed(retry: bool, msg: impl Into<String>, request_id: Option<String>) -> Self {
         Attempt {
-            retry: true,
+            retry,
             msg: msg.into(),
-            request_id: None,
+            request_id,
             changed: false,
             token_refused: false,
             status: None,
         }
+    }
+
+    fn transient(msg: impl Into<String>) -> Self {
+        Attempt::failed(true, msg, None)
     }
 }
 
@@ -65,7 +71,6 @@ enum Op {
 
 enum Reply {
     Head(Properties),
-    Body(Bytes),
     /// Ranges, continuation marker, and the blob's ETag as the answer gave it.
     Pages(Vec<(u64, u64)>, Option<String>, Option<String>),
 }
@@ -125,14 +130,11 @@ impl Http {
         match t {
             Ok(t) if t.is_empty() => Ok(None),
             Ok(t) => Ok(Some(t)),
-            Err(e) => Err(Attempt {
-                retry: false,
-                msg: format!("no Storage token (Entra ID): {e}"),
-                request_id: None,
-                changed: false,
-                token_refused: false,
-                status: None,
-            }),
+            Err(e) => Err(Attempt::failed(
+                false,
+                format!("no Storage token (Entra ID): {e}"),
+                None,
+            )),
         }
     }
 
@@ -184,16 +186,9 @@ impl Http {
 
     /// `len` bytes at `off`, exactly.
     pub(crate) async fn range(&self, off: u64, len: u64) -> Result<Bytes, BlobError> {
-        match self
-            .call(
-                Op::Range { off, len },
-                &format!("read of {len} bytes at {off:#x}"),
-            )
-            .await?
-        {
-            Reply::Body(b) => Ok(b),
-            _ => unreachable!("GET returns a body"),
-        }
+        let mut buf = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
+        self.range_into(off, &mut buf).await?;
+        Ok(Bytes::from(buf))
     }
 
     /// `buf.len()` bytes at `off`, read from the response straight into
@@ -225,14 +220,7 @@ impl Http {
         let at = off + *done as u64;
         let want = (buf.len() - *done) as u64;
         let (mut resp, request_id) = self.send(&Op::Range { off: at, len: want }).await?;
-        let fail = |retry: bool, msg: String| Attempt {
-            retry,
-            msg,
-            request_id: request_id.clone(),
-            changed: false,
-            token_refused: false,
-            status: None,
-        };
+        let fail = |retry: bool, msg: String| Attempt::failed(retry, msg, request_id.clone());
         let status = resp.status();
         if status != StatusCode::PARTIAL_CONTENT && !(at == 0 && status.is_success()) {
             return Err(fail(
@@ -418,18 +406,12 @@ impl Http {
         Ok((resp, request_id))
     }
 
+    /// One attempt of a call with a small answer (properties, page list);
+    /// range reads go through [`Http::range_into`].
     async fn once(&self, op: &Op) -> Result<Reply, Attempt> {
         let (resp, request_id) = self.send(op).await?;
-        let status = resp.status();
         let headers = resp.headers().clone();
-        let fail = |msg: String| Attempt {
-            retry: true,
-            msg,
-            request_id: request_id.clone(),
-            changed: false,
-            token_refused: false,
-            status: None,
-        };
+        let fail = |msg: String| Attempt::failed(true, msg, request_id.clone());
         match op {
             Op::Head => {
                 let len = header(&headers, "content-length")
@@ -442,30 +424,7 @@ impl Http {
                         .is_some_and(|t| t.eq_ignore_ascii_case("PageBlob")),
                 }))
             }
-            Op::Range { off, len } => {
-                if status != StatusCode::PARTIAL_CONTENT && !(*off == 0 && status.is_success()) {
-                    return Err(Attempt {
-                        retry: false,
-                        msg: format!("expected 206 for a range read, got {}", status.as_u16()),
-                        request_id,
-                        changed: false,
-                        token_refused: false,
-                        status: None,
-                    });
-                }
-                if let Some(msg) = wrong_range(&headers, *off, *len) {
-                    return Err(fail(msg));
-                }
-                let body = resp
-                    .bytes()
-                    .await
-                    .map_err(|e| fail(format!("body cut off: {}", describe(&e))))?;
-                self.counters.add_bytes(body.len());
-                if body.len() as u64 != *len {
-                    return Err(fail(format!("short body: {} of {len} bytes", body.len())));
-                }
-                Ok(Reply::Body(body))
-            }
+            Op::Range { .. } => unreachable!("range reads go through range_into"),
             Op::PageList { .. } => {
                 let body = resp
                     .bytes()

@@ -318,6 +318,14 @@ struct Stream {
     issued: u64,
 }
 
+impl Stream {
+    /// Whether a read at `offset` continues this stream: it starts where
+    /// the stream's last read ended, or a little after, within a block.
+    fn continued_by(&self, offset: u64, block_size: u64) -> bool {
+        offset >= self.end && offset <= self.end + block_size
+    }
+}
+
 const STREAMS: usize = 8;
 
 /// Reads of at least this many bytes that nothing cached or pending
@@ -485,7 +493,7 @@ impl BlobSource {
             let streaming = st
                 .streams
                 .iter()
-                .any(|s| s.consumed >= STREAM_MIN && d0 >= s.end && d0 <= s.end + bs);
+                .any(|s| s.consumed >= STREAM_MIN && s.continued_by(d0, bs));
             if d1 < d0 + DIRECT_MIN || streaming {
                 return None;
             }
@@ -657,9 +665,6 @@ impl ReadAt for BlobSource {
                 size: inner.len,
             });
         }
-        if buf.is_empty() {
-            return Ok(());
-        }
         match self.read_direct(offset, buf) {
             Some(r) => r,
             None => self.read_cached(offset, buf),
@@ -708,11 +713,7 @@ impl BlobSource {
         let now = st.tick;
         let max_ra = inner.opts.max_readahead;
         let mut ahead = None;
-        match st
-            .streams
-            .iter_mut()
-            .find(|s| offset >= s.end && offset <= s.end + bs)
-        {
+        match st.streams.iter_mut().find(|s| s.continued_by(offset, bs)) {
             Some(s) => {
                 s.consumed += len;
                 // What a restore may fetch beyond the file: 4 MiB + 5 % of
