@@ -198,12 +198,7 @@ pub fn acquire(
                     .map_err(|e| AuthError(e.to_string()))?;
                 &plain
             };
-            let shown = format!(
-                "{}://{}{}",
-                url.scheme(),
-                url.host_str().unwrap_or(""),
-                url.port().map(|p| format!(":{p}")).unwrap_or_default()
-            );
+            let shown = url.origin().ascii_serialization();
             let res = send_retrying(on_request, &|| {
                 client
                     .get(url.clone())
