@@ -268,7 +268,9 @@ fn open_image(
     let loc = BlobLocation::parse(image).map_err(|e| OpsError::Usage(e.to_string()))?;
     let shown = loc.shown().to_string();
     let opts = flr_ops::access::storage_auth(&loc, opts)?;
-    let (loc_for_parents, opts_for_parents) = (loc.clone(), opts.clone());
+    // A differencing disk's parents are blobs beside it, read with the same
+    // SAS or token; the resolver keeps them for --stats.
+    let parents = BlobParentResolver::new(loc.clone(), opts.clone());
     let blob = BlobSource::open(loc, opts).map_err(|e| {
         flr_engine::EngineError::from(flr_io::IoError::Os {
             layer: "blob".into(),
@@ -277,9 +279,6 @@ fn open_image(
         })
     })?;
     let blob = BLOB.get_or_init(|| Arc::new(blob)).clone();
-    // A differencing disk's parents are blobs beside it, read with the same
-    // SAS or token; the resolver keeps them for --stats.
-    let parents = BlobParentResolver::new(loc_for_parents, opts_for_parents);
     let _ = PARENTS.set(parents.clone());
     Ok(flr_engine::open_source(blob, &shown, &parents, scan, keys)?)
 }
