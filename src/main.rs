@@ -320,10 +320,10 @@ fn parse_specs(v: &[String]) -> Result<Vec<VolPath>, OpsError> {
 fn run(cli: Cli) -> Result<i32, OpsError> {
     let mut keys = KeyRing::new();
     for k in &cli.keys {
-        keys.parse_arg(k).map_err(OpsError::Usage)?;
+        flr_ops::add_key_arg(&mut keys, k).map_err(OpsError::Usage)?;
     }
     for h in &cli.luks_headers {
-        keys.parse_luks_header_arg(h).map_err(OpsError::Usage)?;
+        flr_ops::add_luks_header_arg(&mut keys, h).map_err(OpsError::Usage)?;
     }
     flr_ops::access::set_config_path(cli.config.as_deref());
     let raw_image = match &cli.cmd {
@@ -424,9 +424,15 @@ fn run(cli: Cli) -> Result<i32, OpsError> {
                 &mut ctx,
             )?;
             if cli.dry_run || chain.is_some() {
-                if verdicts.iter().any(|v| v.verdict == "blocked") {
+                if verdicts
+                    .iter()
+                    .any(|v| v.verdict == flr_ops::Feasible::Blocked)
+                {
                     exit::NOT_READABLE
-                } else if verdicts.iter().any(|v| v.verdict == "error") {
+                } else if verdicts
+                    .iter()
+                    .any(|v| v.verdict == flr_ops::Feasible::Error)
+                {
                     exit::KEY_CHAIN
                 } else {
                     exit::OK

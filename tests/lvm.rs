@@ -69,11 +69,17 @@ fn a_vg_over_two_disks_opens_together() {
         ]
     );
     assert_eq!(images[1].volumes.len(), 1);
-    assert_eq!(images[0].volume_groups[0].name, "datavg");
-    assert!(images[0].volume_groups[0].warnings.is_empty());
+    let vg = &images[0].groups[0].report;
+    assert_eq!(vg.json(|_| String::new())["name"], "datavg");
+    assert!(vg.warnings.is_empty());
     for lv in ["stripe", "solo", "span"] {
         let v = images[0].volume(&format!("disk/datavg/{lv}")).unwrap();
-        assert_eq!(v.content.verdict, "readable", "{lv}: {}", v.content.detail);
+        assert_eq!(
+            v.content.verdict,
+            flr_engine::Verdict::Readable,
+            "{lv}: {}",
+            v.content.detail
+        );
         let (size, sha) = lv_sha(lv);
         assert_eq!(v.size, size);
         let src = v.source();

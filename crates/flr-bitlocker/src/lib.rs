@@ -17,6 +17,7 @@
 #![deny(missing_docs)]
 
 mod crypto;
+mod layer;
 mod meta;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use flr_keys::KeyMaterial;
 
 use crypto::SectorCipher;
 use flr_cipher::{Aes, Xts};
+pub use layer::{BitLockerFormat, FORMAT};
 pub use meta::{BdeInfo, EncryptionMethod, Protector, ProtectorKind};
 use meta::{Metadata, Vmk};
 

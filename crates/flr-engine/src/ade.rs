@@ -1,32 +1,52 @@
-//! Automatic discovery of the Azure Disk Encryption OS-disk layout.
+//! Detached LUKS headers found on the disk itself: the Azure Disk
+//! Encryption OS-disk layout.
 //!
 //! ADE encrypts a Linux VM's root partition with LUKS and moves the LUKS
 //! header off it: the partition holds ciphertext from its first sector
 //! (data offset 0) and the header is the file `luks/osluksheader` on the
 //! unencrypted boot filesystem of the same disk. Nothing on the root
-//! partition says it is encrypted, so without this step it scans as
-//! "unknown".
+//! partition says it is encrypted, so on its own it scans as "unknown".
 //!
-//! After the volumes are scanned, every readable filesystem is searched for
-//! that file; a LUKS header found there is paired with the partition that
-//! holds its data:
-//!
-//! - only partitions whose content is unknown, whose type is not one that
-//!   never holds data (BIOS boot, EFI, swap, Microsoft reserved), and whose
-//!   first 4 KiB look like ciphertext (near-uniform bytes) qualify;
-//! - one candidate is taken as it is; among several, the one a key was
-//!   given for and whose decrypted content is recognised wins;
-//! - an explicit `--luks-header` for a volume always takes precedence.
-//!
-//! The volume's report names the header it used (`EncryptionInfo::header`).
+//! The scan hands every node no format claims to [`may_be_ciphertext`]: a
+//! node qualifies when its partition type is not one that never holds data
+//! (BIOS boot, EFI, swap, Microsoft reserved) and its first 4 KiB look like
+//! ciphertext (near-uniform bytes). When such nodes exist, the scan asks
+//! the [`HeaderProvider`]s for headers; [`AdeOsDisk`] searches every
+//! readable filesystem found so far for the file. The scan then pairs each
+//! header with the candidate it belongs to (one candidate is taken as it
+//! is; among several, the one a key was given for and whose decrypted
+//! content is recognised wins), and an explicit `--luks-header` for a
+//! volume always takes precedence. The volume's report names the header it
+//! used (`EncryptionInfo::header`).
 
 use std::sync::Arc;
 
 use flr_fs::{FileKind, FsPath};
-use flr_io::{MemSource, ReadAt};
+use flr_io::{MemSource, Source};
+use flr_layer::PartitionInfo;
 
-use crate::encrypted::{self, DetachedHeader};
-use crate::{ContentKind, KeyRing, Scan, Source, Volume};
+use crate::Volume;
+
+/// A detached header found by a provider.
+pub(crate) struct FoundHeader {
+    /// The volume holding it.
+    pub(crate) holder: String,
+    /// Its path there.
+    pub(crate) path: &'static str,
+    /// Its bytes.
+    pub(crate) source: Source,
+}
+
+/// A source of detached headers, consulted for nodes that look like
+/// ciphertext and carry no header of their own.
+pub(crate) trait HeaderProvider: Sync {
+    /// The headers it finds, given the readable filesystems found so far
+    /// (id, volume).
+    fn headers(&self, filesystems: &[(String, Volume)]) -> Vec<FoundHeader>;
+}
+
+/// The ADE OS-disk layout: `luks/osluksheader` on the boot filesystem.
+pub(crate) struct AdeOsDisk;
 
 /// Where ADE keeps the root partition's header, relative to the root of a
 /// filesystem: the boot partition (mounted at /boot), or a root filesystem
@@ -47,128 +67,52 @@ const NOT_DATA_TYPES: &[&str] = &[
     "0xef",                                 // MBR EFI
 ];
 
-struct Found {
-    holder: String,
-    path: &'static str,
-    bytes: Vec<u8>,
-}
-
-/// Finds ADE detached headers and opens the partitions they belong to.
-pub(crate) fn discover(volumes: &mut [Volume], keys: &KeyRing, scan: Scan) {
-    // Filesystems are searched only when some partition could hold the
-    // ciphertext: a plain disk costs no extra reads.
-    let possible: Vec<usize> = volumes
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| is_candidate(v, keys))
-        .map(|(i, _)| i)
-        .collect();
-    if possible.is_empty() {
-        return;
-    }
-    let headers = find_headers(volumes);
-    for h in headers {
-        let origin = format!("{}:/{} (found automatically: ADE layout)", h.holder, h.path);
-        let src: Source = Arc::new(MemSource::new(h.bytes));
-        // Still unclaimed (an earlier header may have opened one).
-        let candidates: Vec<usize> = possible
-            .iter()
-            .copied()
-            .filter(|&i| {
-                volumes[i].id != h.holder && volumes[i].content.kind == ContentKind::Unknown
-            })
-            .collect();
-        let attach = |v: &Volume| {
-            let head = crate::read_head(v.source.as_ref()).unwrap_or_default();
-            encrypted::luks(
-                &v.id,
-                &head,
-                v.source.clone(),
-                Some(DetachedHeader {
-                    src: src.clone(),
-                    origin: origin.clone(),
-                }),
-                keys,
-                scan,
-            )
-        };
-        let chosen = match candidates.as_slice() {
-            [] => None,
-            [one] => Some((*one, attach(&volumes[*one]))),
-            many => many
-                .iter()
-                .filter(|&&i| keys.has_key_for(&volumes[i].id))
-                .map(|&i| (i, attach(&volumes[i])))
-                .find(|(_, (c, _))| c.encryption.is_some() && c.kind != ContentKind::Unknown),
-        };
-        match chosen {
-            Some((i, (content, source))) => {
-                let v = &mut volumes[i];
-                v.content = content;
-                v.source = source;
-            }
-            None => {
-                for &i in &candidates {
-                    let v = &mut volumes[i];
-                    v.content.detail = format!(
-                        "{}; it may be the encrypted root whose LUKS header is {origin}: \
-                         give its key with --key {}=passphrase-file:FILE to check",
-                        v.content.detail, v.id
-                    );
+impl HeaderProvider for AdeOsDisk {
+    fn headers(&self, filesystems: &[(String, Volume)]) -> Vec<FoundHeader> {
+        let mut out = Vec::new();
+        for (id, v) in filesystems {
+            let Ok(fs) = v.open_fs() else { continue };
+            for path in HEADER_PATHS {
+                let p = FsPath::parse(path);
+                let Ok(m) = fs.metadata(&p) else { continue };
+                if m.kind != FileKind::File || m.size > MAX_HEADER || m.size < 4096 {
+                    continue;
+                }
+                let Ok(mut f) = fs.open(&p) else { continue };
+                let Ok(len) = usize::try_from(m.size) else {
+                    continue;
+                };
+                let mut bytes = vec![0u8; len];
+                let mut done = 0;
+                while done < len {
+                    match f.read_at(done as u64, &mut bytes[done..]) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => done += n,
+                    }
+                }
+                if done == len && bytes.starts_with(b"LUKS\xba\xbe") {
+                    out.push(FoundHeader {
+                        holder: id.clone(),
+                        path,
+                        source: Arc::new(MemSource::new(bytes)),
+                    });
                 }
             }
         }
+        out
     }
 }
 
-fn find_headers(volumes: &[Volume]) -> Vec<Found> {
-    let mut out = Vec::new();
-    for v in volumes {
-        if !v.content.kind.is_filesystem_flr_reads() || v.content.verdict != "readable" {
-            continue;
-        }
-        let Ok(fs) = v.open_fs() else { continue };
-        for path in HEADER_PATHS {
-            let p = FsPath::parse(path);
-            let Ok(m) = fs.metadata(&p) else { continue };
-            if m.kind != FileKind::File || m.size > MAX_HEADER || m.size < 4096 {
-                continue;
-            }
-            let Ok(mut f) = fs.open(&p) else { continue };
-            let Ok(len) = usize::try_from(m.size) else {
-                continue;
-            };
-            let mut bytes = vec![0u8; len];
-            let mut done = 0;
-            while done < len {
-                match f.read_at(done as u64, &mut bytes[done..]) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => done += n,
-                }
-            }
-            if done == len && bytes.starts_with(b"LUKS\xba\xbe") {
-                out.push(Found {
-                    holder: v.id.clone(),
-                    path,
-                    bytes,
-                });
-            }
-        }
-    }
-    out
-}
-
-fn is_candidate(v: &Volume, keys: &KeyRing) -> bool {
-    if v.content.kind != ContentKind::Unknown || keys.luks_header(&v.id).is_some() {
-        return false;
-    }
-    if let Some(p) = &v.partition {
+/// Whether a node no format claims may be ciphertext whose header lies
+/// elsewhere: not of a type that never holds data, and its first 4 KiB
+/// look like ciphertext.
+pub(crate) fn may_be_ciphertext(partition: Option<&PartitionInfo>, head: &[u8]) -> bool {
+    if let Some(p) = partition {
         if NOT_DATA_TYPES.contains(&p.type_id.to_ascii_lowercase().as_str()) {
             return false;
         }
     }
-    let mut head = vec![0u8; 4096];
-    v.source.read_exact_at(0, &mut head).is_ok() && looks_encrypted(&head)
+    head.len() >= 4096 && looks_encrypted(&head[..4096])
 }
 
 /// Whether `data` looks like ciphertext: every byte value about equally

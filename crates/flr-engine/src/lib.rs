@@ -1,118 +1,174 @@
-//! Stacks flr's layers over one image: byte source → container (raw, VHD,
-//! VHDX) → partition table (MBR, GPT) → volumes, each with the content found
-//! on it (a filesystem flr opens, or an encrypted/unsupported layer named
-//! with the reason), like a dfvfs scanner that reports locked layers.
+//! Stacks flr's layers over one image, or over a VM's disks together, by
+//! a recursive scan in the spirit of dfvfs's source scanner: every node
+//! (the image, a partition, an unlocked volume, a logical volume, an
+//! array, a disk image stored as a file) is probed against one list of
+//! formats ([`formats`]) until it ends as a filesystem, a locked or
+//! unsupported volume, or an error. Volume groups whose members lie on
+//! several nodes are assembled once their members are found, wherever they
+//! were found (a PV inside a LUKS volume inside a partition, a LUKS volume
+//! inside an LV, an LV on a PV inside another LV, on any disk opened
+//! together). Depth is capped and cycles are errors.
 //!
-//! Volumes get stable short ids: `p1`, `p2`, … after the partition numbers
-//! (GPT entry index; MBR 1–4 primary, 5+ logical), or `disk` when the
-//! filesystem lies directly on the disk.
+//! # Volume ids
+//! Each volume gets a stable id used as `ID:/path` on the command line:
+//!
+//! * `p1`, `p2`, … after the partition numbers of the disk's table (GPT
+//!   entry index; MBR 1–4 primary, 5+ logical), or `disk` for a disk with
+//!   no partition table;
+//! * an encryption layer keeps its volume's id: an unlocked `p3` is still
+//!   `p3`;
+//! * a logical volume is `PV-ID/VG/LV`, where PV-ID is the id of the VG's
+//!   first PV present (`p3/rootvg/rootlv`, `disk/datavg/cryptlv`);
+//! * a partition table found on a volume adds `/pN` to its id
+//!   (`p3/rootvg/vmdisk/p1`), and a VG on an LV composes the same way
+//!   (`disk/outer/lv1/inner/lv2`);
+//! * with several disks ([`open_disks`]), the volumes of disk N ≥ 2 start
+//!   with `dN/` (`d2/p1`);
+//! * a disk image stored as a file in a volume ([`Image::volume`] with a
+//!   nested id) is `ID:/path/to/file.vhdx::` followed by an id in that
+//!   image (`p2:/Profiles/alice.vhdx::p1`); `::` repeats for deeper nesting.
 //!
 //! # Errors
 //! [`EngineError`] keeps the error of the layer that failed and says which
-//! layer it was.
+//! layer it was. A broken container or partition table of the image itself
+//! is an error; anything wrong further in is reported on its volume
+//! ([`Verdict::Error`], with the reason) and the rest stays usable.
 #![deny(missing_docs)]
 
 mod ade;
-mod detect;
-mod encrypted;
+mod formats;
 mod keyring;
-mod lvm;
+mod nested;
+mod scan;
 
-pub use detect::{detect, read_head, ContentKind};
-pub use encrypted::{EncryptionInfo, LuksSummary};
-pub use keyring::{ChainKey, KeyRing};
-pub use lvm::VgReport;
+pub use formats::{detect, formats, FORMATS};
+pub use keyring::{ChainKey, DetachedHeader, KeyRing};
+pub use nested::{FsFile, FsParentResolver};
 
+pub use flr_layer::{
+    human_size, ContainerInfo, EncryptionInfo, GroupReport, Kind, LayerKind, LuksSummary,
+    PartitionInfo, TableInfo,
+};
+
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use flr_fs::{Filesystem, FsError, FsInfo};
-use flr_io::{FileParentResolver, FileSource, IoError, ParentResolver, Slice, Source};
+use flr_io::{FileParentResolver, FileSource, IoError, NoParentResolver, ParentResolver, Source};
+use flr_layer::{Format, LayerError, OpenContext, Opened};
 use serde::Serialize;
 
-/// What the container layer is.
-#[derive(Debug, Clone, Serialize)]
-pub struct ContainerInfo {
-    /// `raw`, `vhd`, `vhdx`.
-    pub format: &'static str,
-    /// `fixed`, `dynamic`, `differencing` (VHD/VHDX), none for raw.
-    pub subtype: Option<String>,
-    /// Size of the virtual disk in bytes.
-    pub virtual_size: u64,
-    /// Size of the image file in bytes.
-    pub file_size: u64,
-    /// Logical sector size the container declares (VHDX), if any.
-    pub logical_sector_size: Option<u32>,
-    /// Parent images of a differencing disk, nearest first.
-    pub parents: Vec<String>,
-    /// Non-fatal findings (bad footer checksum, unreplayed log…).
-    pub warnings: Vec<String>,
+/// What flr can do with a volume, as the scan left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// A filesystem flr reads: its files can be listed and restored.
+    Readable,
+    /// Encrypted, and no key given (or none that opens it).
+    Locked,
+    /// Recognised, but flr does not read it.
+    Unsupported,
+    /// Damaged, truncated, or unreadable below.
+    Error,
+    /// Reads as zeros.
+    Empty,
+    /// Nothing recognised.
+    Unknown,
+    /// Holds other volumes (an LVM2 PV, a partition table): they are listed
+    /// as volumes of their own.
+    Container,
 }
 
-/// The partition table, if any.
-#[derive(Debug, Clone, Serialize)]
-pub struct TableInfo {
-    /// `gpt` or `mbr`.
-    pub scheme: &'static str,
-    /// Logical sector size used.
-    pub sector_size: u32,
-    /// Disk GUID (GPT) or signature (MBR).
-    pub disk_id: Option<String>,
-    /// Non-fatal findings (backup GPT header used…).
-    pub warnings: Vec<String>,
+impl Verdict {
+    /// The name, as JSON has it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Readable => "readable",
+            Verdict::Locked => "locked",
+            Verdict::Unsupported => "unsupported",
+            Verdict::Error => "error",
+            Verdict::Empty => "empty",
+            Verdict::Unknown => "unknown",
+            Verdict::Container => "container",
+        }
+    }
 }
 
-/// Partition facts of a volume.
-#[derive(Debug, Clone, Serialize)]
-pub struct PartitionInfo {
-    /// Partition number.
-    pub number: u32,
-    /// Type: GPT type GUID or MBR type byte as `0x83`.
-    pub type_id: String,
-    /// Name of the type, where known.
-    pub type_name: Option<String>,
-    /// GPT partition name.
-    pub name: Option<String>,
-    /// GPT partition GUID.
-    pub guid: Option<String>,
-    /// MBR: a logical partition inside an extended one.
-    pub logical: bool,
-    /// MBR: the boot flag.
-    pub bootable: bool,
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// What was found on a volume.
 #[derive(Debug, Clone, Serialize)]
 pub struct ContentInfo {
-    /// The kind of content.
-    pub kind: ContentKind,
+    /// The kind of content: the format of the innermost layer.
+    pub kind: Kind,
     /// Filesystem facts, when flr opened it.
     pub fs: Option<FsInfo>,
     /// LUKS header summary.
     pub luks: Option<LuksSummary>,
-    /// The encryption layer under the content, when there is one (BitLocker
-    /// today): scheme, cipher, protectors, and how it was unlocked.
+    /// The encryption layer under the content, when there is one: scheme,
+    /// cipher, protectors, and how it was unlocked.
     pub encryption: Option<EncryptionInfo>,
-    /// `readable`, `locked`, `unsupported`, `error`, `empty`, `unknown`.
-    pub verdict: &'static str,
+    /// What flr can do with the volume.
+    pub verdict: Verdict,
     /// One line for the operator.
     pub detail: String,
+    /// The layers found on the volume's bytes, outermost first, when there
+    /// is more than the content itself (`["luks", "lvm2"]`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub layers: Vec<&'static str>,
+    /// A container (VHD, VHDX) found on the volume.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerInfo>,
+    /// A partition table found on the volume (its partitions are volumes
+    /// `ID/p1`, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition_table: Option<TableInfo>,
 }
 
-/// One volume: a partition, or the whole disk.
+impl ContentInfo {
+    fn new(kind: Kind, verdict: Verdict, detail: impl Into<String>) -> ContentInfo {
+        ContentInfo {
+            kind,
+            fs: None,
+            luks: None,
+            encryption: None,
+            verdict,
+            detail: detail.into(),
+            layers: Vec::new(),
+            container: None,
+            partition_table: None,
+        }
+    }
+
+    /// Whether an encryption layer is involved (unlocked or not).
+    pub fn is_encrypted(&self) -> bool {
+        self.encryption.is_some() || self.kind.is_encrypted()
+    }
+}
+
+/// One volume: a partition, the whole disk, a logical volume…
 #[derive(Clone)]
 pub struct Volume {
-    /// Stable short id (`p1`, `disk`).
+    /// Stable id (`p1`, `disk`, `p3/rootvg/rootlv`).
     pub id: String,
-    /// Byte offset on the virtual disk.
+    /// Byte offset in what it lies on (the disk for `pN`; 0 for an LV).
     pub offset: u64,
     /// Size in bytes.
     pub size: u64,
-    /// Partition facts (None for `disk`).
+    /// Partition facts (None for `disk` and logical volumes).
     pub partition: Option<PartitionInfo>,
     /// What is on it.
     pub content: ContentInfo,
+    /// The volume it lies on (`p3` for `p3/p1`; the first PV's volume for
+    /// an LV), if any.
+    pub parent: Option<String>,
     source: Source,
+    filesystem: Option<&'static dyn Format>,
 }
 
 impl std::fmt::Debug for Volume {
@@ -126,48 +182,74 @@ impl std::fmt::Debug for Volume {
 }
 
 impl Volume {
-    /// The volume's bytes.
+    /// The volume's bytes (decrypted, when it was unlocked).
     pub fn source(&self) -> &Source {
         &self.source
     }
 
     /// Opens the filesystem on this volume.
     pub fn open_fs(&self) -> Result<Box<dyn Filesystem>, EngineError> {
-        open_filesystem(self.content.kind, self.source.clone()).map_err(|e| match e {
-            OpenFsError::Fs(source) => EngineError::Filesystem {
+        let Some(format) = self.filesystem else {
+            return Err(EngineError::NotReadable {
                 volume: self.id.clone(),
-                source,
-            },
-            OpenFsError::NotReadable(reason) => EngineError::NotReadable {
+                kind: self.content.kind.display,
+                reason: self.content.detail.clone(),
+            });
+        };
+        let ctx = OpenContext {
+            id: &self.id,
+            parents: &NoParentResolver,
+            sector_size: None,
+        };
+        match format.open(self.source.clone(), &ctx) {
+            Ok(Opened::Filesystem(fs)) => Ok(fs),
+            Ok(_) => Err(EngineError::NotReadable {
                 volume: self.id.clone(),
-                kind: self.content.kind.name(),
-                reason: if self.content.detail.is_empty() {
-                    reason.to_string()
-                } else {
-                    self.content.detail.clone()
+                kind: self.content.kind.display,
+                reason: "not a filesystem".into(),
+            }),
+            Err(e) => Err(match e.into_inner().downcast::<FsError>() {
+                Ok(fs) => EngineError::Filesystem {
+                    volume: self.id.clone(),
+                    source: *fs,
                 },
-            },
-        })
+                Err(other) => EngineError::Filesystem {
+                    volume: self.id.clone(),
+                    source: FsError::Corrupt {
+                        fs: self.content.kind.name,
+                        offset: None,
+                        what: other.to_string(),
+                    },
+                },
+            }),
+        }
+    }
+
+    /// Whether the volume holds a filesystem flr reads.
+    pub fn is_readable(&self) -> bool {
+        self.filesystem.is_some() && self.content.verdict == Verdict::Readable
     }
 }
 
-enum OpenFsError {
-    Fs(FsError),
-    NotReadable(&'static str),
+/// An assembled group (a volume group) and the verdict each of its
+/// volumes ended in.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// What the format reports.
+    pub report: GroupReport,
+    /// (volume id, verdict) of the group's volumes.
+    pub states: Vec<(String, Verdict)>,
 }
 
-fn open_filesystem(kind: ContentKind, src: Source) -> Result<Box<dyn Filesystem>, OpenFsError> {
-    Ok(match kind {
-        ContentKind::Fat => Box::new(flr_fat::FatFs::open(src).map_err(OpenFsError::Fs)?),
-        ContentKind::Ext => Box::new(flr_ext4::Ext4Fs::open(src).map_err(OpenFsError::Fs)?),
-        ContentKind::Ntfs => Box::new(flr_ntfs::NtfsFs::open(src).map_err(OpenFsError::Fs)?),
-        ContentKind::Xfs => Box::new(flr_xfs::XfsFs::open(src).map_err(OpenFsError::Fs)?),
-        other => {
-            return Err(OpenFsError::NotReadable(
-                other.not_readable_reason().unwrap_or("not a filesystem"),
-            ))
-        }
-    })
+impl Group {
+    /// The verdict of volume `id` of this group (`unknown` if absent).
+    pub fn state(&self, id: &str) -> String {
+        self.states
+            .iter()
+            .find(|(v, _)| v == id)
+            .map_or("unknown", |(_, s)| s.as_str())
+            .to_string()
+    }
 }
 
 /// An opened image: its container, partition table and volumes.
@@ -178,13 +260,17 @@ pub struct Image {
     pub container: ContainerInfo,
     /// Partition table facts.
     pub table: Option<TableInfo>,
-    /// Volumes in disk order, then the LVM2 logical volumes (`p3/vg/lv`)
-    /// of the volume groups whose first PV is on this image.
+    /// Volumes in disk order, then the volumes assembled from several nodes
+    /// (LVM2 logical volumes `p3/vg/lv`) in the order they were found.
     pub volumes: Vec<Volume>,
-    /// The LVM2 volume groups assembled on this image (and, with
+    /// The groups (LVM2 volume groups) assembled on this image (and, with
     /// [`open_sources`], the images opened with it).
-    pub volume_groups: Vec<VgReport>,
+    pub groups: Vec<Group>,
     disk: Source,
+    prefix: String,
+    keys: KeyRing,
+    scan: Scan,
+    nested: Mutex<HashMap<String, Arc<Image>>>,
 }
 
 impl Image {
@@ -193,20 +279,70 @@ impl Image {
         &self.disk
     }
 
-    /// Finds a volume by id.
-    pub fn volume(&self, id: &str) -> Result<&Volume, EngineError> {
-        self.volumes
+    /// The reports of the groups whose JSON section is `section`
+    /// (`volume_groups`).
+    pub fn groups_in(&self, section: &str) -> impl Iterator<Item = &Group> + '_ {
+        let section = section.to_string();
+        self.groups
             .iter()
-            .find(|v| v.id == id)
-            .ok_or_else(|| EngineError::NoSuchVolume {
-                id: id.to_string(),
-                available: self
-                    .volumes
-                    .iter()
-                    .map(|v| v.id.clone())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            })
+            .filter(move |g| g.report.section == section)
+    }
+
+    /// Finds a volume by id. An id with `::` names a volume of a disk
+    /// image stored as a file (`p2:/images/data.vhdx::p1`): that image is
+    /// opened (once, then kept) and scanned with the same keys.
+    pub fn volume(&self, id: &str) -> Result<Volume, EngineError> {
+        if let Some(v) = self.volumes.iter().find(|v| v.id == id) {
+            return Ok(v.clone());
+        }
+        if let Some(n) = nested::NestedId::parse(id, &self.prefix) {
+            let outer = self.volume(&n.outer)?;
+            return self.nested_image(&outer, n.path)?.volume(id);
+        }
+        Err(EngineError::NoSuchVolume {
+            id: id.to_string(),
+            available: self
+                .volumes
+                .iter()
+                .map(|v| v.id.clone())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    /// Opens the disk image stored in the file at `path` (as given, `/` separated)
+    /// on volume `vol`, and scans it with the same keys: a VHD, VHDX or raw
+    /// image read through the filesystem's own file handles, never copied
+    /// out. Its volumes have ids `{vol}:{path}::{id}`. A differencing
+    /// image's parents are looked for beside it in the same filesystem.
+    pub fn nested_image(&self, vol: &Volume, path: &str) -> Result<Arc<Image>, EngineError> {
+        let key = format!("{}:{path}", vol.id);
+        if let Some(img) = self
+            .nested
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(img.clone());
+        }
+        let img = Arc::new(nested::open(self, vol, path)?);
+        self.nested
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, img.clone());
+        Ok(img)
+    }
+
+    /// Whether the image holds anything flr recognises: a container, a
+    /// partition table, or a volume that is not unknown or empty (what
+    /// makes a file worth showing as a disk image).
+    pub fn recognised(&self) -> bool {
+        self.container.format != "raw"
+            || self.table.is_some()
+            || self
+                .volumes
+                .iter()
+                .any(|v| !matches!(v.content.verdict, Verdict::Unknown | Verdict::Empty))
     }
 }
 
@@ -217,15 +353,16 @@ pub enum EngineError {
     /// The image file could not be read.
     #[error("{0}")]
     Io(#[from] IoError),
-    /// The VHD container is broken.
-    #[error("{0}")]
-    Vhd(#[from] flr_vhd::VhdError),
-    /// The VHDX container is broken.
-    #[error("{0}")]
-    Vhdx(#[from] flr_vhdx::VhdxError),
-    /// The partition table is broken.
-    #[error("partition table: {0}")]
-    Partition(#[from] flr_part::PartError),
+    /// The image's container or partition table is broken (the message
+    /// names the layer and offset).
+    #[error("{error}")]
+    Layer {
+        /// The format that failed (`vhd`, `partition-table`).
+        format: &'static str,
+        /// Its error.
+        #[source]
+        error: LayerError,
+    },
     /// No volume has that id.
     #[error("no volume {id:?} in this image (volumes: {available})")]
     NoSuchVolume {
@@ -253,6 +390,28 @@ pub enum EngineError {
         #[source]
         source: FsError,
     },
+    /// A file that was to be opened as a disk image is not one.
+    #[error("{volume}:{path}: {reason}")]
+    NotAnImage {
+        /// The volume holding the file.
+        volume: String,
+        /// The file's path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl EngineError {
+    /// Whether the failure is a format flr does not read (rather than
+    /// broken data).
+    pub fn is_unsupported(&self) -> bool {
+        match self {
+            EngineError::Layer { error, .. } => error.is_unsupported(),
+            EngineError::Io(IoError::Unsupported { .. }) | EngineError::NotReadable { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 /// How much a scan looks at.
@@ -274,10 +433,8 @@ pub fn open_path(path: &Path, scan: Scan, keys: &KeyRing) -> Result<Image, Engin
     open_source(file, &path.display().to_string(), &resolver, scan, keys)
 }
 
-/// Scans an already opened source: detects the container, the partition
-/// table and each volume's content. Filesystems are opened to read their
-/// facts (label, serial, sizes) but not walked. LVM2 volume groups whose
-/// PVs are all on this image are assembled and their LVs added as volumes.
+/// Scans an already opened source: the container, the partition table,
+/// each volume's content, and every layer found inside, recursively.
 pub fn open_source(
     file: Source,
     location: &str,
@@ -285,51 +442,63 @@ pub fn open_source(
     scan: Scan,
     keys: &KeyRing,
 ) -> Result<Image, EngineError> {
-    let mut img = [scan_source(file, location, parents, scan, keys)?];
-    lvm::attach(&mut img, scan);
-    let [img] = img;
-    Ok(img)
+    let roots = vec![scan::RootSpec {
+        source: file,
+        location: location.to_string(),
+        prefix: String::new(),
+        parents,
+    }];
+    let mut images = scan::scan(roots, scan, keys)?;
+    Ok(images.remove(0))
 }
 
 /// Opens several images together (a VM's OS disk and its data disks), so
-/// that LVM2 volume groups spanning them are assembled. Each image keeps
-/// its own volume ids; an LV is added to the image that holds its VG's
-/// first PV. The same key ring serves every image.
+/// that volume groups spanning them are assembled. Each image keeps its
+/// own volume ids; a group's volumes go to the image that holds its first
+/// member. The same key ring serves every image.
 pub fn open_sources(
     sources: Vec<(Source, String)>,
     parents: &dyn ParentResolver,
     scan: Scan,
     keys: &KeyRing,
 ) -> Result<Vec<Image>, EngineError> {
-    let mut images = Vec::with_capacity(sources.len());
-    for (src, location) in sources {
-        images.push(scan_source(src, &location, parents, scan, keys)?);
-    }
-    lvm::attach(&mut images, scan);
-    Ok(images)
+    let roots = sources
+        .into_iter()
+        .map(|(source, location)| scan::RootSpec {
+            source,
+            location,
+            prefix: String::new(),
+            parents,
+        })
+        .collect();
+    scan::scan(roots, scan, keys)
 }
 
 /// Opens several local image files together; see [`open_sources`].
 pub fn open_paths(paths: &[&Path], scan: Scan, keys: &KeyRing) -> Result<Vec<Image>, EngineError> {
-    let mut images = Vec::with_capacity(paths.len());
+    let mut files = Vec::with_capacity(paths.len());
+    let mut resolvers = Vec::with_capacity(paths.len());
     for path in paths {
-        let file: Source = Arc::new(FileSource::open(path)?);
-        let resolver = FileParentResolver::new(path);
-        images.push(scan_source(
-            file,
-            &path.display().to_string(),
-            &resolver,
-            scan,
-            keys,
-        )?);
+        files.push(Arc::new(FileSource::open(path)?) as Source);
+        resolvers.push(FileParentResolver::new(path));
     }
-    lvm::attach(&mut images, scan);
-    Ok(images)
+    let roots = files
+        .into_iter()
+        .zip(&resolvers)
+        .zip(paths)
+        .map(|((source, parents), path)| scan::RootSpec {
+            source,
+            location: path.display().to_string(),
+            prefix: String::new(),
+            parents,
+        })
+        .collect();
+    scan::scan(roots, scan, keys)
 }
 
 /// Opens a VM's disks as one image, for the command line: the first disk's
 /// volumes keep their ids, the volumes of disk N (N ≥ 2) are named
-/// `dN/<id>` (`d2/p1`), and the LVs of volume groups spanning the disks are
+/// `dN/<id>` (`d2/p1`), and the volume groups spanning the disks are
 /// assembled (`p3/rootvg/rootlv`, or `d2/p1/datavg/data` when the VG's first
 /// PV is on disk 2). Container and partition-table facts are the first
 /// disk's; `location` lists every disk.
@@ -339,323 +508,36 @@ pub fn open_disks(
     scan: Scan,
     keys: &KeyRing,
 ) -> Result<Image, EngineError> {
-    let mut images = Vec::with_capacity(sources.len());
-    for (k, (src, location)) in sources.into_iter().enumerate() {
-        let mut img = scan_source(src, &location, parents, scan, keys)?;
-        if k > 0 {
-            for v in &mut img.volumes {
-                v.id = format!("d{}/{}", k + 1, v.id);
-            }
-        }
-        images.push(img);
-    }
-    lvm::attach(&mut images, scan);
-    let mut it = images.into_iter();
-    let Some(mut first) = it.next() else {
+    if sources.is_empty() {
         return Err(EngineError::NoSuchVolume {
             id: String::new(),
             available: "no disk given".into(),
         });
-    };
+    }
+    let roots = sources
+        .into_iter()
+        .enumerate()
+        .map(|(k, (source, location))| scan::RootSpec {
+            source,
+            location,
+            prefix: if k == 0 {
+                String::new()
+            } else {
+                format!("d{}/", k + 1)
+            },
+            parents,
+        })
+        .collect();
+    let images = scan::scan(roots, scan, keys)?;
+    let mut it = images.into_iter();
+    let mut first = it.next().ok_or_else(|| EngineError::NoSuchVolume {
+        id: String::new(),
+        available: "no disk given".into(),
+    })?;
     for img in it {
         first.location = format!("{} + {}", first.location, img.location);
         first.volumes.extend(img.volumes);
-        first.volume_groups.extend(img.volume_groups);
+        first.groups.extend(img.groups);
     }
     Ok(first)
-}
-
-fn scan_source(
-    file: Source,
-    location: &str,
-    parents: &dyn ParentResolver,
-    scan: Scan,
-    keys: &KeyRing,
-) -> Result<Image, EngineError> {
-    let file_size = file.len();
-    let (disk, container) = open_container(file, parents)?;
-    let container = ContainerInfo {
-        file_size,
-        ..container
-    };
-    let head = read_head(disk.as_ref())?;
-    let whole_disk_kind = detect(&head, disk.as_ref());
-    // A filesystem or encrypted volume right at sector 0 means no partition table.
-    let table = if matches!(whole_disk_kind, ContentKind::Unknown | ContentKind::Empty) {
-        flr_part::read_table(&disk, container.logical_sector_size)?
-    } else {
-        None
-    };
-    let mut volumes = Vec::new();
-    let table_info = match table {
-        None => {
-            volumes.push(make_volume(
-                "disk".into(),
-                0,
-                None,
-                disk.clone(),
-                scan,
-                keys,
-            )?);
-            None
-        }
-        Some(t) => {
-            for p in &t.partitions {
-                let id = format!("p{}", p.number);
-                // A partition that runs past the end of the disk (a truncated image) is
-                // cut at the end and flagged, so the other volumes stay usable.
-                let avail = disk.len().saturating_sub(p.start);
-                let len = p.size.min(avail);
-                let part = Slice::new(
-                    disk.clone(),
-                    p.start.min(disk.len()),
-                    len,
-                    format!("partition {id}"),
-                )
-                .map_err(EngineError::Io)?;
-                let mut v = make_volume(
-                    id,
-                    p.start,
-                    Some(partition_info(p)),
-                    Arc::new(part),
-                    scan,
-                    keys,
-                )?;
-                if len < p.size {
-                    v.size = p.size;
-                    v.content.verdict = "error";
-                    v.content.detail = format!(
-                        "the partition table says {} bytes at offset {:#x}, but the disk ends {} bytes in (truncated image?); {}",
-                        p.size, p.start, len, v.content.detail
-                    );
-                }
-                volumes.push(v);
-            }
-            Some(TableInfo {
-                scheme: match t.scheme {
-                    flr_part::Scheme::Gpt => "gpt",
-                    flr_part::Scheme::Mbr => "mbr",
-                },
-                sector_size: t.sector_size,
-                disk_id: t.disk_id.clone(),
-                warnings: t.warnings.clone(),
-            })
-        }
-    };
-    ade::discover(&mut volumes, keys, scan);
-    Ok(Image {
-        location: location.to_string(),
-        container,
-        table: table_info,
-        volumes,
-        volume_groups: Vec::new(),
-        disk,
-    })
-}
-
-fn partition_info(p: &flr_part::Partition) -> PartitionInfo {
-    match &p.kind {
-        flr_part::PartKind::Gpt {
-            type_guid,
-            type_name,
-            guid,
-            name,
-            ..
-        } => PartitionInfo {
-            number: p.number,
-            type_id: type_guid.clone(),
-            type_name: type_name.map(str::to_string),
-            name: (!name.is_empty()).then(|| name.clone()),
-            guid: Some(guid.clone()),
-            logical: false,
-            bootable: false,
-        },
-        flr_part::PartKind::Mbr {
-            type_byte,
-            type_name,
-            bootable,
-            logical,
-        } => PartitionInfo {
-            number: p.number,
-            type_id: format!("{type_byte:#04x}"),
-            type_name: type_name.map(str::to_string),
-            name: None,
-            guid: None,
-            logical: *logical,
-            bootable: *bootable,
-        },
-    }
-}
-
-fn make_volume(
-    id: String,
-    offset: u64,
-    partition: Option<PartitionInfo>,
-    source: Source,
-    scan: Scan,
-    keys: &KeyRing,
-) -> Result<Volume, EngineError> {
-    let size = source.len();
-    let (content, source) = match read_head(source.as_ref()) {
-        Err(e) => (
-            ContentInfo {
-                kind: ContentKind::Unknown,
-                fs: None,
-                luks: None,
-                encryption: None,
-                verdict: "error",
-                detail: format!("cannot read the volume: {e}"),
-            },
-            source,
-        ),
-        // A detached LUKS header given for this volume: the volume is LUKS data
-        // whatever its first bytes look like (ciphertext from sector 0).
-        Ok(head) => match keys.luks_header(&id) {
-            Some(path) => match encrypted::header_from_file(path) {
-                Ok(h) => encrypted::luks(&id, &head, source, Some(h), keys, scan),
-                Err(e) => (
-                    ContentInfo {
-                        kind: ContentKind::Luks,
-                        fs: None,
-                        luks: None,
-                        encryption: None,
-                        verdict: "error",
-                        detail: format!("detached LUKS header: {e}"),
-                    },
-                    source,
-                ),
-            },
-            None => match detect(&head, source.as_ref()) {
-                ContentKind::BitLocker | ContentKind::BitLockerToGo => {
-                    encrypted::bitlocker(&id, source, keys, scan)
-                }
-                ContentKind::Luks => encrypted::luks(&id, &head, source, None, keys, scan),
-                kind => (content_info(kind, &source, scan), source),
-            },
-        },
-    };
-    Ok(Volume {
-        id,
-        offset,
-        size,
-        partition,
-        content,
-        source,
-    })
-}
-
-pub(crate) fn content_info(kind: ContentKind, source: &Source, scan: Scan) -> ContentInfo {
-    let mut c = ContentInfo {
-        kind,
-        fs: None,
-        luks: None,
-        encryption: None,
-        verdict: "unknown",
-        detail: String::new(),
-    };
-    if kind.is_filesystem_flr_reads() && scan == Scan::Quick {
-        c.verdict = "readable";
-        c.detail = format!(
-            "{} signature (filesystem not inspected in this scan)",
-            kind.name()
-        );
-        return c;
-    }
-    if kind.is_filesystem_flr_reads() {
-        match open_filesystem(kind, source.clone()) {
-            Ok(fs) => {
-                let info = fs.info();
-                c.detail = format!(
-                    "{} filesystem: files can be listed and restored",
-                    info.fs_type
-                );
-                c.fs = Some(info);
-                c.verdict = "readable";
-            }
-            Err(OpenFsError::Fs(e)) => {
-                c.verdict = "error";
-                c.detail = format!(
-                    "{} signature found, but the filesystem does not open: {e}",
-                    kind.name()
-                );
-            }
-            Err(OpenFsError::NotReadable(r)) => {
-                c.verdict = "unsupported";
-                c.detail = r.to_string();
-            }
-        }
-        return c;
-    }
-    c.verdict = match kind {
-        k if k.is_encrypted() => "locked",
-        ContentKind::Empty => "empty",
-        ContentKind::Unknown => "unknown",
-        _ => "unsupported",
-    };
-    c.detail = kind
-        .not_readable_reason()
-        .unwrap_or("not readable")
-        .to_string();
-    c
-}
-
-fn open_container(
-    file: Source,
-    parents: &dyn ParentResolver,
-) -> Result<(Source, ContainerInfo), EngineError> {
-    if flr_vhdx::probe(file.as_ref()) {
-        let d = flr_vhdx::VhdxDisk::open(file, parents)?;
-        let i = d.info().clone();
-        let info = ContainerInfo {
-            format: "vhdx",
-            subtype: Some(
-                match i.disk_type {
-                    flr_vhdx::DiskType::Fixed => "fixed",
-                    flr_vhdx::DiskType::Dynamic => "dynamic",
-                    flr_vhdx::DiskType::Differencing => "differencing",
-                }
-                .to_string(),
-            ),
-            virtual_size: i.virtual_size,
-            file_size: 0,
-            logical_sector_size: Some(i.logical_sector_size),
-            parents: i.chain.clone(),
-            warnings: i.warnings.clone(),
-        };
-        return Ok((Arc::new(d), info));
-    }
-    if flr_vhd::probe(file.as_ref()) {
-        let d = flr_vhd::VhdDisk::open(file, parents)?;
-        let i = d.info().clone();
-        let info = ContainerInfo {
-            format: "vhd",
-            subtype: Some(
-                match i.disk_type {
-                    flr_vhd::DiskType::Fixed => "fixed",
-                    flr_vhd::DiskType::Dynamic => "dynamic",
-                    flr_vhd::DiskType::Differencing => "differencing",
-                }
-                .to_string(),
-            ),
-            virtual_size: i.virtual_size,
-            file_size: 0,
-            logical_sector_size: None,
-            parents: i.chain.clone(),
-            warnings: i.warnings.clone(),
-        };
-        return Ok((Arc::new(d), info));
-    }
-    let len = file.len();
-    Ok((
-        file,
-        ContainerInfo {
-            format: "raw",
-            subtype: None,
-            virtual_size: len,
-            file_size: 0,
-            logical_sector_size: None,
-            parents: Vec::new(),
-            warnings: Vec::new(),
-        },
-    ))
 }

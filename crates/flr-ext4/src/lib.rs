@@ -32,6 +32,8 @@
 //! casefold filesystems outright, and replays revoked journal blocks.
 #![deny(missing_docs)]
 
+mod layer;
+pub use layer::{ExtFormat, FORMAT};
 mod bytes;
 mod dir;
 mod inode;

@@ -37,6 +37,8 @@
 //! Nothing is ever written: the image is only read through [`ReadAt`].
 #![deny(missing_docs)]
 
+mod layer;
+pub use layer::{FatFormat, FORMAT};
 mod bpb;
 mod dir;
 mod table;

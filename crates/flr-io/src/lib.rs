@@ -35,7 +35,7 @@ pub use error::IoError;
 pub use parent::{
     locator_paths, quote_list, FileParentResolver, LocatorPath, NoParentResolver, ParentResolver,
 };
-pub use source::{FileSource, MemSource, Slice, Zeros};
+pub use source::{FileSource, MemSource, Refused, Slice, Zeros};
 
 use std::sync::Arc;
 

@@ -122,6 +122,44 @@ impl ReadAt for Zeros {
     }
 }
 
+/// A volume whose bytes flr will not give (an LV of a layout flr does not
+/// read, an array missing too many members): every read fails with the
+/// reason, as [`IoError::Unsupported`], so nothing can be misread.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    layer: String,
+    len: u64,
+    reason: String,
+}
+
+impl Refused {
+    /// A source of `len` bytes named `layer` that refuses every read for
+    /// `reason`.
+    pub fn new(layer: impl Into<String>, len: u64, reason: impl Into<String>) -> Self {
+        Refused {
+            layer: layer.into(),
+            len,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl ReadAt for Refused {
+    fn read_exact_at(&self, offset: u64, _buf: &mut [u8]) -> Result<(), IoError> {
+        Err(IoError::unsupported(
+            self.layer.clone(),
+            offset,
+            &self.reason,
+        ))
+    }
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn layer(&self) -> &str {
+        &self.layer
+    }
+}
+
 /// A window `[base, base + len)` of another source: a partition, a
 /// filesystem inside a volume.
 #[derive(Clone)]

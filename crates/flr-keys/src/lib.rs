@@ -3,9 +3,10 @@
 //! [`Secret`] holds passphrases, BEK files, recovery passwords and volume
 //! keys as exact bytes (binary-safe: no newline stripping, no UTF-8
 //! assumption). It has no `Debug` or `Display`, cannot be cloned by
-//! accident, and overwrites its bytes with zeros when dropped. The key chain
-//! (Key Vault, policy, audit) will live beside it in this crate and its
-//! HTTP backend.
+//! accident, and overwrites its bytes with zeros when dropped. [`KeyKind`]
+//! names the kinds without the material (what a format accepts). Reading
+//! keys from files or the terminal is the command line's job (`flr-ops`),
+//! never a reader's.
 //!
 //! # Example
 //! ```
@@ -16,9 +17,6 @@
 #![deny(missing_docs)]
 
 use zeroize::Zeroizing;
-
-mod prompt;
-pub use prompt::read_hidden;
 
 /// Secret bytes, wiped on drop, never printed.
 pub struct Secret(Zeroizing<Vec<u8>>);
@@ -56,6 +54,59 @@ impl Secret {
     }
 }
 
+/// The kinds of key material, without the material: what an encrypted
+/// format accepts, and what `--key ID=KIND:VALUE` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KeyKind {
+    /// A LUKS passphrase (exact bytes).
+    Passphrase,
+    /// A BitLocker user password.
+    Password,
+    /// A BitLocker startup key (`.BEK` file).
+    StartupKey,
+    /// A BitLocker recovery password (48 digits).
+    RecoveryPassword,
+    /// A raw volume (master) key.
+    VolumeKey,
+}
+
+impl KeyKind {
+    /// The kind, for messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeyKind::Passphrase => "passphrase",
+            KeyKind::Password => "password",
+            KeyKind::StartupKey => "startup key (.BEK)",
+            KeyKind::RecoveryPassword => "recovery password",
+            KeyKind::VolumeKey => "volume key",
+        }
+    }
+
+    /// How `--key ID=KIND:VALUE` spells a key of this kind, for the
+    /// "give its key with …" hints: `passphrase-file:FILE`, `bek:FILE`….
+    pub fn cli_form(self) -> &'static str {
+        match self {
+            KeyKind::Passphrase => "passphrase-file:FILE",
+            KeyKind::Password => "password-file:FILE",
+            KeyKind::StartupKey => "bek:FILE",
+            KeyKind::RecoveryPassword => "recovery:DIGITS",
+            KeyKind::VolumeKey => "volume-key:HEX",
+        }
+    }
+
+    /// Wraps `secret` as key material of this kind.
+    pub fn with(self, secret: Secret) -> KeyMaterial {
+        match self {
+            KeyKind::Passphrase => KeyMaterial::Passphrase(secret),
+            KeyKind::Password => KeyMaterial::Password(secret),
+            KeyKind::StartupKey => KeyMaterial::StartupKey(secret),
+            KeyKind::RecoveryPassword => KeyMaterial::RecoveryPassword(secret),
+            KeyKind::VolumeKey => KeyMaterial::VolumeKey(secret),
+        }
+    }
+}
+
 /// What a user gave to open an encrypted volume.
 #[non_exhaustive]
 pub enum KeyMaterial {
@@ -86,12 +137,17 @@ impl KeyMaterial {
 
     /// The kind, for messages (never the value).
     pub fn kind(&self) -> &'static str {
+        self.key_kind().name()
+    }
+
+    /// The kind of this material.
+    pub fn key_kind(&self) -> KeyKind {
         match self {
-            KeyMaterial::Passphrase(_) => "passphrase",
-            KeyMaterial::Password(_) => "password",
-            KeyMaterial::StartupKey(_) => "startup key (.BEK)",
-            KeyMaterial::RecoveryPassword(_) => "recovery password",
-            KeyMaterial::VolumeKey(_) => "volume key",
+            KeyMaterial::Passphrase(_) => KeyKind::Passphrase,
+            KeyMaterial::Password(_) => KeyKind::Password,
+            KeyMaterial::StartupKey(_) => KeyKind::StartupKey,
+            KeyMaterial::RecoveryPassword(_) => KeyKind::RecoveryPassword,
+            KeyMaterial::VolumeKey(_) => KeyKind::VolumeKey,
         }
     }
 }

@@ -13,7 +13,10 @@
 #![deny(missing_docs)]
 
 mod crypto;
+mod layer;
 mod luks2;
+
+pub use layer::{LuksFormat, FORMAT};
 
 use std::fmt;
 use std::sync::Arc;

@@ -38,7 +38,10 @@
 #![deny(missing_docs)]
 
 mod label;
+mod layer;
 mod text;
+
+pub use layer::{Lvm2Format, FORMAT, LV_KIND};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

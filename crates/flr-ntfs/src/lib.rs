@@ -30,6 +30,8 @@
 //! an attribute list cannot be opened; `$LogFile` is not replayed.
 #![deny(missing_docs)]
 
+mod layer;
+pub use layer::{NtfsFormat, FORMAT};
 mod attrs;
 
 mod compressed;

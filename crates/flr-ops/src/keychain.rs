@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use flr_engine::{Image, KeyRing};
+use flr_engine::{ContentInfo, Image, KeyRing, Verdict};
 use flr_keychain::{
     AdeSetting, AuditLog, Config, DiskEncryption, Finding, KeyChain, Mode, ObjectId, Outcome,
 };
@@ -50,9 +50,8 @@ pub struct ChainResult {
     pub content_type: Option<String>,
     /// The `.BEK` / passphrase file name from the secret's tags.
     pub file_name: Option<String>,
-    /// `material` (key obtained), `feasible` (dry run passed), `blocked`,
-    /// `error`.
-    pub outcome: &'static str,
+    /// What the chain came to.
+    pub outcome: ChainOutcome,
     /// Why, when blocked or in error.
     pub finding: Option<Finding>,
     /// What was done.
@@ -66,8 +65,8 @@ pub struct ChainResult {
 /// The key chain's part of a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct ChainSummary {
-    /// `unwrap` or `dry-run`.
-    pub mode: &'static str,
+    /// Unwrap, or dry run.
+    pub mode: ChainMode,
     /// Where the disk facts came from.
     pub metadata: Option<String>,
     /// Server-side encryption type and Disk Encryption Set.
@@ -169,11 +168,11 @@ pub fn run_chain(
                 let (outcome, finding) = match r.outcome {
                     Outcome::Material(k) => {
                         keys.add_chain_key(k.secret, k.origin);
-                        ("material", None)
+                        (ChainOutcome::Material, None)
                     }
-                    Outcome::Feasible => ("feasible", None),
-                    Outcome::Blocked(f) => ("blocked", Some(f)),
-                    Outcome::Error(f) => ("error", Some(f)),
+                    Outcome::Feasible => (ChainOutcome::Feasible, None),
+                    Outcome::Blocked(f) => (ChainOutcome::Blocked, Some(f)),
+                    Outcome::Error(f) => (ChainOutcome::Error, Some(f)),
                 };
                 let mut warnings = r.warnings;
                 if disk.ade_settings_version.as_deref() == Some("1.0") {
@@ -200,7 +199,11 @@ pub fn run_chain(
         round_trips = chain.round_trips();
     }
     Ok(Some(ChainSummary {
-        mode: if opts.dry_run { "dry-run" } else { "unwrap" },
+        mode: if opts.dry_run {
+            ChainMode::DryRun
+        } else {
+            ChainMode::Unwrap
+        },
         metadata: opts
             .metadata
             .as_ref()
@@ -224,16 +227,165 @@ pub fn run_chain(
     }))
 }
 
+/// What the key chain came to for one secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChainOutcome {
+    /// Key material obtained.
+    Material,
+    /// A dry run found nothing in the way.
+    Feasible,
+    /// Something stands in the way (the finding says what).
+    Blocked,
+    /// The chain could not find out (vault unreachable, server error).
+    Error,
+}
+
+impl std::fmt::Display for ChainOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChainOutcome::Material => "material",
+            ChainOutcome::Feasible => "feasible",
+            ChainOutcome::Blocked => "blocked",
+            ChainOutcome::Error => "error",
+        })
+    }
+}
+
+/// Whether the chain unwraps keys or only checks that it could.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChainMode {
+    /// Secrets are read and unwrapped.
+    Unwrap,
+    /// Feasibility only: no secret value read, nothing unwrapped.
+    DryRun,
+}
+
+impl std::fmt::Display for ChainMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChainMode::Unwrap => "unwrap",
+            ChainMode::DryRun => "dry-run",
+        })
+    }
+}
+
+/// Can a volume's files be restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Feasible {
+    /// Yes.
+    Readable,
+    /// Yes, once the key chain supplies the key (a dry run said so).
+    Unlockable,
+    /// No: keys (missing, disabled, refused, bound to hardware).
+    Blocked,
+    /// No: a format flr does not read.
+    Unsupported,
+    /// No: damaged, or the key chain could not find out.
+    Error,
+    /// There is no filesystem on it.
+    NoFilesystem,
+    /// In a manifest, but the image has no such volume (`verify`).
+    Missing,
+}
+
+impl Feasible {
+    /// The name, as JSON has it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Feasible::Readable => "readable",
+            Feasible::Unlockable => "unlockable",
+            Feasible::Blocked => "blocked",
+            Feasible::Unsupported => "unsupported",
+            Feasible::Error => "error",
+            Feasible::NoFilesystem => "no-filesystem",
+            Feasible::Missing => "missing",
+        }
+    }
+}
+
+impl std::fmt::Display for Feasible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a volume has its feasibility verdict (its JSON names are the
+/// reason codes `probe --dry-run` and `verify` print).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Unlocked with the key given or fetched.
+    Unlocked,
+    /// Not encrypted.
+    Plain,
+    /// Server-side encrypted: arrives decrypted through the export.
+    ServerSideEncrypted,
+    /// A format flr does not read.
+    Format,
+    /// Damaged or unreadable.
+    Damaged,
+    /// A confidential-VM disk: keys released only after attestation.
+    ConfidentialVm,
+    /// Protected only by hardware-bound protectors.
+    TpmOnly,
+    /// No key given and no key chain configured.
+    NoKey,
+    /// BitLocker without a startup-key protector for the ADE `.BEK`.
+    NoStartupKeyProtector,
+    /// The secret's `.BEK` matches none of the volume's protectors.
+    BekProtectorMismatch,
+    /// The key chain can supply the key.
+    KeyChain,
+    /// The key obtained does not open the volume.
+    WrongKey,
+    /// A key-chain finding (`kek-disabled`, `secret-not-found`…).
+    Chain(&'static str),
+}
+
+impl Reason {
+    /// The reason code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::Unlocked => "unlocked",
+            Reason::Plain => "plain",
+            Reason::ServerSideEncrypted => "server-side-encrypted",
+            Reason::Format => "format",
+            Reason::Damaged => "damaged",
+            Reason::ConfidentialVm => "confidential-vm",
+            Reason::TpmOnly => "tpm-only",
+            Reason::NoKey => "no-key",
+            Reason::NoStartupKeyProtector => "no-startup-key-protector",
+            Reason::BekProtectorMismatch => "bek-protector-mismatch",
+            Reason::KeyChain => "key-chain",
+            Reason::WrongKey => "wrong-key",
+            Reason::Chain(code) => code,
+        }
+    }
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
 /// The feasibility verdict of one volume.
 #[derive(Debug, Clone, Serialize)]
 pub struct Feasibility {
     /// Volume id.
     pub volume: String,
-    /// `readable`, `unlockable`, `blocked`, `unsupported`, `error`,
-    /// `no-filesystem`.
-    pub verdict: &'static str,
+    /// Can its files be restored.
+    pub verdict: Feasible,
     /// Reason codes.
-    pub reasons: Vec<&'static str>,
+    pub reasons: Vec<Reason>,
     /// One sentence for the operator, with the remedy.
     pub sentence: String,
     /// The secret and KEK versions the volume depends on.
@@ -256,10 +408,10 @@ pub fn feasibility(image: &Image, chain: Option<&ChainSummary>) -> Vec<Feasibili
         .iter()
         .map(|v| {
             let c = &v.content;
-            let encrypted = c.encryption.is_some() || c.kind.is_encrypted();
+            let encrypted = c.is_encrypted();
             let mut f = Feasibility {
                 volume: v.id.clone(),
-                verdict: "readable",
+                verdict: Feasible::Readable,
                 reasons: Vec::new(),
                 sentence: String::new(),
                 depends_on: Vec::new(),
@@ -268,38 +420,38 @@ pub fn feasibility(image: &Image, chain: Option<&ChainSummary>) -> Vec<Feasibili
                 f.depends_on = deps.clone();
             }
             match c.verdict {
-                "readable" if encrypted => {
+                Verdict::Readable if encrypted => {
                     let how = c
                         .encryption
                         .as_ref()
                         .and_then(|e| e.unlocked_with.clone())
                         .unwrap_or_default();
-                    f.reasons.push("unlocked");
+                    f.reasons.push(Reason::Unlocked);
                     f.sentence = format!("unlocked with {how}");
                 }
-                "readable" => {
-                    f.reasons.push("plain");
+                Verdict::Readable => {
+                    f.reasons.push(Reason::Plain);
                     f.sentence = match chain.and_then(|c| c.sse.as_deref()) {
                         Some(sse) => {
-                            f.reasons.push("server-side-encrypted");
+                            f.reasons.push(Reason::ServerSideEncrypted);
                             format!("server-side encrypted ({sse}): the data arrives decrypted through the snapshot export")
                         }
                         None => "not encrypted".into(),
                     };
                 }
-                "locked" => locked_verdict(&mut f, c, chain),
-                "unsupported" => {
-                    f.verdict = "unsupported";
-                    f.reasons.push("format");
+                Verdict::Locked => locked_verdict(&mut f, c, chain),
+                Verdict::Unsupported => {
+                    f.verdict = Feasible::Unsupported;
+                    f.reasons.push(Reason::Format);
                     f.sentence = c.detail.clone();
                 }
-                "error" => {
-                    f.verdict = "error";
-                    f.reasons.push("damaged");
+                Verdict::Error => {
+                    f.verdict = Feasible::Error;
+                    f.reasons.push(Reason::Damaged);
                     f.sentence = c.detail.clone();
                 }
-                _ => {
-                    f.verdict = "no-filesystem";
+                Verdict::Empty | Verdict::Unknown | Verdict::Container => {
+                    f.verdict = Feasible::NoFilesystem;
                     f.sentence = c.detail.clone();
                 }
             }
@@ -308,17 +460,17 @@ pub fn feasibility(image: &Image, chain: Option<&ChainSummary>) -> Vec<Feasibili
         .collect()
 }
 
-fn locked_verdict(f: &mut Feasibility, c: &flr_engine::ContentInfo, chain: Option<&ChainSummary>) {
-    f.verdict = "blocked";
+fn locked_verdict(f: &mut Feasibility, c: &ContentInfo, chain: Option<&ChainSummary>) {
+    f.verdict = Feasible::Blocked;
     if chain.is_some_and(|c| c.confidential) {
-        f.reasons.push("confidential-vm");
+        f.reasons.push(Reason::ConfidentialVm);
         f.sentence = "a confidential-VM disk: its keys are bound to the VM's TPM and released only after attestation, so no offline restore is possible".into();
         return;
     }
     let enc = c.encryption.as_ref();
     let protectors = enc.map(|e| e.protectors.join(", ")).unwrap_or_default();
     if protectors.contains("needs attested key release") {
-        f.reasons.push("confidential-vm");
+        f.reasons.push(Reason::ConfidentialVm);
         f.sentence = format!(
             "the LUKS token ({protectors}) is released only to an attested confidential VM"
         );
@@ -334,11 +486,11 @@ fn locked_verdict(f: &mut Feasibility, c: &flr_engine::ContentInfo, chain: Optio
             && !has("recovery password")
             && !has("clear key")
         {
-            f.reasons.push("tpm-only");
+            f.reasons.push(Reason::TpmOnly);
             f.sentence = format!("protected only by {protectors}: cannot be unlocked offline");
             return;
         }
-        f.reasons.push("no-key");
+        f.reasons.push(Reason::NoKey);
         f.sentence = format!(
             "{}; give the disk's metadata (--metadata) or secret URL (--secret-url) so the key chain can fetch its key, or a key with --key",
             c.detail
@@ -348,20 +500,20 @@ fn locked_verdict(f: &mut Feasibility, c: &flr_engine::ContentInfo, chain: Optio
     for r in &chain.chains {
         match (r.outcome, &r.finding) {
             (_, Some(fd)) => {
-                if r.outcome == "error" {
-                    f.verdict = "error";
+                if r.outcome == ChainOutcome::Error {
+                    f.verdict = Feasible::Error;
                 }
-                f.reasons.push(fd.code);
+                f.reasons.push(Reason::Chain(fd.code));
                 f.sentence = match &fd.remedy {
                     Some(rem) => format!("{} — {rem}", fd.message),
                     None => fd.message.clone(),
                 };
                 return;
             }
-            ("feasible", None) => {
+            (ChainOutcome::Feasible, None) => {
                 if is_bitlocker {
                     if !has("startup key") {
-                        f.reasons.push("no-startup-key-protector");
+                        f.reasons.push(Reason::NoStartupKeyProtector);
                         f.sentence = format!("the volume has no startup-key protector for the ADE .BEK (protectors: {protectors})");
                         return;
                     }
@@ -372,14 +524,14 @@ fn locked_verdict(f: &mut Feasibility, c: &flr_engine::ContentInfo, chain: Optio
                     {
                         let want = format!("startup key {{{}}}", guid.to_ascii_lowercase());
                         if !list.iter().any(|p| p.to_ascii_lowercase() == want) {
-                            f.reasons.push("bek-protector-mismatch");
+                            f.reasons.push(Reason::BekProtectorMismatch);
                             f.sentence = format!("the secret's .BEK ({guid}) matches none of the volume's protectors ({protectors})");
                             return;
                         }
                     }
                 }
-                f.verdict = "unlockable";
-                f.reasons.push("key-chain");
+                f.verdict = Feasible::Unlockable;
+                f.reasons.push(Reason::KeyChain);
                 f.sentence = format!(
                     "the key chain can supply the key: {}; not checked: {}",
                     r.steps.join("; "),
@@ -395,6 +547,6 @@ fn locked_verdict(f: &mut Feasibility, c: &flr_engine::ContentInfo, chain: Optio
         }
     }
     // Material was obtained but did not open the volume.
-    f.reasons.push("wrong-key");
+    f.reasons.push(Reason::WrongKey);
     f.sentence = format!("the key from the key chain does not open it: {}", c.detail);
 }

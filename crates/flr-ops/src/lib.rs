@@ -13,17 +13,23 @@ pub mod access;
 mod extract;
 mod get;
 mod keychain;
+mod keys;
 mod ls;
 mod manifest;
 mod mount;
 mod names;
 mod probe;
+mod prompt;
 mod spec;
 mod verify;
 
 pub use flr_fs::{display_name, display_path};
 pub use get::{get, GetOptions, GetSummary};
-pub use keychain::{feasibility, run_chain, ChainOptions, ChainResult, ChainSummary, Feasibility};
+pub use keychain::{
+    feasibility, run_chain, ChainMode, ChainOptions, ChainOutcome, ChainResult, ChainSummary,
+    Feasibility, Feasible, Reason,
+};
+pub use keys::{add_key_arg, add_luks_header_arg};
 pub use ls::{ls, LsOptions};
 pub use manifest::{
     manifest, read_manifest, write_manifest, Entry, Manifest, ManifestOptions, ManifestVolume,
@@ -34,7 +40,8 @@ pub use probe::{probe, probe_report, ProbeReport};
 pub use spec::VolPath;
 pub use verify::{
     parse_bytes, parse_duration, verify, write_file_atomically, write_json, write_junit,
-    write_prometheus, write_summary, VerifyOptions, VerifyReport,
+    write_prometheus, write_summary, Status, UnreadableKind, VerifyMode, VerifyOptions,
+    VerifyReport, VolumeState,
 };
 
 use std::io::Write;
@@ -122,11 +129,10 @@ impl OpsError {
     /// The process exit code for this error.
     pub fn exit_code(&self) -> i32 {
         match self {
-            OpsError::Engine(EngineError::NoSuchVolume { .. }) | OpsError::Usage(_) => exit::USAGE,
-            OpsError::Engine(EngineError::NotReadable { .. })
-            | OpsError::Engine(EngineError::Io(flr_io::IoError::Unsupported { .. })) => {
-                exit::NOT_READABLE
-            }
+            OpsError::Engine(EngineError::NoSuchVolume { .. })
+            | OpsError::Engine(EngineError::NotAnImage { .. })
+            | OpsError::Usage(_) => exit::USAGE,
+            OpsError::Engine(e) if e.is_unsupported() => exit::NOT_READABLE,
             OpsError::Engine(_) | OpsError::Source(_) => exit::BAD_IMAGE,
             OpsError::Fs { source, .. } => fs_exit_code(source),
             OpsError::Output(_) => exit::OUTPUT,
@@ -157,10 +163,10 @@ pub fn cat(image: &Image, spec: &VolPath, out: &mut dyn Write) -> Result<(), Ops
     let vol = image.volume(&spec.volume)?;
     if spec.raw_path.is_empty() {
         // A locked volume is never streamed: its bytes are ciphertext, not the volume.
-        if vol.content.kind.is_encrypted() || vol.content.verdict == "locked" {
+        if vol.content.kind.is_encrypted() || vol.content.verdict == flr_engine::Verdict::Locked {
             return Err(OpsError::Engine(EngineError::NotReadable {
                 volume: vol.id.clone(),
-                kind: vol.content.kind.name(),
+                kind: vol.content.kind.display,
                 reason: vol.content.detail.clone(),
             }));
         }

@@ -328,7 +328,7 @@ pub fn manifest(
         if !opts.volumes.is_empty() && !opts.volumes.contains(&v.id) {
             continue;
         }
-        if v.content.verdict != "readable" {
+        if v.content.verdict != flr_engine::Verdict::Readable {
             if opts.volumes.contains(&v.id) {
                 v.open_fs()?;
             }

@@ -6,7 +6,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use flr_engine::Image;
+use flr_engine::{Image, Verdict};
 use flr_mount::{MountOptions, MountVolume};
 
 use crate::keychain::{feasibility, ChainSummary};
@@ -51,8 +51,8 @@ pub fn mount(
             .find(|f| f.volume == v.id)
             .map(|f| format!("{}: {}", f.verdict, f.sentence))
             .unwrap_or_default();
-        if v.content.verdict != "readable" {
-            if !matches!(v.content.verdict, "empty" | "container") {
+        if v.content.verdict != Verdict::Readable {
+            if !matches!(v.content.verdict, Verdict::Empty | Verdict::Container) {
                 writeln!(ctx.err, "flr: mount: {} not shown ({why})", v.id)?;
             }
             continue;

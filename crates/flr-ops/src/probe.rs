@@ -22,10 +22,11 @@ pub struct ProbeReport<'a> {
     pub key_chain: Option<&'a ChainSummary>,
     /// Per volume: can its files be restored, and if not, why.
     pub feasibility: Vec<Feasibility>,
-    /// LVM2 volume groups found on the disk(s): PVs (present or missing),
-    /// LVs with their volume ids, layouts and status.
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    pub volume_groups: &'a [flr_engine::VgReport],
+    /// The groups assembled from members found on the disk(s), by kind:
+    /// `volume_groups` (LVM2: PVs present or missing, LVs with their volume
+    /// ids, layouts and status).
+    #[serde(flatten)]
+    pub groups: std::collections::BTreeMap<&'static str, Vec<serde_json::Value>>,
 }
 
 /// One volume in the report.
@@ -41,6 +42,10 @@ pub struct VolumeReport<'a> {
     pub partition: Option<&'a PartitionInfo>,
     /// Content found.
     pub content: &'a ContentInfo,
+    /// The volume it lies on, when it is not the disk itself (`p3` for
+    /// `p3/rootvg/rootlv`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<&'a str>,
 }
 
 /// Builds the report for an opened image.
@@ -51,7 +56,16 @@ pub fn probe_report<'a>(image: &'a Image, chain: Option<&'a ChainSummary>) -> Pr
         image: &image.location,
         container: &image.container,
         partition_table: image.table.as_ref(),
-        volume_groups: &image.volume_groups,
+        groups: {
+            let mut m: std::collections::BTreeMap<&'static str, Vec<serde_json::Value>> =
+                Default::default();
+            for g in &image.groups {
+                m.entry(g.report.section)
+                    .or_default()
+                    .push(g.report.json(|id| g.state(id)));
+            }
+            m
+        },
         volumes: image
             .volumes
             .iter()
@@ -61,26 +75,13 @@ pub fn probe_report<'a>(image: &'a Image, chain: Option<&'a ChainSummary>) -> Pr
                 size: v.size,
                 partition: v.partition.as_ref(),
                 content: &v.content,
+                parent: v.parent.as_deref(),
             })
             .collect(),
     }
 }
 
-/// Human-readable byte count: `12.0 MiB (12582912 bytes)`.
-pub(crate) fn human_size(n: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub(crate) use flr_engine::human_size;
 
 /// Prints the probe report (with each volume's feasibility when
 /// `feasibility_lines`). Returns the feasibility verdicts, so the caller
@@ -139,23 +140,9 @@ pub fn probe(
         }
         None => writeln!(out, "  partition table: none (volume starts at sector 0)")?,
     }
-    for vg in &image.volume_groups {
-        writeln!(
-            out,
-            "  LVM2 volume group {} (id {}, metadata seqno {}, extent {})",
-            vg.name,
-            vg.id,
-            vg.seqno,
-            human_size(vg.extent_size)
-        )?;
-        for (uuid, at) in &vg.pvs {
-            writeln!(out, "        PV {uuid}: {at}")?;
-        }
-        for (id, layout, status) in &vg.lvs {
-            writeln!(out, "        LV {id}: {layout}, {status}")?;
-        }
-        for w in &vg.warnings {
-            writeln!(out, "        warning: {w}")?;
+    for g in &image.groups {
+        for line in g.report.lines(|id| g.state(id)) {
+            writeln!(out, "{line}")?;
         }
     }
     for v in &image.volumes {
@@ -252,7 +239,7 @@ pub fn probe(
                     .unwrap_or_default()
             )?;
         } else {
-            writeln!(out, "        {}", ct.kind.name())?;
+            writeln!(out, "        {}", ct.kind.display)?;
         }
         writeln!(out, "        verdict: {} — {}", ct.verdict, ct.detail)?;
         if feasibility_lines {
@@ -261,7 +248,11 @@ pub fn probe(
                     out,
                     "        feasibility: {} ({}) — {}",
                     f.verdict,
-                    f.reasons.join(", "),
+                    f.reasons
+                        .iter()
+                        .map(|r| r.code())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     f.sentence
                 )?;
                 for d in &f.depends_on {

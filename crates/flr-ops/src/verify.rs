@@ -15,12 +15,12 @@ use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use flr_engine::Image;
+use flr_engine::{Image, Verdict};
 use flr_fs::{FileKind, FsError};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::keychain::{feasibility, ChainSummary};
+use crate::keychain::{feasibility, ChainSummary, Feasible, Reason};
 use crate::manifest::{hash_file, now_rfc3339, walk, Entry, HashError, Manifest};
 use crate::{exit, OpsError};
 
@@ -50,9 +50,9 @@ pub struct VerifyOptions {
 pub struct Unreadable {
     /// Path in the volume.
     pub path: String,
-    /// `unsupported` (flr cannot return this file's bytes: EFS, fscrypt…)
-    /// or `error` (the read failed: damage, I/O).
-    pub kind: &'static str,
+    /// Whether flr cannot return this file's bytes (EFS, fscrypt…) or the
+    /// read failed (damage, I/O).
+    pub kind: UnreadableKind,
     /// Why.
     pub reason: String,
     /// The manifest records it as unreadable too (not counted as a failure).
@@ -72,6 +72,80 @@ pub struct Changed {
     pub found: Entry,
 }
 
+/// Why a file could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnreadableKind {
+    /// flr cannot return this file's bytes correctly (EFS, fscrypt…).
+    Unsupported,
+    /// The read failed (damage, I/O).
+    Error,
+}
+
+/// What verify could do with a volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VolumeState {
+    /// Its filesystem was opened and walked.
+    Opened,
+    /// Blocked by keys.
+    Blocked,
+    /// Damaged or unreadable.
+    Error,
+    /// No filesystem flr reads on it.
+    Skipped,
+    /// In the manifest, not in the image.
+    Missing,
+}
+
+/// Every file read, or a seeded sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VerifyMode {
+    /// Every file.
+    Full,
+    /// A seeded sample per volume.
+    Sample,
+}
+
+/// The outcome of a verification (first that applies: mismatch, error,
+/// key-chain error, blocked, ok).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// Everything checked is good.
+    Ok,
+    /// Missing, changed or extra files against the manifest.
+    Mismatch,
+    /// Unreadable files or structural errors.
+    Error,
+    /// The key chain could not find out.
+    KeyChainError,
+    /// A volume blocked by keys.
+    Blocked,
+}
+
+macro_rules! names {
+    ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
+        impl $t {
+            /// The name, as JSON has it.
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$v => $s),* }
+            }
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+names!(UnreadableKind { Unsupported => "unsupported", Error => "error" });
+names!(VolumeState { Opened => "opened", Blocked => "blocked", Error => "error", Skipped => "skipped", Missing => "missing" });
+names!(VerifyMode { Full => "full", Sample => "sample" });
+names!(Status { Ok => "ok", Mismatch => "mismatch", Error => "error", KeyChainError => "key-chain-error", Blocked => "blocked" });
+
 /// The result for one volume.
 #[derive(Debug, Clone, Serialize)]
 pub struct VolumeResult {
@@ -79,14 +153,12 @@ pub struct VolumeResult {
     pub id: String,
     /// Filesystem type, when opened.
     pub fs_type: Option<String>,
-    /// `opened`, `blocked` (keys), `error` (damaged or unreadable),
-    /// `skipped` (no filesystem flr reads), `missing` (in the manifest, not
-    /// in the image).
-    pub state: &'static str,
+    /// What verify could do with it.
+    pub state: VolumeState,
     /// The feasibility verdict (as `probe --dry-run`).
-    pub verdict: &'static str,
+    pub verdict: Feasible,
     /// Its reason codes.
-    pub reasons: Vec<&'static str>,
+    pub reasons: Vec<Reason>,
     /// One sentence for the operator.
     pub sentence: String,
     /// Objects found by the walk.
@@ -118,8 +190,8 @@ impl VolumeResult {
         VolumeResult {
             id: id.into(),
             fs_type: None,
-            state: "opened",
-            verdict: "readable",
+            state: VolumeState::Opened,
+            verdict: Feasible::Readable,
             reasons: Vec::new(),
             sentence: String::new(),
             objects: 0,
@@ -142,7 +214,7 @@ impl VolumeResult {
 
     /// True when nothing checked on this volume is wrong.
     pub fn good(&self) -> bool {
-        matches!(self.state, "opened" | "skipped")
+        matches!(self.state, VolumeState::Opened | VolumeState::Skipped)
             && self.failed_files() == 0
             && self.structural_errors.is_empty()
             && self.missing.is_empty()
@@ -193,8 +265,8 @@ pub struct VerifyReport {
     pub started: String,
     /// Seconds the run took.
     pub seconds: f64,
-    /// `full` or `sample`.
-    pub mode: &'static str,
+    /// Every file, or a sample.
+    pub mode: VerifyMode,
     /// Files per volume in the sample.
     pub sample: Option<usize>,
     /// The sample's seed (give it with `--seed` to repeat the sample).
@@ -211,8 +283,8 @@ pub struct VerifyReport {
     pub volumes: Vec<VolumeResult>,
     /// Sums.
     pub totals: Totals,
-    /// `ok`, `mismatch`, `error`, `key-chain-error`, `blocked`.
-    pub status: &'static str,
+    /// The outcome.
+    pub status: Status,
     /// The process exit code for this result.
     pub exit_code: i32,
 }
@@ -289,8 +361,14 @@ impl Budget {
 }
 
 enum FileOutcome {
-    Read { sha: String, bytes: u64 },
-    Failed { kind: &'static str, reason: String },
+    Read {
+        sha: String,
+        bytes: u64,
+    },
+    Failed {
+        kind: UnreadableKind,
+        reason: String,
+    },
     NotChecked,
 }
 
@@ -334,13 +412,13 @@ pub fn verify(
             .manifest
             .as_ref()
             .and_then(|m| m.volumes.iter().find(|mv| mv.id == v.id));
-        if v.content.verdict != "readable" {
+        if v.content.verdict != Verdict::Readable {
             r.state = match (v.content.verdict, r.verdict) {
-                ("locked", _) | (_, "blocked") => "blocked",
-                (_, "error") => "error",
+                (Verdict::Locked, _) | (_, Feasible::Blocked) => VolumeState::Blocked,
+                (_, Feasible::Error) => VolumeState::Error,
                 // A volume the manifest has files for but flr cannot read now.
-                _ if expected.is_some_and(|m| !m.entries.is_empty()) => "error",
-                _ => "skipped",
+                _ if expected.is_some_and(|m| !m.entries.is_empty()) => VolumeState::Error,
+                _ => VolumeState::Skipped,
             };
             if r.sentence.is_empty() {
                 r.sentence = v.content.detail.clone();
@@ -351,7 +429,7 @@ pub fn verify(
         let fs = match v.open_fs() {
             Ok(fs) => fs,
             Err(e) => {
-                r.state = "error";
+                r.state = VolumeState::Error;
                 r.structural_errors.push(e.to_string());
                 results.push(r);
                 continue;
@@ -388,7 +466,7 @@ pub fn verify(
                     return (
                         i,
                         FileOutcome::Failed {
-                            kind: "unsupported",
+                            kind: UnreadableKind::Unsupported,
                             reason: reason.clone(),
                         },
                     );
@@ -410,9 +488,9 @@ pub fn verify(
                     }
                     Err(HashError::Fs(e)) => FileOutcome::Failed {
                         kind: if matches!(e, FsError::Unsupported { .. }) {
-                            "unsupported"
+                            UnreadableKind::Unsupported
                         } else {
-                            "error"
+                            UnreadableKind::Error
                         },
                         reason: e.to_string(),
                     },
@@ -445,7 +523,7 @@ pub fn verify(
                         path: found[i].path.to_string(),
                         kind,
                         reason,
-                        known: kind == "unsupported" && known_unreadable(&key),
+                        known: kind == UnreadableKind::Unsupported && known_unreadable(&key),
                     });
                 }
                 FileOutcome::NotChecked => r.files_not_checked += 1,
@@ -490,8 +568,8 @@ pub fn verify(
         for mv in &m.volumes {
             if wanted(&mv.id) && !image.volumes.iter().any(|v| v.id == mv.id) {
                 let mut r = VolumeResult::new(&mv.id);
-                r.state = "missing";
-                r.verdict = "missing";
+                r.state = VolumeState::Missing;
+                r.verdict = Feasible::Missing;
                 r.sentence = "in the manifest, but the image has no such volume".into();
                 r.missing = mv.entries.iter().map(|e| e.path.clone()).collect();
                 results.push(r);
@@ -501,11 +579,11 @@ pub fn verify(
     let mut t = Totals::default();
     for r in &results {
         match r.state {
-            "opened" => t.volumes_opened += 1,
-            "blocked" => t.volumes_blocked += 1,
-            "error" => t.volumes_error += 1,
-            "missing" => t.volumes_missing += 1,
-            _ => t.volumes_skipped += 1,
+            VolumeState::Opened => t.volumes_opened += 1,
+            VolumeState::Blocked => t.volumes_blocked += 1,
+            VolumeState::Error => t.volumes_error += 1,
+            VolumeState::Missing => t.volumes_missing += 1,
+            VolumeState::Skipped => t.volumes_skipped += 1,
         }
         t.files += r.files;
         t.files_read += r.files_read;
@@ -521,26 +599,26 @@ pub fn verify(
     let error = t.files_unreadable + t.structural_errors + t.volumes_error > 0;
     let chain_error = results
         .iter()
-        .any(|r| r.state == "blocked" && r.verdict == "error");
+        .any(|r| r.state == VolumeState::Blocked && r.verdict == Feasible::Error);
     let (status, exit_code) = if mismatch {
-        ("mismatch", exit::MISMATCH)
+        (Status::Mismatch, exit::MISMATCH)
     } else if error {
-        ("error", exit::BAD_IMAGE)
+        (Status::Error, exit::BAD_IMAGE)
     } else if chain_error {
-        ("key-chain-error", exit::KEY_CHAIN)
+        (Status::KeyChainError, exit::KEY_CHAIN)
     } else if t.volumes_blocked > 0 {
-        ("blocked", exit::NOT_READABLE)
+        (Status::Blocked, exit::NOT_READABLE)
     } else {
-        ("ok", exit::OK)
+        (Status::Ok, exit::OK)
     };
     Ok(VerifyReport {
         image: image.location.clone(),
         started,
         seconds: started_at.elapsed().as_secs_f64(),
         mode: if opts.sample.is_some() {
-            "sample"
+            VerifyMode::Sample
         } else {
-            "full"
+            VerifyMode::Full
         },
         sample: opts.sample,
         seed,
@@ -610,7 +688,7 @@ pub fn write_summary(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::io:
         out,
         "flr verify {}: {} ({} mode{}{})",
         r.image,
-        r.status.to_uppercase(),
+        r.status.as_str().to_uppercase(),
         r.mode,
         r.seed
             .map(|s| format!(", {} files per volume, seed {s}", r.sample.unwrap_or(0)))
@@ -622,7 +700,7 @@ pub fn write_summary(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::io:
     )?;
     for v in &r.volumes {
         match v.state {
-            "opened" => writeln!(
+            VolumeState::Opened => writeln!(
                 out,
                 "  {}: {} {}: {} objects, {} files, {} read ({} bytes){}",
                 v.id,
@@ -642,12 +720,19 @@ pub fn write_summary(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::io:
                 out,
                 "  {}: {} ({}{}): {}",
                 v.id,
-                state.to_uppercase(),
+                state.as_str().to_uppercase(),
                 v.verdict,
                 if v.reasons.is_empty() {
                     String::new()
                 } else {
-                    format!(": {}", v.reasons.join(", "))
+                    format!(
+                        ": {}",
+                        v.reasons
+                            .iter()
+                            .map(|r| r.code())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 },
                 v.sentence
             )?,
@@ -737,7 +822,7 @@ pub fn write_junit(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::io::R
             None
         } else {
             let msg = match v.state {
-                "opened" => format!(
+                VolumeState::Opened => format!(
                     "{} unreadable, {} structural error(s), {} missing, {} changed, {} extra",
                     v.failed_files(),
                     v.structural_errors.len(),
@@ -745,9 +830,9 @@ pub fn write_junit(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::io::R
                     v.changed.len(),
                     v.extra.len()
                 ),
-                s => format!("{s}: {}", v.sentence),
+                s => format!("{}: {}", s.as_str(), v.sentence),
             };
-            Some((v.state.to_string(), msg))
+            Some((v.state.as_str().to_string(), msg))
         };
         cases.push(Case {
             class: class.clone(),
@@ -760,7 +845,7 @@ pub fn write_junit(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::io::R
                     .unwrap_or_default()
             ),
             time: v.seconds,
-            skipped: (v.state == "skipped").then(|| v.sentence.clone()),
+            skipped: (v.state == VolumeState::Skipped).then(|| v.sentence.clone()),
             failure,
         });
         let mut file = |path: &str, kind: &str, msg: String| {
@@ -773,7 +858,11 @@ pub fn write_junit(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::io::R
             })
         };
         for u in v.unreadable.iter().filter(|u| !u.known) {
-            file(&u.path, "unreadable", format!("{}: {}", u.kind, u.reason));
+            file(
+                &u.path,
+                "unreadable",
+                format!("{}: {}", u.kind.as_str(), u.reason),
+            );
         }
         for m in &v.missing {
             file(m, "missing", "in the manifest, not in the image".into());
@@ -808,8 +897,8 @@ pub fn write_junit(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::io::R
     )?;
     writeln!(out, "    <properties>")?;
     for (k, v) in [
-        ("mode", r.mode.to_string()),
-        ("status", r.status.to_string()),
+        ("mode", r.mode.as_str().to_string()),
+        ("status", r.status.as_str().to_string()),
         ("seed", r.seed.map(|s| s.to_string()).unwrap_or_default()),
         ("manifest", r.manifest.clone().unwrap_or_default()),
     ] {
@@ -872,7 +961,7 @@ pub fn write_prometheus(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::
     gauge(
         "success",
         "1 when everything the last verification checked was good.",
-        one(u64::from(r.status == "ok")),
+        one(u64::from(r.status == Status::Ok)),
     )?;
     gauge(
         "exit_code",
@@ -910,7 +999,11 @@ pub fn write_prometheus(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::
             .iter()
             .map(|v| {
                 (
-                    format!(",volume=\"{}\",state=\"{}\"", label(&v.id), v.state),
+                    format!(
+                        ",volume=\"{}\",state=\"{}\"",
+                        label(&v.id),
+                        v.state.as_str()
+                    ),
                     f64::from(u8::from(v.good())),
                 )
             })

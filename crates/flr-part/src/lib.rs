@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 
 mod gpt_table;
+mod layer;
 mod mbr;
 mod types;
 
@@ -35,6 +36,7 @@ use std::sync::Arc;
 use flr_io::{IoError, ReadAt, Slice, Source};
 use serde::Serialize;
 
+pub use layer::{PartitionTableFormat, FORMAT};
 pub use types::{gpt_type_name, is_extended, mbr_type_name};
 
 /// The kind of partition table.

@@ -33,6 +33,8 @@
 #![deny(missing_docs)]
 
 mod format;
+mod layer;
+pub use layer::{VhdFormat, FORMAT};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

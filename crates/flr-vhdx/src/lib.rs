@@ -26,6 +26,8 @@
 #![deny(missing_docs)]
 
 mod format;
+mod layer;
+pub use layer::{VhdxFormat, FORMAT};
 
 /// CRC-32C (Castagnoli), as VHDX checksums its headers, region tables and
 /// log entries (also used by the fuzz harness to re-checksum mutated headers).

@@ -40,6 +40,8 @@
 //! errors ([`FsError::NotFound`], …).
 #![deny(missing_docs)]
 
+mod layer;
+pub use layer::{XfsFormat, FORMAT};
 mod bmap;
 mod bytes;
 mod dir;

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions, Termios};
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::Secret;
+use flr_keys::Secret;
 
 /// The longest line accepted (ADE's BEK passphrase is 172 bytes).
 const MAX_LEN: usize = 4096;
@@ -27,7 +27,7 @@ impl Drop for EchoOff<'_> {
 /// with stdout redirected) and reads one line with echo off. The line's
 /// bytes, without the final newline, become the secret; they pass through
 /// no buffer that outlives this call unwiped.
-pub fn read_hidden(prompt: &str) -> std::io::Result<Secret> {
+pub(crate) fn read_hidden(prompt: &str) -> std::io::Result<Secret> {
     let tty = File::options().read(true).write(true).open("/dev/tty")?;
     let saved = tcgetattr(&tty)?;
     let mut quiet = saved.clone();

@@ -1,0 +1,50 @@
+//! The VHD format descriptor for flr's scanner.
+
+use std::sync::Arc;
+
+use flr_io::{ReadAt, Source};
+use flr_layer::{ContainerInfo, Format, Kind, LayerError, LayerKind, OpenContext, Opened};
+
+use crate::{DiskType, VhdDisk};
+
+/// VHD (fixed, dynamic, differencing): the file's virtual disk.
+pub struct VhdFormat;
+
+/// The descriptor the engine lists.
+pub static FORMAT: VhdFormat = VhdFormat;
+
+impl Format for VhdFormat {
+    fn kind(&self) -> Kind {
+        Kind::new("vhd", "VHD", LayerKind::Container)
+    }
+
+    fn probe(&self, _head: &[u8], src: &dyn ReadAt) -> bool {
+        crate::probe(src)
+    }
+
+    fn open(&self, src: Source, ctx: &OpenContext<'_>) -> Result<Opened, LayerError> {
+        let file_size = src.len();
+        let d = VhdDisk::open(src, ctx.parents).map_err(LayerError::broken)?;
+        let i = d.info();
+        let info = ContainerInfo {
+            format: "vhd",
+            subtype: Some(
+                match i.disk_type {
+                    DiskType::Fixed => "fixed",
+                    DiskType::Dynamic => "dynamic",
+                    DiskType::Differencing => "differencing",
+                }
+                .to_string(),
+            ),
+            virtual_size: i.virtual_size,
+            file_size,
+            logical_sector_size: None,
+            parents: i.chain.clone(),
+            warnings: i.warnings.clone(),
+        };
+        Ok(Opened::Disk {
+            source: Arc::new(d),
+            info,
+        })
+    }
+}
