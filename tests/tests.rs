@@ -16,6 +16,7 @@ mod keyvault;
 mod limits;
 mod lvm;
 mod mount;
+mod scanner;
 mod tools;
 mod verify;
 mod xfs;

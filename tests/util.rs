@@ -114,3 +114,77 @@ pub(crate) fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect()
 }
+
+/// Puts LUKS ciphertext back into a committed fixture that holds its payloads as plaintext
+/// (ciphertext does not compress): each row of `tsv` (`volume`, payload offset in the
+/// image, length, volume key as hex, sector size, sha256 of the ciphertext cryptsetup
+/// wrote) is encrypted in place with the xts-mode crate (aes-xts-plain64, IV = sector
+/// number from the payload's start) and checked against cryptsetup's sha256 before the
+/// image is used; a `disk` row, if any, gives the sha256 of the whole image. The result is
+/// kept beside the decompressed fixture as `out_name`.
+pub(crate) fn rebuild_ciphertext(zst: &str, tsv: &str, out_name: &str) -> PathBuf {
+    use aes::cipher::KeyInit;
+    let plain = fixture(zst);
+    let out = plain.with_file_name(out_name);
+    let fresh = std::fs::metadata(&out).and_then(|m| m.modified()).ok()
+        >= std::fs::metadata(&plain).and_then(|m| m.modified()).ok();
+    if out.exists() && fresh {
+        return out;
+    }
+    let table = std::fs::read_to_string(flr_testdata::testdata_dir().join(tsv)).unwrap();
+    let mut disk = std::fs::read(&plain).unwrap();
+    let mut whole = None;
+    for l in table
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let c: Vec<&str> = l.split('\t').collect();
+        if c[0] == "disk" {
+            whole = Some(c[1].to_string());
+            continue;
+        }
+        let (off, len): (usize, usize) = (c[1].parse().unwrap(), c[2].parse().unwrap());
+        let key = hex::decode(c[3]).unwrap();
+        let sector: usize = c[4].parse().unwrap();
+        let data = &mut disk[off..off + len];
+        let (a, b) = key.split_at(key.len() / 2);
+        match a.len() {
+            16 => xts_mode::Xts128::new(
+                aes::Aes128::new_from_slice(a).unwrap(),
+                aes::Aes128::new_from_slice(b).unwrap(),
+            )
+            .encrypt_area(data, sector, 0, xts_mode::get_tweak_default),
+            32 => xts_mode::Xts128::new(
+                aes::Aes256::new_from_slice(a).unwrap(),
+                aes::Aes256::new_from_slice(b).unwrap(),
+            )
+            .encrypt_area(data, sector, 0, xts_mode::get_tweak_default),
+            n => panic!("{tsv}: a {n}-byte XTS half key"),
+        }
+        assert_eq!(
+            sha256_hex(data),
+            c[5],
+            "{tsv}: {}: the rebuilt ciphertext differs from cryptsetup's",
+            c[0]
+        );
+    }
+    if let Some(w) = whole {
+        assert_eq!(sha256_hex(&disk), w, "{tsv}: the rebuilt image differs");
+    }
+    let tmp = out.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, &disk).unwrap();
+    std::fs::rename(&tmp, &out).unwrap();
+    out
+}
+
+/// Checks a mounted (or otherwise readable) tree against a manifest with ordinary file
+/// reads: every file's size and sha256, every symlink's target, every folder.
+pub(crate) fn check_dir(dir: &Path, entries: &[ManifestEntry]) {
+    let mut sums = BTreeMap::new();
+    for e in entries.iter().filter(|e| e.kind == 'f') {
+        let data = std::fs::read(dir.join(&e.path))
+            .unwrap_or_else(|err| panic!("{}: cannot read: {err}", e.path));
+        sums.insert(e.path.clone(), sha256_hex(&data));
+    }
+    check_tree(dir, &sums, entries);
+}

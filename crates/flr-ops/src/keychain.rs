@@ -395,6 +395,15 @@ pub struct Feasibility {
 /// Computes each volume's feasibility from what the scan found and what
 /// the key chain did.
 pub fn feasibility(image: &Image, chain: Option<&ChainSummary>) -> Vec<Feasibility> {
+    feasibility_of(&image.volumes, chain)
+}
+
+/// [`feasibility`] of the given volumes (those of an image, or volumes of
+/// disk images found inside it).
+pub fn feasibility_of(
+    volumes: &[flr_engine::Volume],
+    chain: Option<&ChainSummary>,
+) -> Vec<Feasibility> {
     let deps: Vec<String> = chain
         .map(|c| {
             c.chains
@@ -403,8 +412,7 @@ pub fn feasibility(image: &Image, chain: Option<&ChainSummary>) -> Vec<Feasibili
                 .collect()
         })
         .unwrap_or_default();
-    image
-        .volumes
+    volumes
         .iter()
         .map(|v| {
             let c = &v.content;

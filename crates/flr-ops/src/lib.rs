@@ -26,8 +26,8 @@ mod verify;
 pub use flr_fs::{display_name, display_path};
 pub use get::{get, GetOptions, GetSummary};
 pub use keychain::{
-    feasibility, run_chain, ChainMode, ChainOptions, ChainOutcome, ChainResult, ChainSummary,
-    Feasibility, Feasible, Reason,
+    feasibility, feasibility_of, run_chain, ChainMode, ChainOptions, ChainOutcome, ChainResult,
+    ChainSummary, Feasibility, Feasible, Reason,
 };
 pub use keys::{add_key_arg, add_luks_header_arg};
 pub use ls::{ls, LsOptions};
@@ -149,6 +149,28 @@ fn fs_exit_code(e: &FsError) -> i32 {
         FsError::Unsupported { .. } => exit::NOT_READABLE,
         _ => exit::BAD_IMAGE,
     }
+}
+
+/// The volumes an operation covers: every volume of the image when `ids`
+/// is empty, else those named, in the image's order, then the ones that lie
+/// in disk images stored as files (`p2:/x.vhdx::p1`), in the order given.
+/// An id that names no volume is an error.
+pub(crate) fn selected_volumes(
+    image: &Image,
+    ids: &[String],
+) -> Result<Vec<flr_engine::Volume>, OpsError> {
+    let mut out: Vec<flr_engine::Volume> = image
+        .volumes
+        .iter()
+        .filter(|v| ids.is_empty() || ids.contains(&v.id))
+        .cloned()
+        .collect();
+    for id in ids {
+        if !out.iter().any(|v| &v.id == id) {
+            out.push(image.volume(id)?);
+        }
+    }
+    Ok(out)
 }
 
 pub(crate) fn fs_err(volume: &str) -> impl FnOnce(FsError) -> OpsError + '_ {

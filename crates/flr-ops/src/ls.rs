@@ -111,6 +111,14 @@ pub fn ls(
     let vol = image.volume(&spec.volume)?;
     let fs = vol.open_fs()?;
     let meta = fs.metadata(&spec.path).map_err(fs_err(&vol.id))?;
+    if meta.kind == FileKind::File && meta.unreadable.is_none() {
+        // A disk image stored as a file shows the volumes inside it.
+        if let Ok(inner) = image.nested_image(&vol, &spec.raw_path) {
+            if inner.recognised() {
+                return list_image(&inner, ctx, opts);
+            }
+        }
+    }
     if meta.kind != FileKind::Dir {
         let name = spec.path.file_name().unwrap_or(b"/").to_vec();
         return print_entry(
@@ -125,6 +133,74 @@ pub fn ls(
     }
     let mut seen = HashSet::new();
     list_dir(fs.as_ref(), &vol.id, &spec.path, opts, ctx, &mut seen, 0)
+}
+
+/// The volumes of a disk image found in a file: a line on what the image
+/// is, then one per volume with the id to use (`FILE::p1`), its size, kind
+/// and verdict. JSON Lines: one object per volume.
+fn list_image(inner: &Image, ctx: &mut Context<'_>, opts: LsOptions) -> Result<(), OpsError> {
+    #[derive(Serialize)]
+    struct Vol<'a> {
+        volume: &'a str,
+        size: u64,
+        kind: &'a str,
+        verdict: &'a str,
+        detail: &'a str,
+        fs_type: Option<&'a str>,
+    }
+    if ctx.format == OutputFormat::Json {
+        for v in &inner.volumes {
+            serde_json::to_writer(
+                &mut *ctx.out,
+                &Vol {
+                    volume: &v.id,
+                    size: v.size,
+                    kind: v.content.kind.name,
+                    verdict: v.content.verdict.as_str(),
+                    detail: &v.content.detail,
+                    fs_type: v.content.fs.as_ref().map(|f| f.fs_type.as_str()),
+                },
+            )
+            .map_err(std::io::Error::from)?;
+            writeln!(ctx.out)?;
+        }
+        return Ok(());
+    }
+    let c = &inner.container;
+    writeln!(
+        ctx.out,
+        "disk image: {}{}, virtual size {}{}; its volumes:",
+        c.format.to_uppercase(),
+        c.subtype
+            .as_deref()
+            .map(|s| format!(" {s}"))
+            .unwrap_or_default(),
+        crate::probe::human_size(c.virtual_size),
+        inner
+            .table
+            .as_ref()
+            .map(|t| format!(", {} partition table", t.scheme.to_uppercase()))
+            .unwrap_or_default()
+    )?;
+    for v in &inner.volumes {
+        let what = v
+            .content
+            .fs
+            .as_ref()
+            .map_or(v.content.kind.display, |f| f.fs_type.as_str());
+        write!(
+            ctx.out,
+            "{}  {}  {what}  {}",
+            v.id,
+            crate::probe::human_size(v.size),
+            v.content.verdict
+        )?;
+        if opts.long || v.content.verdict != flr_engine::Verdict::Readable {
+            write!(ctx.out, "  {}", v.content.detail)?;
+        }
+        writeln!(ctx.out)?;
+    }
+    Ok(())
 }
 
 fn list_dir(

@@ -312,9 +312,7 @@ pub fn manifest(
     opts: &ManifestOptions,
     ctx: &mut Context<'_>,
 ) -> Result<Manifest, OpsError> {
-    for id in &opts.volumes {
-        image.volume(id)?;
-    }
+    let volumes = crate::selected_volumes(image, &opts.volumes)?;
     let started = Instant::now();
     let mut m = Manifest {
         format: "flr-manifest".into(),
@@ -324,10 +322,7 @@ pub fn manifest(
         volumes: Vec::new(),
     };
     let mut problems = 0usize;
-    for v in &image.volumes {
-        if !opts.volumes.is_empty() && !opts.volumes.contains(&v.id) {
-            continue;
-        }
+    for v in &volumes {
         if v.content.verdict != flr_engine::Verdict::Readable {
             if opts.volumes.contains(&v.id) {
                 v.open_fs()?;

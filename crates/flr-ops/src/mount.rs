@@ -34,18 +34,16 @@ pub fn mount(
 ) -> Result<(), OpsError> {
     let verdicts = feasibility(image, chain);
     let mut volumes = Vec::new();
-    for v in &image.volumes {
-        if args.volume.as_ref().is_some_and(|id| *id != v.id) {
-            continue;
-        }
-        if args.volume.is_some() {
-            // Asked for by id: a volume that cannot be opened is an error.
-            volumes.push(MountVolume {
-                id: v.id.clone(),
-                fs: v.open_fs()?,
-            });
-            continue;
-        }
+    if let Some(id) = &args.volume {
+        // Asked for by id (also a volume of a disk image stored as a file):
+        // a volume that cannot be opened is an error.
+        let v = image.volume(id)?;
+        volumes.push(MountVolume {
+            id: v.id.clone(),
+            fs: v.open_fs()?,
+        });
+    }
+    for v in image.volumes.iter().filter(|_| args.volume.is_none()) {
         let why = verdicts
             .iter()
             .find(|f| f.volume == v.id)
@@ -64,9 +62,6 @@ pub fn mount(
             }),
             Err(e) => writeln!(ctx.err, "flr: mount: {} not shown: {e}", v.id)?,
         }
-    }
-    if let Some(id) = &args.volume {
-        image.volume(id)?;
     }
     let opts = MountOptions {
         single: args.volume.is_some(),

@@ -20,7 +20,7 @@ use flr_fs::{FileKind, FsError};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use crate::keychain::{feasibility, ChainSummary, Feasible, Reason};
+use crate::keychain::{feasibility_of, ChainSummary, Feasible, Reason};
 use crate::manifest::{hash_file, now_rfc3339, walk, Entry, HashError, Manifest};
 use crate::{exit, OpsError};
 
@@ -378,8 +378,16 @@ pub fn verify(
     chain: Option<&ChainSummary>,
     opts: &VerifyOptions,
 ) -> Result<VerifyReport, OpsError> {
-    for id in &opts.volumes {
-        image.volume(id)?;
+    let mut volumes = crate::selected_volumes(image, &opts.volumes)?;
+    // Volumes of disk images stored as files that the manifest covers.
+    if opts.volumes.is_empty() {
+        for mv in opts.manifest.iter().flat_map(|m| &m.volumes) {
+            if mv.id.contains("::") && !volumes.iter().any(|v| v.id == mv.id) {
+                if let Ok(v) = image.volume(&mv.id) {
+                    volumes.push(v);
+                }
+            }
+        }
     }
     let started_at = Instant::now();
     let started = now_rfc3339();
@@ -397,10 +405,10 @@ pub fn verify(
         bytes: AtomicU64::new(0),
         exhausted: AtomicBool::new(false),
     };
-    let verdicts = feasibility(image, chain);
+    let verdicts = feasibility_of(&volumes, chain);
     let wanted = |id: &str| opts.volumes.is_empty() || opts.volumes.iter().any(|v| v == id);
     let mut results = Vec::new();
-    for v in image.volumes.iter().filter(|v| wanted(&v.id)) {
+    for v in &volumes {
         let t0 = Instant::now();
         let mut r = VolumeResult::new(&v.id);
         if let Some(f) = verdicts.iter().find(|f| f.volume == v.id) {
@@ -566,7 +574,7 @@ pub fn verify(
     // Volumes the manifest has that the image does not.
     if let Some(m) = &opts.manifest {
         for mv in &m.volumes {
-            if wanted(&mv.id) && !image.volumes.iter().any(|v| v.id == mv.id) {
+            if wanted(&mv.id) && !volumes.iter().any(|v| v.id == mv.id) {
                 let mut r = VolumeResult::new(&mv.id);
                 r.state = VolumeState::Missing;
                 r.verdict = Feasible::Missing;
