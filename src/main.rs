@@ -1,20 +1,15 @@
 //! `flr`: file-level restore from VM disk images, read-only.
 //!
-//! The binary only parses arguments, calls one `flr_ops` function and maps
-//! its result to an exit code; everything else lives in `crates/`.
+//! The binary only parses arguments, calls one `flr_ops` entry
+//! ([`flr_ops::run`]) and turns its result into the process's exit code;
+//! everything else (keys, configuration, sources, the key chain, the
+//! commands, messages) lives in `crates/`.
 
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
 
 use clap::{Parser, Subcommand};
-use flr_blob::{BlobLocation, BlobOptions, BlobParentResolver, BlobSource};
-use flr_engine::{Image, KeyRing, Scan};
-use flr_ops::{
-    exit, ChainOptions, Context, GetOptions, LsOptions, OpsError, OutputFormat, VolPath,
-};
+use flr_ops::{Command, Globals, Invocation};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -224,436 +219,99 @@ enum StatsFormat {
     Json,
 }
 
-/// The blob a command read, kept for `--stats`.
-static BLOB: OnceLock<Arc<BlobSource>> = OnceLock::new();
-/// The parents of that blob (a differencing disk), kept for `--stats`.
-static PARENTS: OnceLock<BlobParentResolver> = OnceLock::new();
-
-/// The image argument as it may be printed: a blob URL loses its SAS.
-fn shown_location(image: &str) -> String {
-    if flr_arm::is_resource_id(image) {
-        image.to_string()
-    } else if flr_blob::is_remote(image) {
-        BlobLocation::parse(image).map_or_else(|_| "(blob)".into(), |l| l.shown().to_string())
-    } else {
-        image.to_string()
-    }
-}
-
-/// Opens the image argument: a local path, or a blob read in ranges.
-fn open_image(
-    image: &str,
-    scan: Scan,
-    keys: &KeyRing,
-    opts: &BlobOptions,
-    with_disks: &[PathBuf],
-) -> Result<Image, OpsError> {
-    // A disk or snapshot resource id reads through the SAS that
-    // beginGetAccess handed out (see flr_ops::access).
-    let sas = flr_ops::access::sas_for(image);
-    let image = sas.as_deref().unwrap_or(image);
-    if !flr_blob::is_remote(image) {
-        if with_disks.is_empty() {
-            return Ok(flr_engine::open_path(Path::new(image), scan, keys)?);
-        }
-        let mut disks = Vec::new();
-        for p in std::iter::once(Path::new(image)).chain(with_disks.iter().map(PathBuf::as_path)) {
-            let f: flr_io::Source =
-                Arc::new(flr_io::FileSource::open(p).map_err(flr_engine::EngineError::from)?);
-            disks.push((f, p.display().to_string()));
-        }
-        let parents = flr_io::FileParentResolver::new(Path::new(image));
-        return Ok(flr_engine::open_disks(disks, &parents, scan, keys)?);
-    }
-    let loc = BlobLocation::parse(image).map_err(|e| OpsError::Usage(e.to_string()))?;
-    let shown = loc.shown().to_string();
-    let opts = flr_ops::access::storage_auth(&loc, opts)?;
-    // A differencing disk's parents are blobs beside it, read with the same
-    // SAS or token; the resolver keeps them for --stats.
-    let parents = BlobParentResolver::new(loc.clone(), opts.clone());
-    let blob = BlobSource::open(loc, opts).map_err(|e| {
-        flr_engine::EngineError::from(flr_io::IoError::Os {
-            layer: "blob".into(),
-            offset: 0,
-            source: std::io::Error::other(e.to_string()),
-        })
-    })?;
-    let blob = BLOB.get_or_init(|| Arc::new(blob)).clone();
-    let _ = PARENTS.set(parents.clone());
-    Ok(flr_engine::open_source(blob, &shown, &parents, scan, keys)?)
-}
-
-/// `--stats`: what reading the image cost, on stderr.
-fn print_stats(json: bool, remote: bool, started: Instant) {
-    let stats = BLOB.get().and_then(|b| {
-        let mut all = vec![b.stats()];
-        if let Some(p) = PARENTS.get() {
-            all.extend(p.opened().iter().map(|p| p.stats()));
-        }
-        flr_blob::Stats::combined(&all)
-    });
-    let line = match (stats, json) {
-        (Some(s), true) => s.json(),
-        (Some(s), false) => s.human(),
-        (None, false) if remote => {
-            "flr: stats: the blob could not be opened (see the error above)".into()
-        }
-        (None, true) => format!(
-            "{{\"source\":\"{}\",\"opened\":false,\"bytes_fetched\":0,\"requests\":0,\"cache_hits\":0,\"seconds\":{:.6}}}",
-            if remote { "blob" } else { "local" },
-            started.elapsed().as_secs_f64()
-        ),
-        (None, false) => format!(
-            "flr: stats: local image, nothing fetched, {:.3} s",
-            started.elapsed().as_secs_f64()
-        ),
-    };
-    let _ = writeln!(std::io::stderr(), "{line}");
-}
-
-fn parse_specs(v: &[String]) -> Result<Vec<VolPath>, OpsError> {
-    v.iter()
-        .map(|s| VolPath::parse(s).map_err(OpsError::Usage))
-        .collect()
-}
-
-fn run(cli: Cli) -> Result<i32, OpsError> {
-    let mut keys = KeyRing::new();
-    for k in &cli.keys {
-        flr_ops::add_key_arg(&mut keys, k).map_err(OpsError::Usage)?;
-    }
-    for h in &cli.luks_headers {
-        flr_ops::add_luks_header_arg(&mut keys, h).map_err(OpsError::Usage)?;
-    }
-    flr_ops::access::set_config_path(cli.config.as_deref());
-    let raw_image = match &cli.cmd {
-        Cmd::Probe { image, .. }
-        | Cmd::Ls { image, .. }
-        | Cmd::Get { image, .. }
-        | Cmd::Cat { image, .. }
-        | Cmd::Mount { image, .. }
-        | Cmd::Manifest { image, .. }
-        | Cmd::Verify { image, .. } => image.clone(),
-    };
-    let resource = if flr_arm::is_resource_id(&raw_image) {
-        Some(flr_ops::access::begin_access(
-            &raw_image,
-            cli.config.as_deref(),
-            cli.keep_access,
-            // `mount` unmounts on a signal and then returns: it revokes at the end.
-            !matches!(cli.cmd, Cmd::Mount { .. }),
-            &mut std::io::stderr(),
-        )?)
-    } else {
-        None
-    };
-    let chain_opts = ChainOptions {
-        config: cli.config.clone(),
-        metadata: cli.metadata.clone(),
-        secret_url: cli.secret_url.clone(),
-        kek_url: cli.kek_url.clone(),
-        dry_run: cli.dry_run,
-        resource,
-    };
-    let image_arg = match &cli.cmd {
-        Cmd::Probe { image, .. }
-        | Cmd::Ls { image, .. }
-        | Cmd::Get { image, .. }
-        | Cmd::Mount { image, .. }
-        | Cmd::Manifest { image, .. }
-        | Cmd::Verify { image, .. }
-        | Cmd::Cat { image, .. } => shown_location(image),
-    };
-    let blob_opts = BlobOptions {
-        concurrency: cli.concurrency,
-        ..BlobOptions::from_env()
-    };
-    if flr_blob::is_remote(&raw_image) || flr_arm::is_resource_id(&raw_image) {
-        // Every read is a round trip: stream large files as parallel ranges
-        // (FLR_READ_STREAMS overrides, 1 for one sequential stream).
-        let streams = std::env::var("FLR_READ_STREAMS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(cli.concurrency);
-        flr_ops::set_read_streams(streams);
-    }
-    let chain = flr_ops::run_chain(&chain_opts, &image_arg, &mut keys)?;
-    let open =
-        |image: &str, scan: Scan| open_image(image, scan, &keys, &blob_opts, &cli.with_disks);
-    let stdout = std::io::stdout();
-    let stderr = std::io::stderr();
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let mut err = stderr.lock();
-    let fmt = |json: bool| {
-        if json {
-            OutputFormat::Json
-        } else {
-            OutputFormat::Human
-        }
-    };
-    if !matches!(cli.cmd, Cmd::Probe { .. }) {
-        for c in chain.iter().flat_map(|c| &c.chains) {
-            if let Some(f) = &c.finding {
-                writeln!(
-                    err,
-                    "flr: key chain {} for {}: [{}] {}{}",
-                    c.outcome,
-                    c.secret,
-                    f.code,
-                    f.message,
-                    f.remedy
-                        .as_deref()
-                        .map(|r| format!(" — {r}"))
-                        .unwrap_or_default()
-                )?;
-            }
-        }
-    }
-    let code = match cli.cmd {
-        Cmd::Probe { image, json } => {
-            let img = open(&image, Scan::Full)?;
-            let mut ctx = Context {
-                out: &mut out,
-                err: &mut err,
-                format: fmt(json),
-            };
-            let verdicts = flr_ops::probe(
-                &img,
-                chain.as_ref(),
-                cli.dry_run || chain.is_some(),
-                &mut ctx,
-            )?;
-            if cli.dry_run || chain.is_some() {
-                if verdicts
-                    .iter()
-                    .any(|v| v.verdict == flr_ops::Feasible::Blocked)
-                {
-                    exit::NOT_READABLE
-                } else if verdicts
-                    .iter()
-                    .any(|v| v.verdict == flr_ops::Feasible::Error)
-                {
-                    exit::KEY_CHAIN
-                } else {
-                    exit::OK
-                }
-            } else {
-                exit::OK
-            }
-        }
-        Cmd::Ls {
-            image,
-            path,
-            long,
-            recursive,
-            json,
-        } => {
-            let spec = VolPath::parse(&path).map_err(OpsError::Usage)?;
-            let img = open(&image, Scan::Quick)?;
-            let mut ctx = Context {
-                out: &mut out,
-                err: &mut err,
-                format: fmt(json),
-            };
-            flr_ops::ls(&img, &spec, LsOptions { long, recursive }, &mut ctx)?;
-            exit::OK
-        }
-        Cmd::Get {
-            image,
-            paths,
-            dest,
-            force,
-            checksum,
-            json,
-        } => {
-            let specs = parse_specs(&paths)?;
-            let img = open(&image, Scan::Quick)?;
-            let mut ctx = Context {
-                out: &mut out,
-                err: &mut err,
-                format: fmt(json),
-            };
-            flr_ops::get(
-                &img,
-                &specs,
-                &GetOptions {
-                    dest,
-                    force,
-                    checksum,
-                },
-                &mut ctx,
-            )?;
-            exit::OK
-        }
-        Cmd::Cat { image, path } => {
-            let spec = VolPath::parse(&path).map_err(OpsError::Usage)?;
-            let img = open(&image, Scan::Quick)?;
-            // File data goes to stdout unbuffered: it is written in large chunks
-            // already, and a buffer would only add a copy.
-            out.flush()?;
-            flr_ops::cat(&img, &spec, &mut std::io::stdout().lock())?;
-            exit::OK
-        }
-        Cmd::Mount {
-            image,
-            mountpoint,
-            volume,
-            daemon: _,
-            allow_other,
-        } => {
-            let img = open(&image, Scan::Full)?;
-            let mut ctx = Context {
-                out: &mut out,
-                err: &mut err,
-                format: OutputFormat::Human,
-            };
-            let args = flr_ops::MountArgs {
+impl Cli {
+    fn into_invocation(self) -> Invocation {
+        let globals = Globals {
+            keys: self.keys,
+            luks_headers: self.luks_headers,
+            metadata: self.metadata,
+            secret_url: self.secret_url,
+            kek_url: self.kek_url,
+            config: self.config,
+            dry_run: self.dry_run,
+            stats: self.stats.map(|s| match s {
+                StatsFormat::Human => flr_ops::StatsFormat::Human,
+                StatsFormat::Json => flr_ops::StatsFormat::Json,
+            }),
+            concurrency: self.concurrency,
+            with_disks: self.with_disks,
+            keep_access: self.keep_access,
+        };
+        let command = match self.cmd {
+            Cmd::Probe { image, json } => Command::Probe { image, json },
+            Cmd::Ls {
+                image,
+                path,
+                long,
+                recursive,
+                json,
+            } => Command::Ls {
+                image,
+                path,
+                long,
+                recursive,
+                json,
+            },
+            Cmd::Get {
+                image,
+                paths,
+                dest,
+                force,
+                checksum,
+                json,
+            } => Command::Get {
+                image,
+                paths,
+                dest,
+                force,
+                checksum,
+                json,
+            },
+            Cmd::Cat { image, path } => Command::Cat { image, path },
+            Cmd::Mount {
+                image,
                 mountpoint,
                 volume,
+                daemon,
                 allow_other,
-            };
-            flr_ops::mount(
-                &img,
-                chain.as_ref(),
-                &args,
-                &mut ctx,
-                flr_ops::daemon::ready,
-            )?;
-            exit::OK
-        }
-        Cmd::Manifest { image, volumes } => {
-            let img = open(&image, Scan::Full)?;
-            let mut ctx = Context {
-                out: &mut out,
-                err: &mut err,
-                format: OutputFormat::Json,
-            };
-            flr_ops::manifest(&img, &flr_ops::ManifestOptions { volumes }, &mut ctx)?;
-            exit::OK
-        }
-        Cmd::Verify {
-            image,
-            manifest,
-            sample,
-            full: _,
-            seed,
-            max_bytes,
-            max_time,
-            volumes,
-            json,
-            junit,
-            prometheus,
-        } => {
-            let baseline = match &manifest {
-                Some(p) => {
-                    let text = std::fs::read_to_string(p)
-                        .map_err(|e| OpsError::Usage(format!("--manifest {}: {e}", p.display())))?;
-                    Some(
-                        flr_ops::read_manifest(&text).map_err(|e| {
-                            OpsError::Usage(format!("--manifest {}: {e}", p.display()))
-                        })?,
-                    )
-                }
-                None => None,
-            };
-            let opts = flr_ops::VerifyOptions {
-                manifest: baseline,
-                manifest_path: manifest.map(|p| p.display().to_string()),
+            } => Command::Mount {
+                image,
+                mountpoint,
+                volume,
+                daemon,
+                allow_other,
+            },
+            Cmd::Manifest { image, volumes } => Command::Manifest { image, volumes },
+            Cmd::Verify {
+                image,
+                manifest,
+                sample,
+                full: _,
+                seed,
+                max_bytes,
+                max_time,
+                volumes,
+                json,
+                junit,
+                prometheus,
+            } => Command::Verify {
+                image,
+                manifest,
                 sample,
                 seed,
-                max_bytes: max_bytes
-                    .as_deref()
-                    .map(flr_ops::parse_bytes)
-                    .transpose()
-                    .map_err(|e| OpsError::Usage(format!("--max-bytes: {e}")))?,
-                max_time: max_time
-                    .as_deref()
-                    .map(flr_ops::parse_duration)
-                    .transpose()
-                    .map_err(|e| OpsError::Usage(format!("--max-time: {e}")))?,
+                max_bytes,
+                max_time,
                 volumes,
-                progress: json.is_none(),
-            };
-            let img = open(&image, Scan::Full)?;
-            let report = flr_ops::verify(&img, chain.as_ref(), &opts)?;
-            let to_stdout = json.as_deref() == Some(Path::new("-"));
-            if to_stdout {
-                flr_ops::write_json(&report, &mut out)?;
-            } else {
-                flr_ops::write_summary(&report, &mut out)?;
-            }
-            if let Some(p) = json.as_deref().filter(|p| *p != Path::new("-")) {
-                flr_ops::write_file_atomically(p, |w| flr_ops::write_json(&report, w))?;
-            }
-            if let Some(p) = &junit {
-                flr_ops::write_file_atomically(p, |w| flr_ops::write_junit(&report, w))?;
-            }
-            if let Some(p) = &prometheus {
-                flr_ops::write_file_atomically(p, |w| flr_ops::write_prometheus(&report, w))?;
-            }
-            report.exit_code
-        }
-    };
-    out.flush()?;
-    Ok(code)
+                json,
+                junit,
+                prometheus,
+            },
+        };
+        Invocation { globals, command }
+    }
 }
 
 fn main() -> ExitCode {
-    let started = Instant::now();
-    let cli = Cli::parse();
-    // `mount --daemon`: the parent only starts the detached child (which does
-    // everything, key chain included) and waits until it has mounted.
-    if matches!(cli.cmd, Cmd::Mount { daemon: true, .. }) && !flr_ops::daemon::is_child() {
-        return match flr_ops::daemon::detach() {
-            Ok(flr_ops::daemon::Detached::Mounted(pid)) => {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "flr: mount running in the background (pid {pid})"
-                );
-                ExitCode::SUCCESS
-            }
-            Ok(flr_ops::daemon::Detached::Failed(code)) => {
-                ExitCode::from(u8::try_from(code).unwrap_or(1))
-            }
-            Err(e) => {
-                let _ = writeln!(std::io::stderr(), "flr: mount --daemon: {e}");
-                ExitCode::from(u8::try_from(exit::OUTPUT).unwrap_or(1))
-            }
-        };
-    }
-    let stats = cli.stats.map(|format| {
-        let json = format == StatsFormat::Json
-            || matches!(
-                cli.cmd,
-                Cmd::Probe { json: true, .. }
-                    | Cmd::Ls { json: true, .. }
-                    | Cmd::Get { json: true, .. }
-            );
-        let (Cmd::Probe { image, .. }
-        | Cmd::Ls { image, .. }
-        | Cmd::Get { image, .. }
-        | Cmd::Mount { image, .. }
-        | Cmd::Manifest { image, .. }
-        | Cmd::Verify { image, .. }
-        | Cmd::Cat { image, .. }) = &cli.cmd;
-        (
-            json,
-            flr_blob::is_remote(image) || flr_arm::is_resource_id(image),
-        )
-    });
-    let code = match run(cli) {
-        Ok(c) => c,
-        // A closed pipe (`flr cat … | head`) is not an error.
-        Err(OpsError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
-        Err(e) => {
-            let _ = writeln!(std::io::stderr(), "flr: {e}");
-            e.exit_code()
-        }
-    };
-    if let Some((json, remote)) = stats {
-        print_stats(json, remote, started);
-    }
-    // A read SAS from beginGetAccess is given back whatever happened.
-    flr_ops::access::end_access(&mut std::io::stderr());
+    let code = flr_ops::run(Cli::parse().into_invocation());
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

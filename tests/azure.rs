@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use flr_blob::emulator::azurite;
 use flr_blob::{blob_service_sas, SasTerms, DEV_ACCOUNT, DEV_KEY};
 use flr_io::FileSource;
+use flr_kvtest::azurite::azurite;
 use flr_kvtest::TestVault;
 
 use crate::util::{check_tree, checksums, fixture, manifest, sha256_hex, stderr};
@@ -396,7 +396,7 @@ fn secure_azurite(kv: &TestVault) -> Option<SecureAzurite> {
 /// disk's URL (no SAS: it is read with a token).
 fn demo_on_secure_azurite(az: &Azure) -> Option<(SecureAzurite, String)> {
     let sa = secure_azurite(&az.kv)?;
-    let write = flr_blob::emulator::Azurite {
+    let write = flr_kvtest::azurite::Azurite {
         endpoint: sa.endpoint.clone(),
     }
     .write_sas();

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use flr_blob::emulator::{azurite, Azurite};
 use flr_blob::{blob_service_sas, SasTerms, DEV_ACCOUNT, DEV_KEY};
 use flr_io::FileSource;
+use flr_kvtest::azurite::{azurite, Azurite};
 
 use crate::util::{checksums, fixture, manifest, p, run, sha256_hex, stderr};
 

@@ -11,13 +11,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use flr_blob::emulator::{azurite, Azurite};
 use flr_blob::{
     blob_service_sas, container_service_sas, BlobLocation, BlobOptions, BlobParentResolver,
     BlobSource, SasTerms, DEV_ACCOUNT, DEV_KEY,
 };
 use flr_engine::{KeyRing, Scan};
 use flr_io::{FileSource, ReadAt, Source};
+use flr_kvtest::azurite::{azurite, Azurite};
 
 use crate::util::{run, sha256_hex, stderr};
 

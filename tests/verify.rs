@@ -520,7 +520,7 @@ fn key_vault_unlocks_and_a_disabled_kek_blocks() {
 /// blob mounts.
 #[test]
 fn blob_sources_verify_and_mount() {
-    let Some(a) = flr_blob::emulator::azurite() else {
+    let Some(a) = flr_kvtest::azurite::azurite() else {
         flr_testdata::loud(
             "SKIPPED verify::blob_sources_verify_and_mount: Azurite is not installed (npm install -g azurite, or set FLR_AZURITE_ENDPOINT)",
         );

@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use flr_azauth::{authority_for, Bearer};
-use flr_keychain::config::AzureConfig;
+use flr_config::AzureConfig;
 use reqwest::blocking::{Client, RequestBuilder, Response};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -232,7 +232,7 @@ impl ArmClient {
     pub fn new(cfg: &AzureConfig) -> Result<ArmClient, ArmError> {
         let http =
             flr_azauth::https_client(cfg.ca_file.as_deref()).map_err(|e| ArmError::Auth(e.0))?;
-        let authority = authority_for(cfg.tenant.as_deref());
+        let authority = authority_for(cfg.tenant.as_deref(), &cfg.env);
         Ok(ArmClient {
             bearer: Bearer::new(
                 http.clone(),
@@ -240,6 +240,7 @@ impl ArmClient {
                 &cfg.arm_token_env,
                 &authority,
                 &cfg.resource_manager,
+                cfg.env.clone(),
             ),
             http,
             endpoint: cfg.resource_manager.trim_end_matches('/').to_string(),

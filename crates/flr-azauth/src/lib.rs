@@ -19,12 +19,16 @@
 //! it before it expires. Tokens are held in [`Zeroizing`] strings and are
 //! never printed; [`caller_of`] reads the identity a token speaks for (for
 //! audit logs) without exposing the token.
+//!
+//! The variables named here are read from the [`Environment`] the caller
+//! hands in (the command line captures the process's), never from the
+//! process itself.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-pub use flr_keychain::config::Credential;
+pub use flr_config::{Credential, Environment};
 use reqwest::blocking::{Client, Response};
 use serde_json::Value;
 use zeroize::Zeroizing;
@@ -58,6 +62,8 @@ pub struct TokenRequest<'a> {
     pub credential: Credential,
     /// The variable holding the token for [`Credential::TokenEnv`].
     pub token_env: &'a str,
+    /// Where the credential's variables are read.
+    pub env: &'a Environment,
     /// `https://login.microsoftonline.com/<tenant>` (the tenant may be
     /// replaced by `AZURE_TENANT_ID`).
     pub authority: &'a str,
@@ -82,17 +88,16 @@ impl std::fmt::Debug for AccessToken {
     }
 }
 
-fn env(k: &str) -> Option<String> {
-    std::env::var(k).ok().filter(|v| !v.is_empty())
-}
-
 /// The authority for `tenant`: `AZURE_AUTHORITY_HOST` (or the public
 /// cloud's) followed by the tenant, `AZURE_TENANT_ID`, or `organizations`.
-pub fn authority_for(tenant: Option<&str>) -> String {
-    let host = env("AZURE_AUTHORITY_HOST").unwrap_or_else(|| DEFAULT_AUTHORITY_HOST.to_string());
+pub fn authority_for(tenant: Option<&str>, env: &Environment) -> String {
+    let host = env
+        .get("AZURE_AUTHORITY_HOST")
+        .unwrap_or(DEFAULT_AUTHORITY_HOST)
+        .to_string();
     let tenant = tenant
         .map(str::to_string)
-        .or_else(|| env("AZURE_TENANT_ID"))
+        .or_else(|| env.get("AZURE_TENANT_ID").map(str::to_string))
         .unwrap_or_else(|| "organizations".to_string());
     format!("{}/{tenant}", host.trim_end_matches('/'))
 }
@@ -109,18 +114,24 @@ pub fn acquire(
     let (value, lifetime) = match req.credential {
         Credential::None => (String::new(), Duration::from_secs(3600)),
         Credential::TokenEnv => (
-            env(req.token_env).ok_or_else(|| {
-                AuthError(format!(
-                    "credential token-env: ${} is not set",
-                    req.token_env
-                ))
-            })?,
+            req.env
+                .get(req.token_env)
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    AuthError(format!(
+                        "credential token-env: ${} is not set",
+                        req.token_env
+                    ))
+                })?,
             Duration::from_secs(3000),
         ),
         Credential::ClientSecret | Credential::WorkloadIdentity => {
-            let client_id = env("AZURE_CLIENT_ID")
+            let client_id = req
+                .env
+                .get("AZURE_CLIENT_ID")
+                .map(str::to_string)
                 .ok_or_else(|| AuthError("AZURE_CLIENT_ID is not set".into()))?;
-            let authority = match env("AZURE_TENANT_ID") {
+            let authority = match req.env.get("AZURE_TENANT_ID").map(str::to_string) {
                 Some(t) => match req.authority.trim_end_matches('/').rfind('/') {
                     Some(i) => format!("{}/{t}", &req.authority[..i]),
                     None => req.authority.to_string(),
@@ -133,11 +144,17 @@ pub fn acquire(
                 ("scope", Zeroizing::new(scope)),
             ];
             if req.credential == Credential::ClientSecret {
-                let s = env("AZURE_CLIENT_SECRET")
+                let s = req
+                    .env
+                    .get("AZURE_CLIENT_SECRET")
+                    .map(str::to_string)
                     .ok_or_else(|| AuthError("AZURE_CLIENT_SECRET is not set".into()))?;
                 form.push(("client_secret", Zeroizing::new(s)));
             } else {
-                let f = env("AZURE_FEDERATED_TOKEN_FILE")
+                let f = req
+                    .env
+                    .get("AZURE_FEDERATED_TOKEN_FILE")
+                    .map(str::to_string)
                     .ok_or_else(|| AuthError("AZURE_FEDERATED_TOKEN_FILE is not set".into()))?;
                 let a = std::fs::read_to_string(&f).map_err(|e| AuthError(format!("{f}: {e}")))?;
                 form.push((
@@ -157,14 +174,20 @@ pub fn acquire(
             // secret header, both in the environment. Else a VM or scale
             // set: the Instance Metadata Service (its host overridable as the
             // Azure SDKs allow, for pod identity).
-            let (endpoint, api, header) = match (env("IDENTITY_ENDPOINT"), env("IDENTITY_HEADER")) {
+            let (endpoint, api, header) = match (
+                req.env.get("IDENTITY_ENDPOINT").map(str::to_string),
+                req.env.get("IDENTITY_HEADER").map(str::to_string),
+            ) {
                 (Some(endpoint), Some(secret)) => (
                     endpoint,
                     "2019-08-01",
                     ("X-IDENTITY-HEADER", Zeroizing::new(secret)),
                 ),
                 _ => {
-                    let host = env("AZURE_POD_IDENTITY_AUTHORITY_HOST")
+                    let host = req
+                        .env
+                        .get("AZURE_POD_IDENTITY_AUTHORITY_HOST")
+                        .map(str::to_string)
                         .unwrap_or_else(|| "http://169.254.169.254".into());
                     let endpoint = format!(
                         "{}/metadata/identity/oauth2/token",
@@ -183,7 +206,7 @@ pub fn acquire(
                 .append_pair("api-version", api)
                 .append_pair("resource", resource);
             // A user-assigned identity.
-            if let Some(id) = env("AZURE_CLIENT_ID") {
+            if let Some(id) = req.env.get("AZURE_CLIENT_ID").map(str::to_string) {
                 url.query_pairs_mut().append_pair("client_id", &id);
             }
             // These endpoints are plain HTTP on the machine (or link-local),
@@ -372,6 +395,7 @@ pub struct Bearer {
     http: Client,
     credential: Credential,
     token_env: String,
+    env: Arc<Environment>,
     authority: String,
     resource: String,
     cached: Mutex<Option<(Zeroizing<String>, Instant)>>,
@@ -395,11 +419,13 @@ impl Bearer {
         token_env: &str,
         authority: &str,
         resource: &str,
+        env: Arc<Environment>,
     ) -> Bearer {
         Bearer {
             http,
             credential,
             token_env: token_env.to_string(),
+            env,
             authority: authority.to_string(),
             resource: resource.to_string(),
             cached: Mutex::new(None),
@@ -410,7 +436,7 @@ impl Bearer {
     /// credential, tenant and CA file); `token_env` names the variable for
     /// `credential = "token-env"`.
     pub fn from_config(
-        cfg: &flr_keychain::config::AzureConfig,
+        cfg: &flr_config::AzureConfig,
         token_env: &str,
         resource: &str,
     ) -> Result<Bearer, AuthError> {
@@ -418,8 +444,9 @@ impl Bearer {
             https_client(cfg.ca_file.as_deref())?,
             cfg.credential,
             token_env,
-            &authority_for(cfg.tenant.as_deref()),
+            &authority_for(cfg.tenant.as_deref(), &cfg.env),
             resource,
+            cfg.env.clone(),
         ))
     }
 
@@ -441,6 +468,7 @@ impl Bearer {
             &TokenRequest {
                 credential: self.credential,
                 token_env: &self.token_env,
+                env: &self.env,
                 authority: &self.authority,
                 resource: &self.resource,
             },
@@ -488,9 +516,11 @@ mod tests {
     #[test]
     fn token_env_and_missing_variables() {
         let http = Client::new();
+        let env = Environment::empty();
         let req = TokenRequest {
             credential: Credential::TokenEnv,
             token_env: "FLR_AZAUTH_TEST_TOKEN_UNSET",
+            env: &env,
             authority: "https://login.microsoftonline.com/t",
             resource: "https://storage.azure.com",
         };
@@ -513,7 +543,10 @@ mod tests {
 
     #[test]
     fn authority_uses_the_given_tenant() {
-        let a = authority_for(Some("72f988bf-86f1-41af-91ab-2d7cd011db47"));
+        let a = authority_for(
+            Some("72f988bf-86f1-41af-91ab-2d7cd011db47"),
+            &Environment::empty(),
+        );
         assert!(a.ends_with("/72f988bf-86f1-41af-91ab-2d7cd011db47"), "{a}");
         assert!(a.starts_with("https://"), "{a}");
     }

@@ -37,7 +37,6 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod emulator;
 mod http;
 mod location;
 mod pages;
@@ -166,14 +165,14 @@ impl Default for BlobOptions {
 }
 
 impl BlobOptions {
-    /// The defaults, with the retry policy overridable from the
-    /// environment: `FLR_BLOB_ATTEMPTS`, `FLR_BLOB_RETRY_MS` (first delay),
-    /// `FLR_BLOB_TIMEOUT_S` (per request), and the tuning from
+    /// The defaults, with the retry policy and tuning overridable from the
+    /// environment the command line captured: `FLR_BLOB_ATTEMPTS`,
+    /// `FLR_BLOB_RETRY_MS` (first delay), `FLR_BLOB_TIMEOUT_S` (per request),
     /// `FLR_BLOB_BLOCK_KIB` (cache block), `FLR_BLOB_REQUEST_KIB` (largest
     /// request) and `FLR_BLOB_READAHEAD_MIB` (largest read-ahead window).
-    pub fn from_env() -> Self {
+    pub fn from_environment(env: &flr_config::Environment) -> Self {
         let mut o = BlobOptions::default();
-        let num = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+        let num = |k: &str| env.number(k);
         if let Some(n) = num("FLR_BLOB_ATTEMPTS") {
             o.max_attempts = u32::try_from(n).unwrap_or(u32::MAX).max(1);
         }

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use flr_blob::emulator::azurite;
 use flr_blob::{
     blob_service_sas, BlobLocation, BlobOptions, BlobSource, SasTerms, DEV_ACCOUNT, DEV_KEY,
 };
 use flr_io::{MemSource, ReadAt};
+use flr_kvtest::azurite::azurite;
 
 fn skip(test: &str) -> bool {
     if azurite().is_none() {

@@ -67,9 +67,10 @@ impl AuditLog {
         })
     }
 
-    /// The default location: `$XDG_STATE_HOME/flr/audit.jsonl`.
-    pub fn default_path() -> Option<PathBuf> {
-        crate::config::user_dir("XDG_STATE_HOME", ".local/state").map(|d| d.join("flr/audit.jsonl"))
+    /// The default location inside the user's state folder
+    /// (`$XDG_STATE_HOME`, which the command line finds): `flr/audit.jsonl`.
+    pub fn default_path(state_dir: &Path) -> PathBuf {
+        state_dir.join("flr/audit.jsonl")
     }
 
     /// Where records go.

@@ -8,10 +8,11 @@ use flr_keys::Secret;
 use serde::Serialize;
 
 use crate::audit::{AuditLog, Record};
-use crate::config::{Config, DatePolicy, VaultConfig};
-use crate::ids::{ObjectId, ObjectKind};
+use flr_config::{Config, DatePolicy, ObjectId, ObjectKind, VaultConfig};
+
 use crate::metadata::AdeSetting;
 use crate::offline;
+use crate::policy::Policy;
 
 /// Validity attributes of a key or secret version.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The Azure Disk Encryption key chain, apart from the readers.
 //!
 //! Given what Azure records about a disk ([`metadata`]), a configuration
-//! ([`config`]: vaults, offline key material, policy, audit), and a way to
+//! (`flr_config::Config`: vaults, offline key material, policy, audit), and a way to
 //! reach vaults (the [`chain::Vault`] trait; `flr-keyvault` implements it
 //! over HTTPS), [`chain::KeyChain`] follows the chain
 //! secret version → KEK version unwrap → passphrase file / `.BEK` file, or
@@ -11,8 +11,6 @@
 
 pub mod audit;
 pub mod chain;
-pub mod config;
-pub mod ids;
 pub mod metadata;
 pub mod offline;
 pub mod policy;
@@ -23,6 +21,5 @@ pub use chain::{
     Attributes, ChainReport, Connector, DiskKey, Finding, KeyBundle, KeyChain, Mode, Outcome,
     SecretBundle, Vault, VaultError,
 };
-pub use config::Config;
-pub use ids::{ObjectId, ObjectKind};
+pub use flr_config::{Config, ObjectId, ObjectKind};
 pub use metadata::{AdeSetting, DiskEncryption};

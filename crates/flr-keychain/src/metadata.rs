@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::ids::ObjectId;
+use flr_config::ObjectId;
 
 /// Server-side encryption facts.
 #[derive(Debug, Clone, PartialEq, Eq)]

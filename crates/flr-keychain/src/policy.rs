@@ -1,6 +1,6 @@
 //! Policy decisions over vault URLs, key/secret ids and algorithms.
 
-use crate::config::PolicyConfig;
+use flr_config::PolicyConfig;
 
 /// `*` matches any run of characters (including `/`); everything else
 /// matches itself, case-insensitively (URLs' hosts are case-insensitive and
@@ -33,24 +33,32 @@ fn any(patterns: &[String], text: &str) -> bool {
     patterns.iter().any(|p| glob_match(p, text))
 }
 
-impl PolicyConfig {
+/// The decisions the key chain takes from the `[policy]` section.
+pub trait Policy {
     /// Whether the vault may be used.
-    pub fn allows_vault(&self, vault: &str) -> bool {
+    fn allows_vault(&self, vault: &str) -> bool;
+    /// Whether the key id (versioned) may be used.
+    fn allows_key(&self, kid: &str) -> bool;
+    /// Whether the secret id (versioned) may be used.
+    fn allows_secret(&self, id: &str) -> bool;
+    /// Whether the unwrap algorithm may be used.
+    fn allows_algorithm(&self, alg: &str) -> bool;
+}
+
+impl Policy for PolicyConfig {
+    fn allows_vault(&self, vault: &str) -> bool {
         any(&self.vaults, vault)
     }
 
-    /// Whether the key id (versioned) may be used.
-    pub fn allows_key(&self, kid: &str) -> bool {
+    fn allows_key(&self, kid: &str) -> bool {
         any(&self.keys, kid)
     }
 
-    /// Whether the secret id (versioned) may be used.
-    pub fn allows_secret(&self, id: &str) -> bool {
+    fn allows_secret(&self, id: &str) -> bool {
         any(&self.secrets, id)
     }
 
-    /// Whether the unwrap algorithm may be used.
-    pub fn allows_algorithm(&self, alg: &str) -> bool {
+    fn allows_algorithm(&self, alg: &str) -> bool {
         self.algorithms.iter().any(|a| a.eq_ignore_ascii_case(alg))
     }
 }

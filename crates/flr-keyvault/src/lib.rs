@@ -16,9 +16,10 @@
 //! from the `[[vault]]` entries of the configuration.
 
 use std::cell::{Cell, RefCell};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flr_keychain::config::{Credential, VaultConfig};
+use flr_config::{Credential, Environment, VaultConfig};
 use flr_keychain::response;
 use flr_keychain::{Connector, KeyBundle, ObjectId, SecretBundle, Vault, VaultError};
 use flr_keys::Secret;
@@ -35,13 +36,23 @@ const ATTEMPTS: u32 = 4;
 /// The longest `Retry-After` flr waits for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
-/// Makes [`KeyVaultClient`]s from configuration entries.
+/// Makes [`KeyVaultClient`]s from configuration entries; their
+/// credentials read the variables of `env`.
 #[derive(Debug, Default)]
-pub struct HttpConnector;
+pub struct HttpConnector {
+    env: Arc<Environment>,
+}
+
+impl HttpConnector {
+    /// A connector whose clients' credentials read `env`.
+    pub fn new(env: Arc<Environment>) -> HttpConnector {
+        HttpConnector { env }
+    }
+}
 
 impl Connector for HttpConnector {
     fn connect(&self, cfg: &VaultConfig) -> Result<Box<dyn Vault>, String> {
-        Ok(Box::new(KeyVaultClient::new(cfg)?))
+        Ok(Box::new(KeyVaultClient::new(cfg, self.env.clone())?))
     }
 }
 
@@ -61,6 +72,7 @@ pub struct KeyVaultClient {
     http: Client,
     credential: Credential,
     token_env: String,
+    env: Arc<Environment>,
     token: RefCell<Option<Token>>,
     challenge: RefCell<Option<Challenge>>,
     trips: Cell<usize>,
@@ -69,8 +81,8 @@ pub struct KeyVaultClient {
 
 impl KeyVaultClient {
     /// A client for the vault `cfg.url`, trusting `cfg.ca_file` in
-    /// addition to the system's roots.
-    pub fn new(cfg: &VaultConfig) -> Result<KeyVaultClient, String> {
+    /// addition to the system's roots; its credential reads `env`.
+    pub fn new(cfg: &VaultConfig, env: Arc<Environment>) -> Result<KeyVaultClient, String> {
         let mut b = Client::builder()
             .https_only(true)
             .timeout(Duration::from_secs(30))
@@ -88,6 +100,7 @@ impl KeyVaultClient {
             http: b.build().map_err(|e| format!("vault {}: {e}", cfg.url))?,
             credential: cfg.credential,
             token_env: cfg.token_env.clone(),
+            env,
             token: RefCell::new(None),
             challenge: RefCell::new(None),
             trips: Cell::new(0),
@@ -225,6 +238,7 @@ impl KeyVaultClient {
             &flr_azauth::TokenRequest {
                 credential: self.credential,
                 token_env: &self.token_env,
+                env: &self.env,
                 authority: &authority,
                 resource: &resource,
             },

@@ -29,6 +29,7 @@
 #![forbid(unsafe_code)]
 
 mod arm;
+pub mod azurite;
 mod crypto;
 mod error;
 mod faults;

@@ -15,14 +15,14 @@
 //!
 //! [`mount`] runs in the foreground until SIGINT, SIGTERM or SIGHUP (then it
 //! unmounts) or until someone unmounts it (`fusermount3 -u`, `umount`).
-//! [`daemon`] detaches a mount into the background.
+//! Detaching a mount into the background is the command line's (`flr-ops`):
+//! [`MountOptions::daemonized`] tells this crate it runs detached.
 //!
 //! # Errors
 //! [`MountError`]: the mount itself failed (no `/dev/fuse`, mount point not
 //! a folder, no permission), or the session ended with an error.
 #![deny(missing_docs)]
 
-pub mod daemon;
 mod fs;
 
 use std::io::Write;
@@ -57,6 +57,9 @@ pub struct MountOptions {
     pub fsname: String,
     /// FUSE worker threads.
     pub threads: usize,
+    /// The process runs detached from its terminal (`flr mount --daemon`):
+    /// SIGHUP does not unmount.
+    pub daemonized: bool,
 }
 
 impl Default for MountOptions {
@@ -68,6 +71,7 @@ impl Default for MountOptions {
             threads: std::thread::available_parallelism()
                 .map_or(2, |n| n.get())
                 .clamp(2, 8),
+            daemonized: false,
         }
     }
 }
@@ -159,7 +163,7 @@ pub fn mount(
     }
 
     // Signals first, so none is lost between mounting and waiting.
-    let daemonized = daemon::is_child();
+    let daemonized = opts.daemonized;
     let mut wanted = vec![SIGINT, SIGTERM];
     if daemonized {
         // A detached mount outlives the terminal that started it.

@@ -1,20 +1,16 @@
 //! A disk or snapshot named by its Azure resource id: read its encryption
 //! settings, get a read SAS for the run (`beginGetAccess`), and give it
-//! back at the end (`endGetAccess`), also after an error or a signal.
+//! back at the end (`endGetAccess`), also after an error or a signal (the
+//! session keeps the grant and hands it to its signal handler).
 
 use std::io::Write;
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use flr_arm::{ArmClient, DiskAccess, ResourceId, Revoked};
-use flr_keychain::Config;
+use flr_config::Config;
 
 use crate::OpsError;
-
-/// The access granted for this process, revoked by [`end_access`] or by
-/// the signal handler.
-static ACCESS: OnceLock<Arc<DiskAccess>> = OnceLock::new();
 
 /// What the resource said, for the key chain.
 #[derive(Debug, Clone)]
@@ -25,21 +21,19 @@ pub struct ResourceFacts {
     pub label: String,
 }
 
-/// Requests read access to the disk or snapshot `arg` names and keeps it
-/// for [`sas_for`] and [`end_access`]. Messages go to `err`: the resource's
-/// name, the lifetime asked, and that (and how) it will be revoked. With
-/// `on_signal`, SIGINT/SIGTERM/SIGHUP revoke the access and end the process
-/// (exit 130); without it the caller handles signals and must still call
-/// [`end_access`] (`mount` unmounts first, then returns).
+/// Requests read access to the disk or snapshot `arg` names. Messages go
+/// to `err`: the resource's name, the lifetime asked, and that (and how) it
+/// will be revoked; `mount` (which may outlive the SAS) says how long it can
+/// read. The caller keeps the grant, revokes it with [`end_access`] when the
+/// run ends, and from its signal handler.
 pub fn begin_access(
     arg: &str,
-    config: Option<&Path>,
+    cfg: &Config,
     keep: bool,
-    on_signal: bool,
+    mount: bool,
     err: &mut dyn Write,
-) -> Result<ResourceFacts, OpsError> {
+) -> Result<(Arc<DiskAccess>, ResourceFacts), OpsError> {
     let id = ResourceId::parse(arg).map_err(OpsError::Usage)?;
-    let cfg = Config::load(config).map_err(OpsError::Usage)?;
     let client = ArmClient::new(&cfg.azure).map_err(|e| arm_error(&id, "set up", e))?;
     let resource = client.get(&id).map_err(|e| arm_error(&id, "read", e))?;
     let kind = id.kind.name();
@@ -54,8 +48,7 @@ pub fn begin_access(
             "flr revokes it when it ends (endGetAccess), also after an error or Ctrl-C".to_string()
         }
     )?;
-    if !on_signal {
-        // `mount` (the caller that handles signals itself) may outlive the SAS.
+    if mount {
         writeln!(
             err,
             "flr: {kind} {}: the mount can read for {secs} s, while the SAS is valid; set [azure] access_seconds for a longer one",
@@ -65,15 +58,13 @@ pub fn begin_access(
     let label = format!("{kind} {}", id.name);
     let access = DiskAccess::grant(client, id.clone(), secs, keep)
         .map_err(|e| arm_error(&id, "grant read access to", e))?;
-    let access = Arc::new(access);
-    let _ = ACCESS.set(Arc::clone(&access));
-    if on_signal {
-        install_signal_handler();
-    }
-    Ok(ResourceFacts {
-        json: resource.to_string(),
-        label,
-    })
+    Ok((
+        Arc::new(access),
+        ResourceFacts {
+            json: resource.to_string(),
+            label,
+        },
+    ))
 }
 
 fn arm_error(id: &ResourceId, what: &str, e: flr_arm::ArmError) -> OpsError {
@@ -86,28 +77,18 @@ fn arm_error(id: &ResourceId, what: &str, e: flr_arm::ArmError) -> OpsError {
     }
 }
 
-/// The configuration file named by `--config` (else the defaults' search),
-/// for [`storage_auth`].
-static CONFIG_PATH: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
-
-/// Remembers `--config` for the source-opening steps that need `[azure]`.
-pub fn set_config_path(p: Option<&Path>) {
-    let _ = CONFIG_PATH.set(p.map(Path::to_path_buf));
-}
-
 /// Blob options for `loc`: unchanged when the location carries a SAS;
 /// else with an Entra ID bearer for Storage as `[azure]` configures it
 /// (`credential = "none"` reads anonymously, for public containers).
 pub fn storage_auth(
     loc: &flr_blob::BlobLocation,
     opts: &flr_blob::BlobOptions,
+    cfg: &Config,
 ) -> Result<flr_blob::BlobOptions, OpsError> {
     let mut opts = opts.clone();
     if loc.has_sas() || opts.bearer.is_some() {
         return Ok(opts);
     }
-    let cfg =
-        Config::load(CONFIG_PATH.get().and_then(|p| p.as_deref())).map_err(OpsError::Usage)?;
     opts.ca_file = cfg.azure.ca_file.clone();
     let bearer = flr_azauth::Bearer::from_config(
         &cfg.azure,
@@ -119,17 +100,16 @@ pub fn storage_auth(
     Ok(opts)
 }
 
-/// The SAS URL for `arg` when it is the resource [`begin_access`] opened.
-pub fn sas_for(arg: &str) -> Option<String> {
-    let a = ACCESS.get()?;
+/// The SAS URL for `arg` when it names the resource `access` was granted
+/// for.
+pub fn sas_for(access: &DiskAccess, arg: &str) -> Option<String> {
     let id = ResourceId::parse(arg).ok()?;
-    (id.path().eq_ignore_ascii_case(a.id().path())).then(|| a.sas_url().to_string())
+    (id.path().eq_ignore_ascii_case(access.id().path())).then(|| access.sas_url().to_string())
 }
 
-/// Revokes the access (unless kept) and says so on `err`; nothing when no
-/// access was granted. Safe to call more than once.
-pub fn end_access(err: &mut dyn Write) {
-    let Some(a) = ACCESS.get() else { return };
+/// Revokes the access (unless kept) and says so on `err`. Safe to call more
+/// than once (and from a signal handler): only the first call revokes.
+pub fn end_access(a: &DiskAccess, err: &mut dyn Write) {
     let what = format!("{} {}", a.id().kind.name(), a.id().name);
     let line = match a.revoke() {
         Revoked::Now => format!("flr: {what}: read access revoked (endGetAccess)"),
@@ -150,25 +130,9 @@ pub fn end_access(err: &mut dyn Write) {
     let _ = writeln!(err, "{line}");
 }
 
-/// On SIGINT, SIGTERM or SIGHUP: revoke, remove unfinished output files,
-/// exit 130.
-fn install_signal_handler() {
-    static ONCE: OnceLock<()> = OnceLock::new();
-    ONCE.get_or_init(|| {
-        let _ = ctrlc::set_handler(|| {
-            // The command's thread may hold the stderr lock for its whole
-            // run: write to the descriptor directly.
-            let mut err = RawStderr;
-            let _ = writeln!(err, "flr: interrupted");
-            crate::extract::remove_unfinished();
-            end_access(&mut err);
-            std::process::exit(130);
-        });
-    });
-}
-
-/// Standard error without `std`'s lock.
-struct RawStderr;
+/// Standard error without `std`'s lock (for a signal handler: the command's
+/// thread may hold the lock for its whole run).
+pub(crate) struct RawStderr;
 
 impl Write for RawStderr {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {

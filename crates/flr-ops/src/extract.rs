@@ -12,7 +12,7 @@ use std::io::Write;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use flr_fs::Timestamp;
 use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps};
@@ -23,6 +23,7 @@ pub(crate) struct DestDir {
     fd: OwnedFd,
     /// Path relative to DEST, for messages.
     pub(crate) rel: String,
+    partials: Arc<Partials>,
 }
 
 /// What to do when the final name already exists.
@@ -64,53 +65,58 @@ fn join(rel: &str, name: &str) -> String {
     }
 }
 
-static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+/// The temporary files a restore is writing, so that a signal handler can
+/// remove them before the process exits (nothing half-written is left in
+/// DEST); the session that runs the restore owns it and hands it to its
+/// handler.
+#[derive(Debug, Default)]
+pub struct Partials {
+    /// (id, their folder, name).
+    list: Mutex<Vec<(u64, OwnedFd, String)>>,
+    next: AtomicU64,
+}
 
-/// Temporary files being written: (id, their folder, name), so that a
-/// signal handler can remove them before the process exits.
-static UNFINISHED: Mutex<Vec<(u64, OwnedFd, String)>> = Mutex::new(Vec::new());
-
-/// A temporary file's entry in [`UNFINISHED`], removed when dropped.
-struct Unfinished(Option<u64>);
-
-impl Unfinished {
-    fn register(dir: &OwnedFd, tmp: &str) -> Unfinished {
-        static IDS: AtomicU64 = AtomicU64::new(0);
+impl Partials {
+    fn register(&self, dir: &OwnedFd, tmp: &str) -> Unfinished<'_> {
         let Ok(fd) = dir.try_clone() else {
-            return Unfinished(None);
+            return Unfinished(self, None);
         };
-        let id = IDS.fetch_add(1, Ordering::Relaxed);
-        UNFINISHED
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.list
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push((id, fd, tmp.to_string()));
-        Unfinished(Some(id))
+        Unfinished(self, Some(id))
+    }
+
+    /// A temporary name no other file of this restore uses.
+    fn tmp_name(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!(".flr-{}-{n}.partial", std::process::id())
+    }
+
+    /// Removes every temporary file still being written.
+    pub fn remove_all(&self) {
+        let list = std::mem::take(&mut *self.list.lock().unwrap_or_else(|p| p.into_inner()));
+        for (_, dir, tmp) in list {
+            let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
+        }
     }
 }
 
-impl Drop for Unfinished {
+/// A temporary file's entry in [`Partials`], removed when dropped.
+struct Unfinished<'a>(&'a Partials, Option<u64>);
+
+impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
-        if let Some(id) = self.0 {
-            UNFINISHED
+        if let Some(id) = self.1 {
+            self.0
+                .list
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .retain(|(i, _, _)| *i != id);
         }
     }
-}
-
-/// Removes every temporary file still being written (for a signal handler
-/// about to end the process): nothing half-written is left in DEST.
-pub(crate) fn remove_unfinished() {
-    let list = std::mem::take(&mut *UNFINISHED.lock().unwrap_or_else(|p| p.into_inner()));
-    for (_, dir, tmp) in list {
-        let _ = rustix::fs::unlinkat(&dir, tmp.as_str(), AtFlags::empty());
-    }
-}
-
-fn tmp_name() -> String {
-    let n = TMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!(".flr-{}-{n}.partial", std::process::id())
 }
 
 fn timestamps(t: Timestamp) -> Timestamps {
@@ -127,7 +133,7 @@ fn timestamps(t: Timestamp) -> Timestamps {
 impl DestDir {
     /// Opens (creating if needed) the destination folder chosen by the user.
     /// The user's own path may contain symlinks; nothing below it is followed.
-    pub(crate) fn open_root(path: &Path) -> Result<DestDir, WriteError> {
+    pub(crate) fn open_root(path: &Path, partials: Arc<Partials>) -> Result<DestDir, WriteError> {
         let shown = path.display().to_string();
         std::fs::create_dir_all(path).map_err(|source| WriteError::Os {
             path: shown.clone(),
@@ -143,6 +149,7 @@ impl DestDir {
         Ok(DestDir {
             fd,
             rel: String::new(),
+            partials,
         })
     }
 
@@ -168,7 +175,11 @@ impl DestDir {
             },
             e => os(&shown, "cannot open folder")(e),
         })?;
-        Ok(DestDir { fd, rel: shown })
+        Ok(DestDir {
+            fd,
+            rel: shown,
+            partials: self.partials.clone(),
+        })
     }
 
     fn is_symlink(&self, name: &[u8]) -> bool {
@@ -237,7 +248,7 @@ impl DestDir {
     ) -> Result<Result<T, E>, WriteError> {
         let shown = join(&self.rel, &String::from_utf8_lossy(name));
         self.check_free(name, &shown, ow)?;
-        let tmp = tmp_name();
+        let tmp = self.partials.tmp_name();
         let fd = rustix::fs::openat(
             &self.fd,
             tmp.as_str(),
@@ -245,7 +256,7 @@ impl DestDir {
             Mode::from_raw_mode(0o600),
         )
         .map_err(os(&shown, "cannot create temporary file"))?;
-        let _unfinished = Unfinished::register(&self.fd, &tmp);
+        let _unfinished = self.partials.register(&self.fd, &tmp);
         let mut file = File::from(fd);
         let cleanup = |this: &DestDir| {
             let _ = rustix::fs::unlinkat(&this.fd, tmp.as_str(), AtFlags::empty());
@@ -293,7 +304,7 @@ impl DestDir {
     ) -> Result<(), WriteError> {
         let shown = join(&self.rel, &String::from_utf8_lossy(name));
         self.check_free(name, &shown, ow)?;
-        let tmp = tmp_name();
+        let tmp = self.partials.tmp_name();
         rustix::fs::symlinkat(target, &self.fd, tmp.as_str())
             .map_err(os(&shown, "cannot create symlink"))?;
         if let Some(t) = mtime {

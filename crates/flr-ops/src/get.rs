@@ -23,6 +23,10 @@ pub struct GetOptions {
     pub force: bool,
     /// Print each restored file's sha256.
     pub checksum: bool,
+    /// How large files are read.
+    pub streams: crate::Streams,
+    /// The temporary files being written (a signal handler removes them).
+    pub partials: std::sync::Arc<crate::extract::Partials>,
 }
 
 /// What `get` did.
@@ -63,7 +67,8 @@ pub fn get(
     opts: &GetOptions,
     ctx: &mut Context<'_>,
 ) -> Result<GetSummary, OpsError> {
-    let root = DestDir::open_root(&opts.dest).map_err(|e| OpsError::Usage(e.to_string()))?;
+    let root = DestDir::open_root(&opts.dest, opts.partials.clone())
+        .map_err(|e| OpsError::Usage(e.to_string()))?;
     let mut filesystems: HashMap<String, Box<dyn Filesystem>> = HashMap::new();
     let mut total = GetSummary::default();
     let mut root_names = HashSet::new();
@@ -301,7 +306,7 @@ impl Job<'_, '_> {
         let mut hasher = self.opts.checksum.then(sha2::Sha256::new);
         let fs = self.fs;
         let res = into.write_file(safe, self.overwrite(), meta.mode, meta.mtime, |f| {
-            copy_file_streams(fs, path, |b| {
+            copy_file_streams(fs, path, self.opts.streams, |b| {
                 if let Some(h) = hasher.as_mut() {
                     h.update(b);
                 }

@@ -14,8 +14,6 @@ use crate::OpsError;
 /// Where the key chain's inputs come from (the CLI flags).
 #[derive(Debug, Clone, Default)]
 pub struct ChainOptions {
-    /// `--config FILE` (else `$FLR_CONFIG`, else the user config file).
-    pub config: Option<PathBuf>,
     /// `--metadata FILE`: `az snapshot show` / `az disk show` JSON, or
     /// Azure Backup's key-and-secret JSON.
     pub metadata: Option<PathBuf>,
@@ -88,17 +86,20 @@ pub struct ChainSummary {
     confidential: bool,
 }
 
-/// Runs the chain for `opts`; key material goes into `keys` (tried on the
-/// disk's encrypted volumes when the image is opened).
+/// Runs the chain for `opts` with `config`; key material goes into `keys`
+/// (tried on the disk's encrypted volumes when the image is opened). The
+/// audit log goes where `[audit] path` says, else to `flr/audit.jsonl` in
+/// `state_dir` (the user's state folder).
 pub fn run_chain(
     opts: &ChainOptions,
+    config: &Config,
+    state_dir: Option<&std::path::Path>,
     image: &str,
     keys: &mut KeyRing,
 ) -> Result<Option<ChainSummary>, OpsError> {
     if !opts.wanted() {
         return Ok(None);
     }
-    let config = Config::load(opts.config.as_deref()).map_err(OpsError::Usage)?;
     let mut disk = match &opts.metadata {
         Some(p) => {
             let text = std::fs::read_to_string(p)
@@ -137,7 +138,7 @@ pub fn run_chain(
             .audit
             .path
             .clone()
-            .or_else(AuditLog::default_path)
+            .or_else(|| state_dir.map(AuditLog::default_path))
             .ok_or_else(|| {
                 OpsError::Usage("no place for the audit log: set [audit] path".into())
             })?;
@@ -150,7 +151,7 @@ pub fn run_chain(
     } else {
         AuditLog::disabled()
     };
-    let connector = flr_keyvault::HttpConnector;
+    let connector = flr_keyvault::HttpConnector::new(config.azure.env.clone());
     let mode = if opts.dry_run {
         Mode::DryRun
     } else {
@@ -159,7 +160,7 @@ pub fn run_chain(
     let mut chains = Vec::new();
     let round_trips;
     {
-        let mut chain = KeyChain::new(&config, Some(&connector), &mut audit, image);
+        let mut chain = KeyChain::new(config, Some(&connector), &mut audit, image);
         // A confidential-VM disk's keys are released only to an attested
         // VM: nothing to try.
         if !disk.confidential() && disk.ade_enabled {

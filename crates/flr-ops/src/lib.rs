@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod access;
+pub mod daemon;
 mod extract;
 mod get;
 mod keychain;
@@ -20,9 +21,11 @@ mod mount;
 mod names;
 mod probe;
 mod prompt;
+mod session;
 mod spec;
 mod verify;
 
+pub use extract::Partials;
 pub use flr_fs::{display_name, display_path};
 pub use get::{get, GetOptions, GetSummary};
 pub use keychain::{
@@ -34,9 +37,10 @@ pub use ls::{ls, LsOptions};
 pub use manifest::{
     manifest, read_manifest, write_manifest, Entry, Manifest, ManifestOptions, ManifestVolume,
 };
-pub use mount::{daemon, mount, MountArgs};
+pub use mount::{mount, MountArgs};
 pub use names::safe_component;
 pub use probe::{probe, probe_report, ProbeReport};
+pub use session::{run, Command, Globals, Invocation, Session, StatsFormat};
 pub use spec::VolPath;
 pub use verify::{
     parse_bytes, parse_duration, verify, write_file_atomically, write_json, write_junit,
@@ -181,7 +185,12 @@ pub(crate) fn fs_err(volume: &str) -> impl FnOnce(FsError) -> OpsError + '_ {
 }
 
 /// Streams a file (or, for an empty path, the whole volume) to `out`.
-pub fn cat(image: &Image, spec: &VolPath, out: &mut dyn Write) -> Result<(), OpsError> {
+pub fn cat(
+    image: &Image,
+    spec: &VolPath,
+    streams: Streams,
+    out: &mut dyn Write,
+) -> Result<(), OpsError> {
     let vol = image.volume(&spec.volume)?;
     if spec.raw_path.is_empty() {
         // A locked volume is never streamed: its bytes are ciphertext, not the volume.
@@ -215,13 +224,15 @@ pub fn cat(image: &Image, spec: &VolPath, out: &mut dyn Write) -> Result<(), Ops
             },
         });
     }
-    copy_file_streams(fs.as_ref(), &spec.path, |b| out.write_all(b)).map_err(|e| match e {
-        CopyError::Fs(source) => OpsError::Fs {
-            volume: vol.id.clone(),
-            source,
+    copy_file_streams(fs.as_ref(), &spec.path, streams, |b| out.write_all(b)).map_err(
+        |e| match e {
+            CopyError::Fs(source) => OpsError::Fs {
+                volume: vol.id.clone(),
+                source,
+            },
+            CopyError::Out(e) => OpsError::Output(e),
         },
-        CopyError::Out(e) => OpsError::Output(e),
-    })?;
+    )?;
     Ok(())
 }
 
@@ -270,43 +281,57 @@ pub(crate) enum CopyError {
     Out(std::io::Error),
 }
 
-/// Parallel read streams per file (see [`set_read_streams`]).
-static READ_STREAMS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
-
 /// Chunk of one parallel read stream: the blob source's largest single
 /// range request, so each chunk costs one round trip.
 const STREAM_CHUNK: usize = 8 << 20;
 
-/// How many parallel read streams `get` and `cat` use per file (1: one
-/// sequential stream). Worth more than one when every read is a network
-/// round trip: the CLI sets it to `--concurrency` for blob sources, so a
-/// large file is fetched as that many disjoint 8 MiB ranges in flight,
-/// never beyond the file's own data.
-pub fn set_read_streams(n: usize) {
-    READ_STREAMS.store(n.max(1), std::sync::atomic::Ordering::Relaxed);
+/// How `get` and `cat` read a large file: one sequential stream, or
+/// several handles reading interleaved chunks. Worth more than one when
+/// every read is a network round trip: the session sets it to
+/// `--concurrency` for blob sources, so a large file is fetched as that
+/// many disjoint 8 MiB ranges in flight, never beyond the file's own data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Streams {
+    /// Parallel streams per file (1: one sequential stream).
+    pub count: usize,
+    /// Bytes per chunk of a stream.
+    pub chunk: usize,
+}
+
+impl Default for Streams {
+    fn default() -> Self {
+        Streams {
+            count: 1,
+            chunk: STREAM_CHUNK,
+        }
+    }
+}
+
+impl Streams {
+    /// `count` streams of the default chunk.
+    pub fn parallel(count: usize) -> Streams {
+        Streams {
+            count: count.max(1),
+            ..Streams::default()
+        }
+    }
 }
 
 /// Opens `path` and copies its data to `sink` in order: one sequential
-/// stream ([`copy_file`]), or, for a file of several chunks when
-/// [`set_read_streams`] asked for more, that many handles reading
-/// interleaved 8 MiB chunks on scoped threads. Stream `k` reads chunks
-/// `k, k + n, k + 2n, …` into page-aligned buffers (so the layers below
-/// read each chunk in one piece) and hands each over a rendezvous channel,
-/// and the writer takes them round robin, so data reaches `sink` in file
-/// order with at most `n + 1` chunks in memory.
+/// stream ([`copy_file`]), or, for a file of several chunks when `streams`
+/// asks for more, that many handles reading interleaved chunks on scoped
+/// threads. Stream `k` reads chunks `k, k + n, k + 2n, …` into page-aligned
+/// buffers (so the layers below read each chunk in one piece) and hands
+/// each over a rendezvous channel, and the writer takes them round robin,
+/// so data reaches `sink` in file order with at most `n + 1` chunks in
+/// memory.
 pub(crate) fn copy_file_streams(
     fs: &dyn flr_fs::Filesystem,
     path: &FsPath,
+    streams: Streams,
     sink: impl FnMut(&[u8]) -> std::io::Result<()>,
 ) -> Result<u64, CopyError> {
-    let streams = READ_STREAMS.load(std::sync::atomic::Ordering::Relaxed);
-    // FLR_STREAM_CHUNK_MIB: for measuring other chunk sizes (bench-blob).
-    let chunk = std::env::var("FLR_STREAM_CHUNK_MIB")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&m| (1..=256).contains(&m))
-        .map_or(STREAM_CHUNK, |m| m << 20);
-    copy_interleaved(fs, path, streams, chunk, sink)
+    copy_interleaved(fs, path, streams.count, streams.chunk.max(4096), sink)
 }
 
 /// [`copy_file_streams`] with the stream count and chunk size given.

@@ -67,6 +67,7 @@ pub fn mount(
         single: args.volume.is_some(),
         allow_other: args.allow_other,
         fsname: format!("flr:{}", image.location.replace(',', "_")),
+        daemonized: crate::daemon::is_child(),
         ..MountOptions::default()
     };
     let mut notes = Vec::new();
@@ -106,5 +107,3 @@ pub fn mount(
         other => OpsError::Output(std::io::Error::other(other.to_string())),
     })
 }
-/// Detaching a mount into the background (`--daemon`).
-pub use flr_mount::daemon;

@@ -1,12 +1,35 @@
-//! The key-chain configuration file (TOML): vaults and their credentials,
-//! offline key material, the policy and the audit log. See
-//! `docs/flr.example.toml` for a commented example.
+//! flr's configuration: the file (TOML) with the vaults and their
+//! credentials, offline key material, the policy, the audit log and
+//! `[azure]` (Resource Manager, Storage), and the [`Environment`] the
+//! command line captured. It sits at the bottom of the stack so that the
+//! cloud clients and the key chain read the same types without depending
+//! on each other. See `docs/flr.example.toml` for a commented example.
+//!
+//! Where the file is looked for (`--config`, `$FLR_CONFIG`, the user's
+//! config folder) is the command line's choice: [`Config::load`] reads the
+//! path it is given, and nothing here reads the process environment.
+//!
+//! # Example
+//! ```
+//! let c = flr_config::Config::parse("[audit]\nenabled = false\n", None).unwrap();
+//! assert!(!c.audit.enabled);
+//! assert_eq!(c.azure.access_seconds, 3600);
+//! ```
+//!
+//! # Errors
+//! Parsing and loading return a message naming the file and the field.
+#![deny(missing_docs)]
+
+mod env;
+mod ids;
+
+pub use env::Environment;
+pub use ids::{ObjectId, ObjectKind};
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
-
-use crate::ids::ObjectId;
 
 /// How flr authenticates to a vault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -163,6 +186,11 @@ pub struct AzureConfig {
     /// Storage (test servers, TLS-inspecting proxies).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// The environment the credentials read (`AZURE_CLIENT_ID`,
+    /// `IDENTITY_ENDPOINT`, token variables…), as the command line
+    /// captured it; empty unless set.
+    #[serde(skip)]
+    pub env: Arc<Environment>,
 }
 
 impl Default for AzureConfig {
@@ -175,6 +203,7 @@ impl Default for AzureConfig {
             storage_token_env: default_storage_token_env(),
             access_seconds: default_access_seconds(),
             ca_file: None,
+            env: Arc::default(),
         }
     }
 }
@@ -280,24 +309,14 @@ impl Config {
         Ok(c)
     }
 
-    /// Reads the file named by `explicit`, else `$FLR_CONFIG`, else
-    /// `$XDG_CONFIG_HOME/flr/config.toml` (`~/.config/flr/config.toml`) if
-    /// it exists; else the defaults.
-    pub fn load(explicit: Option<&Path>) -> Result<Config, String> {
-        let env = std::env::var_os("FLR_CONFIG").map(PathBuf::from);
-        let path = match (explicit, env) {
-            (Some(p), _) => Some(p.to_path_buf()),
-            (None, Some(p)) => Some(p),
-            (None, None) => user_dir("XDG_CONFIG_HOME", ".config")
-                .map(|d| d.join("flr/config.toml"))
-                .filter(|p| p.exists()),
-        };
+    /// Reads the file at `path`, or gives the defaults for `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, String> {
         match path {
             None => Ok(Config::default()),
             Some(p) => {
-                let text = std::fs::read_to_string(&p)
+                let text = std::fs::read_to_string(p)
                     .map_err(|e| format!("config {}: {e}", p.display()))?;
-                Config::parse(&text, Some(&p))
+                Config::parse(&text, Some(p))
             }
         }
     }
@@ -306,14 +325,6 @@ impl Config {
     pub fn vault(&self, url: &str) -> Option<&VaultConfig> {
         self.vaults.iter().find(|v| v.url == url)
     }
-}
-
-/// `$VAR`, else `$HOME/<fallback>`.
-pub(crate) fn user_dir(var: &str, fallback: &str) -> Option<PathBuf> {
-    std::env::var_os(var)
-        .map(PathBuf::from)
-        .filter(|p| p.is_absolute())
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(fallback)))
 }
 
 #[cfg(test)]

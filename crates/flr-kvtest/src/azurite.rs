@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::location::{account_sas, SasTerms, DEV_ACCOUNT, DEV_BLOB_ENDPOINT, DEV_KEY};
+use flr_blob::{account_sas, SasTerms, DEV_ACCOUNT, DEV_BLOB_ENDPOINT, DEV_KEY};
 
 /// A reachable Azurite blob service with the well-known dev account.
 #[derive(Debug)]
@@ -24,9 +24,13 @@ pub struct Azurite {
 impl Azurite {
     /// The port of the endpoint.
     pub fn port(&self) -> u16 {
-        reqwest::Url::parse(&self.endpoint)
-            .ok()
-            .and_then(|u| u.port_or_known_default())
+        // `http://HOST:PORT/account`
+        self.endpoint
+            .split("://")
+            .nth(1)
+            .and_then(|rest| rest.split('/').next())
+            .and_then(|host| host.rsplit_once(':'))
+            .and_then(|(_, port)| port.parse().ok())
             .unwrap_or(10000)
     }
 

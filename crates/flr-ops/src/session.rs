@@ -1,0 +1,706 @@
+//! One run of the command line: [`run`] takes what the binary parsed
+//! ([`Invocation`]) and does everything else: reads key files and asks for
+//! passphrases, loads the configuration once, captures the environment
+//! once (the layers below read it from here), opens the image argument (a
+//! path, a blob URL with or without a SAS, a connection string, a disk or
+//! snapshot resource id with its access grant), runs the key chain,
+//! dispatches the command, prints `--stats`, revokes the access, and maps
+//! the outcome to an exit code. Per-run state lives in the [`Session`], not
+//! in statics.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use flr_arm::DiskAccess;
+use flr_blob::{BlobLocation, BlobOptions, BlobParentResolver, BlobSource};
+use flr_config::{Config, Environment};
+use flr_engine::{Image, KeyRing, Scan};
+
+use crate::extract::Partials;
+use crate::{
+    access, exit, ChainOptions, ChainSummary, Context, Feasible, GetOptions, LsOptions, OpsError,
+    OutputFormat, Streams, VolPath,
+};
+
+/// How `--stats` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsFormat {
+    /// One line for people.
+    Human,
+    /// One JSON object.
+    Json,
+}
+
+/// The options every command takes.
+#[derive(Debug, Clone, Default)]
+pub struct Globals {
+    /// `--key ID=KIND:VALUE`, as given.
+    pub keys: Vec<String>,
+    /// `--luks-header ID=FILE`, as given.
+    pub luks_headers: Vec<String>,
+    /// `--metadata FILE`.
+    pub metadata: Option<PathBuf>,
+    /// `--secret-url URL`.
+    pub secret_url: Option<String>,
+    /// `--kek-url URL`.
+    pub kek_url: Option<String>,
+    /// `--config FILE` (else `$FLR_CONFIG`, else the user's config file).
+    pub config: Option<PathBuf>,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--stats[=json]`.
+    pub stats: Option<StatsFormat>,
+    /// `--concurrency N`.
+    pub concurrency: usize,
+    /// `--with-disk PATH`.
+    pub with_disks: Vec<PathBuf>,
+    /// `--keep-access`.
+    pub keep_access: bool,
+}
+
+/// A command and its own arguments.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// `probe IMAGE [--json]`.
+    Probe {
+        /// The image argument.
+        image: String,
+        /// JSON output.
+        json: bool,
+    },
+    /// `ls IMAGE ID:/path`.
+    Ls {
+        /// The image argument.
+        image: String,
+        /// `ID:/folder`.
+        path: String,
+        /// `-l`.
+        long: bool,
+        /// `-R`.
+        recursive: bool,
+        /// JSON Lines.
+        json: bool,
+    },
+    /// `get IMAGE ID:/path… -o DEST`.
+    Get {
+        /// The image argument.
+        image: String,
+        /// `ID:/path` of each item.
+        paths: Vec<String>,
+        /// Destination folder.
+        dest: PathBuf,
+        /// Overwrite.
+        force: bool,
+        /// Print sha256 lines.
+        checksum: bool,
+        /// Summary as JSON.
+        json: bool,
+    },
+    /// `cat IMAGE ID:/file`.
+    Cat {
+        /// The image argument.
+        image: String,
+        /// `ID:/file` or `ID:`.
+        path: String,
+    },
+    /// `mount IMAGE MOUNTPOINT`.
+    Mount {
+        /// The image argument.
+        image: String,
+        /// Where.
+        mountpoint: PathBuf,
+        /// One volume only.
+        volume: Option<String>,
+        /// Detach.
+        daemon: bool,
+        /// `--allow-other`.
+        allow_other: bool,
+    },
+    /// `manifest IMAGE`.
+    Manifest {
+        /// The image argument.
+        image: String,
+        /// Only these volumes.
+        volumes: Vec<String>,
+    },
+    /// `verify IMAGE`.
+    Verify {
+        /// The image argument.
+        image: String,
+        /// `--manifest FILE`.
+        manifest: Option<PathBuf>,
+        /// `--sample N`.
+        sample: Option<usize>,
+        /// `--seed S`.
+        seed: Option<u64>,
+        /// `--max-bytes B`, as given.
+        max_bytes: Option<String>,
+        /// `--max-time T`, as given.
+        max_time: Option<String>,
+        /// Only these volumes.
+        volumes: Vec<String>,
+        /// `--json FILE` (`-` for stdout).
+        json: Option<PathBuf>,
+        /// `--junit FILE`.
+        junit: Option<PathBuf>,
+        /// `--prometheus FILE`.
+        prometheus: Option<PathBuf>,
+    },
+}
+
+impl Command {
+    /// The image argument, as given.
+    pub fn image(&self) -> &str {
+        match self {
+            Command::Probe { image, .. }
+            | Command::Ls { image, .. }
+            | Command::Get { image, .. }
+            | Command::Cat { image, .. }
+            | Command::Mount { image, .. }
+            | Command::Manifest { image, .. }
+            | Command::Verify { image, .. } => image,
+        }
+    }
+
+    /// Whether the command's own `--json` asks for machine-readable output
+    /// (`--stats` then prints JSON too).
+    fn json(&self) -> bool {
+        matches!(
+            self,
+            Command::Probe { json: true, .. }
+                | Command::Ls { json: true, .. }
+                | Command::Get { json: true, .. }
+        )
+    }
+}
+
+/// What the binary parsed.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The options of every command.
+    pub globals: Globals,
+    /// The command.
+    pub command: Command,
+}
+
+/// What a signal must undo before the process ends: unfinished output
+/// files, and a read grant to revoke.
+#[derive(Default)]
+struct Cleanup {
+    partials: Arc<Partials>,
+    access: Mutex<Option<Arc<DiskAccess>>>,
+}
+
+impl Cleanup {
+    fn interrupted(&self) {
+        let mut err = access::RawStderr;
+        let _ = writeln!(err, "flr: interrupted");
+        self.partials.remove_all();
+        if let Some(a) = self
+            .access
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            access::end_access(a, &mut err);
+        }
+        std::process::exit(130);
+    }
+}
+
+/// The state of one run: configuration, environment, keys, the image's
+/// source and grant, and what reading it cost.
+pub struct Session {
+    globals: Globals,
+    env: Arc<Environment>,
+    /// Loaded on first use (a local image with no key chain never reads it).
+    config: Option<Config>,
+    keys: KeyRing,
+    cleanup: Arc<Cleanup>,
+    access: Option<Arc<DiskAccess>>,
+    blob: Option<Arc<BlobSource>>,
+    blob_parents: Option<BlobParentResolver>,
+    streams: Streams,
+    started: Instant,
+}
+
+/// Runs one invocation to its end and returns the process exit code:
+/// messages go to stderr, results to stdout.
+pub fn run(inv: Invocation) -> i32 {
+    // `mount --daemon`: the parent only starts the detached child (which
+    // does everything, key chain included) and waits until it has mounted.
+    if matches!(inv.command, Command::Mount { daemon: true, .. }) && !crate::daemon::is_child() {
+        return match crate::daemon::detach() {
+            Ok(crate::daemon::Detached::Mounted(pid)) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "flr: mount running in the background (pid {pid})"
+                );
+                exit::OK
+            }
+            Ok(crate::daemon::Detached::Failed(code)) => code,
+            Err(e) => {
+                let _ = writeln!(std::io::stderr(), "flr: mount --daemon: {e}");
+                exit::OUTPUT
+            }
+        };
+    }
+    let env = Arc::new(Environment::from_vars(std::env::vars()));
+    let mut s = Session::new(inv.globals, env);
+    let stats_json = s.globals.stats == Some(StatsFormat::Json) || inv.command.json();
+    let remote = is_remote(inv.command.image());
+    let code = match s.execute(inv.command) {
+        Ok(c) => c,
+        // A closed pipe (`flr cat … | head`) is not an error.
+        Err(OpsError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "flr: {e}");
+            e.exit_code()
+        }
+    };
+    if s.globals.stats.is_some() {
+        s.print_stats(stats_json, remote);
+    }
+    // A read SAS from beginGetAccess is given back whatever happened.
+    s.end_access(&mut std::io::stderr());
+    code
+}
+
+fn is_remote(image: &str) -> bool {
+    flr_blob::is_remote(image) || flr_arm::is_resource_id(image)
+}
+
+/// The image argument as it may be printed: a blob URL loses its SAS.
+fn shown_location(image: &str) -> String {
+    if flr_arm::is_resource_id(image) {
+        image.to_string()
+    } else if flr_blob::is_remote(image) {
+        BlobLocation::parse(image).map_or_else(|_| "(blob)".into(), |l| l.shown().to_string())
+    } else {
+        image.to_string()
+    }
+}
+
+impl Session {
+    /// A session for `globals`, reading variables from `env`. Nothing is
+    /// opened yet.
+    pub fn new(globals: Globals, env: Arc<Environment>) -> Session {
+        Session {
+            globals,
+            env,
+            config: None,
+            keys: KeyRing::new(),
+            cleanup: Arc::default(),
+            access: None,
+            blob: None,
+            blob_parents: None,
+            streams: Streams::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// `--config`, else `$FLR_CONFIG`, else `$XDG_CONFIG_HOME/flr/config.toml`
+    /// (`~/.config/flr/config.toml`) when it exists.
+    fn config_path(&self) -> Option<PathBuf> {
+        if let Some(p) = &self.globals.config {
+            return Some(p.clone());
+        }
+        if let Some(p) = self.env.get("FLR_CONFIG") {
+            return Some(PathBuf::from(p));
+        }
+        self.user_dir("XDG_CONFIG_HOME", ".config")
+            .map(|d| d.join("flr/config.toml"))
+            .filter(|p| p.exists())
+    }
+
+    /// The configuration, loaded once, with the captured environment.
+    fn config(&mut self) -> Result<&Config, OpsError> {
+        if self.config.is_none() {
+            let mut cfg = Config::load(self.config_path().as_deref()).map_err(OpsError::Usage)?;
+            cfg.azure.env = self.env.clone();
+            self.config = Some(cfg);
+        }
+        Ok(self.config.get_or_insert_with(Config::default))
+    }
+
+    /// `$VAR` (when absolute), else `$HOME/<fallback>`.
+    fn user_dir(&self, var: &str, fallback: &str) -> Option<PathBuf> {
+        self.env
+            .get(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| {
+                self.env
+                    .get("HOME")
+                    .map(|h| PathBuf::from(h).join(fallback))
+            })
+    }
+
+    /// Reads keys, loads the configuration, opens access and runs the key
+    /// chain, then the command.
+    fn execute(&mut self, cmd: Command) -> Result<i32, OpsError> {
+        for k in &self.globals.keys {
+            crate::add_key_arg(&mut self.keys, k).map_err(OpsError::Usage)?;
+        }
+        for h in &self.globals.luks_headers {
+            crate::add_luks_header_arg(&mut self.keys, h).map_err(OpsError::Usage)?;
+        }
+        let image = cmd.image().to_string();
+        let mount = matches!(cmd, Command::Mount { .. });
+        if !mount {
+            // Ctrl-C removes unfinished output files and revokes a grant
+            // (`mount` unmounts on a signal, then returns normally).
+            let c = self.cleanup.clone();
+            let _ = ctrlc::set_handler(move || c.interrupted());
+        }
+        let resource = if flr_arm::is_resource_id(&image) {
+            let keep = self.globals.keep_access;
+            let (grant, facts) =
+                access::begin_access(&image, self.config()?, keep, mount, &mut std::io::stderr())?;
+            *self
+                .cleanup
+                .access
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(grant.clone());
+            self.access = Some(grant);
+            Some(facts)
+        } else {
+            None
+        };
+        if is_remote(&image) {
+            // Every read is a round trip: stream large files as parallel
+            // ranges (FLR_READ_STREAMS overrides, 1 for one sequential
+            // stream; FLR_STREAM_CHUNK_MIB measures other chunk sizes).
+            let count = self
+                .env
+                .number("FLR_READ_STREAMS")
+                .and_then(|n| usize::try_from(n).ok())
+                .unwrap_or(self.globals.concurrency);
+            self.streams = Streams::parallel(count);
+        }
+        if let Some(m) = self
+            .env
+            .number("FLR_STREAM_CHUNK_MIB")
+            .filter(|m| (1..=256).contains(m))
+        {
+            self.streams.chunk = usize::try_from(m << 20).unwrap_or(self.streams.chunk);
+        }
+        let chain_opts = ChainOptions {
+            metadata: self.globals.metadata.clone(),
+            secret_url: self.globals.secret_url.clone(),
+            kek_url: self.globals.kek_url.clone(),
+            dry_run: self.globals.dry_run,
+            resource,
+        };
+        let chain = if chain_opts.wanted() {
+            let state = self.user_dir("XDG_STATE_HOME", ".local/state");
+            let cfg = self.config()?.clone();
+            crate::run_chain(
+                &chain_opts,
+                &cfg,
+                state.as_deref(),
+                &shown_location(&image),
+                &mut self.keys,
+            )?
+        } else {
+            None
+        };
+        if !matches!(cmd, Command::Probe { .. }) {
+            report_chain(chain.as_ref())?;
+        }
+        self.dispatch(cmd, chain.as_ref())
+    }
+
+    fn dispatch(&mut self, cmd: Command, chain: Option<&ChainSummary>) -> Result<i32, OpsError> {
+        let stdout = std::io::stdout();
+        let stderr = std::io::stderr();
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+        let mut err = stderr.lock();
+        let fmt = |json: bool| {
+            if json {
+                OutputFormat::Json
+            } else {
+                OutputFormat::Human
+            }
+        };
+        let code = match cmd {
+            Command::Probe { image, json } => {
+                let img = self.open(&image, Scan::Full)?;
+                let mut ctx = Context {
+                    out: &mut out,
+                    err: &mut err,
+                    format: fmt(json),
+                };
+                let verdicts = crate::probe(
+                    &img,
+                    chain,
+                    self.globals.dry_run || chain.is_some(),
+                    &mut ctx,
+                )?;
+                if !(self.globals.dry_run || chain.is_some()) {
+                    exit::OK
+                } else if verdicts.iter().any(|v| v.verdict == Feasible::Blocked) {
+                    exit::NOT_READABLE
+                } else if verdicts.iter().any(|v| v.verdict == Feasible::Error) {
+                    exit::KEY_CHAIN
+                } else {
+                    exit::OK
+                }
+            }
+            Command::Ls {
+                image,
+                path,
+                long,
+                recursive,
+                json,
+            } => {
+                let spec = VolPath::parse(&path).map_err(OpsError::Usage)?;
+                let img = self.open(&image, Scan::Quick)?;
+                let mut ctx = Context {
+                    out: &mut out,
+                    err: &mut err,
+                    format: fmt(json),
+                };
+                crate::ls(&img, &spec, LsOptions { long, recursive }, &mut ctx)?;
+                exit::OK
+            }
+            Command::Get {
+                image,
+                paths,
+                dest,
+                force,
+                checksum,
+                json,
+            } => {
+                let specs = paths
+                    .iter()
+                    .map(|s| VolPath::parse(s).map_err(OpsError::Usage))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let img = self.open(&image, Scan::Quick)?;
+                let mut ctx = Context {
+                    out: &mut out,
+                    err: &mut err,
+                    format: fmt(json),
+                };
+                let opts = GetOptions {
+                    dest,
+                    force,
+                    checksum,
+                    streams: self.streams,
+                    partials: self.cleanup.partials.clone(),
+                };
+                crate::get(&img, &specs, &opts, &mut ctx)?;
+                exit::OK
+            }
+            Command::Cat { image, path } => {
+                let spec = VolPath::parse(&path).map_err(OpsError::Usage)?;
+                let img = self.open(&image, Scan::Quick)?;
+                // File data goes to stdout unbuffered: it is written in large
+                // chunks already, and a buffer would only add a copy.
+                out.flush()?;
+                crate::cat(&img, &spec, self.streams, &mut std::io::stdout().lock())?;
+                exit::OK
+            }
+            Command::Mount {
+                image,
+                mountpoint,
+                volume,
+                daemon: _,
+                allow_other,
+            } => {
+                let img = self.open(&image, Scan::Full)?;
+                let mut ctx = Context {
+                    out: &mut out,
+                    err: &mut err,
+                    format: OutputFormat::Human,
+                };
+                let args = crate::MountArgs {
+                    mountpoint,
+                    volume,
+                    allow_other,
+                };
+                crate::mount(&img, chain, &args, &mut ctx, crate::daemon::ready)?;
+                exit::OK
+            }
+            Command::Manifest { image, volumes } => {
+                let img = self.open(&image, Scan::Full)?;
+                let mut ctx = Context {
+                    out: &mut out,
+                    err: &mut err,
+                    format: OutputFormat::Json,
+                };
+                crate::manifest(&img, &crate::ManifestOptions { volumes }, &mut ctx)?;
+                exit::OK
+            }
+            Command::Verify {
+                image,
+                manifest,
+                sample,
+                seed,
+                max_bytes,
+                max_time,
+                volumes,
+                json,
+                junit,
+                prometheus,
+            } => {
+                let baseline = match &manifest {
+                    Some(p) => {
+                        let text = std::fs::read_to_string(p).map_err(|e| {
+                            OpsError::Usage(format!("--manifest {}: {e}", p.display()))
+                        })?;
+                        Some(crate::read_manifest(&text).map_err(|e| {
+                            OpsError::Usage(format!("--manifest {}: {e}", p.display()))
+                        })?)
+                    }
+                    None => None,
+                };
+                let opts = crate::VerifyOptions {
+                    manifest: baseline,
+                    manifest_path: manifest.map(|p| p.display().to_string()),
+                    sample,
+                    seed,
+                    max_bytes: max_bytes
+                        .as_deref()
+                        .map(crate::parse_bytes)
+                        .transpose()
+                        .map_err(|e| OpsError::Usage(format!("--max-bytes: {e}")))?,
+                    max_time: max_time
+                        .as_deref()
+                        .map(crate::parse_duration)
+                        .transpose()
+                        .map_err(|e| OpsError::Usage(format!("--max-time: {e}")))?,
+                    volumes,
+                    progress: json.is_none(),
+                };
+                let img = self.open(&image, Scan::Full)?;
+                let report = crate::verify(&img, chain, &opts)?;
+                if json.as_deref() == Some(Path::new("-")) {
+                    crate::write_json(&report, &mut out)?;
+                } else {
+                    crate::write_summary(&report, &mut out)?;
+                }
+                if let Some(p) = json.as_deref().filter(|p| *p != Path::new("-")) {
+                    crate::write_file_atomically(p, |w| crate::write_json(&report, w))?;
+                }
+                if let Some(p) = &junit {
+                    crate::write_file_atomically(p, |w| crate::write_junit(&report, w))?;
+                }
+                if let Some(p) = &prometheus {
+                    crate::write_file_atomically(p, |w| crate::write_prometheus(&report, w))?;
+                }
+                report.exit_code
+            }
+        };
+        out.flush()?;
+        Ok(code)
+    }
+
+    /// Opens the image argument: a local path (with `--with-disk`'s other
+    /// disks), or a blob read in ranges (a resource id reads through the SAS
+    /// its grant handed out).
+    fn open(&mut self, image: &str, scan: Scan) -> Result<Image, OpsError> {
+        let sas = self.access.as_ref().and_then(|a| access::sas_for(a, image));
+        let image = sas.as_deref().unwrap_or(image);
+        if !flr_blob::is_remote(image) {
+            if self.globals.with_disks.is_empty() {
+                return Ok(flr_engine::open_path(Path::new(image), scan, &self.keys)?);
+            }
+            let mut disks = Vec::new();
+            for p in std::iter::once(Path::new(image))
+                .chain(self.globals.with_disks.iter().map(PathBuf::as_path))
+            {
+                let f: flr_io::Source =
+                    Arc::new(flr_io::FileSource::open(p).map_err(flr_engine::EngineError::from)?);
+                disks.push((f, p.display().to_string()));
+            }
+            let parents = flr_io::FileParentResolver::new(Path::new(image));
+            return Ok(flr_engine::open_disks(disks, &parents, scan, &self.keys)?);
+        }
+        let loc = BlobLocation::parse(image).map_err(|e| OpsError::Usage(e.to_string()))?;
+        let shown = loc.shown().to_string();
+        let opts = BlobOptions {
+            concurrency: self.globals.concurrency,
+            ..BlobOptions::from_environment(&self.env)
+        };
+        let opts = if loc.has_sas() || opts.bearer.is_some() {
+            opts
+        } else {
+            let cfg = self.config()?;
+            access::storage_auth(&loc, &opts, cfg)?
+        };
+        // A differencing disk's parents are blobs beside it, read with the
+        // same SAS or token; the resolver keeps them for --stats.
+        let parents = BlobParentResolver::new(loc.clone(), opts.clone());
+        let blob = BlobSource::open(loc, opts).map_err(|e| {
+            flr_engine::EngineError::from(flr_io::IoError::Os {
+                layer: "blob".into(),
+                offset: 0,
+                source: std::io::Error::other(e.to_string()),
+            })
+        })?;
+        let blob = Arc::new(blob);
+        self.blob = Some(blob.clone());
+        self.blob_parents = Some(parents.clone());
+        Ok(flr_engine::open_source(
+            blob, &shown, &parents, scan, &self.keys,
+        )?)
+    }
+
+    /// `--stats`: what reading the image cost, on stderr.
+    fn print_stats(&self, json: bool, remote: bool) {
+        let stats = self.blob.as_ref().and_then(|b| {
+            let mut all = vec![b.stats()];
+            if let Some(p) = &self.blob_parents {
+                all.extend(p.opened().iter().map(|p| p.stats()));
+            }
+            flr_blob::Stats::combined(&all)
+        });
+        let secs = self.started.elapsed().as_secs_f64();
+        let line = match (stats, json) {
+            (Some(s), true) => s.json(),
+            (Some(s), false) => s.human(),
+            (None, false) if remote => {
+                "flr: stats: the blob could not be opened (see the error above)".into()
+            }
+            (None, true) => format!(
+                "{{\"source\":\"{}\",\"opened\":false,\"bytes_fetched\":0,\"requests\":0,\"cache_hits\":0,\"seconds\":{secs:.6}}}",
+                if remote { "blob" } else { "local" },
+            ),
+            (None, false) => format!("flr: stats: local image, nothing fetched, {secs:.3} s"),
+        };
+        let _ = writeln!(std::io::stderr(), "{line}");
+    }
+
+    /// Revokes the read grant, if one was made (and not kept).
+    fn end_access(&self, err: &mut dyn Write) {
+        if let Some(a) = &self.access {
+            access::end_access(a, err);
+        }
+    }
+}
+
+/// The key chain's findings, one line each, for the commands that do not
+/// print them in their report.
+fn report_chain(chain: Option<&ChainSummary>) -> Result<(), OpsError> {
+    let mut err = std::io::stderr().lock();
+    for c in chain.iter().flat_map(|c| &c.chains) {
+        if let Some(f) = &c.finding {
+            writeln!(
+                err,
+                "flr: key chain {} for {}: [{}] {}{}",
+                c.outcome,
+                c.secret,
+                f.code,
+                f.message,
+                f.remedy
+                    .as_deref()
+                    .map(|r| format!(" — {r}"))
+                    .unwrap_or_default()
+            )?;
+        }
+    }
+    Ok(())
+}
