@@ -10,6 +10,7 @@ mod blob;
 mod blob_parents;
 mod cli;
 mod corpus;
+mod docs;
 mod hostile;
 mod keychain;
 mod keyvault;

@@ -217,7 +217,7 @@ static TARGETS: &[Target] = &[
     },
     Target {
         name: "stack",
-        about: "bytes → container → partition table → volumes → every file (flr-engine)",
+        about: "bytes → every layer of the engine's format list, nested in any order → every file, and disk images stored as files (flr-engine)",
         input: Input::Image,
         run: targets::stack,
         seeds: Seeds::Fixtures(&[
@@ -225,6 +225,8 @@ static TARGETS: &[Target] = &[
             "container/vhdx-dynamic.vhdx.zst",
             "part/gpt.img.zst",
             "part/mbr.img.zst",
+            "stack/stacks.img.zst",
+            "stack/fslogix.vhd.zst",
         ]),
         seed_limit: ALL,
     },

@@ -257,8 +257,58 @@ pub(crate) fn stack(data: &[u8]) {
     for v in &image.volumes {
         if let Ok(fs) = v.open_fs() {
             walk(&*fs);
+            // Disk images stored as files open as nested disks: a few of
+            // them, one level down.
+            for path in image_candidates(&*fs) {
+                if let Ok(inner) = image.nested_image(v, &path.to_string()) {
+                    for iv in &inner.volumes {
+                        if let Ok(ifs) = iv.open_fs() {
+                            walk(&*ifs);
+                        }
+                    }
+                }
+            }
         }
     }
+}
+
+/// Up to 8 regular files near the root whose first bytes a format of the
+/// engine's list claims (what `ls` would show as a disk image).
+fn image_candidates(fs: &dyn Filesystem) -> Vec<FsPath> {
+    let mut out = Vec::new();
+    let mut queue = std::collections::VecDeque::from([(FsPath::root(), 0u32)]);
+    let mut seen = 0usize;
+    while let Some((dir, depth)) = queue.pop_front() {
+        let Ok(entries) = fs.read_dir(&dir) else {
+            continue;
+        };
+        for e in entries {
+            seen += 1;
+            if seen > 4096 || out.len() >= 8 {
+                return out;
+            }
+            if e.name.is_empty() || e.name.contains(&b'/') {
+                continue;
+            }
+            let path = dir.join(&e.name);
+            match e.meta.kind {
+                FileKind::Dir if depth < 4 => queue.push_back((path, depth + 1)),
+                FileKind::File if e.meta.size >= 512 => {
+                    let Ok(mut h) = fs.open(&path) else { continue };
+                    let mut head =
+                        vec![0u8; 4096.min(usize::try_from(e.meta.size).unwrap_or(4096))];
+                    if h.read_at(0, &mut head).is_ok() {
+                        let src = flr_io::MemSource::new(head.clone());
+                        if flr_engine::detect(&head, &src).is_some() {
+                            out.push(path);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 /// What the key chain takes from Key Vault and Resource Manager: the

@@ -39,7 +39,7 @@ pub use manifest::{
 };
 pub use mount::{mount, MountArgs};
 pub use names::safe_component;
-pub use probe::{probe, probe_report, ProbeReport};
+pub use probe::{probe, probe_report, ProbeReport, REPORT_VERSION};
 pub use session::{run, Command, Globals, Invocation, Session, StatsFormat};
 pub use spec::VolPath;
 pub use verify::{

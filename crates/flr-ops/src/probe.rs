@@ -6,9 +6,15 @@ use serde::Serialize;
 use crate::keychain::{feasibility, ChainSummary, Feasibility};
 use crate::{Context, OpsError, OutputFormat};
 
+/// The version of `probe --json`'s document: fields are only added; a
+/// change of meaning raises it (`docs/probe-json.md`).
+pub const REPORT_VERSION: u32 = 2;
+
 /// Everything `probe` reports, as serialised by `--json`.
 #[derive(Debug, Serialize)]
 pub struct ProbeReport<'a> {
+    /// The report's format version (`docs/probe-json.md`).
+    pub report_version: u32,
     /// The image as given.
     pub image: &'a str,
     /// Container facts.
@@ -51,6 +57,7 @@ pub struct VolumeReport<'a> {
 /// Builds the report for an opened image.
 pub fn probe_report<'a>(image: &'a Image, chain: Option<&'a ChainSummary>) -> ProbeReport<'a> {
     ProbeReport {
+        report_version: REPORT_VERSION,
         key_chain: chain,
         feasibility: feasibility(image, chain),
         image: &image.location,
