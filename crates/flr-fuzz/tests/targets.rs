@@ -443,3 +443,46 @@ fn the_allocation_counter_sees_allocations() {
     assert!(n >= 3 << 20, "{n}");
     let _ = SparseImage::zeros(1).len();
 }
+
+/// A fixed VHD footer for `size` bytes of data.
+fn fixed_vhd_footer(size: u64) -> Vec<u8> {
+    let mut f = vec![0u8; 512];
+    f[..8].copy_from_slice(b"conectix");
+    f[8..12].copy_from_slice(&be32(2));
+    f[12..16].copy_from_slice(&be32(0x0001_0000));
+    f[16..24].copy_from_slice(&u64::MAX.to_be_bytes());
+    f[40..48].copy_from_slice(&size.to_be_bytes());
+    f[48..56].copy_from_slice(&size.to_be_bytes());
+    f[60..64].copy_from_slice(&be32(2));
+    let c = vhd_sum(&f, 64);
+    f[64..68].copy_from_slice(&be32(c));
+    f
+}
+
+#[test]
+fn layers_nested_past_the_depth_cap_are_an_error_not_a_recursion() {
+    // 40 fixed VHDs, each the data of the next: every layer opens, so only
+    // the depth cap ends the scan.
+    let mut disk = vec![0u8; 4096];
+    for _ in 0..40 {
+        let f = fixed_vhd_footer(disk.len() as u64);
+        disk.extend_from_slice(&f);
+    }
+    let src: Source = Arc::new(flr_io::MemSource::new(disk));
+    let image = flr_engine::open_source(
+        src,
+        "nested-vhd",
+        &NoParentResolver,
+        flr_engine::Scan::Full,
+        &flr_engine::KeyRing::new(),
+    )
+    .expect("the image opens");
+    assert_eq!(image.container.format, "vhd");
+    let v = &image.volumes[0];
+    assert_eq!(v.content.verdict, flr_engine::Verdict::Error, "{v:?}");
+    assert!(
+        v.content.detail.contains("layers stacked"),
+        "{}",
+        v.content.detail
+    );
+}
