@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use flr_blob::{blob_service_sas, SasTerms, DEV_ACCOUNT, DEV_KEY};
 use flr_io::FileSource;
-use flr_kvtest::azurite::azurite;
+use flr_kvtest::azurite::{azurite, azurite_bin};
 use flr_kvtest::TestVault;
 
 use crate::util::{check_tree, checksums, fixture, manifest, sha256_hex, stderr};
@@ -335,15 +335,6 @@ impl Drop for SecureAzurite {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn azurite_bin() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("FLR_AZURITE_BIN") {
-        return Some(PathBuf::from(p));
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|d| d.join("azurite-blob"))
-        .find(|p| p.is_file())
 }
 
 fn secure_azurite(kv: &TestVault) -> Option<SecureAzurite> {

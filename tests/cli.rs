@@ -42,15 +42,6 @@ fn check_layout(report: &serde_json::Value, sfdisk: &str) {
     assert_eq!(got, want, "partition layout vs {sfdisk}");
 }
 
-fn volume<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    report["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["id"] == id)
-        .unwrap_or_else(|| panic!("no volume {id} in {report}"))
-}
-
 fn check_demo(image: &Path, format: &str) {
     let r = probe_json(image);
     assert_eq!(r["container"]["format"], format);

@@ -46,15 +46,6 @@ fn probe(args: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&run_ok(args).stdout).unwrap()
 }
 
-fn volume<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
-    report["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["id"] == id)
-        .unwrap_or_else(|| panic!("no volume {id} in {report}"))
-}
-
 /// `get` of a whole volume, `manifest` and `verify` of it: each against the source
 /// manifest.
 fn restore_and_verify(image: &Path, keys: &[String], id: &str, manifest_name: &str) {

@@ -188,3 +188,13 @@ pub(crate) fn check_dir(dir: &Path, entries: &[ManifestEntry]) {
     }
     check_tree(dir, &sums, entries);
 }
+
+/// The volume `id` of a `probe --json` report.
+pub(crate) fn volume<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    report["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == id)
+        .unwrap_or_else(|| panic!("no volume {id} in {report}"))
+}

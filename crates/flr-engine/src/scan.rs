@@ -258,15 +258,8 @@ impl Scanner<'_> {
                     } else {
                         e.to_string()
                     };
-                    let c = &mut self.nodes[n].content;
-                    c.kind = kind;
-                    c.verdict = if e.is_unsupported() {
-                        Verdict::Unsupported
-                    } else {
-                        Verdict::Error
-                    };
-                    c.luks = e.luks().cloned();
-                    c.detail = detail;
+                    self.nodes[n].content.luks = e.luks().cloned();
+                    self.end(n, kind, failed(&e), detail);
                     return Ok(());
                 }
             };
@@ -284,10 +277,7 @@ impl Scanner<'_> {
                     return Ok(());
                 }
                 Opened::Member(m) => {
-                    let c = &mut self.nodes[n].content;
-                    c.kind = kind;
-                    c.verdict = Verdict::Container;
-                    c.detail = m.summary.clone();
+                    self.end(n, kind, Verdict::Container, m.summary.clone());
                     self.members[fi].push(PendingMember {
                         node: n,
                         member: m,
@@ -297,22 +287,17 @@ impl Scanner<'_> {
                 }
                 Opened::Filesystem(fs) => {
                     let info = fs.info();
-                    let node = &mut self.nodes[n];
-                    node.content.kind = kind;
-                    node.content.verdict = Verdict::Readable;
-                    node.content.detail = format!(
+                    let detail = format!(
                         "{} filesystem: files can be listed and restored",
                         info.fs_type
                     );
-                    node.content.fs = Some(info);
-                    node.filesystem = Some(format);
+                    self.end(n, kind, Verdict::Readable, detail);
+                    self.nodes[n].content.fs = Some(info);
+                    self.nodes[n].filesystem = Some(format);
                     return Ok(());
                 }
                 Opened::Unsupported(reason) => {
-                    let c = &mut self.nodes[n].content;
-                    c.kind = kind;
-                    c.verdict = Verdict::Unsupported;
-                    c.detail = reason;
+                    self.end(n, kind, Verdict::Unsupported, reason);
                     return Ok(());
                 }
             }
@@ -329,14 +314,12 @@ impl Scanner<'_> {
             let kind = f.kind();
             if self.scan == Scan::Quick && kind.layer == LayerKind::Filesystem && f.reads() {
                 // Opened when used.
-                let node = &mut self.nodes[n];
-                node.content.kind = kind;
-                node.content.verdict = Verdict::Readable;
-                node.content.detail = format!(
+                let detail = format!(
                     "{} signature (filesystem not inspected in this scan)",
                     kind.display
                 );
-                node.filesystem = Some(*f);
+                self.end(n, kind, Verdict::Readable, detail);
+                self.nodes[n].filesystem = Some(*f);
                 return Probed::Recognised;
             }
             let node = &self.nodes[n];
@@ -356,25 +339,28 @@ impl Scanner<'_> {
     /// No format claims node `n`: empty or unknown, and perhaps ciphertext
     /// whose header lies elsewhere.
     fn nothing(&mut self, n: usize, head: &[u8]) {
-        let node = &mut self.nodes[n];
         if head.iter().take(64 * 1024).all(|&b| b == 0) {
-            node.content.kind = Kind::EMPTY;
-            node.content.verdict = Verdict::Empty;
-            node.content.detail = "the volume reads as zeros (no filesystem)".into();
+            let detail = "the volume reads as zeros (no filesystem)".into();
+            self.end(n, Kind::EMPTY, Verdict::Empty, detail);
             return;
         }
-        node.content.kind = Kind::UNKNOWN;
-        node.content.verdict = Verdict::Unknown;
-        node.content.detail = "no known filesystem or container signature".into();
+        let detail = "no known filesystem or container signature".into();
+        self.end(n, Kind::UNKNOWN, Verdict::Unknown, detail);
+        let node = &self.nodes[n];
         if !node.unlocked && ade::may_be_ciphertext(node.partition.as_ref(), head) {
             self.cipher.push(n);
         }
     }
 
     fn fail(&mut self, n: usize, kind: Kind, detail: String) {
+        self.end(n, kind, Verdict::Error, detail);
+    }
+
+    /// Node `n` ends as `kind` with `verdict` and `detail`.
+    fn end(&mut self, n: usize, kind: Kind, verdict: Verdict, detail: String) {
         let c = &mut self.nodes[n].content;
         c.kind = kind;
-        c.verdict = Verdict::Error;
+        c.verdict = verdict;
         c.detail = detail;
     }
 
@@ -447,13 +433,15 @@ impl Scanner<'_> {
         let mut content = ContentInfo::new(Kind::UNKNOWN, Verdict::Unknown, "");
         let refused = c.refused.is_some();
         if let Some(r) = c.refused {
-            content.kind = r.kind;
-            content.verdict = if r.unsupported {
-                Verdict::Unsupported
-            } else {
-                Verdict::Error
-            };
-            content.detail = r.reason;
+            content = ContentInfo::new(
+                r.kind,
+                if r.unsupported {
+                    Verdict::Unsupported
+                } else {
+                    Verdict::Error
+                },
+                r.reason,
+            );
         }
         self.nodes.push(Node {
             child_prefix: format!("{id}/"),
@@ -561,23 +549,15 @@ impl Scanner<'_> {
                 Ok(())
             }
             Some(Err(e)) => {
-                let c = &mut self.nodes[n].content;
-                c.luks = e.luks().cloned();
-                c.kind = luks;
-                c.verdict = if e.is_unsupported() {
-                    Verdict::Unsupported
-                } else {
-                    Verdict::Error
-                };
-                c.detail = format!("detached LUKS header {origin}: {e}");
+                self.nodes[n].content.luks = e.luks().cloned();
+                let detail = format!("detached LUKS header {origin}: {e}");
+                self.end(n, luks, failed(&e), detail);
                 Ok(())
             }
             Some(Ok(_)) | None => {
                 if explicit {
-                    let c = &mut self.nodes[n].content;
-                    c.kind = luks;
-                    c.verdict = Verdict::Error;
-                    c.detail = format!("detached LUKS header {origin}: not a LUKS header");
+                    let detail = format!("detached LUKS header {origin}: not a LUKS header");
+                    self.fail(n, luks, detail);
                 }
                 Ok(())
             }
@@ -834,6 +814,15 @@ impl Scanner<'_> {
             images[root].groups.push(Group { report, states });
         }
         images
+    }
+}
+
+/// The verdict of a node whose layer failed to open.
+fn failed(e: &LayerError) -> Verdict {
+    if e.is_unsupported() {
+        Verdict::Unsupported
+    } else {
+        Verdict::Error
     }
 }
 

@@ -54,7 +54,8 @@ fn listening(port: u16) -> bool {
     TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(300)).is_ok()
 }
 
-fn find_bin() -> Option<PathBuf> {
+/// The `azurite-blob` program: `FLR_AZURITE_BIN`, else the first on `PATH`.
+pub fn azurite_bin() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("FLR_AZURITE_BIN") {
         return Some(PathBuf::from(p));
     }
@@ -79,7 +80,7 @@ pub fn azurite() -> Option<&'static Azurite> {
         if listening(10000) {
             return Some(default());
         }
-        let bin = find_bin()?;
+        let bin = azurite_bin()?;
         let dir = std::env::temp_dir().join(format!("flr-azurite-{}", std::process::id()));
         std::fs::create_dir_all(&dir).ok()?;
         let script = format!(

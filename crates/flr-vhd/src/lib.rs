@@ -77,6 +77,17 @@ pub enum DiskType {
     Differencing,
 }
 
+impl DiskType {
+    /// `fixed`, `dynamic` or `differencing`, as `probe` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskType::Fixed => "fixed",
+            DiskType::Dynamic => "dynamic",
+            DiskType::Differencing => "differencing",
+        }
+    }
+}
+
 /// CHS geometry from the footer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {

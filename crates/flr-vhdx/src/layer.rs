@@ -5,7 +5,7 @@ use std::sync::Arc;
 use flr_io::{ReadAt, Source};
 use flr_layer::{ContainerInfo, Format, Kind, LayerError, LayerKind, OpenContext, Opened};
 
-use crate::{DiskType, VhdxDisk};
+use crate::VhdxDisk;
 
 /// VHDX (fixed, dynamic, differencing): the file's virtual disk.
 pub struct VhdxFormat;
@@ -28,14 +28,7 @@ impl Format for VhdxFormat {
         let i = d.info();
         let info = ContainerInfo {
             format: "vhdx",
-            subtype: Some(
-                match i.disk_type {
-                    DiskType::Fixed => "fixed",
-                    DiskType::Dynamic => "dynamic",
-                    DiskType::Differencing => "differencing",
-                }
-                .to_string(),
-            ),
+            subtype: Some(i.disk_type.name().to_string()),
             virtual_size: i.virtual_size,
             file_size,
             logical_sector_size: Some(i.logical_sector_size),

@@ -76,6 +76,17 @@ pub enum DiskType {
     Differencing,
 }
 
+impl DiskType {
+    /// `fixed`, `dynamic` or `differencing`, as `probe` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            DiskType::Fixed => "fixed",
+            DiskType::Dynamic => "dynamic",
+            DiskType::Differencing => "differencing",
+        }
+    }
+}
+
 /// What the headers and metadata say about a VHDX.
 #[derive(Debug, Clone)]
 pub struct VhdxInfo {
