@@ -385,6 +385,15 @@ fn check_common(s: &Super, at: u64) -> Result<(), MdError> {
     if s.raid_disks == 0 || s.raid_disks > MAX_RAID_DISKS {
         return Err(corrupt(at, format!("{} raid disks", s.raid_disks)));
     }
+    // RAID4/5/6/10 need a power of two of at least a page (the kernel
+    // refuses anything else); RAID0 and linear whole sectors.
+    if matches!(
+        s.level,
+        Level::Raid4 | Level::Raid5 | Level::Raid6 | Level::Raid10
+    ) && (!s.chunk.is_power_of_two() || s.chunk < 4096)
+    {
+        return Err(corrupt(at, format!("chunk size of {} bytes", s.chunk)));
+    }
     if s.level.striped() {
         if s.chunk == 0 || s.chunk > MAX_CHUNK || !s.chunk.is_multiple_of(512) {
             return Err(corrupt(at, format!("chunk size of {} bytes", s.chunk)));
