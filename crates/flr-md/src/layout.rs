@@ -197,17 +197,13 @@ impl Parity {
         let sp = self.parity(stripe);
         let q = sp.q.unwrap_or(n - 1);
         let d0 = if q == n - 1 { 0 } else { q + 1 };
-        let mut slot = 0;
-        for j in 0..n {
-            let m = (d0 + j) % n;
-            if m == disk {
-                return slot;
-            }
-            if m != sp.p && m != q {
-                slot += 1;
-            }
-        }
-        slot
+        // Members from d0 up to `disk` (cyclically), less P and Q among them.
+        let before = (disk + n - d0) % n;
+        let skipped = [sp.p, q]
+            .iter()
+            .filter(|&&m| m != disk && (m + n - d0) % n < before)
+            .count();
+        before - skipped
     }
 }
 
