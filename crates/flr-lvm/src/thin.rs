@@ -48,6 +48,9 @@ const LEAF: u32 = 2;
 const MAX_DEPTH: usize = 16;
 /// Metadata blocks kept in memory.
 const CACHE_BLOCKS: usize = 1024;
+/// Nodes one lookup may visit besides one per entry it returns (a hostile
+/// tree can point many children at the same subtree).
+const VISIT_BUDGET: usize = 4096;
 
 /// CRC-32C (Castagnoli), reflected, as the kernel's `crc32c`: no inversions.
 fn crc32c_raw(mut crc: u32, data: &[u8]) -> u32 {
@@ -294,7 +297,8 @@ impl ThinPool {
         value_size: usize,
         out: &mut Vec<(u64, Vec<u8>)>,
     ) -> Result<(), LvmError> {
-        self.walk(root, lo, hi, limit, value_size, 0, out)
+        let mut budget = VISIT_BUDGET.saturating_add(limit.saturating_mul(2));
+        self.walk(root, lo, hi, limit, value_size, 0, &mut budget, out)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -306,6 +310,7 @@ impl ThinPool {
         limit: usize,
         value_size: usize,
         depth: usize,
+        budget: &mut usize,
         out: &mut Vec<(u64, Vec<u8>)>,
     ) -> Result<(), LvmError> {
         if depth > MAX_DEPTH {
@@ -314,6 +319,12 @@ impl ThinPool {
                 "B-tree deeper than any real one (a loop?)",
             ));
         }
+        *budget = budget.checked_sub(1).ok_or_else(|| {
+            corrupt(
+                block.saturating_mul(BLOCK as u64),
+                "B-tree has more nodes than its entries need (shared subtrees?)",
+            )
+        })?;
         let node = self.node(block)?;
         if node.leaf {
             if node.value_size != value_size {
@@ -352,6 +363,7 @@ impl ThinPool {
                 limit,
                 value_size,
                 depth + 1,
+                budget,
                 out,
             )?;
         }
@@ -522,6 +534,56 @@ impl ReadAt for ThinVolume {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn block(flags: u32, nr: u64, keys: &[u64], values: &[u64]) -> Vec<u8> {
+        let mut b = vec![0u8; BLOCK];
+        b[4..8].copy_from_slice(&flags.to_le_bytes());
+        b[8..16].copy_from_slice(&nr.to_le_bytes());
+        let max = 250usize;
+        b[16..20].copy_from_slice(&(keys.len() as u32).to_le_bytes());
+        b[20..24].copy_from_slice(&(max as u32).to_le_bytes());
+        b[24..28].copy_from_slice(&8u32.to_le_bytes());
+        for (i, (k, v)) in keys.iter().zip(values).enumerate() {
+            b[32 + 8 * i..40 + 8 * i].copy_from_slice(&k.to_le_bytes());
+            let at = 32 + 8 * max + 8 * i;
+            b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        let c = block_csum(&b, NODE_XOR);
+        b[0..4].copy_from_slice(&c.to_le_bytes());
+        b
+    }
+
+    #[test]
+    fn shared_subtrees_exhaust_the_budget_quickly() {
+        // Fifteen internal levels, each node's 200 children all the next
+        // level's node: 200^15 paths to one empty leaf.
+        let mut meta = vec![0u8; BLOCK];
+        meta[32..40].copy_from_slice(&MAGIC.to_le_bytes());
+        meta[40..44].copy_from_slice(&2u32.to_le_bytes());
+        meta[320..328].copy_from_slice(&1u64.to_le_bytes());
+        meta[328..336].copy_from_slice(&1u64.to_le_bytes());
+        meta[336..340].copy_from_slice(&128u32.to_le_bytes());
+        meta[340..344].copy_from_slice(&8u32.to_le_bytes());
+        let c = block_csum(&meta, SUPERBLOCK_XOR);
+        meta[0..4].copy_from_slice(&c.to_le_bytes());
+        let keys: Vec<u64> = (0..200).map(|k| k * 10).collect();
+        for level in 1..=15u64 {
+            meta.extend(block(INTERNAL, level, &keys, &[level + 1; 200]));
+        }
+        let mut leaf = block(LEAF, 16, &[], &[]);
+        leaf[20..24].copy_from_slice(&100u32.to_le_bytes());
+        leaf[24..28].copy_from_slice(&24u32.to_le_bytes());
+        let c = block_csum(&leaf, NODE_XOR);
+        leaf[0..4].copy_from_slice(&c.to_le_bytes());
+        meta.extend(leaf);
+        let src: Source = Arc::new(flr_io::MemSource::new(meta));
+        let data: Source = Arc::new(flr_io::Zeros::new(1 << 20));
+        let pool = ThinPool::open(src, data, "t").unwrap();
+        let t = std::time::Instant::now();
+        let e = pool.devices().unwrap_err().to_string();
+        assert!(e.contains("more nodes than"), "{e}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
+    }
 
     #[test]
     fn crc32c_check_value() {
