@@ -488,3 +488,94 @@ fn random_superblock_damage_never_panics() {
         }
     }
 }
+
+/// Counts the reads that reach a member.
+struct Counting {
+    inner: Source,
+    reads: std::sync::Mutex<Vec<(u64, usize)>>,
+}
+
+impl ReadAt for Counting {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), flr_io::IoError> {
+        self.reads.lock().unwrap().push((offset, buf.len()));
+        self.inner.read_exact_at(offset, buf)
+    }
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+}
+
+#[test]
+fn reads_go_straight_to_the_data_and_never_to_parity() {
+    let row = rows().into_iter().find(|r| r.name == "r5-ls").unwrap();
+    let chunk = row.chunk as usize;
+    // r5-ls: left-symmetric over three 1.0 members (data from byte 0): the
+    // parity of stripe s is on member 2 - s mod 3. Zero every parity chunk:
+    // a clean read must not notice.
+    let mut imgs: Vec<Vec<u8>> = row
+        .members
+        .iter()
+        .map(|f| {
+            let s = member_source(f);
+            let mut b = vec![0u8; s.len() as usize];
+            s.read_exact_at(0, &mut b).unwrap();
+            b
+        })
+        .collect();
+    let stripes = row.size as usize / chunk / 2;
+    for s in 0..stripes {
+        let p = 2 - s % 3;
+        imgs[p][s * chunk..(s + 1) * chunk].fill(0);
+    }
+    let counters: Vec<Arc<Counting>> = imgs
+        .into_iter()
+        .map(|b| {
+            Arc::new(Counting {
+                inner: Arc::new(MemSource::new(b)),
+                reads: Default::default(),
+            })
+        })
+        .collect();
+    let members: Vec<Member> = counters
+        .iter()
+        .enumerate()
+        .map(|(i, c)| Member::read(c.clone(), &format!("m{i}")).unwrap())
+        .collect();
+    for c in &counters {
+        c.reads.lock().unwrap().clear();
+    }
+    let a = &assemble(&members)[0];
+    let dev = a.open().unwrap();
+    let all = read_all(dev.as_ref());
+    assert_eq!(
+        flr_testdata::sha256_hex(&all),
+        row.sha256,
+        "parity was read"
+    );
+    // One positioned read per chunk: two stripes (four data chunks) = four reads.
+    for c in &counters {
+        c.reads.lock().unwrap().clear();
+    }
+    let mut b = vec![0u8; 4 * chunk];
+    dev.read_exact_at(0, &mut b).unwrap();
+    let n: usize = counters.iter().map(|c| c.reads.lock().unwrap().len()).sum();
+    assert_eq!(n, 4);
+    // With member 0 missing, its chunks are rebuilt from the zeroed parity:
+    // wrong bytes, which shows parity is read only then.
+    let a = &assemble(&members[1..])[0];
+    let all = read_all(a.open().unwrap().as_ref());
+    assert_ne!(flr_testdata::sha256_hex(&all), row.sha256);
+
+    // A RAID1 read is one read of one member, however long.
+    let row = rows().into_iter().find(|r| r.name == "r1-10").unwrap();
+    let c = Arc::new(Counting {
+        inner: member_source(&row.members[0]),
+        reads: Default::default(),
+    });
+    let m = Member::read(c.clone(), "m0").unwrap();
+    c.reads.lock().unwrap().clear();
+    let dev = assemble(&[m])[0].open().unwrap();
+    let mut b = vec![0u8; 200_000];
+    dev.read_exact_at(1000, &mut b).unwrap();
+    assert_eq!(*c.reads.lock().unwrap(), [(1000, 200_000)]);
+}
