@@ -593,7 +593,7 @@ pub enum ArrayStatus {
 }
 
 /// An assembled md array.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Array {
     /// Its UUID.
     pub uuid: ArrayUuid,
@@ -630,20 +630,6 @@ pub struct Array {
     pub status: ArrayStatus,
     legs: Vec<Option<read::Leg>>,
     geometry: Option<Geometry>,
-}
-
-impl std::fmt::Debug for Array {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Array")
-            .field("uuid", &self.uuid)
-            .field("name", &self.name)
-            .field("level", &self.level)
-            .field("layout", &self.layout)
-            .field("size", &self.size)
-            .field("members", &self.members)
-            .field("status", &self.status)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Array {
