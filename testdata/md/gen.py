@@ -109,10 +109,42 @@ def parity_row(level, alg, n, stripe):
             p = n - 1 - r if alg == 2 else r
             q = (p + 1) % n
             data = [(p + 2 + k) % n for k in range(d)]
+        elif alg == 4:  # parity first: P, Q, then the data
+            p, q = 0, 1
+            data = list(range(2, n))
+        elif alg == 5:  # parity last: the data, then P, Q
+            p, q = n - 2, n - 1
+            data = list(range(n - 2))
+        elif alg in (8, 9):
+            # DDF "zero restart": right-asymmetric; "N restart": left-asymmetric
+            # whose first stripe already has P on the second-last member.
+            p = r if alg == 8 else n - 1 - (stripe + 1) % n
+            q = 0 if p == n - 1 else p + 1
+            data = [m for m in range(n) if m not in (p, q)]
+        elif alg == 10:
+            # DDF "N continue": P moves left, Q just before it, data after P.
+            p = n - 1 - r
+            q = (p - 1) % n
+            data = [(p + 1 + k) % n for k in range(d)]
+        elif alg in (16, 17, 18, 19, 20):
+            # A RAID5 layout over the first n-1 members, Q on the last one.
+            r5 = stripe % (n - 1)
+            q = n - 1
+            if alg == 20:
+                p = 0
+            else:
+                p = (n - 2) - r5 if alg in (16, 18) else r5
+            if alg in (18, 19):
+                data = [(p + 1 + k) % (n - 1) for k in range(d)]
+            else:
+                data = [m for m in range(n - 1) if m != p]
         else:
             raise ValueError("layout %d not generated" % alg)
     coef = None
-    if q is not None:
+    if q is not None and level == 6 and alg in (8, 9, 10):
+        # DDF numbers Q's terms by member.
+        coef = list(data)
+    elif q is not None:
         start = 0 if q == n - 1 else q + 1
         walk = [(start + j) % n for j in range(n)]
         order = [m for m in walk if m not in (p, q)]
@@ -338,7 +370,20 @@ ARRAYS = [
     spec("r6-ls", "1.2", 6, 5, layout=2),
     spec("r6-la", "1.1", 6, 6, layout=0, dev_bytes=192 * K),
     spec("r6-rs", "1.0", 6, 4, layout=3),
+    spec("r6-pf", "1.2", 6, 4, layout=4),
+    spec("r6-ddf-zr", "1.2", 6, 5, layout=8),
+    spec("r6-ddf-nr", "1.1", 6, 5, layout=9),
+    spec("r6-ddf-nc", "1.2", 6, 6, layout=10),
+    spec("r6-la6", "1.2", 6, 5, layout=16),
+    spec("r6-rs6", "1.0", 6, 5, layout=19),
+    spec("r6-pf6", "1.2", 6, 4, layout=20),
+    spec("r5-pl", "1.2", 5, 3, layout=5),
     spec("r10-f2", "1.2", 10, 3, layout=0x201, near=1, far=2, offset=False),
+    spec("r10-n2f2", "1.2", 10, 5, layout=0x202, near=2, far=2, offset=False),
+    # 15 chunks per member: the kernel divides the chunks by the far copies first
+    # (mdadm --examine estimates from the bytes), so a multiple of 3 keeps both equal.
+    spec("r10-o3", "1.2", 10, 3, layout=0x10301, near=1, far=3, offset=True, dev_bytes=240 * K),
+    spec("r10-n3", "1.2", 10, 4, layout=0x103, near=3, far=1, offset=False, dev_bytes=240 * K),
     spec("r10-o2", "1.2", 10, 4, layout=0x10201, near=1, far=2, offset=True),
     spec("r10-n2", "1.1", 10, 3, layout=0x102, near=2, far=1, offset=False),
     spec("r1-10", "1.0", 1, 3, chunk=0, stale=2),

@@ -347,7 +347,7 @@ impl std::fmt::Display for Layout {
                 if parts.is_empty() {
                     parts.push("near=1".into());
                 }
-                write!(f, "{}", parts.join(","))?;
+                write!(f, "{}", parts.join(", "))?;
                 if *far_sets != 0 {
                     write!(f, " (far set layout {far_sets})")?;
                 }
