@@ -609,3 +609,45 @@ fn layout_names_agree_with_mdadm() {
     }
     assert!(checked >= 22, "{checked}");
 }
+
+/// Says that everything from `from` on reads as zeros (like an unallocated
+/// VHD block below).
+struct ZeroFrom {
+    inner: Source,
+    from: u64,
+}
+
+impl ReadAt for ZeroFrom {
+    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), flr_io::IoError> {
+        self.inner.read_exact_at(offset, buf)
+    }
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn is_known_zero(&self, offset: u64, _len: u64) -> bool {
+        offset >= self.from
+    }
+}
+
+#[test]
+fn known_zero_ranges_pass_through_the_array() {
+    // r0-alt's members (1.2, data at 64 KiB) said to be zero past 128 KiB of data.
+    let row = rows().into_iter().find(|r| r.name == "r0-alt").unwrap();
+    let members: Vec<Member> = row
+        .members
+        .iter()
+        .map(|f| {
+            let z: Source = Arc::new(ZeroFrom {
+                inner: member_source(f),
+                from: (64 << 10) + (128 << 10),
+            });
+            Member::read(z, f).unwrap()
+        })
+        .collect();
+    let dev = assemble(&members)[0].open().unwrap();
+    // Zone 0 stripes 128 KiB of each of the three members: array bytes 0..384 KiB.
+    assert!(!dev.is_known_zero(0, 4096));
+    assert!(!dev.is_known_zero((384 << 10) - 1, 1));
+    assert!(dev.is_known_zero(384 << 10, dev.len() - (384 << 10)));
+    assert!(!dev.is_known_zero(dev.len(), 1));
+}
