@@ -4,7 +4,8 @@
 //! checksum test every time, and the fields behind it would never be
 //! fuzzed. The harness therefore recomputes the checksums of the headers
 //! it knows (VHDX headers and region tables, GPT headers and entry arrays,
-//! LUKS2 binary headers), so that mutated fields reach the parsers;
+//! LUKS2 binary headers, md superblocks, thin-pool metadata blocks), so
+//! that mutated fields reach the parsers;
 //! production code is unchanged and keeps checking them. The fix-ups
 //! only touch structures whose signature is present.
 
@@ -135,4 +136,93 @@ pub(crate) fn luks2_around_json(json: &[u8]) -> SparseImage {
     img.put(LUKS2_BIN as u64, json);
     luks2(&mut img);
     img
+}
+
+/// md: the superblock of each member slice, wherever its version puts it
+/// (1.1 at 0, 1.2 at 4 KiB, 1.0 near the end, 0.90 at the last 64 KiB
+/// boundary less 64 KiB, in either byte order).
+pub(crate) fn md(img: &mut SparseImage, slices: &[(u64, u64)]) {
+    const MAGIC: u32 = 0xa92b_4efc;
+    for &(base, len) in slices {
+        let mut at = vec![0u64, 4096];
+        if let Some(o) = len.checked_sub(8192) {
+            at.push(o & !4095);
+        }
+        for off in at {
+            let mut b = img.get(base + off, 4096);
+            if b.len() < 256 || le32(&b, 0) != MAGIC || le32(&b, 4) != 1 {
+                continue;
+            }
+            let n = (256 + 2 * le32(&b, 220) as usize).min(b.len());
+            b[216..220].fill(0);
+            let mut sum: u64 = 0;
+            for w in b[..n - n % 4].chunks(4) {
+                sum += u64::from(le32(w, 0));
+            }
+            if n % 4 >= 2 {
+                sum += u64::from(u16::from_le_bytes([b[n - n % 4], b[n - n % 4 + 1]]));
+            }
+            let c = ((sum & 0xffff_ffff) + (sum >> 32)) as u32;
+            img.put(base + off + 216, &c.to_le_bytes());
+        }
+        let Some(off) = (len & !0xffff).checked_sub(0x10000) else {
+            continue;
+        };
+        let b = img.get(base + off, 4096);
+        if b.len() < 4096 {
+            continue;
+        }
+        let be = match (le32(&b, 0), u32::from_be_bytes([b[0], b[1], b[2], b[3]])) {
+            (MAGIC, _) => false,
+            (_, MAGIC) => true,
+            _ => continue,
+        };
+        let word = |i: usize| {
+            let a = [b[4 * i], b[4 * i + 1], b[4 * i + 2], b[4 * i + 3]];
+            if be {
+                u32::from_be_bytes(a)
+            } else {
+                u32::from_le_bytes(a)
+            }
+        };
+        let sum: u64 = (0..1024)
+            .filter(|&i| i != 38)
+            .map(|i| u64::from(word(i)))
+            .sum();
+        let c = ((sum & 0xffff_ffff) + (sum >> 32)) as u32;
+        let bytes = if be { c.to_be_bytes() } else { c.to_le_bytes() };
+        img.put(base + off + 38 * 4, &bytes);
+    }
+}
+
+/// Thin-pool metadata: every superblock found at a 4 KiB boundary, and
+/// the B-tree nodes in the 256 blocks after it that name their own block.
+pub(crate) fn thin(img: &mut SparseImage) {
+    const MAGIC: u64 = 27_022_010;
+    let mut supers = Vec::new();
+    for (off, bytes) in img.chunks_mut().iter() {
+        let end = off + bytes.len() as u64;
+        let mut p = (off + 4095) & !4095;
+        while p + 40 <= end {
+            let i = (p - off) as usize;
+            if le64(bytes, i + 32) == MAGIC {
+                supers.push(p);
+            }
+            p += 4096;
+        }
+    }
+    // The kernel's crc32c without the final inversion, xor'd per block kind.
+    let csum = |b: &[u8], xor: u32| !crc32c(&b[4..]) ^ xor;
+    for sb in supers {
+        for i in 1..=256u64 {
+            let b = img.get(sb + i * 4096, 4096);
+            if b.len() == 4096 && matches!(le32(&b, 4), 1 | 2) && le64(&b, 8) == i {
+                img.put(sb + i * 4096, &csum(&b, 121_107).to_le_bytes());
+            }
+        }
+        let b = img.get(sb, 4096);
+        if b.len() == 4096 {
+            img.put(sb, &csum(&b, 160_774).to_le_bytes());
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! * [`targets`] lists them: the containers (VHD, VHDX), the partition
 //!   tables (MBR with EBR chains, GPT), LUKS1/2 (binary headers, and the
 //!   LUKS2 JSON on its own), BitLocker (volume header and FVE metadata;
-//!   `.BEK` files), LVM2, each filesystem (FAT, ext2/3/4, NTFS, XFS), the
+//!   `.BEK` files), LVM2 (thin pools included), md RAID, each filesystem (FAT, ext2/3/4, NTFS, XFS), the
 //!   Key Vault / Resource Manager JSON the key chain reads, and the whole
 //!   stack (bytes → container → partitions → volumes → every file).
 //! * Image targets read a [`sparse`] encoding (declared length + chunks),
@@ -44,6 +44,9 @@ pub enum Input {
 enum Seeds {
     /// Committed fixtures (`testdata/…`), as images.
     Fixtures(&'static [&'static str]),
+    /// md arrays from committed fixtures: each seed is one array's member
+    /// images end to end (padded with blank members to [`MD_SLICES`]).
+    MdArrays(&'static [&'static [&'static str]]),
     /// The LUKS2 JSON areas of committed fixtures.
     Luks2Json(&'static [&'static str]),
     /// BitLocker volumes of the shared corpus: boot sector and the three
@@ -173,11 +176,32 @@ static TARGETS: &[Target] = &[
     },
     Target {
         name: "lvm",
-        about: "LVM2 label, PV header, metadata ring and text metadata, LV segments (flr-lvm)",
+        about: "LVM2 label, PV header, metadata ring and text metadata, LV segments, thin-pool superblock and mapping B-trees (flr-lvm)",
         input: Input::Image,
         run: targets::lvm,
-        seeds: Seeds::Fixtures(&["lvm/two-pv-1.img.zst", "lvm/ade-rhel-p3.plain.zst"]),
-        seed_limit: 1 << 20,
+        seeds: Seeds::Fixtures(&[
+            "lvm/two-pv-1.img.zst",
+            "lvm/ade-rhel-p3.plain.zst",
+            "lvm/thin-pool.img.zst",
+        ]),
+        // The thin fixture's pool metadata starts at 1 MiB (its tmeta LV)
+        // and uses its first 64 KiB.
+        seed_limit: (1 << 20) + (64 << 10),
+    },
+    Target {
+        name: "md",
+        about: "md RAID superblocks (0.90 either byte order, 1.0/1.1/1.2), role tables, assembly of the members an image is cut into, every level's reads and rebuilds (flr-md)",
+        input: Input::Image,
+        run: targets::md,
+        seeds: Seeds::MdArrays(&[
+            &["md/r5-la-0.img.zst", "md/r5-la-1.img.zst", "md/r5-la-2.img.zst", "md/r5-la-3.img.zst"],
+            &["md/r6-rs-0.img.zst", "md/r6-rs-1.img.zst", "md/r6-rs-2.img.zst", "md/r6-rs-3.img.zst"],
+            &["md/r10-o2-0.img.zst", "md/r10-o2-1.img.zst", "md/r10-o2-2.img.zst", "md/r10-o2-3.img.zst"],
+            &["md/r5-be-0.img.zst", "md/r5-be-1.img.zst", "md/r5-be-2.img.zst"],
+            &["md/r1-10-0.img.zst", "md/r1-10-1.img.zst", "md/r1-10-2.img.zst"],
+            &["md/r0-alt-0.img.zst", "md/r0-alt-1.img.zst", "md/r0-alt-2.img.zst"],
+        ]),
+        seed_limit: ALL,
     },
     Target {
         name: "fat",
@@ -289,6 +313,20 @@ impl Target {
                     let mut enc = SparseImage::encode_raw(&raw[..keep]);
                     enc[..8].copy_from_slice(&(raw.len() as u64).to_le_bytes());
                     out.push((seed_name(rel), enc));
+                }
+            }
+            Seeds::MdArrays(arrays) => {
+                for (k, files) in arrays.iter().enumerate() {
+                    let members: Vec<Vec<u8>> = files
+                        .iter()
+                        .map(|rel| std::fs::read(flr_testdata::fixture(rel)).unwrap_or_default())
+                        .collect();
+                    let per = members.iter().map(Vec::len).max().unwrap_or(0);
+                    let mut raw = vec![0u8; per * targets::MD_SLICES];
+                    for (i, m) in members.iter().enumerate().take(targets::MD_SLICES) {
+                        raw[i * per..i * per + m.len()].copy_from_slice(m);
+                    }
+                    out.push((format!("md-array-{k}"), SparseImage::encode_raw(&raw)));
                 }
             }
             Seeds::Luks2Json(list) => {

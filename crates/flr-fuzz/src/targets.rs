@@ -210,7 +210,9 @@ pub(crate) fn bek(data: &[u8]) {
 }
 
 pub(crate) fn lvm(data: &[u8]) {
-    let src = source(image(data));
+    let mut img = image(data);
+    fixup::thin(&mut img);
+    let src = source(img);
     if let Ok(pv) = flr_lvm::PhysicalVolume::read(src, "fuzz") {
         let _ = pv.vg_name();
         for vg in flr_lvm::assemble(std::slice::from_ref(&pv)) {
@@ -219,6 +221,62 @@ pub(crate) fn lvm(data: &[u8]) {
                 if let Ok(dev) = vg.open_lv(&lv.name) {
                     read_around(&*dev);
                 }
+            }
+        }
+    }
+}
+
+/// Members an md input is cut into: the image is split into this many
+/// equal slices (whole sectors), each read as a member, and all of them
+/// assembled together.
+pub(crate) const MD_SLICES: usize = 4;
+
+fn md_slices(len: u64) -> Vec<(u64, u64)> {
+    let per = (len / MD_SLICES as u64) & !511;
+    if per == 0 {
+        return vec![(0, len)];
+    }
+    (0..MD_SLICES as u64).map(|i| (i * per, per)).collect()
+}
+
+pub(crate) fn md(data: &[u8]) {
+    let mut img = image(data);
+    let slices = md_slices(img.len());
+    fixup::md(&mut img, &slices);
+    let src = source(img);
+    let mut members = Vec::new();
+    for (i, (base, len)) in md_slices(src.len()).into_iter().enumerate() {
+        let Ok(slice) = flr_io::Slice::new(src.clone(), base, len, format!("member {i}")) else {
+            continue;
+        };
+        let slice: Source = Arc::new(slice);
+        let mut head = vec![0u8; (64u64 << 10).min(len) as usize];
+        let _ = slice.read_exact_at(0, &mut head);
+        let _ = flr_md::probe(&head, slice.as_ref());
+        if let Ok(m) = flr_md::Member::read(slice, &format!("m{i}")) {
+            members.push(m);
+        }
+    }
+    // The whole image as one member too (an array over the slices may
+    // also be a member of another: md on md).
+    let _ = flr_md::Member::read(src, "whole");
+    for a in flr_md::assemble(&members) {
+        let _ = (
+            a.complete(),
+            a.missing(),
+            a.readable(),
+            a.label(),
+            a.first_location(),
+        );
+        let _ = (
+            a.layout.to_string(),
+            a.level.to_string(),
+            a.metadata.to_string(),
+        );
+        match a.open() {
+            Ok(dev) => read_around(&*dev),
+            Err(e) => {
+                let _ = e.to_string();
             }
         }
     }

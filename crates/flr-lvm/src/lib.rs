@@ -10,11 +10,15 @@
 //!   number; [`assemble`] takes, per VG, the newest description found on
 //!   any of its PVs.
 //! * Linear and striped segments are read; a RAID1 or mirror LV is read
-//!   from its first leg whose PVs are all present. Thin pools and thin
-//!   LVs, snapshots (origin and copy-on-write store are told apart: the
-//!   origin reads, the snapshot does not), cache, VDO, writecache,
-//!   integrity and the other RAID levels are named with
-//!   [`LvStatus::Unsupported`]: flr never returns their bytes.
+//!   from its first leg whose PVs are all present. Thin LVs (thin
+//!   snapshots included) are read through their pool ([`ThinPool`]): the
+//!   pool's metadata LV maps each thin LV's blocks onto the pool's data
+//!   LV, and blocks never written read as zeros (reported by
+//!   `is_known_zero`). Old-style snapshots (origin and copy-on-write store
+//!   are told apart: the origin reads, the snapshot does not), thin LVs
+//!   with an external origin, cache, VDO, writecache, integrity and the
+//!   other RAID levels are named with [`LvStatus::Unsupported`]: flr never
+//!   returns their bytes.
 //! * A PV the metadata lists but no scanned source carries is reported
 //!   ([`VolumeGroup::missing`]) with its UUID and the device it was last
 //!   seen as; LVs that do not touch it still open.
@@ -40,6 +44,9 @@
 mod label;
 mod layer;
 mod text;
+mod thin;
+
+pub use thin::{ThinDevice, ThinPool};
 
 pub use layer::{Lvm2Format, FORMAT, LV_KIND};
 
@@ -260,6 +267,16 @@ enum SegKind {
     /// RAID1 or mirror: identical legs.
     Mirror {
         legs: Vec<Area>,
+    },
+    /// A thin LV: device `device_id` of thin pool LV `pool`.
+    Thin {
+        pool: String,
+        device_id: u64,
+    },
+    /// A thin pool: its metadata and data sub-LVs.
+    ThinPool {
+        metadata: String,
+        data: String,
     },
     Other(String),
 }
@@ -489,6 +506,29 @@ fn parse_lv(
                     SegKind::Mirror { legs }
                 }
             }
+            "thin" => match (seg.str("thin_pool"), seg.u64("device_id")) {
+                (Some(pool), Some(device_id)) if seg.get("external_origin").is_none() => {
+                    SegKind::Thin {
+                        pool: pool.to_string(),
+                        device_id,
+                    }
+                }
+                (Some(_), Some(_)) => SegKind::Other("thin+external_origin".into()),
+                _ => {
+                    corrupt = Some("thin segment without thin_pool or device_id".into());
+                    SegKind::Other(ty.clone())
+                }
+            },
+            "thin-pool" => match (seg.str("metadata"), seg.str("pool")) {
+                (Some(m), Some(d)) => SegKind::ThinPool {
+                    metadata: m.to_string(),
+                    data: d.to_string(),
+                },
+                _ => {
+                    corrupt = Some("thin-pool segment without metadata or pool LV".into());
+                    SegKind::Other(ty.clone())
+                }
+            },
             "snapshot" => {
                 if let (Some(c), Some(o)) = (seg.str("cow_store"), seg.str("origin")) {
                     cow = Some((c.to_string(), o.to_string()));
@@ -557,8 +597,9 @@ fn parse_lv(
 
 fn unsupported_reason(t: &str) -> String {
     let what = match t {
-        "thin-pool" => "a thin pool",
+        "thin-pool" => "a thin pool (its thin volumes are read; the pool itself is not a volume)",
         "thin" => "a thin volume",
+        "thin+external_origin" => "a thin volume with an external origin",
         "snapshot" => "a snapshot",
         "cache" | "cache-pool" => "a cached volume",
         "writecache" => "a write-cached volume",
@@ -684,6 +725,23 @@ impl VolumeGroup {
                         chunk: 0,
                     }
                 }
+                SegKind::Thin { pool, device_id } => {
+                    if g.start_extent != 0 {
+                        return Err(LvStatus::Corrupt(
+                            "a thin segment that does not start the LV".into(),
+                        ));
+                    }
+                    let dev = self.thin_device(lv, pool, *device_id, depth)?;
+                    Piece {
+                        start,
+                        len,
+                        legs: vec![(dev, start)],
+                        chunk: 0,
+                    }
+                }
+                SegKind::ThinPool { .. } => {
+                    return Err(LvStatus::Unsupported(unsupported_reason("thin-pool")))
+                }
                 SegKind::Other(t) => return Err(LvStatus::Unsupported(unsupported_reason(t))),
             };
             pieces.push(piece);
@@ -693,6 +751,45 @@ impl VolumeGroup {
             size: pieces.last().map_or(0, |p| p.start + p.len),
             pieces,
         }))
+    }
+
+    /// Thin device `device_id` of pool LV `pool`, as big as `lv`.
+    fn thin_device(
+        &self,
+        lv: &LogicalVolume,
+        pool: &str,
+        device_id: u64,
+        depth: usize,
+    ) -> Result<Source, LvStatus> {
+        let corrupt = |why: String| LvStatus::Corrupt(why);
+        let p = self
+            .lvs
+            .iter()
+            .find(|l| l.name == pool)
+            .ok_or_else(|| corrupt(format!("names unknown thin pool {pool}")))?;
+        let Some(SegKind::ThinPool { metadata, data }) = p.segments.first().map(|g| &g.kind) else {
+            return Err(corrupt(format!("{pool} is not a thin pool")));
+        };
+        let sub = |name: &str| -> Result<Source, LvStatus> {
+            let l = self
+                .lvs
+                .iter()
+                .find(|l| l.name == name)
+                .ok_or_else(|| corrupt(format!("thin pool {pool} names unknown LV {name}")))?;
+            self.lv_source(l, depth + 1)
+        };
+        let (meta, data) = (sub(metadata)?, sub(data)?);
+        let layer = format!("thin pool {}/{pool}", self.name);
+        let tp = Arc::new(ThinPool::open(meta, data, &layer).map_err(|e| match e {
+            LvmError::NotReadable { reason, .. } => LvStatus::Unsupported(reason),
+            e => corrupt(e.to_string()),
+        })?);
+        tp.open_device(
+            device_id,
+            lv.size,
+            &format!("thin {}/{}", self.name, lv.name),
+        )
+        .map_err(|e| corrupt(e.to_string()))
     }
 
     /// The source and byte offset of `extents` extents of an area.
@@ -801,6 +898,20 @@ impl ReadAt for LvSource {
     fn layer(&self) -> &str {
         &self.layer
     }
+    fn is_known_zero(&self, offset: u64, len: u64) -> bool {
+        // Only within one unstriped piece (thin LVs are one such piece).
+        let Some(end) = offset.checked_add(len).filter(|&e| e <= self.size) else {
+            return false;
+        };
+        let i = self.pieces.partition_point(|p| p.start + p.len <= offset);
+        match self.pieces.get(i) {
+            Some(p) if p.chunk == 0 && end <= p.start + p.len => {
+                let (src, base) = &p.legs[0];
+                src.is_known_zero(base + (offset - p.start), len)
+            }
+            _ => false,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -834,9 +945,9 @@ vg1 {
         snapshot0 { id = "s0" status = ["READ"]
             segment1 { start_extent = 0 extent_count = 1 type = "snapshot" chunk_size = 8 origin = "origin" cow_store = "snap" } }
         pool { id = "p" status = ["READ", "WRITE", "VISIBLE"]
-            segment1 { start_extent = 0 extent_count = 1 type = "thin-pool" } }
+            segment1 { start_extent = 0 extent_count = 1 type = "thin-pool" metadata = "pool_tmeta" pool = "pool_tdata" } }
         thin1 { id = "t" status = ["READ", "WRITE", "VISIBLE"]
-            segment1 { start_extent = 0 extent_count = 1 type = "thin" thin_pool = "pool" } }
+            segment1 { start_extent = 0 extent_count = 1 type = "thin" thin_pool = "pool" device_id = 1 } }
     }
 }
 "#;
@@ -865,7 +976,11 @@ vg1 {
         assert_eq!(st("origin"), LvStatus::Readable);
         assert!(matches!(st("snap"), LvStatus::Unsupported(r) if r.contains("snapshot of origin")));
         assert!(matches!(st("pool"), LvStatus::Unsupported(r) if r.contains("thin pool")));
-        assert!(matches!(st("thin1"), LvStatus::Unsupported(r) if r.contains("thin volume")));
+        assert!(
+            matches!(st("thin1"), LvStatus::Corrupt(r) if r.contains("names unknown LV pool_tmeta")),
+            "{:?}",
+            st("thin1")
+        );
         // Leg 0 (pv0 extents 1..3) is read.
         let m = vg.open_lv("m").unwrap();
         let mut b = [0u8; 1];
