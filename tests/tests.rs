@@ -16,6 +16,7 @@ mod keychain;
 mod keyvault;
 mod limits;
 mod lvm;
+mod md;
 mod mount;
 mod scanner;
 mod tools;

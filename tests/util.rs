@@ -198,3 +198,69 @@ pub(crate) fn volume<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_j
         .find(|v| v["id"] == id)
         .unwrap_or_else(|| panic!("no volume {id} in {report}"))
 }
+
+/// `rest[0]` (the command), then `keys`, then the rest.
+pub(crate) fn with<'a>(keys: &'a [String], rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v: Vec<&str> = Vec::new();
+    v.push(rest[0]);
+    v.extend(keys.iter().map(String::as_str));
+    v.extend_from_slice(&rest[1..]);
+    v
+}
+
+/// `probe --json`'s document.
+pub(crate) fn probe(args: &[&str]) -> serde_json::Value {
+    serde_json::from_slice(&run_ok(args).stdout).unwrap()
+}
+
+/// `get` of a whole volume, `manifest` and `verify` of it: each against the source
+/// manifest. `keys` are extra arguments (`--key …`, `--with-disk …`) placed after the
+/// command name.
+pub(crate) fn restore_and_verify(image: &Path, keys: &[String], id: &str, manifest_name: &str) {
+    let entries = manifest(manifest_name);
+    let dest = tempfile::tempdir().unwrap();
+    let spec = format!("{id}:/");
+    let out = run_ok(&with(
+        keys,
+        &["get", p(image), &spec, "-o", p(dest.path()), "--checksum"],
+    ));
+    check_tree(dest.path(), &checksums(&out), &entries);
+
+    // The manifest flr writes holds the source's sizes and digests.
+    let m: serde_json::Value = serde_json::from_slice(
+        &run_ok(&with(keys, &["manifest", p(image), "--volume", id])).stdout,
+    )
+    .unwrap();
+    let got = m["volumes"][0]["entries"].as_array().unwrap();
+    for e in entries.iter().filter(|e| e.kind == 'f') {
+        let g = got
+            .iter()
+            .find(|g| g["path"] == format!("/{}", e.path) || g["path"] == e.path.as_str())
+            .unwrap_or_else(|| panic!("{id}: {} not in flr's manifest", e.path));
+        assert_eq!(g["sha256"], e.sha256.as_str(), "{id}: {}", e.path);
+        assert_eq!(g["size"], e.size, "{id}: {}", e.path);
+    }
+    let files = entries.iter().filter(|e| e.kind == 'f').count();
+    let mpath = dest.path().join("manifest.json");
+    std::fs::write(&mpath, serde_json::to_vec(&m).unwrap()).unwrap();
+    let v: serde_json::Value = serde_json::from_slice(
+        &run_ok(&with(
+            keys,
+            &[
+                "verify",
+                p(image),
+                "--volume",
+                id,
+                "--manifest",
+                p(&mpath),
+                "--json",
+                "-",
+            ],
+        ))
+        .stdout,
+    )
+    .unwrap();
+    assert_eq!(v["status"], "ok", "{v}");
+    assert_eq!(v["volumes"][0]["state"], "opened", "{v}");
+    assert_eq!(v["volumes"][0]["files_read"], files, "{v}");
+}

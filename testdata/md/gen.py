@@ -22,6 +22,9 @@ hashed here before any placement: it does not come from flr.
 
 Usage: gen.py OUTDIR      (writes OUTDIR/<array>-<role>.img and arrays.tsv)
        gen.py --check-corpus UNPACKED_CORPUS_DIR
+       gen.py --place NAME LEVEL N CHUNK_KIB LAYOUT CONTENT OUTPREFIX
+                 (metadata 1.2: an array holding the bytes of the file CONTENT, padded
+                 with zeros to whole stripes; writes OUTPREFIX-<role>.img)
 """
 import hashlib
 import struct
@@ -64,7 +67,9 @@ def gmul(a, b):
 
 
 def xor_bytes(a, b):
-    return bytes(p ^ q for p, q in zip(a, b))
+    n = min(len(a), len(b))
+    x = int.from_bytes(a[:n], "little") ^ int.from_bytes(b[:n], "little")
+    return x.to_bytes(n, "little")
 
 
 def gscale(c, data):
@@ -460,8 +465,30 @@ def check_corpus(unpacked):
     sys.exit(0 if ok else 1)
 
 
+def place_file(name, level, n, chunk_kib, layout, content_file, prefix):
+    """An array of `level` over `n` members (metadata 1.2) holding a file's
+    bytes: for the fixtures that put a filesystem or an LVM PV on md."""
+    chunk = chunk_kib * K
+    content = open(content_file, "rb").read()
+    data = {0: n, 1: 1, 4: n - 1, 5: n - 1, 6: n - 2}[level]
+    per = -(-len(content) // data)
+    dev = -(-per // chunk) * chunk
+    s = spec(name, "1.2", level, n, chunk=chunk, dev_bytes=dev, layout=layout)
+    if level == 0:
+        s["sizes"] = [dev] * n
+    size = array_size(s)
+    content = content.ljust(size, b"\0")
+    for role, area in enumerate(place(s, content)):
+        with open("%s-%d.img" % (prefix, role), "wb") as f:
+            f.write(member_image(s, role, bytes(area), 7))
+    print("%s: %d bytes over %d members of %d" % (name, size, n, dev))
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "--check-corpus":
         check_corpus(sys.argv[2])
+    elif sys.argv[1] == "--place":
+        a = sys.argv[2:]
+        place_file(a[0], int(a[1]), int(a[2]), int(a[3]), int(a[4]), a[5], a[6])
     else:
         build(sys.argv[1])

@@ -8,7 +8,10 @@
 //!
 //! The order matters where signatures overlap: containers first (their
 //! magic is unambiguous); BitLocker before NTFS and FAT, whose boot
-//! sectors it imitates; filesystems before volume managers; FAT, whose
+//! sectors it imitates; md before the filesystems, since a 0.90 or 1.0
+//! RAID1 member shows the array's filesystem at its byte 0 (md declines a
+//! superblock that lies inside a partition of the node's own table: that
+//! partition is the member); filesystems before LVM2; FAT, whose
 //! probe is a plausibility check of its boot sector rather than a magic
 //! number, after every other filesystem; the partition table last, since
 //! filesystem boot sectors also end in `55 AA`.
@@ -43,6 +46,7 @@ pub static FORMATS: &[&dyn Format] = &[
     &flr_vhd::FORMAT,
     &flr_bitlocker::FORMAT,
     &flr_luks::FORMAT,
+    &flr_md::FORMAT,
     &flr_ntfs::FORMAT,
     &EXFAT,
     &REFS,

@@ -169,6 +169,7 @@ pub struct Volume {
     pub parent: Option<String>,
     source: Source,
     filesystem: Option<&'static dyn Format>,
+    refused: bool,
 }
 
 impl std::fmt::Debug for Volume {
@@ -185,6 +186,23 @@ impl Volume {
     /// The volume's bytes (decrypted, when it was unlocked).
     pub fn source(&self) -> &Source {
         &self.source
+    }
+
+    /// The volume's bytes, for reading it whole (`cat ID:`): refused when
+    /// they are not the volume's (still encrypted) or cannot be given at
+    /// all (an LV of a layout flr does not read, an array missing too many
+    /// members).
+    pub fn bytes(&self) -> Result<&Source, EngineError> {
+        let locked = self.content.verdict == Verdict::Locked
+            || (self.content.kind.is_encrypted() && self.content.encryption.is_none());
+        if locked || self.refused {
+            return Err(EngineError::NotReadable {
+                volume: self.id.clone(),
+                kind: self.content.kind.display,
+                reason: self.content.detail.clone(),
+            });
+        }
+        Ok(&self.source)
     }
 
     /// Opens the filesystem on this volume.

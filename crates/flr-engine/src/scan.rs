@@ -76,6 +76,8 @@ struct Node {
     damage: Option<String>,
     /// Whether an encryption layer was opened on it.
     unlocked: bool,
+    /// Its bytes cannot be read at all (a refused LV or array).
+    refused: bool,
 }
 
 struct PendingMember {
@@ -159,6 +161,7 @@ pub(crate) fn scan(
             label: None,
             damage: None,
             unlocked: false,
+            refused: false,
         });
         s.work.push_back(s.nodes.len() - 1);
     }
@@ -461,6 +464,7 @@ impl Scanner<'_> {
             label: c.label.map(|l| (l, if refused { ": " } else { "; " })),
             damage: c.damage,
             unlocked: false,
+            refused,
         });
         let i = self.nodes.len() - 1;
         if !refused {
@@ -767,6 +771,7 @@ impl Scanner<'_> {
             parent: n.parent.map(|p| self.nodes[p].id.clone()),
             source: n.source.clone(),
             filesystem: n.filesystem,
+            refused: n.refused,
         }
     }
 

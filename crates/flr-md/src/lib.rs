@@ -66,6 +66,8 @@
 //! byte offset.
 #![deny(missing_docs)]
 
+mod layer;
+pub use layer::{MdFormat, ARRAY_KIND, FORMAT};
 mod format;
 mod gf;
 mod layout;

@@ -221,7 +221,21 @@ pub fn mount(
     while let Ok(Event::Signal) = rx.recv() {
         tries += 1;
         let r = if tries == 1 {
-            unmounter.unmount()
+            // A file closed just now may keep the mount busy for a moment
+            // (a process forking elsewhere holds a copy of its descriptor
+            // until it execs): try again for a second before asking for a
+            // second signal.
+            let mut r = unmounter.unmount();
+            for _ in 0..20 {
+                match &r {
+                    Err(e) if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error()) => {
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        r = unmounter.unmount();
+                    }
+                    _ => break,
+                }
+            }
+            r
         } else {
             rustix::mount::unmount(mountpoint, rustix::mount::UnmountFlags::DETACH)
                 .map_err(std::io::Error::from)

@@ -193,15 +193,9 @@ pub fn cat(
 ) -> Result<(), OpsError> {
     let vol = image.volume(&spec.volume)?;
     if spec.raw_path.is_empty() {
-        // A locked volume is never streamed: its bytes are ciphertext, not the volume.
-        if vol.content.kind.is_encrypted() || vol.content.verdict == flr_engine::Verdict::Locked {
-            return Err(OpsError::Engine(EngineError::NotReadable {
-                volume: vol.id.clone(),
-                kind: vol.content.kind.display,
-                reason: vol.content.detail.clone(),
-            }));
-        }
-        let src = vol.source();
+        // A locked volume is never streamed: its bytes are ciphertext, not the
+        // volume; nor one whose bytes cannot be given.
+        let src = vol.bytes()?;
         let mut chunk = AlignedBuf::new(CHUNK);
         let buf = chunk.as_mut();
         let mut off = 0u64;
