@@ -183,3 +183,96 @@ fn raid_on_crypt_two_encrypted_data_disks() {
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(stderr(&out).contains("role"), "{}", stderr(&out));
 }
+
+/// Azure Disk Encryption's RAID-on-crypt built from the corpus: each member of the mdadm
+/// RAID5 becomes the plaintext of a LUKS2 volume (`cryptsetup reencrypt --encrypt` on a
+/// copy, its own passphrase per disk) in the one GPT partition of a dynamic VHD; the array
+/// must read as the corpus table says, with every disk's key given in one command, and
+/// degraded with one disk left out.
+#[test]
+fn raid_on_crypt_from_corpus_members() {
+    let test = "md::raid_on_crypt_from_corpus_members";
+    let Some((unpacked, corpus)) = flr_testdata::corpus(test) else {
+        return;
+    };
+    for tool in ["cryptsetup", "sgdisk", "qemu-img"] {
+        if !flr_testdata::have_tool(tool) {
+            flr_testdata::loud(&format!(
+                "SKIPPED {test}: needs {tool} (cryptsetup-bin, gdisk, qemu-utils)"
+            ));
+            return;
+        }
+    }
+    let table = std::fs::read_to_string(corpus.join("expected/dissect-volume-md.tsv")).unwrap();
+    let row: Vec<&str> = table
+        .lines()
+        .find(|l| l.starts_with("md-raid5\t"))
+        .unwrap()
+        .split('\t')
+        .collect();
+    let sha = row[13];
+    let dir = tempfile::tempdir().unwrap();
+    let mut vhds = Vec::new();
+    let mut keys = Vec::new();
+    for (k, m) in row[1].split(',').enumerate() {
+        let member = unpacked.join("md/dissect-volume").join(m);
+        let pass = dir.path().join(format!("pass{k}"));
+        std::fs::write(&pass, format!("disk {k} of the array\n")).unwrap();
+        let script = format!(
+            "cp '{m}' luks{k}.img
+             truncate -s $(( $(stat -c %s luks{k}.img) + 1048576 )) luks{k}.img
+             cryptsetup reencrypt -q --encrypt --type luks2 --force-offline-reencrypt \
+               --cipher aes-xts-plain64 --key-size 256 --pbkdf pbkdf2 --pbkdf-force-iterations 1000 \
+               --luks2-metadata-size 16k --luks2-keyslots-size 256k --reduce-device-size 1M \
+               --key-file '{pass}' luks{k}.img >/dev/null 2>&1
+             n=$(stat -c %s luks{k}.img)
+             truncate -s $(( n + 4194304 )) disk{k}.raw
+             sgdisk -n 1:2048:+$(( n / 512 )) -t 1:8300 disk{k}.raw >/dev/null
+             dd if=luks{k}.img of=disk{k}.raw bs=1M seek=1 conv=notrunc status=none
+             qemu-img convert -f raw -O vpc -o subformat=dynamic disk{k}.raw disk{k}.vhd",
+            m = p(&member),
+            pass = p(&pass),
+        );
+        let out = std::process::Command::new("bash")
+            .args(["-euc", &script])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let vhd = dir.path().join(format!("disk{k}.vhd"));
+        let id = if k == 0 {
+            "p1".to_string()
+        } else {
+            format!("d{}/p1", k + 1)
+        };
+        keys.push(format!("{id}=passphrase-file:{}", p(&pass)));
+        vhds.push(vhd);
+    }
+    let mut args = disks(&vhds);
+    for k in &keys {
+        args.extend(["--key".to_string(), k.clone()]);
+    }
+    let out = run_ok(&with(&args, &["cat", p(&vhds[0]), "p1/md/raid5:"]));
+    assert_eq!(sha256_hex(&out.stdout), sha, "RAID5 on three LUKS2 volumes");
+    let report = probe(&with(&args, &["probe", "--json", p(&vhds[0])]));
+    for id in ["p1", "d2/p1", "d3/p1"] {
+        let c = &volume(&report, id)["content"];
+        assert_eq!(c["kind"], "md", "{id}: {c}");
+        assert_eq!(c["encryption"]["scheme"], "luks2", "{id}: {c}");
+    }
+    // The second disk left out: the array reads degraded, by reconstruction.
+    let rest = vec![vhds[0].clone(), vhds[2].clone()];
+    let mut args = disks(&rest);
+    args.extend(["--key".to_string(), keys[0].clone()]);
+    args.extend(["--key".to_string(), keys[2].replacen("d3/", "d2/", 1)]);
+    let out = run_ok(&with(&args, &["cat", p(&rest[0]), "p1/md/raid5:"]));
+    assert_eq!(
+        sha256_hex(&out.stdout),
+        sha,
+        "RAID5 on LUKS2, one disk missing"
+    );
+}
