@@ -327,3 +327,38 @@ fn with_disk_opens_a_spanning_vg_from_the_command_line() {
     assert_eq!(raw.stdout.len() as u64, size);
     assert_eq!(sha256_hex(&raw.stdout), sha);
 }
+
+/// The corpus's LVM2 LVs through the binary, thin LVs included: every row of
+/// `dissect-volume-lvm.tsv` that names an LVM2 image is read whole (`cat ID:`) and
+/// compared with the table's sha256; the pool itself is named, not read.
+#[test]
+fn corpus_lvm_table_through_the_binary() {
+    let Some((unpacked, corpus)) = flr_testdata::corpus("lvm::corpus_lvm_table_through_the_binary")
+    else {
+        return;
+    };
+    let table = std::fs::read_to_string(corpus.join("expected/dissect-volume-lvm.tsv")).unwrap();
+    let dir = unpacked.join("lvm/dissect-volume");
+    let mut checked = 0;
+    for l in table.lines().skip(1) {
+        let c: Vec<&str> = l.split('\t').collect();
+        if c.len() < 9 || c[1].starts_with('(') || c[8].len() != 64 {
+            continue;
+        }
+        let images: Vec<std::path::PathBuf> = c[0].split(',').map(|i| dir.join(i)).collect();
+        let mut args: Vec<String> = images[1..]
+            .iter()
+            .flat_map(|i| ["--with-disk".to_string(), p(i).to_string()])
+            .collect();
+        args.insert(0, "cat".into());
+        args.push(p(&images[0]).to_string());
+        args.push(format!("disk/{}:", c[1]));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run_ok(&refs);
+        assert_eq!(sha256_hex(&out.stdout), c[8], "{} {}", c[0], c[1]);
+        checked += 1;
+    }
+    assert!(checked >= 4, "{checked} LVs checked");
+    let s = stdout(&run_ok(&["probe", p(&dir.join("lvm-thin.bin"))]));
+    assert!(s.contains("thin pool"), "{s}");
+}
