@@ -44,7 +44,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use flr_fs::{
-    DirEntry, DirStream, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Metadata,
+    Consistency, DirEntry, DirStream, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath,
+    Metadata, Unmount,
 };
 use flr_io::{ReadAt, Source};
 
@@ -164,7 +165,8 @@ impl Ext4Fs {
             sb,
             tables,
         };
-        core.vol.jmap = core.load_journal()?;
+        let (jmap, journal) = core.journal();
+        core.vol.jmap = jmap;
         if !core.vol.jmap.is_empty() {
             // The superblock itself may have a newer copy in the journal
             // (label, free counts); take it when the geometry agrees.
@@ -192,6 +194,15 @@ impl Ext4Fs {
             block_size: u32::try_from(sb.bs).unwrap_or(0),
             total_bytes: sb.blocks_count * sb.bs,
             free_bytes: Some(sb.free_blocks.min(sb.blocks_count) * sb.bs),
+            consistency: Consistency::new(
+                if sb.incompat & sb::INCOMPAT_RECOVER != 0 {
+                    Unmount::Dirty
+                } else {
+                    Unmount::Clean
+                },
+                journal,
+                "journal",
+            ),
         };
         Ok(Ext4Fs {
             core,

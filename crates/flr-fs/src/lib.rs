@@ -16,9 +16,11 @@
 
 use serde::Serialize;
 
+pub use consistency::{Consistency, Journal, NotReplayed, Unmount};
 pub use flr_io::IoError;
 pub use names::{display_component, display_name, display_path};
 
+mod consistency;
 mod names;
 
 /// A path inside a filesystem: its components, root first, without `/`.
@@ -175,6 +177,9 @@ pub struct FsInfo {
     pub total_bytes: u64,
     /// Free bytes, where cheaply known.
     pub free_bytes: Option<u64>,
+    /// Whether the filesystem was cleanly unmounted and what flr did with
+    /// its journal (serialised as `consistency`; see [`Consistency`]).
+    pub consistency: Consistency,
 }
 
 /// An error from a filesystem reader.
@@ -239,8 +244,15 @@ pub type DirStream<'a> = Box<dyn Iterator<Item = Result<DirEntry, FsError>> + Se
 
 /// A read-only filesystem.
 pub trait Filesystem: Send + Sync {
-    /// Type, label, id, sizes.
+    /// Type, label, id, sizes, consistency.
     fn info(&self) -> FsInfo;
+
+    /// Whether the filesystem was cleanly unmounted and what flr did with
+    /// its journal; [`Consistency::may_miss_changes`] says whether to warn.
+    /// The default is the one in [`Filesystem::info`].
+    fn consistency(&self) -> Consistency {
+        self.info().consistency
+    }
 
     /// Metadata of the object at `path` (symlinks are not followed).
     fn metadata(&self, path: &FsPath) -> Result<Metadata, FsError>;

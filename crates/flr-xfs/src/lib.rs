@@ -122,6 +122,7 @@ impl XfsFs {
             block_size: u32::try_from(sb.bs).unwrap_or(0),
             total_bytes: sb.dblocks * sb.bs,
             free_bytes: Some(sb.fdblocks.min(sb.dblocks) * sb.bs),
+            consistency: flr_fs::Consistency::default(),
         };
         let fs = XfsFs {
             src,
