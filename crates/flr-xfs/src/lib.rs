@@ -44,12 +44,15 @@ mod bmap;
 mod bytes;
 mod dir;
 mod inode;
+mod log;
 mod sb;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use flr_fs::{DirEntry, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Metadata};
+use flr_fs::{
+    Consistency, DirEntry, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Metadata,
+};
 use flr_io::{Bounce, ReadAt, Source};
 
 use bmap::Extent;
@@ -93,6 +96,7 @@ pub struct XfsFs {
     sb: Superblock,
     info: FsInfo,
     dirs: Mutex<DirCache>,
+    replayed_bytes: u64,
 }
 
 impl std::fmt::Debug for XfsFs {
@@ -103,17 +107,58 @@ impl std::fmt::Debug for XfsFs {
     }
 }
 
+fn read_sb(src: &dyn ReadAt) -> Result<Superblock, FsError> {
+    let mut raw = vec![0u8; 512];
+    src.read_exact_at(0, &mut raw)?;
+    let sb = Superblock::parse(&raw)?;
+    if sb.sectsize > 512 {
+        raw = vec![0u8; usize::try_from(sb.sectsize).unwrap_or(512)];
+        src.read_exact_at(0, &mut raw)?;
+        return Superblock::parse(&raw);
+    }
+    Ok(sb)
+}
+
 impl XfsFs {
     /// Opens the filesystem on `src` (the whole volume): reads and checks
-    /// the primary superblock and the root inode.
+    /// the primary superblock, replays a dirty log in memory (see
+    /// [`XfsFs::consistency`](Filesystem::consistency) for what was done),
+    /// and reads the root inode.
     pub fn open(src: Source) -> Result<XfsFs, FsError> {
-        let mut raw = vec![0u8; 512];
-        src.read_exact_at(0, &mut raw)?;
-        let mut sb = Superblock::parse(&raw)?;
-        if sb.sectsize > 512 {
-            raw = vec![0u8; usize::try_from(sb.sectsize).unwrap_or(512)];
-            src.read_exact_at(0, &mut raw)?;
-            sb = Superblock::parse(&raw)?;
+        XfsFs::open_with(src, true)
+    }
+
+    /// Opens the filesystem as it is on disk, without replaying its log
+    /// (the consistency then says whether the log was clean).
+    pub fn open_without_replay(src: Source) -> Result<XfsFs, FsError> {
+        XfsFs::open_with(src, false)
+    }
+
+    fn open_with(src: Source, replay: bool) -> Result<XfsFs, FsError> {
+        let mut sb = read_sb(src.as_ref())?;
+        let rec = log::recover(&src, &sb, replay);
+        let mut consistency = rec.consistency;
+        let mut src = src;
+        let mut replayed_bytes = 0;
+        if let Some(overlay) = rec.overlay {
+            replayed_bytes = overlay.bytes();
+            let overlay: Source = Arc::new(overlay);
+            // The superblock itself may have been replayed.
+            match read_sb(overlay.as_ref()) {
+                Ok(newer) => {
+                    sb = newer;
+                    src = overlay;
+                }
+                Err(e) => {
+                    replayed_bytes = 0;
+                    consistency.journal = flr_fs::Journal::NotReplayed {
+                        reason: flr_fs::NotReplayed::Damaged {
+                            offset: Some(0),
+                            what: format!("the replayed superblock does not check: {e}"),
+                        },
+                    };
+                }
+            }
         }
         let info = FsInfo {
             fs_type: if sb.is_v5() { "xfs" } else { "xfs (v4)" }.to_string(),
@@ -122,19 +167,26 @@ impl XfsFs {
             block_size: u32::try_from(sb.bs).unwrap_or(0),
             total_bytes: sb.dblocks * sb.bs,
             free_bytes: Some(sb.fdblocks.min(sb.dblocks) * sb.bs),
-            consistency: flr_fs::Consistency::default(),
+            consistency,
         };
         let fs = XfsFs {
             src,
             sb,
             info,
             dirs: Mutex::new(DirCache::default()),
+            replayed_bytes,
         };
         let root = fs.read_inode(fs.sb.rootino)?;
         if root.kind() != FileKind::Dir {
             return Err(corrupt(root.at, "the root inode is not a directory"));
         }
         Ok(fs)
+    }
+
+    /// Bytes of metadata the log replay holds in memory (0 without a
+    /// replay).
+    pub fn replayed_bytes(&self) -> u64 {
+        self.replayed_bytes
     }
 
     /// Whether the filesystem has a real-time section (its files are
@@ -308,6 +360,10 @@ fn read_mapped(
 impl Filesystem for XfsFs {
     fn info(&self) -> FsInfo {
         self.info.clone()
+    }
+
+    fn consistency(&self) -> Consistency {
+        self.info.consistency.clone()
     }
 
     fn metadata(&self, path: &FsPath) -> Result<Metadata, FsError> {
