@@ -29,7 +29,11 @@ fn walk(fs: &dyn Filesystem) -> BTreeMap<String, (char, u64, String)> {
         for e in fs.read_dir(&dir).unwrap() {
             let p = dir.join(&e.name);
             let key = p.to_string()[1..].to_string();
-            assert!(e.meta.unreadable.is_none(), "{key}: {:?}", e.meta.unreadable);
+            assert!(
+                e.meta.unreadable.is_none(),
+                "{key}: {:?}",
+                e.meta.unreadable
+            );
             let v = match e.meta.kind {
                 FileKind::Dir => {
                     todo.push(p);
@@ -84,14 +88,22 @@ fn every_file_matches_the_kernels_replay() {
         assert!(transactions > 0, "{name}");
         assert_eq!(unfinished, 0, "{name}");
         assert!(!c.may_miss_changes(), "{name}");
-        assert!(c.sentence().starts_with("log replayed in memory: "), "{}", c.sentence());
+        assert!(
+            c.sentence().starts_with("log replayed in memory: "),
+            "{}",
+            c.sentence()
+        );
         assert_eq!(fs.info().consistency, c);
         let want = kernel_view(name);
         let got = walk(&fs);
         for (p, w) in &want {
             assert_eq!(got.get(p), Some(w), "{name}: {p}");
         }
-        assert_eq!(got.len(), want.len(), "{name}: paths the kernel does not show");
+        assert_eq!(
+            got.len(),
+            want.len(),
+            "{name}: paths the kernel does not show"
+        );
         eprintln!(
             "{name}: {transactions} transactions, {} KiB replayed, {} paths match",
             fs.replayed_bytes() >> 10,
@@ -108,7 +120,11 @@ fn every_file_matches_the_kernels_replay() {
             }
         );
         assert!(c.may_miss_changes());
-        assert_ne!(walk(&raw), want, "{name}: the log held nothing the disk lacked");
+        assert_ne!(
+            walk(&raw),
+            want,
+            "{name}: the log held nothing the disk lacked"
+        );
     }
 }
 
@@ -121,7 +137,10 @@ fn the_fixtures_have_their_shapes() {
     assert!(!has("home/azure/doomed.txt"));
     assert_eq!(want["home/azure/grow.bin"].1, 80000);
     assert_eq!(want["home/azure/shrink.bin"].1, 4097);
-    assert_eq!(want["new/unsynced.txt"].1, 0, "its data never reached the disk");
+    assert_eq!(
+        want["new/unsynced.txt"].1, 0,
+        "its data never reached the disk"
+    );
     assert_eq!(want.keys().filter(|k| k.starts_with("many/")).count(), 300);
     // The wrap fixture's live log crosses the physical end: tail block > head block.
     let s = std::fs::read_to_string(flr_testdata::testdata_dir().join("xfs/dirty-v5-wrap.log.txt"))
@@ -138,7 +157,11 @@ fn clean_fixtures_report_clean() {
     for name in ["v5", "v4", "v5-1k", "v5-dir16k", "v4-noftype"] {
         let fs = XfsFs::open(mem(image(name))).unwrap();
         let c = fs.consistency();
-        assert_eq!((c.unmount, &c.journal), (Unmount::Clean, &Journal::Clean), "{name}");
+        assert_eq!(
+            (c.unmount, &c.journal),
+            (Unmount::Clean, &Journal::Clean),
+            "{name}"
+        );
         assert!(!c.may_miss_changes(), "{name}");
         assert_eq!(c.sentence(), "clean");
         assert_eq!(fs.replayed_bytes(), 0);
@@ -159,7 +182,10 @@ fn log_geometry(img: &[u8]) -> (usize, usize) {
     let logstart = u64::from_be_bytes(img[48..56].try_into().unwrap()) as usize;
     let ag = logstart >> agblklog;
     let agb = logstart & ((1 << agblklog) - 1);
-    ((ag * agblocks + agb) * bs, be32(img, 96) as usize * bs / 512)
+    (
+        (ag * agblocks + agb) * bs,
+        be32(img, 96) as usize * bs / 512,
+    )
 }
 
 /// Record headers (block numbers) from the tail's record on, in log order.
@@ -185,7 +211,11 @@ fn records(img: &[u8]) -> Vec<usize> {
         }
         let h = hdr(b);
         let size = be32(h, 320) as usize;
-        let hblks = if size > 32768 { size.div_ceil(32768) } else { 1 };
+        let hblks = if size > 32768 {
+            size.div_ceil(32768)
+        } else {
+            1
+        };
         b = (b + hblks + (be32(h, 12) as usize).div_ceil(512)) % bbs;
     }
 }
@@ -197,7 +227,11 @@ fn fix_crc(img: &mut [u8], blk: usize) {
     let at = start + blk * 512;
     let len = be32(img, at + 12) as usize;
     let size = be32(img, at + 320) as usize;
-    let hblks = if size > 32768 { size.div_ceil(32768) } else { 1 };
+    let hblks = if size > 32768 {
+        size.div_ceil(32768)
+    } else {
+        1
+    };
     let crc = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
     let mut d = crc.digest();
     let mut h = img[at..at + 328].to_vec();
@@ -220,7 +254,11 @@ fn not_replayed(img: Vec<u8>) -> NotReplayed {
     let c = fs.consistency();
     assert_eq!(c.unmount, Unmount::Dirty);
     assert!(c.may_miss_changes());
-    assert!(c.sentence().starts_with("dirty: log not replayed ("), "{}", c.sentence());
+    assert!(
+        c.sentence().starts_with("dirty: log not replayed ("),
+        "{}",
+        c.sentence()
+    );
     assert_eq!(fs.replayed_bytes(), 0);
     // The filesystem is still read, as it is on disk.
     fs.read_dir(&FsPath::root()).unwrap();
