@@ -16,10 +16,18 @@
 #     created without a sync (their data never reached the disk: the kernel shows them
 #     empty) and a new empty folder; shutdown.
 #  dirty-v5-wrap.img.zst  v5, 32 MiB, the smallest log mkfs allows (1368 blocks): rounds of
-#     400 creates and a folder removal, each synced, until the log's tail lies after its head
-#     (the live part of the log wraps past its physical end and the AIL has written some
-#     metadata back, so replay must skip items older than the on-disk LSNs); shutdown.
+#     400 creates and a folder removal, each synced, until the head has passed the log's
+#     physical end twice; then a folder of 300 files created, synced and removed (its logged
+#     directory blocks and inode clusters are cancelled: the replay must skip their older
+#     copies and the inode-create items of the freed chunks) and a new file; shutdown. The
+#     live part of the log crosses the physical end (tail block > head block, checked).
+#  dirty-v5-lsn.img.zst  the same rounds, stopped after the head's first pass over the end:
+#     the AIL has written metadata back under log pressure with newer LSNs than some items
+#     of the live log, which the replay must skip (v5 LSN ordering).
 # dirty-*.log.txt: xfs_logprint's head and tail of each image, for the record.
+# dirty-*.kernel-replay.tsv: how many items of each kind the kernel's recovery applied,
+# skipped as older than the disk, or skipped as cancelled, counted from its tracepoints
+# (xfs:xfs_log_recover_*) while it mounted the copy; the tests compare flr's counts.
 #
 # v4 (crc=0) logs cannot be made here: this kernel is built without CONFIG_XFS_SUPPORT_V4, so
 # it neither mounts nor replays v4 filesystems.
@@ -41,10 +49,32 @@ manifest() { # DIR OUT
   done) > "$2"
 }
 
-# The kernel's view of IMG after its log replay, from a copy.
+# The kernel's recovery events (tracefs), counted per kind while the copy mounts.
+T=/sys/kernel/tracing
+EVENTS="buf_recover buf_skip buf_cancel buf_cancel_add buf_cancel_ref_inc buf_inode_buf buf_reg_buf inode_recover inode_skip inode_cancel icreate_recover icreate_cancel"
+trace_events() { # 0|1
+  for e in $EVENTS; do echo "$1" > "$T/events/xfs/xfs_log_recover_$e/enable"; done
+}
+
+# The kernel's view of IMG after its log replay, from a copy: the manifest OUT, and its
+# recovery's item counts in OUT with .tsv replaced by .kernel-replay.tsv.
 oracle() { # IMG OUT
   cp --sparse=always "$1" "$W/copy.img"
+  mountpoint -q "$T" || mount -t tracefs nodev "$T"
+  echo 0 > "$T/tracing_on"
+  echo 65536 > "$T/buffer_size_kb"
+  echo > "$T/trace"
+  trace_events 1
+  echo 1 > "$T/tracing_on"
   mount -o loop "$W/copy.img" "$M"
+  echo 0 > "$T/tracing_on"
+  trace_events 0
+  grep -q '# entries-in-buffer/entries-written: \([0-9]*\)/\1 ' "$T/trace" \
+    || { echo "trace events were lost"; grep entries-in-buffer "$T/trace"; exit 1; }
+  for e in $EVENTS; do
+    printf '%s\t%s\n' "$e" "$(grep -c " xfs_log_recover_$e:" "$T/trace" || true)"
+  done > "${2%.tsv}.kernel-replay.tsv"
+  echo > "$T/trace"
   manifest "$M" "$2"
   umount "$M"
   rm -f "$W/copy.img"
@@ -89,30 +119,63 @@ umount "$M"
 logstate "$I" > dirty-v5.log.txt
 oracle "$I" dirty-v5.tsv
 
-# ---- dirty-v5-wrap -------------------------------------------------------------------------
-I=$W/dirty-v5-wrap.img
-truncate -s 32M "$I"
-mkfs.xfs -q -f -m crc=1,uuid=4d2e3f50-6b7c-4d8e-9fa0-b1c2d3e4f506 -d agcount=1 -l size=1368b -L wrap "$I"
-mount -o loop "$I" "$M"
-wrapped=
-for r in $(seq 1 80); do
-  mkdir -p "$M/r$r"
-  for i in $(seq 1 400); do printf '%d %d\n' "$r" "$i" > "$M/r$r/f$i"; done
-  rm -rf "$M/r$((r - 2))"
+# ---- dirty-v5-wrap, dirty-v5-lsn ------------------------------------------------------------
+# wrap_image NAME UUID CROSSINGS [cancel]: rounds of 400 creates and a folder removal, each
+# synced, until the log head has passed the physical end CROSSINGS times; with `cancel`, then
+# a folder of 300 files created, synced and removed; then a new file, sync; the live part of
+# the log must cross the physical end (tail block > head block); shutdown.
+wrap_image() {
+  local name=$1 uuid=$2 want=$3 cancel=${4:-}
+  I=$W/$name.img
+  truncate -s 32M "$I"
+  mkfs.xfs -q -f -m crc=1,uuid="$uuid" -d agcount=1 -l size=1368b -L wrap "$I"
+  mount -o loop "$I" "$M"
+  local crossings=0 prev=0 r h s t
+  for r in $(seq 1 120); do
+    mkdir -p "$M/r$r"
+    for i in $(seq 1 400); do printf '%d %d\n' "$r" "$i" > "$M/r$r/f$i"; done
+    rm -rf "$M/r$((r - 2))"
+    sync
+    h=$(logstate "$I" | awk '{print $5}')
+    if [ "$h" -lt "$prev" ]; then crossings=$((crossings + 1)); fi
+    prev=$h
+    [ "$crossings" -lt "$want" ] || break
+  done
+  [ "$crossings" -ge "$want" ] || { echo "$name: the log did not wrap $want times"; exit 1; }
+  if [ -n "$cancel" ]; then
+    mkdir "$M/gone"
+    for i in $(seq 1 300); do printf 'gone %d\n' "$i" > "$M/gone/file-with-a-long-name-$i"; done
+    sync
+    rm -rf "$M/gone"
+  fi
+  data 123456 7 > "$M/last.bin"
   sync
+  xfs_io -x -c "shutdown -f" "$M"
+  umount "$M"
   s=$(logstate "$I")
   t=$(echo "$s" | awk '{print $3}'); h=$(echo "$s" | awk '{print $5}')
-  if [ "$r" -gt 3 ] && [ "$t" -gt "$h" ]; then wrapped=$r; break; fi
+  [ "$t" -gt "$h" ] || { echo "$name: the live log does not cross the end of the log: $s"; exit 1; }
+  echo "$s" > "$name.log.txt"
+  oracle "$I" "$name.tsv"
+}
+count() { awk -v k="$2" '$1 == k { print $2 }' "$1.kernel-replay.tsv"; }
+# Which metadata the AIL had written back when the log was cut is a matter of timing: each
+# image is made again until the kernel's own recovery shows what the image is there for.
+for try in $(seq 1 20); do
+  wrap_image dirty-v5-wrap 4d2e3f50-6b7c-4d8e-9fa0-b1c2d3e4f506 2 cancel
+  n=$(( $(count dirty-v5-wrap buf_cancel) - $(count dirty-v5-wrap buf_cancel_add) \
+      - $(count dirty-v5-wrap buf_cancel_ref_inc) + $(count dirty-v5-wrap inode_cancel) ))
+  [ "$n" -gt 0 ] && break
+  [ "$try" -lt 20 ] || { echo "dirty-v5-wrap: no cancelled item was skipped"; exit 1; }
 done
-[ -n "$wrapped" ] || { echo "the log never wrapped"; exit 1; }
-data 123456 7 > "$M/last.bin"
-sync
-xfs_io -x -c "shutdown -f" "$M"
-umount "$M"
-logstate "$I" > dirty-v5-wrap.log.txt
-oracle "$I" dirty-v5-wrap.tsv
+for try in $(seq 1 40); do
+  wrap_image dirty-v5-lsn 6f405162-8d9e-4fa0-b1c2-d3e4f5061728 1
+  [ $(( $(count dirty-v5-lsn inode_skip) + $(count dirty-v5-lsn buf_skip) )) -gt 0 ] && break
+  [ "$try" -lt 40 ] || { echo "dirty-v5-lsn: no item older than the disk"; exit 1; }
+done
 
 zstd -19 --long -q -f "$W/dirty-v5.img" -o dirty-v5.img.zst
 zstd -19 --long -q -f "$W/dirty-v5-wrap.img" -o dirty-v5-wrap.img.zst
+zstd -19 --long -q -f "$W/dirty-v5-lsn.img" -o dirty-v5-lsn.img.zst
 ls -l dirty-*.zst
 cat dirty-*.log.txt

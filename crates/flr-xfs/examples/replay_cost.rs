@@ -54,5 +54,8 @@ fn main() {
             fs.replayed_bytes() >> 10,
             fs.consistency().sentence()
         );
+        if let Some(st) = fs.replay_stats() {
+            println!("               {st:?}");
+        }
     }
 }

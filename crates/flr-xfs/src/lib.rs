@@ -47,6 +47,8 @@ mod inode;
 mod log;
 mod sb;
 
+pub use log::ReplayStats;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -96,7 +98,7 @@ pub struct XfsFs {
     sb: Superblock,
     info: FsInfo,
     dirs: Mutex<DirCache>,
-    replayed_bytes: u64,
+    replay: Option<ReplayStats>,
 }
 
 impl std::fmt::Debug for XfsFs {
@@ -139,9 +141,8 @@ impl XfsFs {
         let rec = log::recover(&src, &sb, replay);
         let mut consistency = rec.consistency;
         let mut src = src;
-        let mut replayed_bytes = 0;
+        let mut replay = rec.stats;
         if let Some(overlay) = rec.overlay {
-            replayed_bytes = overlay.bytes();
             let overlay: Source = Arc::new(overlay);
             // The superblock itself may have been replayed.
             match read_sb(overlay.as_ref()) {
@@ -150,7 +151,7 @@ impl XfsFs {
                     src = overlay;
                 }
                 Err(e) => {
-                    replayed_bytes = 0;
+                    replay = None;
                     consistency.journal = flr_fs::Journal::NotReplayed {
                         reason: flr_fs::NotReplayed::Damaged {
                             offset: Some(0),
@@ -174,7 +175,7 @@ impl XfsFs {
             sb,
             info,
             dirs: Mutex::new(DirCache::default()),
-            replayed_bytes,
+            replay,
         };
         let root = fs.read_inode(fs.sb.rootino)?;
         if root.kind() != FileKind::Dir {
@@ -186,7 +187,12 @@ impl XfsFs {
     /// Bytes of metadata the log replay holds in memory (0 without a
     /// replay).
     pub fn replayed_bytes(&self) -> u64 {
-        self.replayed_bytes
+        self.replay.as_ref().map_or(0, |s| s.bytes)
+    }
+
+    /// What the log replay did, item by item (`None` without a replay).
+    pub fn replay_stats(&self) -> Option<&ReplayStats> {
+        self.replay.as_ref()
     }
 
     /// Whether the filesystem has a real-time section (its files are

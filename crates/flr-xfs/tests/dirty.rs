@@ -11,7 +11,7 @@ use flr_fs::{FileKind, Filesystem, FsPath, Journal, NotReplayed, Unmount};
 use flr_io::{FileSource, MemSource, Source};
 use flr_xfs::XfsFs;
 
-const DIRTY: [&str; 2] = ["dirty-v5", "dirty-v5-wrap"];
+const DIRTY: [&str; 3] = ["dirty-v5", "dirty-v5-wrap", "dirty-v5-lsn"];
 
 fn image(name: &str) -> Vec<u8> {
     std::fs::read(flr_testdata::fixture(&format!("xfs/{name}.img.zst"))).unwrap()
@@ -69,6 +69,20 @@ fn kernel_view(name: &str) -> BTreeMap<String, (char, u64, String)> {
         .collect()
 }
 
+/// The kernel's recovery counts per event (dirty-*.kernel-replay.tsv).
+fn kernel_counts(name: &str) -> BTreeMap<String, u64> {
+    std::fs::read_to_string(
+        flr_testdata::testdata_dir().join(format!("xfs/{name}.kernel-replay.tsv")),
+    )
+    .unwrap()
+    .lines()
+    .map(|l| {
+        let (k, v) = l.split_once('\t').unwrap();
+        (k.to_string(), v.parse().unwrap())
+    })
+    .collect()
+}
+
 #[test]
 fn every_file_matches_the_kernels_replay() {
     for name in DIRTY {
@@ -104,11 +118,46 @@ fn every_file_matches_the_kernels_replay() {
             want.len(),
             "{name}: paths the kernel does not show"
         );
-        eprintln!(
-            "{name}: {transactions} transactions, {} KiB replayed, {} paths match",
-            fs.replayed_bytes() >> 10,
-            want.len()
+        let st = fs.replay_stats().unwrap().clone();
+        eprintln!("{name}: {} paths match; {st:?}", want.len());
+        assert_eq!(st.transactions, transactions);
+        assert_eq!(st.bytes, fs.replayed_bytes());
+        assert!(st.buffers > 0 && st.inodes > 0, "{name}: {st:?}");
+        // Item by item, what the kernel's recovery did (its tracepoints, counted by
+        // gen-dirty.sh while it mounted a copy).
+        let k = kernel_counts(name);
+        assert_eq!(st.buffers, k["buf_reg_buf"], "{name}: buffers");
+        assert_eq!(
+            st.inode_buffers, k["buf_inode_buf"],
+            "{name}: inode buffers"
         );
+        assert_eq!(
+            st.inodes,
+            k["inode_recover"] - k["inode_skip"],
+            "{name}: inodes"
+        );
+        assert_eq!(
+            st.inode_creates, k["icreate_recover"],
+            "{name}: inode creates"
+        );
+        assert_eq!(
+            st.older_than_disk,
+            k["buf_skip"] + k["inode_skip"],
+            "{name}: older than the disk"
+        );
+        assert_eq!(
+            st.cancelled,
+            k["buf_cancel"] - k["buf_cancel_add"] - k["buf_cancel_ref_inc"]
+                + k["inode_cancel"]
+                + k["icreate_cancel"],
+            "{name}: cancelled"
+        );
+        // What each fixture is there to prove was reached.
+        match name {
+            "dirty-v5" => assert!(st.inode_creates > 0, "new inode chunks: {st:?}"),
+            "dirty-v5-wrap" => assert!(st.cancelled > 0, "cancelled buffers: {st:?}"),
+            _ => assert!(st.older_than_disk > 0, "items older than the disk: {st:?}"),
+        }
 
         // Without the replay the newest changes are missing, and the state says so.
         let raw = XfsFs::open_without_replay(src).unwrap();
@@ -142,14 +191,18 @@ fn the_fixtures_have_their_shapes() {
         "its data never reached the disk"
     );
     assert_eq!(want.keys().filter(|k| k.starts_with("many/")).count(), 300);
-    // The wrap fixture's live log crosses the physical end: tail block > head block.
-    let s = std::fs::read_to_string(flr_testdata::testdata_dir().join("xfs/dirty-v5-wrap.log.txt"))
+    // The wrap fixtures' live log crosses the physical end: tail block > head block.
+    for name in ["dirty-v5-wrap", "dirty-v5-lsn"] {
+        let s = std::fs::read_to_string(
+            flr_testdata::testdata_dir().join(format!("xfs/{name}.log.txt")),
+        )
         .unwrap();
-    let w: Vec<u64> = s
-        .split_whitespace()
-        .filter_map(|t| t.parse().ok())
-        .collect();
-    assert!(w[0] > w[1], "{s}");
+        let w: Vec<u64> = s
+            .split_whitespace()
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        assert!(w[0] > w[1], "{name}: {s}");
+    }
 }
 
 #[test]

@@ -36,7 +36,7 @@ use flr_io::Source;
 use super::overlay::{Overlay, Patch};
 use super::record;
 use super::trans::{Assembler, Committed};
-use super::{Log, Res, Stop, BB};
+use super::{Log, ReplayStats, Res, Stop, BB};
 use crate::bytes::{be16, be32, be64, le16, le32, le64, set_crc};
 use crate::sb::Superblock;
 
@@ -298,6 +298,7 @@ fn what(item: &[Vec<u8>], at: u64) -> Res<What> {
 
 /// The replay state of pass 2.
 struct Replay<'a> {
+    stats: ReplayStats,
     sb: &'a Superblock,
     patch: Patch<'a>,
     cancels: Cancels,
@@ -343,14 +344,14 @@ fn walk(
     Ok(())
 }
 
-/// Replays the log from `tail` to `head` over `src`: the overlay, the
-/// number of transactions applied, and the updates left unfinished.
+/// Replays the log from `tail` to `head` over `src`: the overlay and what
+/// was done.
 pub(crate) fn replay(
     log: &Log<'_>,
     src: &Source,
     tail: u64,
     head: u64,
-) -> Res<(Overlay, u64, u64)> {
+) -> Res<(Overlay, ReplayStats)> {
     let sb = log.sb;
     let vol_bbs = sb.dblocks.saturating_mul(sb.bs).min(src.len()) / BB;
     // Pass 1.
@@ -379,6 +380,7 @@ pub(crate) fn replay(
 
     // Pass 2.
     let mut r = Replay {
+        stats: ReplayStats::default(),
         sb,
         patch: Patch::new(src.as_ref()),
         cancels,
@@ -387,18 +389,16 @@ pub(crate) fn replay(
         vol_bbs,
         owner_changes: 0,
     };
-    let mut transactions = 0u64;
     walk(log, tail, head, &mut |c| {
-        transactions += 1;
+        r.stats.transactions += 1;
         r.transaction(c)
     })?;
     r.fixups()?;
-    let owner = r.owner_changes;
-    Ok((
-        r.patch.finish(src.clone()),
-        transactions,
-        unfinished + owner,
-    ))
+    let mut stats = r.stats;
+    stats.unfinished = unfinished + r.owner_changes;
+    let overlay = r.patch.finish(src.clone());
+    stats.bytes = overlay.bytes();
+    Ok((overlay, stats))
 }
 
 impl Replay<'_> {
@@ -432,7 +432,7 @@ impl Replay<'_> {
                 }
                 What::Icreate => self.icreate(item, c)?,
                 What::Inode => self.inode(item, c)?,
-                What::Ignore | What::Intent(_) | What::Done(_) => {}
+                What::Ignore | What::Intent(_) | What::Done(_) => self.stats.ignored += 1,
             }
         }
         Ok(())
@@ -441,11 +441,13 @@ impl Replay<'_> {
     fn buffer(&mut self, item: &[Vec<u8>], c: &Committed, inode_buf: bool) -> Res<()> {
         let f = BufFmt::parse(item, c.at, self.vol_bbs)?;
         if self.cancels.is_cancelled(f.blkno, f.len) {
+            self.stats.cancelled += 1;
             return Ok(());
         }
         let base = f.blkno * BB;
         let regions = f.regions(item, c.at)?;
         if inode_buf {
+            self.stats.inode_buffers += 1;
             return self.inode_buffer(&f, &regions);
         }
         if !self.replayed_starts.contains(&f.blkno) {
@@ -453,10 +455,12 @@ impl Replay<'_> {
             self.patch.read(base, &mut head)?;
             if let Some(lsn) = buf_lsn(&head, self.sb) {
                 if lsn != 0 && lsn != u64::MAX && lsn >= c.lsn {
+                    self.stats.older_than_disk += 1;
                     return Ok(()); // the disk is newer
                 }
             }
         }
+        self.stats.buffers += 1;
         for (off, data) in regions {
             self.patch.write(base + off, data)?;
         }
@@ -549,8 +553,10 @@ impl Replay<'_> {
             }
         }
         if cancelled > 0 {
+            self.stats.cancelled += 1;
             return Ok(());
         }
+        self.stats.inode_creates += 1;
         let isz = u64::from(sb.inodesize);
         let per_block = bs / isz;
         let mut chunk = vec![0u8; (u64::from(length) * bs) as usize];
@@ -604,6 +610,7 @@ impl Replay<'_> {
         }
         let (len, boff) = (u64::from(len), u64::from(boff));
         if self.cancels.is_cancelled(blkno, len) {
+            self.stats.cancelled += 1;
             return Ok(());
         }
         let isz = u64::from(sb.inodesize);
@@ -640,6 +647,7 @@ impl Replay<'_> {
         if d[4] >= 3 {
             let lsn = be64(&d, 112);
             if lsn != 0 && lsn != u64::MAX && lsn > c.lsn {
+                self.stats.older_than_disk += 1;
                 return Ok(()); // the disk is newer
             }
         }
@@ -647,6 +655,7 @@ impl Replay<'_> {
             let logged = le16(l, 30);
             let disk = be16(&d, 30);
             if logged < disk && !(disk == DI_MAX_FLUSH && logged < DI_MAX_FLUSH >> 1) {
+                self.stats.older_than_disk += 1;
                 return Ok(()); // flushed since
             }
         }
@@ -722,6 +731,7 @@ impl Replay<'_> {
         if ver == 3 {
             set_crc(&mut d, 100);
         }
+        self.stats.inodes += 1;
         self.patch.write(at, &d)
     }
 

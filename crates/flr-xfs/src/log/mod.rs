@@ -218,10 +218,39 @@ impl<'a> Log<'a> {
     }
 }
 
+/// What a log replay did, item by item.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplayStats {
+    /// Committed transactions walked.
+    pub transactions: u64,
+    /// Buffer items applied (their dirty chunks).
+    pub buffers: u64,
+    /// Inode-buffer items applied (unlinked-list pointers).
+    pub inode_buffers: u64,
+    /// Inode items applied.
+    pub inodes: u64,
+    /// Inode-create items applied (fresh inode chunks).
+    pub inode_creates: u64,
+    /// Buffer, inode and inode-create items skipped because the block was
+    /// freed later in the log (cancelled).
+    pub cancelled: u64,
+    /// Buffer and inode items skipped because the metadata on disk is newer
+    /// (v5 LSN, v4 inode flush counter).
+    pub older_than_disk: u64,
+    /// Items that do not change what flr reads (intents, quota, xattrs).
+    pub ignored: u64,
+    /// Updates the kernel would finish after recovery and flr does not.
+    pub unfinished: u64,
+    /// Bytes of replayed metadata held in memory.
+    pub bytes: u64,
+}
+
 /// The outcome of looking at the log.
 pub(crate) struct Recovered {
     /// The replayed view, when a replay changed anything.
     pub(crate) overlay: Option<Overlay>,
+    pub(crate) stats: Option<ReplayStats>,
     pub(crate) consistency: Consistency,
 }
 
@@ -236,6 +265,7 @@ pub(crate) fn recover(src: &Source, sb: &Superblock, replay: bool) -> Recovered 
     if sb.logstart == 0 {
         return Recovered {
             overlay: None,
+            stats: None,
             consistency: state(
                 Unmount::Unknown,
                 Journal::NotReplayed {
@@ -246,6 +276,7 @@ pub(crate) fn recover(src: &Source, sb: &Superblock, replay: bool) -> Recovered 
     }
     let not = |unmount, reason| Recovered {
         overlay: None,
+        stats: None,
         consistency: state(unmount, Journal::NotReplayed { reason }),
     };
     let log = match Log::new(src.as_ref(), sb) {
@@ -260,18 +291,21 @@ pub(crate) fn recover(src: &Source, sb: &Superblock, replay: bool) -> Recovered 
         head::Ends::Empty => {
             return Recovered {
                 overlay: None,
+                stats: None,
                 consistency: state(Unmount::Clean, Journal::Clean),
             }
         }
         head::Ends::Clean => {
             return Recovered {
                 overlay: None,
+                stats: None,
                 consistency: state(Unmount::Clean, Journal::Clean),
             }
         }
         head::Ends::Dirty { head, tail } if head == tail => {
             return Recovered {
                 overlay: None,
+                stats: None,
                 consistency: state(Unmount::Dirty, Journal::Clean),
             }
         }
@@ -292,15 +326,16 @@ pub(crate) fn recover(src: &Source, sb: &Superblock, replay: bool) -> Recovered 
         );
     }
     match apply::replay(&log, src, ends.1, ends.0) {
-        Ok((overlay, transactions, unfinished)) => Recovered {
+        Ok((overlay, stats)) => Recovered {
             overlay: Some(overlay),
             consistency: state(
                 Unmount::Dirty,
                 Journal::Replayed {
-                    transactions,
-                    unfinished,
+                    transactions: stats.transactions,
+                    unfinished: stats.unfinished,
                 },
             ),
+            stats: Some(stats),
         },
         Err(Stop(r)) => not(Unmount::Dirty, r),
     }
