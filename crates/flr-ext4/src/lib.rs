@@ -20,6 +20,13 @@
 //! e2compr, Lustre dirdata, unknown incompatible features, an external
 //! journal that needs recovery, or an external journal device itself.
 //!
+//! [`Filesystem::consistency`] says whether the filesystem needs recovery
+//! (`needs_recovery`) and what was done with the journal: replayed (the
+//! number of committed transactions), clean, or not replayed with the
+//! reason; a journal flr cannot replay (unknown journal features, a damaged
+//! journal superblock) no longer refuses the filesystem: it is read as it
+//! is on disk, and the state says so.
+//!
 //! The crate uses no metadata checksums (it does not verify them).
 //!
 //! The `ext4-view` crate serves the tests as an independent reader (every

@@ -34,6 +34,9 @@
 //!   [`FileKind::Special`] with `unreadable` set, and is
 //!   never entered, so a recursive walk ends.
 //!
+//! - [`Filesystem::consistency`]: the boot-sector dirty flag and the FAT entry 1
+//!   clean-shutdown bit (FAT16/32); FAT has no journal.
+//!
 //! Nothing is ever written: the image is only read through [`ReadAt`].
 #![deny(missing_docs)]
 

@@ -2,6 +2,11 @@
 //! (FAT, ext2/3/4, NTFS), so that the operations above them (`ls`, `get`,
 //! `cat`, later `mount` and `verify`) are written once.
 //!
+//! Each filesystem also says whether it was cleanly unmounted and what was
+//! done with its journal ([`Consistency`], in [`FsInfo::consistency`] and
+//! [`Filesystem::consistency`]), so that a crash-consistent snapshot whose
+//! newest changes may be missing is reported, never silent.
+//!
 //! Paths are lists of name components as raw bytes ([`FsPath`]): ext4 names
 //! are arbitrary bytes, FAT and NTFS names are UTF-16 on disk and are given
 //! here as UTF-8.

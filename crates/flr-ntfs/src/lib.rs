@@ -28,6 +28,11 @@
 //! Known limits: the ntfs crate locates file records through the `$DATA`
 //! of `$MFT`'s base record only, so records beyond it in an `$MFT` split by
 //! an attribute list cannot be opened; `$LogFile` is not replayed.
+//!
+//! [`Filesystem::consistency`] reports the `$Volume` dirty flag and whether
+//! `$LogFile`'s restart area records a clean shutdown; flr does not replay
+//! `$LogFile`, so a volume in use when the image was taken is reported as
+//! dirty with recent changes possibly missing.
 #![deny(missing_docs)]
 
 mod attrs;

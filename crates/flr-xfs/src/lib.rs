@@ -17,10 +17,26 @@
 //! [`FsError::Corrupt`] naming the byte offset; a file whose inode is bad
 //! is listed as unreadable, never read.
 //!
+//! A dirty log (an image of a running system: a snapshot is a power cut)
+//! is replayed in memory when the filesystem is opened, as the kernel
+//! replays it at mount: the head and tail are found from the cycle numbers
+//! (wrapped logs, torn last records), every committed transaction between
+//! them is applied over the on-disk metadata (buffer, inode-buffer, inode
+//! and inode-create items, cancelled buffers honoured, v5 LSN and v4 flush
+//! counter ordering), and the reader reads through the replayed view, never
+//! writing. [`Filesystem::consistency`] says what was found and done (clean;
+//! replayed with N transactions; not replayed, with a typed reason),
+//! [`XfsFs::replay_stats`] counts the items, and
+//! [`XfsFs::open_without_replay`] reads the disk as it is. A log that is
+//! damaged or holds something flr does not know (an unknown item type or
+//! log feature, a log written by a big-endian host, a bad record CRC before
+//! the last records) is not replayed at all, and the state says why; an
+//! external log device is named as such (the image does not hold it). See
+//! the `log` module for the method and for which items are not applied
+//! (intents, quota, xattrs: nothing flr reads) and why.
+//!
 //! Not supported: files on a real-time device (listed, refused with the
-//! reason), and the log: flr reads the filesystem as it is on disk, without
-//! replaying the journal, so changes a running system had not yet written
-//! back are not seen (an external log device is never needed for that).
+//! reason).
 //!
 //! # Example
 //! ```no_run

@@ -638,7 +638,12 @@ impl Replay<'_> {
         }
         let ver = l.get(4).copied().unwrap_or(0);
         let want = if sb.is_v5() { 176 } else { 96 };
-        if (sb.is_v5() && ver != 3) || (!sb.is_v5() && !(ver == 1 || ver == 2)) || l.len() != want {
+        let ver_ok = if sb.is_v5() {
+            ver == 3
+        } else {
+            ver == 1 || ver == 2
+        };
+        if !ver_ok || l.len() != want {
             return Err(bad(format!(
                 "inode {ino}: logged core version {ver}, {} bytes",
                 l.len()
