@@ -14,20 +14,7 @@
 #  ext4-dirty.dumpe2fs.txt  dumpe2fs -h of the dirty image (needs_recovery is set).
 set -euo pipefail
 cd "$(dirname "$0")"
-W=$(mktemp -d)
-M=$W/mnt
-cleanup() { mountpoint -q "$M" 2>/dev/null && umount "$M"; rm -rf "$W"; }
-trap cleanup EXIT
-mkdir -p "$M"
-
-manifest() { # DIR OUT
-  (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | while read -r f; do
-    p=${f#./}
-    if [ -L "$f" ]; then t=$(readlink "$f"); printf 'l\t%s\t%s\t%s\n' "$p" "${#t}" "$(printf %s "$t" | sha256sum | cut -d' ' -f1)"
-    elif [ -d "$f" ]; then printf 'd\t%s\t0\t\n' "$p"
-    else printf 'f\t%s\t%s\t%s\n' "$p" "$(stat -c %s "$f")" "$(sha256sum < "$f" | cut -d' ' -f1)"; fi
-  done) > "$2"
-}
+. ../dirty-lib.sh
 
 # The kernel's view of IMG after its log replay, from a copy.
 oracle() { # IMG OUT
@@ -38,37 +25,15 @@ oracle() { # IMG OUT
   rm -f "$W/copy.img"
 }
 
-data() { # N SEED
-  python3 -c 'import sys; n,s=int(sys.argv[1]),int(sys.argv[2]); sys.stdout.buffer.write(bytes((i*131+s*7+(i>>9))%256 for i in range(n)))' "$1" "$2"
-}
 
 I=$W/ext4-dirty.img
 truncate -s 32M "$I"
 mkfs.ext4 -q -F -b 4096 -U 5e3f4051-7c8d-4e9f-a0b1-c2d3e4f50617 -L ext4dirty "$I"
 mount -o loop "$I" "$M"
-mkdir -p "$M/etc" "$M/home/azure" "$M/var/log"
-printf 'ubuntu-vm-01\n' > "$M/etc/hostname"
-data 10000 1 > "$M/home/azure/grow.bin"
-data 300000 2 > "$M/home/azure/shrink.bin"
-printf 'to be renamed\n' > "$M/home/azure/old-name.txt"
-printf 'to be deleted\n' > "$M/home/azure/doomed.txt"
-data 5000 3 > "$M/var/log/syslog"
+first_tree ubuntu-vm-01
 umount "$M"
 mount -o loop "$I" "$M"
-mkdir -p "$M/new/deeper"
-data 2000000 4 > "$M/new/two-megabytes.bin"
-printf 'hello from the journal\n' > "$M/new/deeper/note.txt"
-mv "$M/home/azure/old-name.txt" "$M/home/azure/new-name.txt"
-rm "$M/home/azure/doomed.txt"
-data 70000 5 >> "$M/home/azure/grow.bin"
-truncate -s 4097 "$M/home/azure/shrink.bin"
-ln -s ../etc/hostname "$M/new/hostlink"
-mkdir "$M/many"
-for i in $(seq 1 300); do printf 'file %d\n' "$i" > "$M/many/f$(printf %04d "$i")"; done
-data 3000 6 >> "$M/var/log/syslog"
-sync
-printf 'never synced\n' > "$M/new/unsynced.txt"
-mkdir "$M/new/empty-after-sync"
+changes 'hello from the journal'
 xfs_io -x -c "shutdown -f" "$M"
 umount "$M"
 dumpe2fs -h "$I" 2>/dev/null > ext4-dirty.dumpe2fs.txt

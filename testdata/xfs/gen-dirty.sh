@@ -33,21 +33,9 @@
 # it neither mounts nor replays v4 filesystems.
 set -euo pipefail
 cd "$(dirname "$0")"
-W=$(mktemp -d)
-M=$W/mnt
-cleanup() { mountpoint -q "$M" 2>/dev/null && umount "$M"; rm -rf "$W"; }
-trap cleanup EXIT
+. ../dirty-lib.sh
+# mkfs.xfs makes filesystems under 300 MB only when it thinks it runs under xfstests.
 export QA_CHECK_FS=1 TEST_DIR=1 TEST_DEV=1
-mkdir -p "$M"
-
-manifest() { # DIR OUT
-  (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | while read -r f; do
-    p=${f#./}
-    if [ -L "$f" ]; then t=$(readlink "$f"); printf 'l\t%s\t%s\t%s\n' "$p" "${#t}" "$(printf %s "$t" | sha256sum | cut -d' ' -f1)"
-    elif [ -d "$f" ]; then printf 'd\t%s\t0\t\n' "$p"
-    else printf 'f\t%s\t%s\t%s\n' "$p" "$(stat -c %s "$f")" "$(sha256sum < "$f" | cut -d' ' -f1)"; fi
-  done) > "$2"
-}
 
 # The kernel's recovery events (tracefs), counted per kind while the copy mounts.
 T=/sys/kernel/tracing
@@ -80,9 +68,6 @@ oracle() { # IMG OUT
   rm -f "$W/copy.img"
 }
 
-data() { # N SEED
-  python3 -c 'import sys; n,s=int(sys.argv[1]),int(sys.argv[2]); sys.stdout.buffer.write(bytes((i*131+s*7+(i>>9))%256 for i in range(n)))' "$1" "$2"
-}
 
 logstate() { xfs_logprint -t "$1" 2>/dev/null | grep 'log tail' | sed -n 1p; }
 
@@ -91,29 +76,10 @@ I=$W/dirty-v5.img
 truncate -s 32M "$I"
 mkfs.xfs -q -f -m crc=1,uuid=3c1d2e4f-5a6b-4c7d-8e9f-a0b1c2d3e4f5 -d agcount=1 -L dirtyv5 "$I"
 mount -o loop "$I" "$M"
-mkdir -p "$M/etc" "$M/home/azure" "$M/var/log"
-printf 'rhel-vm-01\n' > "$M/etc/hostname"
-data 10000 1 > "$M/home/azure/grow.bin"
-data 300000 2 > "$M/home/azure/shrink.bin"
-printf 'to be renamed\n' > "$M/home/azure/old-name.txt"
-printf 'to be deleted\n' > "$M/home/azure/doomed.txt"
-data 5000 3 > "$M/var/log/messages"
+first_tree rhel-vm-01
 umount "$M"
 mount -o loop "$I" "$M"
-mkdir -p "$M/new/deeper"
-data 2000000 4 > "$M/new/two-megabytes.bin"
-printf 'hello from the log\n' > "$M/new/deeper/note.txt"
-mv "$M/home/azure/old-name.txt" "$M/home/azure/new-name.txt"
-rm "$M/home/azure/doomed.txt"
-data 70000 5 >> "$M/home/azure/grow.bin"
-truncate -s 4097 "$M/home/azure/shrink.bin"
-ln -s ../etc/hostname "$M/new/hostlink"
-mkdir "$M/many"
-for i in $(seq 1 300); do printf 'file %d\n' "$i" > "$M/many/f$(printf %04d "$i")"; done
-data 3000 6 >> "$M/var/log/messages"
-sync
-printf 'never synced\n' > "$M/new/unsynced.txt"
-mkdir "$M/new/empty-after-sync"
+changes 'hello from the log'
 xfs_io -x -c "shutdown -f" "$M"
 umount "$M"
 logstate "$I" > dirty-v5.log.txt

@@ -11,6 +11,9 @@ use flr_fs::{FileKind, Filesystem, FsPath, Journal, NotReplayed, Unmount};
 use flr_io::{FileSource, MemSource, Source};
 use flr_xfs::XfsFs;
 
+mod common;
+use common::walk;
+
 const DIRTY: [&str; 3] = ["dirty-v5", "dirty-v5-wrap", "dirty-v5-lsn"];
 
 fn image(name: &str) -> Vec<u8> {
@@ -19,47 +22,6 @@ fn image(name: &str) -> Vec<u8> {
 
 fn mem(b: Vec<u8>) -> Source {
     Arc::new(MemSource::new(b))
-}
-
-/// path -> (kind, size, sha256), as the manifests have it.
-fn walk(fs: &dyn Filesystem) -> BTreeMap<String, (char, u64, String)> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![FsPath::root()];
-    while let Some(dir) = todo.pop() {
-        for e in fs.read_dir(&dir).unwrap() {
-            let p = dir.join(&e.name);
-            let key = p.to_string()[1..].to_string();
-            assert!(
-                e.meta.unreadable.is_none(),
-                "{key}: {:?}",
-                e.meta.unreadable
-            );
-            let v = match e.meta.kind {
-                FileKind::Dir => {
-                    todo.push(p);
-                    ('d', 0, String::new())
-                }
-                FileKind::Symlink => {
-                    let t = fs.read_link(&p).unwrap();
-                    ('l', t.len() as u64, flr_testdata::sha256_hex(&t))
-                }
-                FileKind::File => {
-                    let mut f = fs.open(&p).unwrap();
-                    let mut data = vec![0u8; f.size() as usize];
-                    let mut done = 0;
-                    while done < data.len() {
-                        let n = f.read_at(done as u64, &mut data[done..]).unwrap();
-                        assert!(n > 0, "{key}: short read");
-                        done += n;
-                    }
-                    ('f', e.meta.size, flr_testdata::sha256_hex(&data))
-                }
-                FileKind::Special => panic!("{key}: special file"),
-            };
-            out.insert(key, v);
-        }
-    }
-    out
 }
 
 fn kernel_view(name: &str) -> BTreeMap<String, (char, u64, String)> {
