@@ -142,17 +142,19 @@ fn be32(b: &[u8], at: usize) -> u32 {
     u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
 }
 
-/// XFS v5: the primary superblock's CRC, then the CRC of every log record
-/// of the internal log (header, the extended headers its data needs, and
-/// its data as written), so that mutated log records reach the replay.
+/// XFS: the primary superblock's CRC (v5), then the CRC of every log
+/// record of the internal log (header, the extended headers its data needs,
+/// and its data as written; v4 logs carry them too), so that mutated log
+/// records reach the replay.
 pub(crate) fn xfs(img: &mut SparseImage) {
     let sb = img.get(0, 512);
-    if sb.len() < 512 || &sb[..4] != b"XFSB" || u16::from_be_bytes([sb[100], sb[101]]) & 0xf != 5 {
+    if sb.len() < 512 || &sb[..4] != b"XFSB" {
         return;
     }
+    let v5 = u16::from_be_bytes([sb[100], sb[101]]) & 0xf == 5;
     let sect = usize::from(u16::from_be_bytes([sb[102], sb[103]])).clamp(512, 32768);
     let mut s = img.get(0, sect);
-    if s.len() == sect {
+    if v5 && s.len() == sect {
         s[224..228].fill(0);
         let c = crc32c(&s);
         img.put(224, &c.to_le_bytes());
