@@ -8,12 +8,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use flr_fs::{FileKind, Filesystem, FsPath, Journal, NotReplayed, Unmount};
+use flr_fs::{Filesystem, FsPath, Journal, NotReplayed, Unmount};
 use flr_io::{FileSource, MemSource, Source};
 use flr_xfs::XfsFs;
 
 mod common;
-use common::walk;
+use common::{next, walk, walk_hostile};
 
 const DIRTY: [&str; 4] = ["dirty-v5", "dirty-v5-wrap", "dirty-v5-lsn", "dirty-v4"];
 
@@ -401,28 +401,11 @@ fn hostile_logs_do_not_panic() {
         for _ in 0..60 {
             let mut b = img.clone();
             for _ in 0..16 {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                let at = start + (x % (bbs as u64 * 512)) as usize;
-                b[at] = (x >> 40) as u8;
+                let r = next(&mut x);
+                b[start + (r % (bbs as u64 * 512)) as usize] = (r >> 40) as u8;
             }
             if let Ok(fs) = XfsFs::open(mem(b)) {
-                let _ = fs.consistency().sentence();
-                let mut todo = vec![FsPath::root()];
-                let mut n = 0;
-                while let Some(d) = todo.pop() {
-                    let Ok(list) = fs.read_dir(&d) else { continue };
-                    for e in list {
-                        n += 1;
-                        if n > 2000 {
-                            break;
-                        }
-                        if e.meta.kind == FileKind::Dir {
-                            todo.push(d.join(&e.name));
-                        }
-                    }
-                }
+                walk_hostile(&fs, 2000);
             }
         }
     }

@@ -6,12 +6,12 @@
 
 use std::sync::Arc;
 
-use flr_fs::{FileKind, Filesystem, FsError, FsPath};
+use flr_fs::{Filesystem, FsError, FsPath};
 use flr_io::{FileSource, MemSource, Source};
 use flr_xfs::XfsFs;
 
 mod common;
-use common::{read_all, walk};
+use common::{next, read_all, walk, walk_hostile};
 
 fn open(rel: &str) -> XfsFs {
     let p = flr_testdata::fixture(rel);
@@ -196,38 +196,14 @@ fn hostile_images_do_not_panic() {
     for round in 0..300 {
         let mut b = bytes.clone();
         for _ in 0..8 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let at = (x % meta_end) as usize;
-            b[at] = (x >> 32) as u8;
+            let r = next(&mut x);
+            b[(r % meta_end) as usize] = (r >> 32) as u8;
         }
         if round % 50 == 0 {
             b.truncate((x % (bytes.len() as u64)) as usize);
         }
         if let Ok(fs) = XfsFs::open(Arc::new(MemSource::new(b)) as Source) {
-            let mut todo = vec![FsPath::root()];
-            let mut n = 0;
-            while let Some(d) = todo.pop() {
-                let Ok(list) = fs.read_dir(&d) else { continue };
-                for e in list {
-                    n += 1;
-                    if n > 5000 {
-                        break;
-                    }
-                    let p = d.join(&e.name);
-                    match e.meta.kind {
-                        FileKind::Dir => todo.push(p),
-                        FileKind::Symlink => drop(fs.read_link(&p)),
-                        _ => {
-                            if let Ok(mut f) = fs.open(&p) {
-                                let mut buf = vec![0u8; 65536];
-                                let _ = f.read_at(0, &mut buf);
-                            }
-                        }
-                    }
-                }
-            }
+            walk_hostile(&fs, 5000);
         }
     }
 }

@@ -53,3 +53,39 @@ pub fn walk(fs: &dyn Filesystem) -> BTreeMap<String, (char, u64, String)> {
     }
     out
 }
+
+/// A xorshift step: the byte-flip tests' random numbers.
+pub fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+/// Walks a possibly damaged filesystem: errors are skipped, at most `max` entries, each file's
+/// first 64 KiB and each link read; only a panic fails.
+pub fn walk_hostile(fs: &dyn Filesystem, max: usize) {
+    let _ = fs.consistency().sentence();
+    let mut todo = vec![FsPath::root()];
+    let mut n = 0;
+    while let Some(d) = todo.pop() {
+        let Ok(list) = fs.read_dir(&d) else { continue };
+        for e in list {
+            n += 1;
+            if n > max {
+                return;
+            }
+            let p = d.join(&e.name);
+            match e.meta.kind {
+                FileKind::Dir => todo.push(p),
+                FileKind::Symlink => drop(fs.read_link(&p)),
+                _ => {
+                    if let Ok(mut f) = fs.open(&p) {
+                        let mut buf = vec![0u8; 65536];
+                        let _ = f.read_at(0, &mut buf);
+                    }
+                }
+            }
+        }
+    }
+}
