@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use flr_fs::FsError;
+use flr_fs::{FsError, Journal, NotReplayed};
 
 use crate::bytes::{be16, be32};
 use crate::map::{find, Extent};
@@ -104,14 +104,57 @@ impl Log<'_> {
 }
 
 impl Core {
-    /// Builds the block map of the journal's committed transactions. An
-    /// empty map means the journal is clean (or absent).
-    pub(crate) fn load_journal(&self) -> Result<BTreeMap<u64, JTarget>, FsError> {
+    /// Builds the block map of the journal's committed transactions and
+    /// says what was done. A journal that cannot be replayed (unknown
+    /// features, a damaged journal superblock, a read error) leaves the
+    /// filesystem read as it is on disk, with the reason.
+    pub(crate) fn journal(&self) -> (BTreeMap<u64, JTarget>, Journal) {
+        let sb = &self.sb;
+        if sb.compat & COMPAT_HAS_JOURNAL == 0 {
+            return (BTreeMap::new(), Journal::None);
+        }
+        if sb.journal_inum == 0 {
+            return (
+                BTreeMap::new(),
+                Journal::NotReplayed {
+                    reason: NotReplayed::ExternalLog,
+                },
+            );
+        }
+        match self.load_journal() {
+            Ok(None) => (BTreeMap::new(), Journal::Clean),
+            Ok(Some((map, transactions))) => (
+                map,
+                Journal::Replayed {
+                    transactions,
+                    unfinished: 0,
+                },
+            ),
+            Err(e) => {
+                let reason = match e {
+                    FsError::Io(e) => NotReplayed::ReadFailed {
+                        what: e.to_string(),
+                    },
+                    FsError::Unsupported { reason, .. } => {
+                        NotReplayed::Unsupported { what: reason }
+                    }
+                    FsError::Corrupt { offset, what, .. } => NotReplayed::Damaged { offset, what },
+                    other => NotReplayed::Damaged {
+                        offset: None,
+                        what: other.to_string(),
+                    },
+                };
+                (BTreeMap::new(), Journal::NotReplayed { reason })
+            }
+        }
+    }
+
+    /// The block map of the journal's committed transactions and their
+    /// number; `None` when the journal is clean.
+    #[allow(clippy::type_complexity)]
+    fn load_journal(&self) -> Result<Option<(BTreeMap<u64, JTarget>, u64)>, FsError> {
         let sb = &self.sb;
         let mut map = BTreeMap::new();
-        if sb.compat & COMPAT_HAS_JOURNAL == 0 || sb.journal_inum == 0 {
-            return Ok(map);
-        }
         let jinode = self.read_inode(sb.journal_inum)?;
         let extents = self.map_inode(&jinode)?;
         let bs = self.bs_usize();
@@ -139,7 +182,7 @@ impl Core {
         let first = u64::from(be32(&jsb, 0x14));
         let start = u64::from(be32(&jsb, 0x1c));
         if start == 0 {
-            return Ok(map); // clean
+            return Ok(None); // clean
         }
         let jblocks = jinode.size / sb.bs;
         if maxlen > jblocks || first == 0 || first >= maxlen || start < first || start >= maxlen {
@@ -287,7 +330,7 @@ impl Core {
                 );
             }
         }
-        Ok(map)
+        Ok(Some((map, txns.len() as u64)))
     }
 }
 

@@ -20,6 +20,13 @@
 //! e2compr, Lustre dirdata, unknown incompatible features, an external
 //! journal that needs recovery, or an external journal device itself.
 //!
+//! [`Filesystem::consistency`] says whether the filesystem needs recovery
+//! (`needs_recovery`) and what was done with the journal: replayed (the
+//! number of committed transactions), clean, or not replayed with the
+//! reason; a journal flr cannot replay (unknown journal features, a damaged
+//! journal superblock) no longer refuses the filesystem: it is read as it
+//! is on disk, and the state says so.
+//!
 //! The crate uses no metadata checksums (it does not verify them).
 //!
 //! The `ext4-view` crate serves the tests as an independent reader (every
@@ -46,7 +53,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use flr_fs::{
-    DirEntry, DirStream, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Metadata,
+    Consistency, DirEntry, DirStream, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath,
+    Metadata, Unmount,
 };
 use flr_io::{ReadAt, Source};
 
@@ -166,7 +174,8 @@ impl Ext4Fs {
             sb,
             tables,
         };
-        core.vol.jmap = core.load_journal()?;
+        let (jmap, journal) = core.journal();
+        core.vol.jmap = jmap;
         if !core.vol.jmap.is_empty() {
             // The superblock itself may have a newer copy in the journal
             // (label, free counts); take it when the geometry agrees.
@@ -194,6 +203,15 @@ impl Ext4Fs {
             block_size: u32::try_from(sb.bs).unwrap_or(0),
             total_bytes: sb.blocks_count * sb.bs,
             free_bytes: Some(sb.free_blocks.min(sb.blocks_count) * sb.bs),
+            consistency: Consistency::new(
+                if sb.incompat & sb::INCOMPAT_RECOVER != 0 {
+                    Unmount::Dirty
+                } else {
+                    Unmount::Clean
+                },
+                journal,
+                "journal",
+            ),
         };
         Ok(Ext4Fs {
             core,

@@ -34,6 +34,9 @@
 //!   [`FileKind::Special`] with `unreadable` set, and is
 //!   never entered, so a recursive walk ends.
 //!
+//! - [`Filesystem::consistency`]: the boot-sector dirty flag and the FAT entry 1
+//!   clean-shutdown bit (FAT16/32); FAT has no journal.
+//!
 //! Nothing is ever written: the image is only read through [`ReadAt`].
 #![deny(missing_docs)]
 
@@ -43,7 +46,10 @@ mod bpb;
 mod dir;
 mod table;
 
-use flr_fs::{DirEntry, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Metadata};
+use flr_fs::{
+    Consistency, DirEntry, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Journal,
+    Metadata, Unmount,
+};
 use flr_io::{ReadAt, Source};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -80,6 +86,7 @@ pub struct FatFs {
     fat: Fat,
     label: Option<String>,
     free_bytes: Option<u64>,
+    consistency: Consistency,
     /// Parsed directories by location, so that resolving many paths does
     /// not re-read and re-parse the same directories.
     dirs: Mutex<DirCache>,
@@ -118,6 +125,29 @@ struct Found {
     ancestors: Vec<DirLoc>,
 }
 
+/// Whether the volume was cleanly unmounted: the dirty flag in the boot
+/// sector's reserved byte (set by Windows NT and Linux while mounted; FAT12
+/// and FAT16 at 0x25, FAT32 at 0x41, valid with the extended boot
+/// signature) and the clean-shutdown bit of FAT entry 1 (FAT16 bit 15,
+/// FAT32 bit 27; FAT12 has none). FAT has no journal.
+fn read_consistency(boot: &[u8], geo: &Geometry, fat: &Fat) -> Consistency {
+    let (sig_at, flags_at, clean_mask) = match geo.fat_type {
+        FatType::Fat32 => (0x42, 0x41, Some(0x0800_0000u32)),
+        FatType::Fat16 => (0x26, 0x25, Some(0x8000)),
+        FatType::Fat12 => (0x26, 0x25, None),
+    };
+    let bs_dirty = matches!(boot[sig_at], 0x28 | 0x29) && boot[flags_at] & 1 != 0;
+    let clean_bit = clean_mask.and_then(|m| fat.entry(1).ok().map(|v| v & m != 0));
+    let unmount = if bs_dirty || clean_bit == Some(false) {
+        Unmount::Dirty
+    } else if clean_bit == Some(true) || matches!(boot[sig_at], 0x28 | 0x29) {
+        Unmount::Clean
+    } else {
+        Unmount::Unknown
+    };
+    Consistency::new(unmount, Journal::None, "")
+}
+
 impl FatFs {
     /// Opens the FAT volume on `src`.
     pub fn open(src: Source) -> Result<FatFs, FsError> {
@@ -140,10 +170,12 @@ impl FatFs {
             ));
         }
         let fat = Fat::new(src.clone(), geo.clone());
+        let consistency = read_consistency(&boot, &geo, &fat);
         let mut fs = FatFs {
             src,
             geo,
             fat,
+            consistency,
             label: None,
             free_bytes: None,
             dirs: Mutex::new(DirCache::default()),
@@ -362,6 +394,7 @@ impl Filesystem for FatFs {
             block_size: self.geo.cluster_size,
             total_bytes: u64::from(self.geo.cluster_count) * u64::from(self.geo.cluster_size),
             free_bytes: self.free_bytes,
+            consistency: self.consistency.clone(),
         }
     }
 

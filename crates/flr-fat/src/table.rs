@@ -102,7 +102,7 @@ impl Fat {
     }
 
     /// The raw value of the FAT entry of `cluster`.
-    fn entry(&self, cluster: u32) -> Result<u32, FsError> {
+    pub(crate) fn entry(&self, cluster: u32) -> Result<u32, FsError> {
         let c = u64::from(cluster);
         Ok(match self.geo.fat_type {
             FatType::Fat12 => {

@@ -421,3 +421,44 @@ fn tiny_sources_are_refused() {
     }
     let _ = ReadAt::len(&MemSource::new(vec![]));
 }
+
+/// mkfs.fat leaves FAT16 and FAT32 clean (FAT[1] clean bit set, boot-sector dirty flag clear);
+/// FAT12 records nothing beyond the boot-sector flag. Setting the flag, or clearing the
+/// FAT[1] bit, makes the volume dirty: no journal, so a warning.
+#[test]
+fn consistency_from_the_dirty_flag_and_the_fat1_clean_bit() {
+    use flr_fs::{Journal, Unmount};
+    for (img, flag_at, fat1_clean) in [
+        ("fat12.img", 0x25, None),
+        ("fat16.img", 0x25, Some((2usize, 0x80u8))),
+        ("fat32.img", 0x41, Some((4, 0x08))),
+    ] {
+        let bytes = std::fs::read(flr_testdata::fixture(&format!("fat/{img}.zst"))).unwrap();
+        let open = |b: Vec<u8>| {
+            FatFs::open(Arc::new(MemSource::new(b)))
+                .unwrap()
+                .consistency()
+        };
+        let c = open(bytes.clone());
+        assert_eq!(
+            (c.unmount, &c.journal),
+            (Unmount::Clean, &Journal::None),
+            "{img}"
+        );
+        assert!(!c.may_miss_changes(), "{img}");
+        let mut b = bytes.clone();
+        b[flag_at] |= 1;
+        let c = open(b);
+        assert_eq!(c.unmount, Unmount::Dirty, "{img}");
+        assert!(c.may_miss_changes(), "{img}");
+        assert!(c.sentence().starts_with("dirty: "), "{}", c.sentence());
+        if let Some((entry, bit)) = fat1_clean {
+            let reserved = u16::from_le_bytes([bytes[14], bytes[15]]) as usize;
+            let bps = u16::from_le_bytes([bytes[11], bytes[12]]) as usize;
+            let mut b = bytes.clone();
+            // The high byte of FAT entry 1 in the first FAT.
+            b[reserved * bps + entry * 2 - 1] &= !bit;
+            assert_eq!(open(b).unmount, Unmount::Dirty, "{img}");
+        }
+    }
+}

@@ -2,6 +2,11 @@
 //! (FAT, ext2/3/4, NTFS), so that the operations above them (`ls`, `get`,
 //! `cat`, later `mount` and `verify`) are written once.
 //!
+//! Each filesystem also says whether it was cleanly unmounted and what was
+//! done with its journal ([`Consistency`], in [`FsInfo::consistency`] and
+//! [`Filesystem::consistency`]), so that a crash-consistent snapshot whose
+//! newest changes may be missing is reported, never silent.
+//!
 //! Paths are lists of name components as raw bytes ([`FsPath`]): ext4 names
 //! are arbitrary bytes, FAT and NTFS names are UTF-16 on disk and are given
 //! here as UTF-8.
@@ -16,9 +21,11 @@
 
 use serde::Serialize;
 
+pub use consistency::{Consistency, Journal, NotReplayed, Unmount};
 pub use flr_io::IoError;
 pub use names::{display_component, display_name, display_path};
 
+mod consistency;
 mod names;
 
 /// A path inside a filesystem: its components, root first, without `/`.
@@ -175,6 +182,9 @@ pub struct FsInfo {
     pub total_bytes: u64,
     /// Free bytes, where cheaply known.
     pub free_bytes: Option<u64>,
+    /// Whether the filesystem was cleanly unmounted and what flr did with
+    /// its journal (serialised as `consistency`; see [`Consistency`]).
+    pub consistency: Consistency,
 }
 
 /// An error from a filesystem reader.
@@ -239,8 +249,15 @@ pub type DirStream<'a> = Box<dyn Iterator<Item = Result<DirEntry, FsError>> + Se
 
 /// A read-only filesystem.
 pub trait Filesystem: Send + Sync {
-    /// Type, label, id, sizes.
+    /// Type, label, id, sizes, consistency.
     fn info(&self) -> FsInfo;
+
+    /// Whether the filesystem was cleanly unmounted and what flr did with
+    /// its journal; [`Consistency::may_miss_changes`] says whether to warn.
+    /// The default is the one in [`Filesystem::info`].
+    fn consistency(&self) -> Consistency {
+        self.info().consistency
+    }
 
     /// Metadata of the object at `path` (symlinks are not followed).
     fn metadata(&self, path: &FsPath) -> Result<Metadata, FsError>;

@@ -4,8 +4,9 @@
 //! checksum test every time, and the fields behind it would never be
 //! fuzzed. The harness therefore recomputes the checksums of the headers
 //! it knows (VHDX headers and region tables, GPT headers and entry arrays,
-//! LUKS2 binary headers, md superblocks, thin-pool metadata blocks), so
-//! that mutated fields reach the parsers;
+//! LUKS2 binary headers, md superblocks, thin-pool metadata blocks, the
+//! XFS v5 superblock and log records), so that mutated fields reach the
+//! parsers;
 //! production code is unchanged and keeps checking them. The fix-ups
 //! only touch structures whose signature is present.
 
@@ -224,5 +225,74 @@ pub(crate) fn thin(img: &mut SparseImage) {
         if b.len() == 4096 {
             img.put(sb, &csum(&b, 160_774).to_le_bytes());
         }
+    }
+}
+
+fn be32(b: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]])
+}
+
+/// XFS: the primary superblock's CRC (v5), then the CRC of every log
+/// record of the internal log (header, the extended headers its data needs,
+/// and its data as written; v4 logs carry them too), so that mutated log
+/// records reach the replay.
+pub(crate) fn xfs(img: &mut SparseImage) {
+    let sb = img.get(0, 512);
+    if sb.len() < 512 || &sb[..4] != b"XFSB" {
+        return;
+    }
+    let v5 = u16::from_be_bytes([sb[100], sb[101]]) & 0xf == 5;
+    let sect = usize::from(u16::from_be_bytes([sb[102], sb[103]])).clamp(512, 32768);
+    let mut s = img.get(0, sect);
+    if v5 && s.len() == sect {
+        s[224..228].fill(0);
+        let c = crc32c(&s);
+        img.put(224, &c.to_le_bytes());
+    }
+    let bs = u64::from(be32(&sb, 4));
+    let agblocks = u64::from(be32(&sb, 84));
+    let agblklog = u32::from(sb[124]).min(63);
+    let logstart = u64::from_be_bytes(sb[48..56].try_into().unwrap_or([0; 8]));
+    let ag = logstart.checked_shr(agblklog).unwrap_or(0);
+    let agb = logstart & ((1u64 << agblklog) - 1);
+    let Some(start) = ag
+        .checked_mul(agblocks)
+        .and_then(|b| b.checked_add(agb))
+        .and_then(|b| b.checked_mul(bs))
+    else {
+        return;
+    };
+    let bbs = (u64::from(be32(&sb, 96)) * bs / 512).min(1 << 16);
+    if logstart == 0 || bbs == 0 {
+        return;
+    }
+    for blk in 0..bbs {
+        let at = start + blk * 512;
+        let h = img.get(at, 512);
+        if h.len() < 512 || be32(&h, 0) != 0xFEED_BABE {
+            continue;
+        }
+        let len = (be32(&h, 12) as usize).min(256 << 10);
+        let size = be32(&h, 320) as usize;
+        let hblks = if size > 32768 {
+            size.div_ceil(32768).min(8)
+        } else {
+            1
+        };
+        let xheads = len.div_ceil(32768).min(hblks);
+        let mut buf = h[..328].to_vec();
+        buf[32..36].fill(0);
+        for j in 1..xheads {
+            buf.extend_from_slice(&img.get(at + j as u64 * 512, 260));
+        }
+        let mut data = Vec::with_capacity(len);
+        for i in 0..len.div_ceil(512) as u64 {
+            let b = (blk + hblks as u64 + i) % bbs;
+            data.extend_from_slice(&img.get(start + b * 512, 512));
+        }
+        data.truncate(len);
+        buf.extend_from_slice(&data);
+        let c = crc32c(&buf);
+        img.put(at + 32, &c.to_le_bytes());
     }
 }

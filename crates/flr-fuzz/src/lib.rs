@@ -233,10 +233,15 @@ static TARGETS: &[Target] = &[
     },
     Target {
         name: "xfs",
-        about: "XFS v4/v5: superblock, inodes, directories, extent trees (flr-xfs)",
+        about: "XFS v4/v5: superblock, inodes, directories, extent trees, log replay (flr-xfs)",
         input: Input::Image,
         run: targets::xfs,
-        seeds: Seeds::Fixtures(&["xfs/v4.img.zst", "xfs/v5-1k.img.zst"]),
+        seeds: Seeds::Fixtures(&[
+            "xfs/v4.img.zst",
+            "xfs/v5-1k.img.zst",
+            "xfs/dirty-v5.img.zst",
+            "xfs/dirty-v4.img.zst",
+        ]),
         seed_limit: ALL,
     },
     Target {

@@ -49,6 +49,7 @@ fn read_around(dev: &dyn ReadAt) {
 /// links and the first bytes of each file.
 pub(crate) fn walk(fs: &dyn Filesystem) {
     let _ = fs.info();
+    let _ = fs.consistency().sentence();
     let mut queue = std::collections::VecDeque::from([(FsPath::root(), 0u32)]);
     let mut seen = 0usize;
     let mut budget = MAX_TOTAL_BYTES;
@@ -295,7 +296,16 @@ macro_rules! fs_target {
 fs_target!(fat, flr_fat::FatFs);
 fs_target!(ext4, flr_ext4::Ext4Fs);
 fs_target!(ntfs, flr_ntfs::NtfsFs);
-fs_target!(xfs, flr_xfs::XfsFs);
+
+/// XFS: the superblock and log records re-checksummed, so that mutations
+/// reach the log replay.
+pub(crate) fn xfs(data: &[u8]) {
+    let mut img = image(data);
+    fixup::xfs(&mut img);
+    if let Ok(fs) = flr_xfs::XfsFs::open(source(img)) {
+        walk(&fs);
+    }
+}
 
 /// Bytes → container → partitions → volumes → every filesystem, walked.
 pub(crate) fn stack(data: &[u8]) {

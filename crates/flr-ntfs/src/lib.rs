@@ -28,6 +28,11 @@
 //! Known limits: the ntfs crate locates file records through the `$DATA`
 //! of `$MFT`'s base record only, so records beyond it in an `$MFT` split by
 //! an attribute list cannot be opened; `$LogFile` is not replayed.
+//!
+//! [`Filesystem::consistency`] reports the `$Volume` dirty flag and whether
+//! `$LogFile`'s restart area records a clean shutdown; flr does not replay
+//! `$LogFile`, so a volume in use when the image was taken is reported as
+//! dirty with recent changes possibly missing.
 #![deny(missing_docs)]
 
 mod layer;
@@ -45,7 +50,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use flr_fs::{
-    DirEntry, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Metadata, Timestamp,
+    Consistency, DirEntry, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Journal,
+    Metadata, NotReplayed, Timestamp, Unmount,
 };
 use flr_io::{IoError, ReadAt, ReaderCursor, Source};
 use ntfs::{Ntfs, NtfsAttributeType, NtfsError, NtfsFile, NtfsFileFlags};
@@ -193,6 +199,7 @@ pub struct NtfsFs {
     label: Option<String>,
     free: OnceLock<Option<u64>>,
     dirs: Mutex<DirCache>,
+    consistency: Consistency,
 }
 
 impl std::fmt::Debug for NtfsFs {
@@ -237,13 +244,77 @@ impl NtfsFs {
             Some(Err(e)) => return Err(nt(e)),
             None => None,
         };
-        Ok(NtfsFs {
+        let mut v = NtfsFs {
             src,
             ntfs,
             label,
             free: OnceLock::new(),
             dirs: Mutex::new(DirCache::default()),
-        })
+            consistency: Consistency::default(),
+        };
+        v.consistency = v.read_consistency(&mut fs);
+        Ok(v)
+    }
+
+    /// The `$Volume` dirty flag and whether `$LogFile`'s restart area says
+    /// the volume is clean. flr does not replay `$LogFile`.
+    fn read_consistency(&self, fs: &mut ReaderCursor) -> Consistency {
+        let dirty_flag = self.ntfs.volume_info(fs).ok().map(|i| {
+            i.flags()
+                .contains(ntfs::structured_values::NtfsVolumeFlags::IS_DIRTY)
+        });
+        let log_clean = guard(|| Ok(self.logfile_clean(fs))).ok().flatten();
+        let unmount = match (dirty_flag, log_clean) {
+            (Some(true), _) | (_, Some(false)) => Unmount::Dirty,
+            (Some(false), Some(true)) => Unmount::Clean,
+            _ => Unmount::Unknown,
+        };
+        let journal = match log_clean {
+            Some(true) => Journal::Clean,
+            Some(false) => Journal::NotReplayed {
+                reason: NotReplayed::NotImplemented,
+            },
+            None => Journal::NotReplayed {
+                reason: NotReplayed::Damaged {
+                    offset: None,
+                    what: "the $LogFile restart area could not be read".into(),
+                },
+            },
+        };
+        Consistency::new(unmount, journal, "NTFS $LogFile")
+    }
+
+    /// Whether `$LogFile` records a clean shutdown: its first restart page
+    /// (`RSTR`, or `CHKD` after chkdsk) has the volume-is-clean flag or no
+    /// client in use; a log filled with 0xff (reset by chkdsk or ntfs-3g)
+    /// is clean. `None` when it cannot be read.
+    ///
+    /// Source: the restart page and restart area layouts as ntfs-3g and
+    /// the NTFS documentation describe them: page header `RSTR` at 0,
+    /// restart area offset u16 at 0x18; restart area: client-in-use list
+    /// u16 at 0x0c, flags u16 at 0x0e (0x2: volume is clean).
+    fn logfile_clean(&self, fs: &mut ReaderCursor) -> Option<bool> {
+        const LOGFILE: u64 = 2;
+        let file = self.file(fs, LOGFILE).ok()?;
+        let data = self.data_of(fs, &file).ok()?;
+        let mut h = NtfsHandle::new(self.src.clone(), data);
+        let mut page = vec![0u8; 4096];
+        let n = h.read_at(0, &mut page).ok()?;
+        let page = page.get(..n)?;
+        if page.len() < 512 {
+            return None;
+        }
+        if page.iter().all(|&b| b == 0xff) {
+            return Some(true);
+        }
+        if &page[..4] != b"RSTR" && &page[..4] != b"CHKD" {
+            return None;
+        }
+        let le16 = |o: usize| page.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+        let ra = usize::from(le16(0x18)?);
+        let in_use = le16(ra + 0x0c)?;
+        let flags = le16(ra + 0x0e)?;
+        Some(flags & 0x2 != 0 || in_use == 0xffff)
     }
 
     fn cursor(&self) -> ReaderCursor {
@@ -489,6 +560,7 @@ impl Filesystem for NtfsFs {
             free_bytes: *self
                 .free
                 .get_or_init(|| guard(|| Ok(self.count_free())).ok().flatten()),
+            consistency: self.consistency.clone(),
         }
     }
 

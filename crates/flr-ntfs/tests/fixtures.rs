@@ -390,3 +390,44 @@ fn damage_rounds(rounds: u64, mut seed: u64) {
         eprintln!("caught panics inside the ntfs crate at: {seen:?}");
     }
 }
+
+/// mkntfs leaves `$LogFile` reset and `$Volume` clean; setting the `$Volume` dirty flag (the
+/// VOLUME_INFORMATION attribute of record 3) makes the volume dirty, its `$LogFile` still
+/// has nothing flr would need.
+#[test]
+fn consistency_from_the_volume_flag_and_the_logfile() {
+    let c = open_fixture().consistency();
+    assert_eq!(
+        (c.unmount, &c.journal),
+        (flr_fs::Unmount::Clean, &flr_fs::Journal::Clean),
+        "{c:?}"
+    );
+    assert_eq!(c.sentence(), "clean");
+    let mut img = std::fs::read(flr_testdata::fixture("ntfs/ntfs.img.zst")).unwrap();
+    let le16 = |b: &[u8], o: usize| u16::from_le_bytes([b[o], b[o + 1]]) as usize;
+    let le32 = |b: &[u8], o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap()) as usize;
+    let cluster = le16(&img, 11) * img[13] as usize;
+    let mft = u64::from_le_bytes(img[0x30..0x38].try_into().unwrap()) as usize * cluster;
+    let rec = mft + 3 * 1024;
+    assert_eq!(&img[rec..rec + 4], b"FILE");
+    let mut a = rec + le16(&img, rec + 0x14);
+    loop {
+        let ty = le32(&img, a);
+        assert_ne!(ty, 0xffff_ffff, "no VOLUME_INFORMATION in $Volume");
+        if ty == 0x70 {
+            let v = a + le16(&img, a + 0x14);
+            img[v + 10] |= 1;
+            break;
+        }
+        a += le32(&img, a + 4);
+    }
+    let c = NtfsFs::open(Arc::new(MemSource::new(img)))
+        .unwrap()
+        .consistency();
+    assert_eq!(c.unmount, flr_fs::Unmount::Dirty);
+    assert!(
+        c.sentence().starts_with("not cleanly unmounted"),
+        "{}",
+        c.sentence()
+    );
+}

@@ -26,7 +26,41 @@ pub(crate) fn le32(b: &[u8], o: usize) -> u32 {
         .map_or(0, |s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
 }
 
-const CRC32C: crc::Crc<u32> = crc::Crc::<u32>::new(&crc::CRC_32_ISCSI);
+pub(crate) fn le16(b: &[u8], o: usize) -> u16 {
+    o.checked_add(2)
+        .and_then(|e| b.get(o..e))
+        .map_or(0, |s| u16::from_le_bytes([s[0], s[1]]))
+}
+
+pub(crate) fn le64(b: &[u8], o: usize) -> u64 {
+    o.checked_add(8).and_then(|e| b.get(o..e)).map_or(0, |s| {
+        u64::from_le_bytes([s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]])
+    })
+}
+
+/// Slice-by-16 tables: log replay checks every log record's CRC.
+const CRC32C: crc::Crc<u32, crc::Table<16>> =
+    crc::Crc::<u32, crc::Table<16>>::new(&crc::CRC_32_ISCSI);
+
+/// The CRC32C of the concatenation of `parts`.
+pub(crate) fn crc32c(parts: &[&[u8]]) -> u32 {
+    let mut d = CRC32C.digest();
+    for p in parts {
+        d.update(p);
+    }
+    d.finalize()
+}
+
+/// Stores the CRC32C of `buf` (with the four bytes at `at` taken as zero)
+/// at `at`, little-endian, as the kernel's write verifiers do.
+pub(crate) fn set_crc(buf: &mut [u8], at: usize) {
+    let Some(end) = at.checked_add(4).filter(|&e| e <= buf.len()) else {
+        return;
+    };
+    buf[at..end].fill(0);
+    let c = CRC32C.checksum(buf);
+    buf[at..end].copy_from_slice(&c.to_le_bytes());
+}
 
 /// Whether the CRC32C stored little-endian at `at` matches `buf` (computed
 /// with those four bytes taken as zero), as every v5 metadata block has it.

@@ -13,6 +13,7 @@ pub(crate) const MAGIC: u32 = 0x5846_5342; // "XFSB"
 
 const VERSION_MOREBITS: u16 = 0x8000;
 const VERSION2_FTYPE: u32 = 0x0200;
+const VERSION_LOGV2: u16 = 0x0400;
 
 pub(crate) const INCOMPAT_FTYPE: u32 = 0x1;
 const INCOMPAT_SPINODES: u32 = 0x2;
@@ -50,6 +51,15 @@ pub(crate) struct Superblock {
     pub(crate) features2: u32,
     pub(crate) incompat: u32,
     pub(crate) crc_ok: bool,
+    /// Log size in filesystem blocks (internal log).
+    pub(crate) logblocks: u32,
+    /// Inode chunk alignment in blocks.
+    pub(crate) inoalignmt: u32,
+    /// Log features that must be understood to replay the log.
+    pub(crate) log_incompat: u32,
+    /// The UUID stamped in v5 metadata (`sb_meta_uuid` with the
+    /// `meta_uuid` feature, else `sb_uuid`).
+    pub(crate) meta_uuid: [u8; 16],
 }
 
 impl Superblock {
@@ -84,7 +94,15 @@ impl Superblock {
             features2: be32(b, 200),
             incompat: be32(b, 216),
             crc_ok: true,
+            logblocks: be32(b, 96),
+            inoalignmt: be32(b, 180),
+            log_incompat: be32(b, 220),
+            meta_uuid: uuid,
         };
+        let mut sb = sb;
+        if sb.is_v5() && sb.incompat & INCOMPAT_META_UUID != 0 {
+            sb.meta_uuid.copy_from_slice(&b[248..264]);
+        }
         let v = sb.version & 0xf;
         if v != 4 && v != 5 {
             return Err(corrupt(
@@ -139,7 +157,6 @@ impl Superblock {
                 return Err(corrupt(0, format!("superblock: bad {what}")));
             }
         }
-        let mut sb = sb;
         if sb.is_v5() {
             // The CRC covers the whole superblock sector: with sectors larger
             // than the 512 bytes first read, the caller reads again and the
@@ -174,6 +191,11 @@ impl Superblock {
         } else {
             self.version & VERSION_MOREBITS != 0 && self.features2 & VERSION2_FTYPE != 0
         }
+    }
+
+    /// Whether the log is a version 2 log (always on v5).
+    pub(crate) fn has_logv2(&self) -> bool {
+        self.is_v5() || self.version & VERSION_LOGV2 != 0
     }
 
     pub(crate) fn dir_block_size(&self) -> u64 {

@@ -4,65 +4,18 @@
 //! formats xfs_db reported, timestamps, the 4 GiB sparse file, CRC checks,
 //! and the corpus images.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use flr_fs::{FileKind, Filesystem, FsError, FsPath};
+use flr_fs::{Filesystem, FsError, FsPath};
 use flr_io::{FileSource, MemSource, Source};
 use flr_xfs::XfsFs;
+
+mod common;
+use common::{next, read_all, walk, walk_hostile};
 
 fn open(rel: &str) -> XfsFs {
     let p = flr_testdata::fixture(rel);
     XfsFs::open(Arc::new(FileSource::open(p).unwrap())).unwrap()
-}
-
-fn read_all(fs: &dyn Filesystem, p: &FsPath) -> Vec<u8> {
-    let mut f = fs.open(p).unwrap();
-    let mut out = vec![0u8; usize::try_from(f.size()).unwrap()];
-    let mut done = 0;
-    while done < out.len() {
-        let n = f.read_at(done as u64, &mut out[done..]).unwrap();
-        assert!(n > 0, "{p}: short read");
-        done += n;
-    }
-    out
-}
-
-/// Walks the whole tree: path -> (kind, size, sha256 of content or link target).
-fn walk(fs: &dyn Filesystem) -> BTreeMap<String, (char, u64, String)> {
-    let mut out = BTreeMap::new();
-    let mut todo = vec![FsPath::root()];
-    while let Some(dir) = todo.pop() {
-        for e in fs.read_dir(&dir).unwrap() {
-            let p = dir.join(&e.name);
-            let key = p.to_string()[1..].to_string();
-            assert!(
-                e.meta.unreadable.is_none(),
-                "{key}: {:?}",
-                e.meta.unreadable
-            );
-            match e.meta.kind {
-                FileKind::Dir => {
-                    out.insert(key, ('d', 0, String::new()));
-                    todo.push(p);
-                }
-                FileKind::Symlink => {
-                    let t = fs.read_link(&p).unwrap();
-                    assert_eq!(t.len() as u64, e.meta.size);
-                    out.insert(key, ('l', e.meta.size, flr_testdata::sha256_hex(&t)));
-                }
-                FileKind::File if e.meta.size > 1 << 30 => {
-                    out.insert(key, ('f', e.meta.size, "big".into()));
-                }
-                FileKind::File => {
-                    let data = read_all(fs, &p);
-                    out.insert(key, ('f', e.meta.size, flr_testdata::sha256_hex(&data)));
-                }
-                FileKind::Special => panic!("{key}: unexpected special file"),
-            }
-        }
-    }
-    out
 }
 
 fn check_manifest(fs: &dyn Filesystem, manifest: &str, extra: &[&str]) {
@@ -243,38 +196,14 @@ fn hostile_images_do_not_panic() {
     for round in 0..300 {
         let mut b = bytes.clone();
         for _ in 0..8 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let at = (x % meta_end) as usize;
-            b[at] = (x >> 32) as u8;
+            let r = next(&mut x);
+            b[(r % meta_end) as usize] = (r >> 32) as u8;
         }
         if round % 50 == 0 {
             b.truncate((x % (bytes.len() as u64)) as usize);
         }
         if let Ok(fs) = XfsFs::open(Arc::new(MemSource::new(b)) as Source) {
-            let mut todo = vec![FsPath::root()];
-            let mut n = 0;
-            while let Some(d) = todo.pop() {
-                let Ok(list) = fs.read_dir(&d) else { continue };
-                for e in list {
-                    n += 1;
-                    if n > 5000 {
-                        break;
-                    }
-                    let p = d.join(&e.name);
-                    match e.meta.kind {
-                        FileKind::Dir => todo.push(p),
-                        FileKind::Symlink => drop(fs.read_link(&p)),
-                        _ => {
-                            if let Ok(mut f) = fs.open(&p) {
-                                let mut buf = vec![0u8; 65536];
-                                let _ = f.read_at(0, &mut buf);
-                            }
-                        }
-                    }
-                }
-            }
+            walk_hostile(&fs, 5000);
         }
     }
 }
