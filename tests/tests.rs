@@ -9,6 +9,7 @@ mod azure;
 mod blob;
 mod blob_parents;
 mod cli;
+mod consistency;
 mod corpus;
 mod docs;
 mod hostile;

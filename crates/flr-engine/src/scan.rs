@@ -290,10 +290,13 @@ impl Scanner<'_> {
                 }
                 Opened::Filesystem(fs) => {
                     let info = fs.info();
-                    let detail = format!(
+                    let mut detail = format!(
                         "{} filesystem: files can be listed and restored",
                         info.fs_type
                     );
+                    if info.consistency.may_miss_changes() {
+                        detail.push_str(&format!("; warning: {}", info.consistency.sentence()));
+                    }
                     self.end(n, kind, Verdict::Readable, detail);
                     self.nodes[n].content.fs = Some(info);
                     self.nodes[n].filesystem = Some(format);

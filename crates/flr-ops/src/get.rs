@@ -75,7 +75,9 @@ pub fn get(
     for spec in specs {
         let vol = image.volume(&spec.volume)?;
         if !filesystems.contains_key(&vol.id) {
-            filesystems.insert(vol.id.clone(), vol.open_fs()?);
+            let fs = vol.open_fs()?;
+            crate::warn_consistency(ctx.err, &vol.id, fs.as_ref())?;
+            filesystems.insert(vol.id.clone(), fs);
         }
         let fs = filesystems[&vol.id].as_ref();
         let meta = fs.metadata(&spec.path).map_err(fs_err(&vol.id))?;

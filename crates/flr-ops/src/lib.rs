@@ -177,6 +177,34 @@ pub(crate) fn selected_volumes(
     Ok(out)
 }
 
+/// The warning for a filesystem that may miss its newest changes (a
+/// journal not replayed after an unclean shutdown, a replay that left
+/// updates unfinished, a FAT in use), or the note that a dirty one was
+/// replayed: written once per volume by every command that reads it.
+pub(crate) fn warn_consistency(
+    err: &mut dyn Write,
+    volume: &str,
+    fs: &dyn flr_fs::Filesystem,
+) -> std::io::Result<()> {
+    let c = fs.consistency();
+    if c.may_miss_changes() {
+        writeln!(
+            err,
+            "flr: {volume}: warning: {} (files changed just before the snapshot may be missing or older)",
+            c.sentence()
+        )?;
+    } else if c.unmount == flr_fs::Unmount::Dirty {
+        // Replayed: nothing is missing, but the operator should know the
+        // snapshot was taken of a running system.
+        writeln!(
+            err,
+            "flr: {volume}: note: not cleanly unmounted (a crash-consistent snapshot); {}",
+            c.sentence()
+        )?;
+    }
+    Ok(())
+}
+
 pub(crate) fn fs_err(volume: &str) -> impl FnOnce(FsError) -> OpsError + '_ {
     move |source| OpsError::Fs {
         volume: volume.to_string(),
@@ -209,6 +237,7 @@ pub fn cat(
         return Ok(());
     }
     let fs = vol.open_fs()?;
+    warn_consistency(&mut std::io::stderr(), &vol.id, fs.as_ref())?;
     let meta = fs.metadata(&spec.path).map_err(fs_err(&vol.id))?;
     if meta.kind != FileKind::File {
         return Err(OpsError::Fs {

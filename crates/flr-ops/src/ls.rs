@@ -110,6 +110,7 @@ pub fn ls(
 ) -> Result<(), OpsError> {
     let vol = image.volume(&spec.volume)?;
     let fs = vol.open_fs()?;
+    crate::warn_consistency(ctx.err, &vol.id, fs.as_ref())?;
     let meta = fs.metadata(&spec.path).map_err(fs_err(&vol.id))?;
     if meta.kind == FileKind::File && meta.unreadable.is_none() {
         // A disk image stored as a file shows the volumes inside it.

@@ -38,9 +38,11 @@ pub fn mount(
         // Asked for by id (also a volume of a disk image stored as a file):
         // a volume that cannot be opened is an error.
         let v = image.volume(id)?;
+        let fs = v.open_fs()?;
+        crate::warn_consistency(ctx.err, &v.id, fs.as_ref())?;
         volumes.push(MountVolume {
             id: v.id.clone(),
-            fs: v.open_fs()?,
+            fs,
         });
     }
     for v in image.volumes.iter().filter(|_| args.volume.is_none()) {
@@ -56,10 +58,13 @@ pub fn mount(
             continue;
         }
         match v.open_fs() {
-            Ok(fs) => volumes.push(MountVolume {
-                id: v.id.clone(),
-                fs,
-            }),
+            Ok(fs) => {
+                crate::warn_consistency(ctx.err, &v.id, fs.as_ref())?;
+                volumes.push(MountVolume {
+                    id: v.id.clone(),
+                    fs,
+                })
+            }
             Err(e) => writeln!(ctx.err, "flr: mount: {} not shown: {e}", v.id)?,
         }
     }

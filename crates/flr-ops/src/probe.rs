@@ -233,6 +233,18 @@ pub fn probe(
                 )?,
                 None => writeln!(out, "  size {}", human_size(fs.total_bytes))?,
             }
+            if fs.consistency.journal != flr_fs::Journal::NotChecked {
+                writeln!(
+                    out,
+                    "        {}{}",
+                    if fs.consistency.may_miss_changes() {
+                        "WARNING: "
+                    } else {
+                        "state: "
+                    },
+                    fs.consistency.sentence()
+                )?;
+            }
         } else if let (Some(l), None) = (&ct.luks, &ct.encryption) {
             writeln!(
                 out,

@@ -153,6 +153,9 @@ pub struct VolumeResult {
     pub id: String,
     /// Filesystem type, when opened.
     pub fs_type: Option<String>,
+    /// Whether the filesystem was cleanly unmounted and what flr did with
+    /// its journal, when opened.
+    pub consistency: Option<flr_fs::Consistency>,
     /// What verify could do with it.
     pub state: VolumeState,
     /// The feasibility verdict (as `probe --dry-run`).
@@ -190,6 +193,7 @@ impl VolumeResult {
         VolumeResult {
             id: id.into(),
             fs_type: None,
+            consistency: None,
             state: VolumeState::Opened,
             verdict: Feasible::Readable,
             reasons: Vec::new(),
@@ -254,6 +258,9 @@ pub struct Totals {
     pub changed: u64,
     /// Extra objects.
     pub extra: u64,
+    /// Volumes opened whose newest changes may be missing (a journal not
+    /// replayed after an unclean shutdown…): read, but not fully trusted.
+    pub volumes_may_miss_changes: u64,
 }
 
 /// Everything `verify` found.
@@ -444,6 +451,7 @@ pub fn verify(
             }
         };
         r.fs_type = Some(fs.info().fs_type);
+        r.consistency = Some(fs.consistency());
         let found = walk(fs.as_ref(), &mut r.structural_errors);
         r.objects = found.len() as u64;
         let files: Vec<usize> = found
@@ -602,6 +610,9 @@ pub fn verify(
         t.missing += r.missing.len() as u64;
         t.changed += r.changed.len() as u64;
         t.extra += r.extra.len() as u64;
+        if r.consistency.as_ref().is_some_and(|c| c.may_miss_changes()) {
+            t.volumes_may_miss_changes += 1;
+        }
     }
     let mismatch = t.missing + t.changed + t.extra + t.volumes_missing > 0;
     let error = t.files_unreadable + t.structural_errors + t.volumes_error > 0;
@@ -744,6 +755,13 @@ pub fn write_summary(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::io:
                 },
                 v.sentence
             )?,
+        }
+        if let Some(c) = v.consistency.as_ref().filter(|c| c.may_miss_changes()) {
+            writeln!(
+                out,
+                "    warning: {}: files changed just before the snapshot may be missing or older",
+                c.sentence()
+            )?;
         }
         for u in &v.unreadable {
             writeln!(
@@ -999,6 +1017,11 @@ pub fn write_prometheus(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::
         .iter()
         .map(|(s, v)| (format!(",state=\"{s}\""), *v as f64))
         .collect(),
+    )?;
+    gauge(
+        "volumes_may_miss_changes",
+        "Volumes read whose newest changes may be missing (a journal not replayed after an unclean shutdown).",
+        one(t.volumes_may_miss_changes),
     )?;
     gauge(
         "volume_ok",
