@@ -120,7 +120,11 @@ fn colour(o: Outcome) -> &'static str {
     }
 }
 
-pub(crate) fn write(g: &Gathered, opts: &ReportOptions, out: &mut dyn Write) -> std::io::Result<()> {
+pub(crate) fn write(
+    g: &Gathered,
+    opts: &ReportOptions,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let counts = g.counts();
     writeln!(
         out,
@@ -151,8 +155,14 @@ pub(crate) fn write(g: &Gathered, opts: &ReportOptions, out: &mut dyn Write) -> 
 
     // What cannot be restored, and why: first.
     let vms = g.vms();
-    let bad: Vec<_> = vms.iter().filter(|v| v.outcome != Outcome::Passed).collect();
-    writeln!(out, "<h2>VMs that cannot be restored, or not yet known</h2>")?;
+    let bad: Vec<_> = vms
+        .iter()
+        .filter(|v| v.outcome != Outcome::Passed)
+        .collect();
+    writeln!(
+        out,
+        "<h2>VMs that cannot be restored, or not yet known</h2>"
+    )?;
     if bad.is_empty() {
         writeln!(
             out,
@@ -164,11 +174,9 @@ pub(crate) fn write(g: &Gathered, opts: &ReportOptions, out: &mut dyn Write) -> 
             "<table id=\"vms\"><thead><tr><th>VM</th><th>outcome</th><th>disk</th><th>why</th></tr></thead><tbody>"
         )?;
         for v in bad {
-            for r in g
-                .rows
-                .iter()
-                .filter(|r| r.vm.as_deref().unwrap_or(&r.id) == v.vm && r.outcome != Outcome::Passed)
-            {
+            for r in g.rows.iter().filter(|r| {
+                r.vm.as_deref().unwrap_or(&r.id) == v.vm && r.outcome != Outcome::Passed
+            }) {
                 writeln!(
                     out,
                     "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"why\">{}</td></tr>",

@@ -279,22 +279,24 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(LocalStore::new(d.path()).unwrap());
         let take = |item: &str, wait: u64| {
-            Lease::acquire(store.clone(), "fam", 0, item, None, &policy(wait), &mut |_| {})
-                .unwrap()
+            Lease::acquire(
+                store.clone(),
+                "fam",
+                0,
+                item,
+                None,
+                &policy(wait),
+                &mut |_| {},
+            )
+            .unwrap()
         };
         let held: Vec<Lease> = (0..5).map(|i| take(&format!("x{i}"), 0).unwrap()).collect();
         // A sixth waits, then gives up.
         let mut told = Vec::new();
         let t = Instant::now();
-        let none = Lease::acquire(
-            store.clone(),
-            "fam",
-            0,
-            "y",
-            None,
-            &policy(1),
-            &mut |m| told.push(m.to_string()),
-        )
+        let none = Lease::acquire(store.clone(), "fam", 0, "y", None, &policy(1), &mut |m| {
+            told.push(m.to_string())
+        })
         .unwrap();
         assert!(none.is_none() && t.elapsed() >= Duration::from_secs(1));
         assert!(told[0].contains("all 5 export slots"), "{told:?}");

@@ -373,7 +373,11 @@ impl Gathered {
                 bad + usize::from(r.outcome != Outcome::Passed),
             )
         };
-        let (tests, failures) = self.rows.iter().map(counts).fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
+        let (tests, failures) = self
+            .rows
+            .iter()
+            .map(counts)
+            .fold((0, 0), |a, c| (a.0 + c.0, a.1 + c.1));
         let total_time: f64 = self.rows.iter().map(|r| r.seconds).sum();
         writeln!(out, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>")?;
         writeln!(
@@ -398,7 +402,10 @@ impl Gathered {
                 ("disk", r.disk.clone().unwrap_or_default()),
                 ("image", r.image.clone()),
                 ("outcome", r.outcome.as_str().to_string()),
-                ("exit_code", r.exit_code.map(|c| c.to_string()).unwrap_or_default()),
+                (
+                    "exit_code",
+                    r.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                ),
                 ("attempt", r.attempt.to_string()),
             ] {
                 writeln!(out, "      <property name=\"{k}\" value=\"{}\"/>", xml(&v))?;
@@ -441,8 +448,12 @@ impl Gathered {
             } else {
                 "outcome"
             };
-            let failure = (r.outcome != Outcome::Passed)
-                .then(|| (r.outcome.as_str(), format!("{}: {}", r.outcome, r.reasons.join("; "))));
+            let failure = (r.outcome != Outcome::Passed).then(|| {
+                (
+                    r.outcome.as_str(),
+                    format!("{}: {}", r.outcome, r.reasons.join("; ")),
+                )
+            });
             case(name, failure)?;
             writeln!(out, "  </testsuite>")?;
         }
@@ -506,7 +517,11 @@ impl Gathered {
                 r.outcome
             )?;
         }
-        head(out, "item_exit_code", "Per snapshot: the task's exit code (-1: never reported).")?;
+        head(
+            out,
+            "item_exit_code",
+            "Per snapshot: the task's exit code (-1: never reported).",
+        )?;
         for r in &self.rows {
             writeln!(
                 out,
@@ -515,11 +530,24 @@ impl Gathered {
                 r.exit_code.unwrap_or(-1)
             )?;
         }
-        head(out, "item_bytes_read", "Per snapshot: bytes of file data read.")?;
+        head(
+            out,
+            "item_bytes_read",
+            "Per snapshot: bytes of file data read.",
+        )?;
         for r in &self.rows {
-            writeln!(out, "flr_fleet_item_bytes_read{{{}}} {}", labels(r), r.bytes_read)?;
+            writeln!(
+                out,
+                "flr_fleet_item_bytes_read{{{}}} {}",
+                labels(r),
+                r.bytes_read
+            )?;
         }
-        head(out, "item_duration_seconds", "Per snapshot: seconds the task took.")?;
+        head(
+            out,
+            "item_duration_seconds",
+            "Per snapshot: seconds the task took.",
+        )?;
         for r in &self.rows {
             writeln!(
                 out,
@@ -626,7 +654,8 @@ mod tests {
         let mut spec = String::from("{\"flr_fleet_spec\":1}\n");
         for (i, code) in [0, 4, 7, 3, 6].iter().enumerate() {
             let r = result(&format!("i{i}"), i as u64, *code);
-            s.replace(&format!("results/i{i}.json"), &r.to_json()).unwrap();
+            s.replace(&format!("results/i{i}.json"), &r.to_json())
+                .unwrap();
             spec.push_str(&format!("{{\"id\":\"i{i}\",\"image\":\"/x/i{i}.vhd\"}}\n"));
         }
         spec.push_str("{\"id\":\"lost\",\"image\":\"https://a/c/b?sig=SECRET\",\"vm\":\"vm-9\"}\n");
@@ -636,7 +665,14 @@ mod tests {
         let outcomes: Vec<_> = g.rows.iter().map(|r| r.outcome.as_str()).collect();
         assert_eq!(
             outcomes,
-            ["passed", "blocked", "mismatch", "error", "retryable", "never-reported"]
+            [
+                "passed",
+                "blocked",
+                "mismatch",
+                "error",
+                "retryable",
+                "never-reported"
+            ]
         );
         assert_eq!(g.rows[5].image, "https://a/c/b");
         assert_eq!(g.invalid.len(), 1, "{:?}", g.invalid);
@@ -659,7 +695,10 @@ mod tests {
         let mut p = Vec::new();
         g.write_prometheus(&mut p).unwrap();
         let p = String::from_utf8(p).unwrap();
-        assert!(p.contains("flr_fleet_items{outcome=\"never-reported\"} 1"), "{p}");
+        assert!(
+            p.contains("flr_fleet_items{outcome=\"never-reported\"} 1"),
+            "{p}"
+        );
         assert!(p.contains("flr_fleet_item_exit_code{id=\"i1\",vm=\"vm-0\",disk=\"d1\"} 4"));
         let mut h = Vec::new();
         g.write_html(&opts, &mut h).unwrap();

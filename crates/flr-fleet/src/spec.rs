@@ -154,7 +154,10 @@ fn parse_line(line: &str, number: usize) -> Result<Option<Line>, FleetError> {
             "line {number}: an item needs an id and an image"
         )));
     }
-    if item.slot.is_some_and(|s| usize::from(s) >= crate::FAMILY_LIMIT) {
+    if item
+        .slot
+        .is_some_and(|s| usize::from(s) >= crate::FAMILY_LIMIT)
+    {
         return Err(FleetError::Spec(format!(
             "line {number}: slot {} (0 to {})",
             item.slot.unwrap_or(0),
@@ -286,7 +289,10 @@ mod tests {
         for (text, want) in [
             ("{\"id\":\"a\"}", "line 1"),
             ("{\"flr_fleet_spec\":2}", "spec version 2"),
-            ("{\"id\":\"a\",\"image\":\"x\",\"colour\":1}", "unknown field"),
+            (
+                "{\"id\":\"a\",\"image\":\"x\",\"colour\":1}",
+                "unknown field",
+            ),
             ("{\"id\":\"a\",\"image\":\"x\",\"slot\":5}", "slot 5"),
             ("\n\nnot json", "line 3"),
         ] {

@@ -83,7 +83,10 @@ impl LocalStore {
     }
 
     fn path(&self, name: &str) -> Result<PathBuf, FleetError> {
-        if name.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
+        if name
+            .split('/')
+            .any(|c| c.is_empty() || c == "." || c == "..")
+        {
             return Err(self.err(format!("name {name:?}"), "not a relative path"));
         }
         Ok(self.root.join(name))
@@ -92,7 +95,8 @@ impl LocalStore {
     /// Writes `data` to a fresh temporary file beside `path`, synced.
     fn temp(&self, path: &Path, data: &[u8]) -> Result<PathBuf, FleetError> {
         let dir = path.parent().unwrap_or(&self.root);
-        std::fs::create_dir_all(dir).map_err(|e| self.err(format!("create {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| self.err(format!("create {}", dir.display()), e))?;
         let nonce = format!(
             "{}.{}",
             std::process::id(),
@@ -102,7 +106,9 @@ impl LocalStore {
         );
         let tmp = dir.join(format!(
             ".{}.tmp{nonce}",
-            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
         ));
         let res = (|| {
             let mut f = std::fs::OpenOptions::new()
@@ -265,7 +271,10 @@ mod tests {
         assert_eq!(names, ["results/a.json"]);
         assert!(s.read("../x").is_err());
         // No temporary files are left behind.
-        assert_eq!(std::fs::read_dir(d.path().join("results")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(d.path().join("results")).unwrap().count(),
+            1
+        );
     }
 
     #[test]

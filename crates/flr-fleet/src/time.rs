@@ -23,8 +23,7 @@ pub fn parse(s: &str) -> Result<SystemTime, String> {
     if t.len() == 10 {
         return parse(&format!("{t}T00:00:00Z"));
     }
-    let (body, offset_secs) = if let Some(b) = t.strip_suffix('Z').or_else(|| t.strip_suffix('z'))
-    {
+    let (body, offset_secs) = if let Some(b) = t.strip_suffix('Z').or_else(|| t.strip_suffix('z')) {
         (b, 0i64)
     } else if t.len() > 6 && matches!(&t.as_bytes()[t.len() - 6], b'+' | b'-') {
         let (b, off) = t.split_at(t.len() - 6);
