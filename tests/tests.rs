@@ -11,6 +11,7 @@ mod blob_parents;
 mod cli;
 mod corpus;
 mod docs;
+mod fleet;
 mod hostile;
 mod keychain;
 mod keyvault;

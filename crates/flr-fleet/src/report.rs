@@ -335,14 +335,15 @@ impl Gathered {
         self.invalid.is_empty() && self.rows.iter().all(|r| r.outcome == Outcome::Passed)
     }
 
-    /// The summary JSON.
+    /// The summary JSON. The items are written one at a time, not built
+    /// into one document first.
     pub fn write_json(&self, opts: &ReportOptions, out: &mut dyn Write) -> std::io::Result<()> {
         let counts: BTreeMap<&str, u64> = self
             .counts()
             .into_iter()
             .map(|(o, n)| (o.as_str(), n))
             .collect();
-        let v = serde_json::json!({
+        let head = serde_json::json!({
             "flr_fleet_report": REPORT_VERSION,
             "generated": opts.generated,
             "results": self.location,
@@ -356,10 +357,16 @@ impl Gathered {
             "vms": self.vms(),
             "never_reported": self.rows.iter().filter(|r| r.outcome == Outcome::NeverReported).map(|r| &r.id).collect::<Vec<_>>(),
             "invalid_results": self.invalid,
-            "items": self.rows,
         });
-        serde_json::to_writer_pretty(&mut *out, &v)?;
-        writeln!(out)
+        let text = serde_json::to_string_pretty(&head)?;
+        // The same object, with "items" streamed in before its closing brace.
+        let body = text.trim_end().trim_end_matches('}').trim_end();
+        write!(out, "{body},\n  \"items\": [")?;
+        for (i, r) in self.rows.iter().enumerate() {
+            write!(out, "{}\n    ", if i == 0 { "" } else { "," })?;
+            serde_json::to_writer(&mut *out, r)?;
+        }
+        writeln!(out, "\n  ]\n}}")
     }
 
     /// JUnit XML: a test suite per snapshot, with a test case per volume
