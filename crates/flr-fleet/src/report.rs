@@ -111,7 +111,17 @@ impl Row {
                 }
             }
             if !parts.is_empty() {
-                reasons.push(format!("{}: {}", v.id, parts.join(", ")));
+                let first: Vec<&str> = v.examples.iter().take(3).map(String::as_str).collect();
+                reasons.push(format!(
+                    "{}: {}{}",
+                    v.id,
+                    parts.join(", "),
+                    if first.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", first.join("; "))
+                    }
+                ));
             }
             if v.state == "error" && parts.is_empty() {
                 reasons.push(format!("{}: error: {}", v.id, cut(&v.sentence)));
