@@ -259,19 +259,16 @@ fn plan_lists_snapshots_and_twelve_tasks_hold_at_most_five_exports() {
 
     // The newest per disk, through three pages and one throttled request.
     let spec = c.dir.path().join("newest.jsonl");
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["fleet", "plan", "--subscription", SUB, "-o", p(&spec)];
+        args.extend_from_slice(extra);
+        let out = c.run(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        out
+    };
     c.kv.fail_next_arm(429, Some(1), 1);
     let t = Instant::now();
-    let out = c.run(&[
-        "fleet",
-        "plan",
-        "--subscription",
-        SUB,
-        "-g",
-        "rg-prod",
-        "-o",
-        p(&spec),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = plan(&["-g", "rg-prod"]);
     assert!(
         t.elapsed() >= Duration::from_secs(1),
         "Retry-After was not honoured"
@@ -292,35 +289,15 @@ fn plan_lists_snapshots_and_twelve_tasks_hold_at_most_five_exports() {
     assert_eq!(listed, [429, 200, 200, 200], "pages and the retry");
 
     // Every prod snapshot since 02:00 (tag and window): ten of them.
-    let out = c.run(&[
-        "fleet",
-        "plan",
-        "--subscription",
-        SUB,
+    plan(&[
         "--tag",
         "env=prod",
         "--all",
         "--since",
         "2026-11-27T02:00:00Z",
-        "-o",
-        p(&spec),
     ]);
-    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(read_spec(&spec).len(), 10);
-    let out = c.run(&[
-        "fleet",
-        "plan",
-        "--subscription",
-        SUB,
-        "-g",
-        "rg-prod",
-        "--tag",
-        "env=prod",
-        "--all",
-        "-o",
-        p(&spec),
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    plan(&["-g", "rg-prod", "--tag", "env=prod", "--all"]);
     let items = read_spec(&spec);
     assert_eq!(items.len(), 12);
     let slots: Vec<u64> = items.iter().map(|i| i["slot"].as_u64().unwrap()).collect();
@@ -581,38 +558,25 @@ fn slurm_array_verifies_a_fleet_and_the_report_names_every_outcome() {
     let (ade_ok, _) = c.ade_settings("kek-ok");
     let (ade_off, kid_off) = c.ade_settings("kek-off");
     c.kv.set_key_attributes(&kid_off, Some(false), None, None);
-    let ade_ok_id = snapshot_id("rg-fleet", "sql01-data-ade");
-    c.kv.add_disk_resource(
-        &ade_ok_id,
-        snapshot_props(
-            &disk_id("rg-fleet", "sql01-data"),
-            "2026-11-27T02:00:00Z",
-            serde_json::json!({}),
-            Some(ade_ok),
-        ),
-        &ade_blob,
-    );
-    add(
-        "ade-ok",
-        &ade_ok_id,
-        serde_json::json!({"vm": "sql01", "disk": "data"}),
-    );
-    let ade_off_id = snapshot_id("rg-fleet", "sql02-data-ade");
-    c.kv.add_disk_resource(
-        &ade_off_id,
-        snapshot_props(
-            &disk_id("rg-fleet", "sql02-data"),
-            "2026-11-27T02:00:00Z",
-            serde_json::json!({}),
-            Some(ade_off),
-        ),
-        &ade_blob,
-    );
-    add(
-        "ade-kek-disabled",
-        &ade_off_id,
-        serde_json::json!({"vm": "sql02", "disk": "data"}),
-    );
+    let mut ade_ids = Vec::new();
+    for (item, vm, settings) in [
+        ("ade-ok", "sql01", ade_ok),
+        ("ade-kek-disabled", "sql02", ade_off),
+    ] {
+        let id = snapshot_id("rg-fleet", &format!("{vm}-data-ade"));
+        c.kv.add_disk_resource(
+            &id,
+            snapshot_props(
+                &disk_id("rg-fleet", &format!("{vm}-data")),
+                "2026-11-27T02:00:00Z",
+                serde_json::json!({}),
+                Some(settings),
+            ),
+            &ade_blob,
+        );
+        add(item, &id, serde_json::json!({"vm": vm, "disk": "data"}));
+        ade_ids.push(id);
+    }
     let killed_id = snapshot_id("rg-fleet", "app01-os-killed");
     c.kv.add_disk_resource(
         &killed_id,
@@ -728,7 +692,7 @@ fn slurm_array_verifies_a_fleet_and_the_report_names_every_outcome() {
         granted == 2 && revoked >= 1 && !active,
         "{granted} {revoked} {active}"
     );
-    for id in [&ade_ok_id, &ade_off_id] {
+    for id in &ade_ids {
         assert!(!c.kv.disk_access(id).2, "{id} still exported");
     }
 
@@ -1103,46 +1067,42 @@ fn deploy_files_validate() {
             .output()
             .is_ok_and(|o| o.status.success())
     };
-    if has("kubernetes_validate") {
-        let out = Command::new(&python)
-            .args([
+    let k8s = root.join("kubernetes/flr-fleet-job.yaml");
+    let batch_check = root.join("azure-batch/check.py");
+    let batch = root.join("azure-batch");
+    let checks: [(&str, &str, Vec<&str>); 2] = [
+        (
+            "kubernetes_validate",
+            "kubernetes-validate",
+            vec![
                 "-m",
                 "kubernetes_validate",
                 "--kubernetes-version",
                 "1.33",
                 "--strict",
-                p(&root.join("kubernetes/flr-fleet-job.yaml")),
-            ])
-            .output()
-            .unwrap();
+                p(&k8s),
+            ],
+        ),
+        (
+            "azure.batch",
+            "azure-batch",
+            vec![p(&batch_check), p(&batch)],
+        ),
+    ];
+    for (module, package, args) in checks {
+        if !has(module) {
+            skip(
+                &format!("deploy_files_validate ({package})"),
+                &format!("no {package} (pip install {package})"),
+            );
+            continue;
+        }
+        let out = Command::new(&python).args(&args).output().unwrap();
         assert!(
             out.status.success(),
-            "kubernetes-validate: {}{}",
+            "{package}: {}{}",
             stdout(&out),
             stderr(&out)
-        );
-    } else {
-        skip(
-            "deploy_files_validate (Kubernetes)",
-            "no kubernetes-validate (pip install kubernetes-validate)",
-        );
-    }
-    if has("azure.batch") {
-        let out = Command::new(&python)
-            .arg(root.join("azure-batch/check.py"))
-            .arg(root.join("azure-batch"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "azure-batch models: {}{}",
-            stdout(&out),
-            stderr(&out)
-        );
-    } else {
-        skip(
-            "deploy_files_validate (Azure Batch)",
-            "no azure-batch (pip install azure-batch)",
         );
     }
 }

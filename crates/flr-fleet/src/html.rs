@@ -41,6 +41,15 @@ fn badge(o: Outcome) -> String {
     format!("<span class=\"badge {o}\">{o}</span>")
 }
 
+/// A row's reasons, one per line.
+fn reasons(r: &Row) -> String {
+    r.reasons
+        .iter()
+        .map(|s| esc(s))
+        .collect::<Vec<_>>()
+        .join("<br>")
+}
+
 fn mib(b: u64) -> String {
     format!("{:.1}", b as f64 / 1048576.0)
 }
@@ -183,11 +192,7 @@ pub(crate) fn write(
                     esc(&v.vm),
                     badge(r.outcome),
                     esc(r.disk.as_deref().unwrap_or(&r.id)),
-                    r.reasons
-                        .iter()
-                        .map(|s| esc(s))
-                        .collect::<Vec<_>>()
-                        .join("<br>")
+                    reasons(r)
                 )?;
             }
         }
@@ -237,11 +242,7 @@ pub(crate) fn write(
                 ))
                 .collect::<Vec<_>>()
                 .join(", "),
-            r.reasons
-                .iter()
-                .map(|s| esc(s))
-                .collect::<Vec<_>>()
-                .join("<br>")
+            reasons(r)
         )?;
     }
     writeln!(out, "</tbody></table>")?;

@@ -153,35 +153,29 @@ impl Lease {
                     expires: crate::time::format(expires),
                 };
                 let data = serde_json::to_vec(&record).expect("a lease serialises");
+                let held = |tag: String, name: String| Lease {
+                    store: store.clone(),
+                    name,
+                    tag,
+                    slot,
+                    waited: started.elapsed(),
+                    released: false,
+                };
                 if let Some(tag) = store.create(&name, &data)? {
-                    return Ok(Some(Lease {
-                        store,
-                        name,
-                        tag,
-                        slot,
-                        waited: started.elapsed(),
-                        released: false,
-                    }));
+                    return Ok(Some(held(tag, name)));
                 }
                 // Held: by an earlier attempt of this item, or lapsed?
-                let Some(held) = store.read(&name)? else {
+                let Some(now_held) = store.read(&name)? else {
                     continue;
                 };
-                let old: Option<LeaseRecord> = serde_json::from_slice(&held.data).ok();
+                let old: Option<LeaseRecord> = serde_json::from_slice(&now_held.data).ok();
                 let lapsed = old
                     .as_ref()
                     .is_none_or(|o| o.expires_unix <= crate::time::unix(now));
                 let ours = old.as_ref().is_some_and(|o| o.item == item);
-                if (lapsed || ours) && store.delete_if(&name, &held.tag)? {
+                if (lapsed || ours) && store.delete_if(&name, &now_held.tag)? {
                     if let Some(tag) = store.create(&name, &data)? {
-                        return Ok(Some(Lease {
-                            store,
-                            name,
-                            tag,
-                            slot,
-                            waited: started.elapsed(),
-                            released: false,
-                        }));
+                        return Ok(Some(held(tag, name)));
                     }
                 }
             }

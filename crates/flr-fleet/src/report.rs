@@ -587,8 +587,9 @@ pub(crate) fn rank(o: Outcome) -> usize {
     Outcome::ALL.iter().position(|x| *x == o).unwrap_or(0)
 }
 
-/// XML text with `&<>"'` escaped and what XML 1.0 cannot hold replaced.
-pub(crate) fn xml(s: &str) -> String {
+/// XML text with `&<>"'` escaped and what XML 1.0 cannot hold replaced
+/// (`flr verify --junit` writes with it too).
+pub fn xml(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -596,7 +597,7 @@ pub(crate) fn xml(s: &str) -> String {
             '<' => o.push_str("&lt;"),
             '>' => o.push_str("&gt;"),
             '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
+            '\'' => o.push_str("&apos;"),
             '\t' | '\n' | '\r' => o.push(c),
             c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => o.push('\u{fffd}'),
             c => o.push(c),
@@ -605,8 +606,9 @@ pub(crate) fn xml(s: &str) -> String {
     o
 }
 
-/// A Prometheus label value.
-fn label(s: &str) -> String {
+/// A Prometheus label value: `\`, `"` and newlines escaped (`flr verify
+/// --prometheus` writes with it too).
+pub fn label(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
