@@ -105,7 +105,9 @@ pub(crate) fn execute(s: &mut Session, cmd: Command) -> Result<i32, OpsError> {
 fn fleet_err(e: FleetError) -> OpsError {
     match e {
         FleetError::Spec(m) => OpsError::Usage(m),
-        FleetError::Store { .. } => OpsError::Output(std::io::Error::other(e.to_string())),
+        // The results location failed past its retries (a share or a
+        // container that is away): the engine retries the task (exit 6).
+        FleetError::Store { .. } => OpsError::Retryable(e.to_string()),
         FleetError::Output(e) => OpsError::Output(e),
         e => OpsError::Usage(e.to_string()),
     }
@@ -726,9 +728,9 @@ fn run(s: &mut Session, a: &RunArgs) -> Result<i32, OpsError> {
         slot_wait_seconds: slot_wait,
         overhead_seconds: 0.0,
     };
-    // The overhead is all but the verification and the waiting; the
-    // result's own write is measured and added after it (a second write
-    // would cost as much again), so it is estimated from the first.
+    // The overhead is all but the verification and the waiting, up to the
+    // result's own write (a document cannot hold the time of its writing;
+    // it is printed below, and scripts/bench-fleet times whole processes).
     let w = Instant::now();
     let before = (t0.elapsed().as_secs_f64() - verify_seconds - slot_wait).max(0.0);
     result.coordination.overhead_seconds = before;
