@@ -416,6 +416,34 @@ fn plan_lists_snapshots_and_twelve_tasks_hold_at_most_five_exports() {
         "a finished item was granted again"
     );
 
+    // A throttled grant past the retries is retryable (exit 6), not final:
+    // the next run of the item does it.
+    c.kv.fail_next_arm(429, Some(0), 4);
+    let t = c.run(&[
+        "fleet",
+        "run",
+        p(&spec),
+        "--index",
+        "4",
+        "--results",
+        &results,
+        "--force",
+    ]);
+    assert_eq!(t.status.code(), Some(6), "{}", stderr(&t));
+    assert!(stderr(&t).contains("429"), "{}", stderr(&t));
+    let again = c.run(&[
+        "fleet",
+        "run",
+        p(&spec),
+        "--index",
+        "4",
+        "--results",
+        &results,
+    ]);
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert!(!stderr(&again).contains("finished already"));
+    assert_eq!(c.kv.disk_access(&snaps[4]), (2, 2, false));
+
     // The control: the same twelve without their family (a spec written
     // by hand that forgot it) meet Azure's limit, which the server enforces.
     let bare = c.dir.path().join("bare.jsonl");
