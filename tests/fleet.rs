@@ -419,7 +419,7 @@ fn plan_lists_snapshots_and_twelve_tasks_hold_at_most_five_exports() {
     // A throttled grant past the retries is retryable (exit 6), not final:
     // the next run of the item does it.
     c.kv.fail_next_arm(429, Some(0), 4);
-    let t = c.run(&[
+    let item4 = [
         "fleet",
         "run",
         p(&spec),
@@ -427,19 +427,11 @@ fn plan_lists_snapshots_and_twelve_tasks_hold_at_most_five_exports() {
         "4",
         "--results",
         &results,
-        "--force",
-    ]);
+    ];
+    let t = c.run(&[&item4[..], &["--force"]].concat());
     assert_eq!(t.status.code(), Some(6), "{}", stderr(&t));
     assert!(stderr(&t).contains("429"), "{}", stderr(&t));
-    let again = c.run(&[
-        "fleet",
-        "run",
-        p(&spec),
-        "--index",
-        "4",
-        "--results",
-        &results,
-    ]);
+    let again = c.run(&item4);
     assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
     assert!(!stderr(&again).contains("finished already"));
     assert_eq!(c.kv.disk_access(&snaps[4]), (2, 2, false));
