@@ -20,7 +20,8 @@ Exit codes:
   4  not readable: encrypted or unsupported volume, or a file whose data flr cannot return correctly;
      for probe --dry-run: a volume is blocked (the report says why and what to do)
   5  output could not be written
-  6  the key chain could not find out (Key Vault unreachable or failing)
+  6  the key chain could not find out (Key Vault unreachable or failing), or Resource Manager
+     throttled or failed past the retries, or no export slot came free: retry later
   7  verify: the image differs from its manifest (missing, changed or extra files)
 
 verify: 0 only when everything checked is good; 7 data mismatch, 3 unreadable files or
@@ -201,12 +202,120 @@ enum Cmd {
         #[arg(long, value_name = "FILE")]
         prometheus: Option<PathBuf>,
     },
+    /// Fleet verification on a batch engine (Slurm array, Kubernetes Indexed Job, Azure
+    /// Batch): plan a spec, verify one item per task, gather the results. See
+    /// docs/fleet-spec.md and deploy/.
+    Fleet {
+        #[command(subcommand)]
+        cmd: FleetCmd,
+    },
     /// Write one file to stdout; `ID:` with an empty path streams the whole volume.
     Cat {
         /// Disk image: a local path, a blob URL with a SAS, or a connection string.
         image: String,
         /// ID:/file, or ID: for the raw volume.
         path: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum FleetCmd {
+    /// Write a spec (JSON Lines, one item per snapshot) from Resource Manager (snapshots by
+    /// subscription, resource group, tag and time; the newest per disk unless --all) or from
+    /// the images in a folder.
+    Plan {
+        /// List the snapshots of this subscription (through [azure] in the config).
+        #[arg(
+            long,
+            value_name = "SUB",
+            conflicts_with = "folder",
+            required_unless_present = "folder"
+        )]
+        subscription: Option<String>,
+        /// Only this resource group.
+        #[arg(
+            long = "resource-group",
+            short = 'g',
+            value_name = "RG",
+            requires = "subscription"
+        )]
+        resource_group: Option<String>,
+        /// Only snapshots with this tag (K=V, or K for any value); repeatable, all must match.
+        #[arg(long = "tag", value_name = "K=V")]
+        tags: Vec<String>,
+        /// Only snapshots taken at or after T (2026-11-27T00:00:00Z, or a date).
+        #[arg(long, value_name = "T")]
+        since: Option<String>,
+        /// Only snapshots taken before T.
+        #[arg(long, value_name = "T")]
+        until: Option<String>,
+        /// Every snapshot in the window, not only the newest per disk.
+        #[arg(long)]
+        all: bool,
+        /// The tag that names a snapshot's VM (default vm).
+        #[arg(long = "vm-tag", value_name = "TAG")]
+        vm_tag: Option<String>,
+        /// Image files in this folder instead (vhd, vhdx, img, raw; NAME.manifest.json beside
+        /// one is its baseline).
+        #[arg(long, value_name = "DIR")]
+        folder: Option<PathBuf>,
+        /// Baseline manifests: DIR/ID.json for item ID.
+        #[arg(long, value_name = "DIR")]
+        manifests: Option<PathBuf>,
+        /// Read N files per volume (seeded sample) instead of every file.
+        #[arg(long, value_name = "N")]
+        sample: Option<usize>,
+        /// Byte budget per item (e.g. 50G).
+        #[arg(long = "max-bytes", value_name = "B")]
+        max_bytes: Option<String>,
+        /// Time budget per item (e.g. 30m).
+        #[arg(long = "max-time", value_name = "T")]
+        max_time: Option<String>,
+        /// Write the spec to FILE (default stdout).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Verify item N of SPEC and write its result (results/ID.json) to the results
+    /// location; N from --index, else JOB_COMPLETION_INDEX, SLURM_ARRAY_TASK_ID or the
+    /// trailing digits of AZ_BATCH_TASK_ID. A finished item is not run again without
+    /// --force. Exit codes as verify's: 6 retryable, 3, 4, 7 final.
+    Run {
+        /// The spec (from `flr fleet plan`, or written by hand).
+        spec: PathBuf,
+        /// The item (0-based).
+        #[arg(long, value_name = "N")]
+        index: Option<u64>,
+        /// Where results (and export-slot leases) go: a folder (local or shared), or a blob
+        /// container URL with a SAS (racwdl) or without (Entra ID, [azure] credential).
+        #[arg(long, value_name = "LOCATION")]
+        results: String,
+        /// Run again even if the item has a final result.
+        #[arg(long)]
+        force: bool,
+        /// Longest wait for a free export slot of the snapshot's family (default 6h), then exit 6.
+        #[arg(long = "slot-wait", value_name = "T")]
+        slot_wait: Option<String>,
+    },
+    /// Gather the results into DIR: summary.json, junit.xml (a suite per snapshot),
+    /// metrics.prom and report.html (self-contained). Exit 0 when every item passed, 1 when
+    /// not (or some never reported).
+    Report {
+        /// The results location given to `fleet run`.
+        results: String,
+        /// The spec, to name the items that never reported.
+        #[arg(long, value_name = "FILE")]
+        spec: Option<PathBuf>,
+        /// Folder for the four files (created).
+        #[arg(
+            short = 'o',
+            long = "output",
+            value_name = "DIR",
+            default_value = "fleet-report"
+        )]
+        output: PathBuf,
+        /// The HTML page's title.
+        #[arg(long)]
+        title: Option<String>,
     },
 }
 
@@ -268,6 +377,7 @@ impl Cli {
                 json,
             },
             Cmd::Cat { image, path } => Command::Cat { image, path },
+            Cmd::Fleet { cmd } => fleet_command(cmd),
             Cmd::Mount {
                 image,
                 mountpoint,
@@ -308,6 +418,69 @@ impl Cli {
             },
         };
         Invocation { globals, command }
+    }
+}
+
+fn fleet_command(cmd: FleetCmd) -> Command {
+    use flr_ops::fleet::{PlanArgs, PlanSource, ReportArgs, RunArgs};
+    match cmd {
+        FleetCmd::Plan {
+            subscription,
+            resource_group,
+            tags,
+            since,
+            until,
+            all,
+            vm_tag,
+            folder,
+            manifests,
+            sample,
+            max_bytes,
+            max_time,
+            output,
+        } => Command::FleetPlan(PlanArgs {
+            source: match (folder, subscription) {
+                (Some(dir), _) => PlanSource::Folder(dir),
+                (None, sub) => PlanSource::Arm {
+                    subscription: sub.unwrap_or_default(),
+                    resource_group,
+                },
+            },
+            output,
+            tags,
+            since,
+            until,
+            all,
+            vm_tag,
+            manifests,
+            sample,
+            max_bytes,
+            max_time,
+        }),
+        FleetCmd::Run {
+            spec,
+            index,
+            results,
+            force,
+            slot_wait,
+        } => Command::FleetRun(RunArgs {
+            spec,
+            index,
+            results,
+            force,
+            slot_wait,
+        }),
+        FleetCmd::Report {
+            results,
+            spec,
+            output,
+            title,
+        } => Command::FleetReport(ReportArgs {
+            results,
+            spec,
+            output,
+            title,
+        }),
     }
 }
 

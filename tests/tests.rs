@@ -12,6 +12,7 @@ mod cli;
 mod consistency;
 mod corpus;
 mod docs;
+mod fleet;
 mod hostile;
 mod keychain;
 mod keyvault;

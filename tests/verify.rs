@@ -175,8 +175,32 @@ fn clean_demo_image_verifies_against_its_manifest() {
     assert!(stdout(&out).contains(": OK (full mode"), "{}", stdout(&out));
 }
 
+/// The byte offset of the first data block of `path` in the ext4 image
+/// `img`, as debugfs (not flr) finds it.
+pub(crate) fn ext4_data_offset(img: &Path, path: &str) -> u64 {
+    let blocks = std::process::Command::new("debugfs")
+        .args(["-R", &format!("blocks {path}"), p(img)])
+        .output()
+        .unwrap();
+    let first: u64 = stdout(&blocks)
+        .split_whitespace()
+        .nth(3)
+        .and_then(|b| b.parse().ok())
+        .unwrap_or_else(|| panic!("debugfs: {}", stdout(&blocks)));
+    let stats = std::process::Command::new("debugfs")
+        .args(["-R", "stats", p(img)])
+        .output()
+        .unwrap();
+    let bs: u64 = stdout(&stats)
+        .lines()
+        .find_map(|l| l.strip_prefix("Block size:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    first * bs
+}
+
 /// Copies `src` to a temporary file and flips 16 bytes at `offset`.
-fn corrupted_copy(src: &Path, offset: u64) -> tempfile::NamedTempFile {
+pub(crate) fn corrupted_copy(src: &Path, offset: u64) -> tempfile::NamedTempFile {
     use std::io::{Read, Seek, SeekFrom, Write};
     let t = tempfile::NamedTempFile::new().unwrap();
     std::fs::copy(src, t.path()).unwrap();
@@ -240,25 +264,7 @@ fn corrupted_ext4_block_is_a_changed_file() {
         return;
     }
     let img = fixture("ext4/ext4.img.zst");
-    let blocks = std::process::Command::new("debugfs")
-        .args(["-R", "blocks /medium.txt", p(&img)])
-        .output()
-        .unwrap();
-    let first: u64 = stdout(&blocks)
-        .split_whitespace()
-        .nth(3)
-        .and_then(|b| b.parse().ok())
-        .unwrap_or_else(|| panic!("debugfs: {}", stdout(&blocks)));
-    let stats = std::process::Command::new("debugfs")
-        .args(["-R", "stats", p(&img)])
-        .output()
-        .unwrap();
-    let bs: u64 = stdout(&stats)
-        .lines()
-        .find_map(|l| l.strip_prefix("Block size:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap();
-    let bad = corrupted_copy(&img, first * bs + 100);
+    let bad = corrupted_copy(&img, ext4_data_offset(&img, "/medium.txt") + 100);
     check_corruption_found(&img, bad.path(), "/medium.txt");
 }
 

@@ -7,7 +7,9 @@
 //! - `POST {id}/beginGetAccess` with `{"access":"Read","durationInSeconds":N}`:
 //!   a long-running operation whose result holds `accessSAS`, a read SAS for
 //!   the disk's VHD blob (host `md-….blob.storage.azure.net`);
-//! - `POST {id}/endGetAccess`: revokes that SAS.
+//! - `POST {id}/endGetAccess`: revokes that SAS;
+//! - `GET /subscriptions/{sub}[/resourceGroups/{rg}]/providers/Microsoft.Compute/snapshots`:
+//!   the snapshots to plan a fleet run over, page by page (`nextLink`).
 //!
 //! [`DiskAccess`] ties the two together: it is granted once, and revoked
 //! once, whether the run ends normally, with an error or by a signal
@@ -41,6 +43,8 @@ const ATTEMPTS: u32 = 4;
 const LRO_TIMEOUT: Duration = Duration::from_secs(300);
 /// The longest wait between two polls or retries.
 const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Pages of a list followed at most.
+const MAX_PAGES: usize = 10_000;
 
 /// Whether an image argument is an Azure resource id
 /// (`/subscriptions/…`), as opposed to a path or a URL.
@@ -190,6 +194,18 @@ impl std::fmt::Display for ArmError {
 
 impl std::error::Error for ArmError {}
 
+impl ArmError {
+    /// Whether trying again later may succeed: Resource Manager throttled
+    /// (429) or failed (408, 5xx) past the retries, or could not be reached.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ArmError::Transport(_) => true,
+            ArmError::Service { status, .. } => matches!(status, 408 | 429 | 500..=599),
+            _ => false,
+        }
+    }
+}
+
 fn remedy(code: &str) -> Option<&'static str> {
     Some(match code {
         "AuthorizationFailed" => {
@@ -306,6 +322,63 @@ impl ArmClient {
     pub fn get(&self, id: &ResourceId) -> Result<Value, ArmError> {
         let res = self.send(Method::GET, &self.url(id.path()), None)?;
         json_or_error(res)
+    }
+
+    /// `GET …/providers/Microsoft.Compute/snapshots`: every snapshot of the
+    /// subscription, or of one resource group, following `nextLink` page
+    /// by page (each page retried on 429 with its `Retry-After`, like every
+    /// call). `each` gets the snapshots one at a time, as ARM lists them.
+    pub fn list_snapshots(
+        &self,
+        subscription: &str,
+        resource_group: Option<&str>,
+        each: &mut dyn FnMut(Value),
+    ) -> Result<usize, ArmError> {
+        let ok = |v: &str| {
+            !v.is_empty()
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.()".contains(c))
+        };
+        if !ok(subscription) || resource_group.is_some_and(|g| !ok(g)) {
+            return Err(ArmError::Protocol(format!(
+                "not a subscription id and resource group: {subscription:?} {resource_group:?}"
+            )));
+        }
+        let path = match resource_group {
+            Some(g) => format!(
+                "/subscriptions/{subscription}/resourceGroups/{g}/providers/Microsoft.Compute/snapshots"
+            ),
+            None => format!("/subscriptions/{subscription}/providers/Microsoft.Compute/snapshots"),
+        };
+        let mut url = self.url(&path);
+        let mut count = 0usize;
+        for _page in 0..MAX_PAGES {
+            let page = json_or_error(self.send(Method::GET, &url, None)?)?;
+            let Some(items) = page["value"].as_array() else {
+                return Err(ArmError::Protocol(format!(
+                    "the snapshot list of {path} has no value array"
+                )));
+            };
+            for v in items {
+                count += 1;
+                each(v.clone());
+            }
+            match page["nextLink"].as_str().filter(|l| !l.is_empty()) {
+                // Links stay on the Resource Manager endpoint: a token is
+                // never sent anywhere else.
+                Some(next) if next.starts_with(&self.endpoint) => url = next.to_string(),
+                Some(next) => {
+                    return Err(ArmError::Protocol(format!(
+                        "nextLink leaves the Resource Manager endpoint: {}",
+                        next.split('?').next().unwrap_or("")
+                    )))
+                }
+                None => return Ok(count),
+            }
+        }
+        Err(ArmError::Protocol(format!(
+            "the snapshot list of {path} has more than {MAX_PAGES} pages"
+        )))
     }
 
     /// `beginGetAccess` for `seconds`: the read SAS URL of the disk's blob.

@@ -142,6 +142,11 @@ impl Http {
         self.loc.shown()
     }
 
+    /// The ETag pinned at open.
+    pub(crate) fn etag(&self) -> Option<&str> {
+        self.etag.get().map(String::as_str)
+    }
+
     /// Reads the blob's size, ETag and type, and pins the ETag for every
     /// later request.
     pub(crate) async fn properties(&self) -> Result<Properties, BlobError> {

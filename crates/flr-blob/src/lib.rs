@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod container;
 mod http;
 mod location;
 mod pages;
@@ -446,6 +447,12 @@ impl BlobSource {
             concurrency: i.opts.concurrency,
             seconds: self.opened.elapsed().as_secs_f64(),
         }
+    }
+
+    /// The blob's ETag, pinned when it was opened (every read carried it
+    /// in `If-Match`).
+    pub fn etag(&self) -> Option<String> {
+        self.inner.http.etag().map(str::to_string)
     }
 
     /// Whether the blob has a page-range map (a page blob that listed its

@@ -462,19 +462,76 @@ impl TestVault {
     /// prints them, e.g. `encryptionSettingsCollection`), and
     /// `beginGetAccess` hands out `sas_url` as its `accessSAS`. `id` is the
     /// full resource id, `/subscriptions/…/providers/Microsoft.Compute/snapshots/NAME`.
+    ///
+    /// A snapshot with `"incremental": true` belongs to the family of its
+    /// `creationData.sourceResourceId` (see [`family_peak`](Self::family_peak));
+    /// `tags` in `properties` are served as the resource's tags.
     pub fn add_disk_resource(&self, id: &str, properties: serde_json::Value, sas_url: &str) {
         self.lock().arm.disks.insert(
             id.trim_end_matches('/').to_ascii_lowercase(),
             arm::Disk {
                 id: id.trim_end_matches('/').to_string(),
+                family: arm::family_of(&properties),
                 properties,
                 sas: sas_url.to_string(),
                 active: false,
                 granted: 0,
                 revoked: 0,
                 refuse: None,
+                next_grant_delay: None,
+                revoke_delay: std::time::Duration::ZERO,
             },
         );
+    }
+
+    /// Makes the next `beginGetAccess` on `id` take `delay` (its operation
+    /// answers `InProgress` until then; the export counts as active from
+    /// the request on).
+    pub fn delay_next_grant(&self, id: &str, delay: std::time::Duration) {
+        let mut st = self.lock();
+        let d = st
+            .arm
+            .disks
+            .get_mut(&id.to_ascii_lowercase())
+            .expect("delay_next_grant: no such disk resource");
+        d.next_grant_delay = Some(delay);
+    }
+
+    /// Makes every `endGetAccess` on `id` take `delay`: the export stays
+    /// active until its revoke operation has finished.
+    pub fn delay_revokes(&self, id: &str, delay: std::time::Duration) {
+        let mut st = self.lock();
+        let d = st
+            .arm
+            .disks
+            .get_mut(&id.to_ascii_lowercase())
+            .expect("delay_revokes: no such disk resource");
+        d.revoke_delay = delay;
+    }
+
+    /// The most exports of the incremental family of `source_disk_id` that
+    /// were active at once so far.
+    pub fn family_peak(&self, source_disk_id: &str) -> usize {
+        self.lock()
+            .arm
+            .family_peak
+            .get(&source_disk_id.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Grants refused because five exports of their family were active.
+    pub fn grants_over_limit(&self) -> usize {
+        self.lock().arm.over_limit
+    }
+
+    /// Answers the next `count` Resource Manager requests with `status`
+    /// (and `Retry-After` when given) instead of serving them.
+    pub fn fail_next_arm(&self, status: u16, retry_after_secs: Option<u64>, count: usize) {
+        let mut st = self.lock();
+        for _ in 0..count {
+            st.arm.failures.push_back((status, retry_after_secs));
+        }
     }
 
     /// Makes `beginGetAccess` on `id` answer an ARM error instead, e.g.

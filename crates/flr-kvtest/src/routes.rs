@@ -121,6 +121,7 @@ fn route(shared: &Shared, req: &Request) -> (Reply, bool, Option<String>) {
             shared,
             &req.method,
             &req.path,
+            &req.query,
             &base,
             req.authorization.as_deref(),
             &req.body,

@@ -70,6 +70,8 @@ pub fn begin_access(
 fn arm_error(id: &ResourceId, what: &str, e: flr_arm::ArmError) -> OpsError {
     let msg = format!("{} {}: cannot {what} it: {e}", id.kind.name(), id.path());
     match e {
+        // Throttled past the retries, failing or unreachable: try later.
+        e if e.is_retryable() => OpsError::Retryable(msg),
         flr_arm::ArmError::Service {
             status: 400..=499, ..
         } => OpsError::Usage(msg),

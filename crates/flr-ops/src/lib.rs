@@ -12,6 +12,7 @@
 pub mod access;
 pub mod daemon;
 mod extract;
+pub mod fleet;
 mod get;
 mod keychain;
 mod keys;
@@ -87,7 +88,8 @@ pub mod exit {
     pub const NOT_READABLE: i32 = 4;
     /// Writing the output failed.
     pub const OUTPUT: i32 = 5;
-    /// The key chain could not find out (vault unreachable, server error).
+    /// The key chain could not find out (vault unreachable, server error),
+    /// or Resource Manager throttled the grant: retry later.
     pub const KEY_CHAIN: i32 = 6;
     /// `verify`: the image differs from its manifest (missing, changed or
     /// extra files).
@@ -116,6 +118,10 @@ pub enum OpsError {
     /// The source could not be reached or opened (Resource Manager, network).
     #[error("{0}")]
     Source(String),
+    /// Resource Manager throttled or failed past the retries, or no export
+    /// slot came free: worth trying again later (exit 6).
+    #[error("{0}")]
+    Retryable(String),
     /// Writing output failed.
     #[error("output: {0}")]
     Output(#[from] std::io::Error),
@@ -138,6 +144,7 @@ impl OpsError {
             | OpsError::Usage(_) => exit::USAGE,
             OpsError::Engine(e) if e.is_unsupported() => exit::NOT_READABLE,
             OpsError::Engine(_) | OpsError::Source(_) => exit::BAD_IMAGE,
+            OpsError::Retryable(_) => exit::KEY_CHAIN,
             OpsError::Fs { source, .. } => fs_exit_code(source),
             OpsError::Output(_) => exit::OUTPUT,
             OpsError::Partial { .. } => exit::PARTIAL,

@@ -148,6 +148,12 @@ pub enum Command {
         /// `--prometheus FILE`.
         prometheus: Option<PathBuf>,
     },
+    /// `fleet plan`: write a spec.
+    FleetPlan(crate::fleet::PlanArgs),
+    /// `fleet run SPEC`: verify one item.
+    FleetRun(crate::fleet::RunArgs),
+    /// `fleet report RESULTS`: gather the results.
+    FleetReport(crate::fleet::ReportArgs),
 }
 
 impl Command {
@@ -161,7 +167,15 @@ impl Command {
             | Command::Mount { image, .. }
             | Command::Manifest { image, .. }
             | Command::Verify { image, .. } => image,
+            Command::FleetPlan(_) | Command::FleetRun(_) | Command::FleetReport(_) => "",
         }
+    }
+
+    fn is_fleet(&self) -> bool {
+        matches!(
+            self,
+            Command::FleetPlan(_) | Command::FleetRun(_) | Command::FleetReport(_)
+        )
     }
 
     /// Whether the command's own `--json` asks for machine-readable output
@@ -188,9 +202,11 @@ pub struct Invocation {
 /// What a signal must undo before the process ends: unfinished output
 /// files, and a read grant to revoke.
 #[derive(Default)]
-struct Cleanup {
+pub(crate) struct Cleanup {
     partials: Arc<Partials>,
     access: Mutex<Option<Arc<DiskAccess>>>,
+    /// A fleet task's export slot, given back after the grant.
+    pub(crate) lease: Mutex<Option<flr_fleet::Lease>>,
 }
 
 impl Cleanup {
@@ -206,6 +222,10 @@ impl Cleanup {
         {
             access::end_access(a, &mut err);
         }
+        // Only once the export is revoked may another task take the slot.
+        if let Some(l) = self.lease.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = l.release();
+        }
         std::process::exit(130);
     }
 }
@@ -213,14 +233,14 @@ impl Cleanup {
 /// The state of one run: configuration, environment, keys, the image's
 /// source and grant, and what reading it cost.
 pub struct Session {
-    globals: Globals,
-    env: Arc<Environment>,
+    pub(crate) globals: Globals,
+    pub(crate) env: Arc<Environment>,
     /// Loaded on first use (a local image with no key chain never reads it).
     config: Option<Config>,
     keys: KeyRing,
-    cleanup: Arc<Cleanup>,
-    access: Option<Arc<DiskAccess>>,
-    blob: Option<Arc<BlobSource>>,
+    pub(crate) cleanup: Arc<Cleanup>,
+    pub(crate) access: Option<Arc<DiskAccess>>,
+    pub(crate) blob: Option<Arc<BlobSource>>,
     blob_parents: Option<BlobParentResolver>,
     streams: Streams,
     started: Instant,
@@ -316,7 +336,7 @@ impl Session {
     }
 
     /// The configuration, loaded once, with the captured environment.
-    fn config(&mut self) -> Result<&Config, OpsError> {
+    pub(crate) fn config(&mut self) -> Result<&Config, OpsError> {
         if self.config.is_none() {
             let mut cfg = Config::load(self.config_path().as_deref()).map_err(OpsError::Usage)?;
             cfg.azure.env = self.env.clone();
@@ -341,20 +361,50 @@ impl Session {
     /// Reads keys, loads the configuration, opens access and runs the key
     /// chain, then the command.
     fn execute(&mut self, cmd: Command) -> Result<i32, OpsError> {
+        if cmd.is_fleet() {
+            return crate::fleet::execute(self, cmd);
+        }
+        self.read_keys()?;
+        let image = cmd.image().to_string();
+        let mount = matches!(cmd, Command::Mount { .. });
+        if !mount {
+            // Ctrl-C removes unfinished output files and revokes a grant
+            // (`mount` unmounts on a signal, then returns normally).
+            self.handle_signals();
+        }
+        let chain = self.prepare(&image, mount)?;
+        if !matches!(cmd, Command::Probe { .. }) {
+            report_chain(chain.as_ref())?;
+        }
+        self.dispatch(cmd, chain.as_ref())
+    }
+
+    /// `--key` and `--luks-header`.
+    pub(crate) fn read_keys(&mut self) -> Result<(), OpsError> {
         for k in &self.globals.keys {
             crate::add_key_arg(&mut self.keys, k).map_err(OpsError::Usage)?;
         }
         for h in &self.globals.luks_headers {
             crate::add_luks_header_arg(&mut self.keys, h).map_err(OpsError::Usage)?;
         }
-        let image = cmd.image().to_string();
-        let mount = matches!(cmd, Command::Mount { .. });
-        if !mount {
-            // Ctrl-C removes unfinished output files and revokes a grant
-            // (`mount` unmounts on a signal, then returns normally).
-            let c = self.cleanup.clone();
-            let _ = ctrlc::set_handler(move || c.interrupted());
-        }
+        Ok(())
+    }
+
+    /// SIGINT/SIGTERM/SIGHUP: remove unfinished output, revoke the grant,
+    /// give back a fleet slot, exit 130.
+    pub(crate) fn handle_signals(&self) {
+        let c = self.cleanup.clone();
+        let _ = ctrlc::set_handler(move || c.interrupted());
+    }
+
+    /// Requests access for a resource id (recorded for the signal
+    /// handler), sets up the read streams, and runs the key chain.
+    pub(crate) fn prepare(
+        &mut self,
+        image: &str,
+        mount: bool,
+    ) -> Result<Option<ChainSummary>, OpsError> {
+        let image = image.to_string();
         let resource = if flr_arm::is_resource_id(&image) {
             let keep = self.globals.keep_access;
             let (grant, facts) =
@@ -407,10 +457,40 @@ impl Session {
         } else {
             None
         };
-        if !matches!(cmd, Command::Probe { .. }) {
-            report_chain(chain.as_ref())?;
+        Ok(chain)
+    }
+
+    /// Opens `image` and verifies it (what `flr verify` does before it
+    /// writes its reports).
+    pub(crate) fn verify_report(
+        &mut self,
+        image: &str,
+        opts: &crate::VerifyOptions,
+        chain: Option<&ChainSummary>,
+    ) -> Result<crate::VerifyReport, OpsError> {
+        let img = self.open(image, Scan::Full)?;
+        crate::verify(&img, chain, opts)
+    }
+
+    /// Bytes fetched and requests made for the image (blobs and Resource
+    /// Manager).
+    pub(crate) fn costs(&self) -> (u64, u64) {
+        let mut bytes = 0;
+        let mut requests = 0;
+        if let Some(b) = &self.blob {
+            let mut all = vec![b.stats()];
+            if let Some(p) = &self.blob_parents {
+                all.extend(p.opened().iter().map(|p| p.stats()));
+            }
+            if let Some(s) = flr_blob::Stats::combined(&all) {
+                bytes = s.bytes_fetched;
+                requests = s.requests;
+            }
         }
-        self.dispatch(cmd, chain.as_ref())
+        if let Some(a) = &self.access {
+            requests += a.client().requests() as u64;
+        }
+        (bytes, requests)
     }
 
     fn dispatch(&mut self, cmd: Command, chain: Option<&ChainSummary>) -> Result<i32, OpsError> {
@@ -534,6 +614,9 @@ impl Session {
                 crate::manifest(&img, &crate::ManifestOptions { volumes }, &mut ctx)?;
                 exit::OK
             }
+            Command::FleetPlan(_) | Command::FleetRun(_) | Command::FleetReport(_) => {
+                unreachable!("fleet commands are run by crate::fleet")
+            }
             Command::Verify {
                 image,
                 manifest,
@@ -575,8 +658,7 @@ impl Session {
                     volumes,
                     progress: json.is_none(),
                 };
-                let img = self.open(&image, Scan::Full)?;
-                let report = crate::verify(&img, chain, &opts)?;
+                let report = self.verify_report(&image, &opts, chain)?;
                 if json.as_deref() == Some(Path::new("-")) {
                     crate::write_json(&report, &mut out)?;
                 } else {
@@ -675,7 +757,7 @@ impl Session {
     }
 
     /// Revokes the read grant, if one was made (and not kept).
-    fn end_access(&self, err: &mut dyn Write) {
+    pub(crate) fn end_access(&self, err: &mut dyn Write) {
         if let Some(a) = &self.access {
             access::end_access(a, err);
         }

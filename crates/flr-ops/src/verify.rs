@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use flr_engine::{Image, Verdict};
+use flr_fleet::report::{label, xml};
 use flr_fs::{FileKind, FsError};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -813,25 +814,6 @@ pub fn write_summary(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::io:
     Ok(())
 }
 
-/// XML text with `&<>"'` escaped and characters XML 1.0 cannot hold
-/// replaced.
-fn xml(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&apos;"),
-            '\t' | '\n' | '\r' => o.push(c),
-            c if (c as u32) < 0x20 || c == '\u{fffe}' || c == '\u{ffff}' => o.push('\u{fffd}'),
-            c => o.push(c),
-        }
-    }
-    o
-}
-
 /// Writes JUnit XML: one test case per volume and one per failed file.
 pub fn write_junit(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::io::Result<()> {
     struct Case {
@@ -957,13 +939,6 @@ pub fn write_junit(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::io::R
     }
     writeln!(out, "  </testsuite>\n</testsuites>")?;
     Ok(())
-}
-
-/// A Prometheus label value: `\`, `"` and newlines escaped.
-fn label(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 /// Writes Prometheus text-format metrics (`flr_verify_*`) for
