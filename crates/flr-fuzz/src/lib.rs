@@ -216,6 +216,14 @@ static TARGETS: &[Target] = &[
         seed_limit: ALL,
     },
     Target {
+        name: "btrfs",
+        about: "Btrfs: superblock, chunk tree, tree blocks, subvolumes, extents, codecs (flr-btrfs)",
+        input: Input::Image,
+        run: targets::btrfs,
+        seeds: Seeds::Fixtures(&["btrfs/log.img.zst", "btrfs/raid5-1.img.zst"]),
+        seed_limit: ALL,
+    },
+    Target {
         name: "stack",
         about: "bytes → container → partition table → volumes → every file (flr-engine)",
         input: Input::Image,
