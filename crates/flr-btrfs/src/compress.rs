@@ -16,10 +16,6 @@
 //!
 //! Output shorter than `ram_bytes` is zero-filled, as the kernel does.
 
-use std::io::Read;
-
-use ruzstd::decoding::{BlockDecodingStrategy, FrameDecoder};
-
 use crate::bytes::le32;
 
 pub(crate) const ZLIB: u8 = 1;
@@ -34,7 +30,7 @@ const MAX_ZSTD_WINDOW: u64 = 1 << 20;
 /// Reusable decoder state, one per open file.
 #[derive(Default)]
 pub(crate) struct Decoders {
-    zstd: Option<FrameDecoder>,
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
 }
 
 pub(crate) fn name(c: u8) -> &'static str {
@@ -70,29 +66,23 @@ impl Decoders {
         if window > MAX_ZSTD_WINDOW {
             return Err(format!("zstd frame asks for a {window}-byte window"));
         }
-        let dec = self.zstd.get_or_insert_with(FrameDecoder::new);
-        let mut input = src;
-        dec.init(&mut input).map_err(|e| format!("zstd: {e}"))?;
-        let mut written = 0usize;
-        loop {
-            dec.decode_blocks(&mut input, BlockDecodingStrategy::UptoBytes(256 << 10))
-                .map_err(|e| format!("zstd: {e}"))?;
-            let n = dec
-                .read(&mut out[written..])
-                .map_err(|e| format!("zstd: {e}"))?;
-            written += n;
-            if dec.is_finished() && dec.can_collect() == 0 {
-                return Ok(written);
+        // The extent is one frame, then zeros up to the sector.
+        let frame = zstd::zstd_safe::find_frame_compressed_size(src)
+            .map_err(|c| format!("zstd: {}", zstd::zstd_safe::get_error_name(c)))?;
+        let frame = src
+            .get(..frame)
+            .ok_or("zstd frame longer than the extent")?;
+        let dec = match &mut self.zstd {
+            Some(d) => d,
+            None => {
+                let mut d = zstd::bulk::Decompressor::new().map_err(|e| format!("zstd: {e}"))?;
+                d.set_parameter(zstd::zstd_safe::DParameter::WindowLogMax(20))
+                    .map_err(|e| format!("zstd: {e}"))?;
+                self.zstd.insert(d)
             }
-            if written == out.len() {
-                // More output than the extent holds: keep the extent's part,
-                // as the kernel does.
-                return Ok(written);
-            }
-            if n == 0 && input.is_empty() {
-                return Err("zstd frame is truncated".into());
-            }
-        }
+        };
+        dec.decompress_to_buffer(frame, out)
+            .map_err(|e| format!("zstd: {e}"))
     }
 }
 
