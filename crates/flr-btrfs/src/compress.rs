@@ -11,8 +11,9 @@
 //!   segment header never straddles a sector boundary (the writer pads to
 //!   the next sector when fewer than 4 bytes are left in it).
 //! * zstd: one zstd frame (RFC 8878), followed by zero padding up to the
-//!   sector; the window a frame may ask for is capped (the kernel writes
-//!   128 KiB windows).
+//!   sector; the window a frame may ask for is capped at 1 MiB (the kernel
+//!   writes 128 KiB windows), so a hostile header cannot make the decoder
+//!   allocate what it claims.
 //!
 //! Output shorter than `ram_bytes` is zero-filled, as the kernel does.
 

@@ -407,3 +407,188 @@ impl Iterator for Range<'_> {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chunk::{Chunk, Profile, Stripe};
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    const NS: usize = 4096;
+    const FSID: [u8; 16] = [7; 16];
+
+    fn header(logical: u64, level: u8, n: usize) -> Vec<u8> {
+        let mut b = vec![0u8; NS];
+        b[0x20..0x30].copy_from_slice(&FSID);
+        b[0x30..0x38].copy_from_slice(&logical.to_le_bytes());
+        b[0x50..0x58].copy_from_slice(&9u64.to_le_bytes());
+        b[0x60..0x64].copy_from_slice(&(n as u32).to_le_bytes());
+        b[0x64] = level;
+        b
+    }
+
+    fn key_bytes(k: Key) -> Vec<u8> {
+        let mut v = k.objectid.to_le_bytes().to_vec();
+        v.push(k.ty);
+        v.extend_from_slice(&k.offset.to_le_bytes());
+        v
+    }
+
+    fn seal(mut b: Vec<u8>) -> Vec<u8> {
+        let c = CsumType::Crc32c.compute(&b[32..]);
+        b[..32].copy_from_slice(&c);
+        b
+    }
+
+    fn leaf(logical: u64, items: &[(Key, &[u8])]) -> Vec<u8> {
+        let mut b = header(logical, 0, items.len());
+        let mut end = NS - HEADER;
+        for (i, (k, data)) in items.iter().enumerate() {
+            end -= data.len();
+            let o = HEADER + i * ITEM_SIZE;
+            b[o..o + KEY_SIZE].copy_from_slice(&key_bytes(*k));
+            b[o + 17..o + 21].copy_from_slice(&(end as u32).to_le_bytes());
+            b[o + 21..o + 25].copy_from_slice(&(data.len() as u32).to_le_bytes());
+            b[HEADER + end..HEADER + end + data.len()].copy_from_slice(data);
+        }
+        b
+    }
+
+    fn node(logical: u64, level: u8, ptrs: &[(Key, u64)]) -> Vec<u8> {
+        let mut b = header(logical, level, ptrs.len());
+        for (i, (k, p)) in ptrs.iter().enumerate() {
+            let o = HEADER + i * PTR_SIZE;
+            b[o..o + KEY_SIZE].copy_from_slice(&key_bytes(*k));
+            b[o + 17..o + 25].copy_from_slice(&p.to_le_bytes());
+            b[o + 25..o + 33].copy_from_slice(&9u64.to_le_bytes());
+        }
+        b
+    }
+
+    fn trees(blocks: Vec<(u64, Vec<u8>)>) -> Trees {
+        let mut img = vec![0u8; 1 << 20];
+        for (at, b) in blocks {
+            img[at as usize..at as usize + NS].copy_from_slice(&b);
+        }
+        let mut devices = BTreeMap::new();
+        devices.insert(
+            1u64,
+            Arc::new(flr_io::MemSource::new(img)) as flr_io::Source,
+        );
+        let mut chunks = BTreeMap::new();
+        chunks.insert(
+            0,
+            Chunk {
+                logical: 0,
+                length: 1 << 20,
+                stripe_len: 65536,
+                ty: 4,
+                profile: Profile::Single,
+                sub_stripes: 1,
+                stripes: vec![Stripe {
+                    devid: 1,
+                    offset: 0,
+                }],
+            },
+        );
+        Trees::new(
+            Volume { devices, chunks },
+            CsumType::Crc32c,
+            FSID,
+            NS as u32,
+        )
+    }
+
+    fn k(o: u64) -> Key {
+        Key::new(o, 1, 0)
+    }
+
+    fn walk(t: &Trees, root: u64, level: u8) -> Result<Vec<u64>, FsError> {
+        let r = Root {
+            bytenr: root,
+            level,
+            generation: None,
+        };
+        t.range(r, k(0), Key::new(u64::MAX, 255, u64::MAX))?
+            .map(|i| i.map(|i| i.key.objectid))
+            .collect()
+    }
+
+    #[test]
+    fn walks_two_leaves_in_order() {
+        let t = trees(vec![
+            (
+                0x1000,
+                seal(node(0x1000, 1, &[(k(1), 0x2000), (k(5), 0x3000)])),
+            ),
+            (0x2000, seal(leaf(0x2000, &[(k(1), b"a"), (k(2), b"bb")]))),
+            (0x3000, seal(leaf(0x3000, &[(k(5), b""), (k(9), b"c")]))),
+        ]);
+        assert_eq!(walk(&t, 0x1000, 1).unwrap(), vec![1, 2, 5, 9]);
+        let r = Root {
+            bytenr: 0x1000,
+            level: 1,
+            generation: None,
+        };
+        let it = t.get(r, k(2)).unwrap().unwrap();
+        assert_eq!(it.data(), b"bb");
+        assert!(t.get(r, k(3)).unwrap().is_none());
+        let from4: Vec<u64> = t
+            .seek(r, k(4))
+            .unwrap()
+            .map(|i| i.unwrap().key.objectid)
+            .collect();
+        assert_eq!(from4, vec![2, 5, 9], "seek lands on the last key <= 4");
+    }
+
+    #[test]
+    fn a_leaf_reached_twice_is_a_loop() {
+        let t = trees(vec![
+            (
+                0x1000,
+                seal(node(0x1000, 1, &[(k(1), 0x2000), (k(5), 0x2000)])),
+            ),
+            (0x2000, seal(leaf(0x2000, &[(k(1), b"a"), (k(2), b"b")]))),
+        ]);
+        let e = walk(&t, 0x1000, 1).unwrap_err().to_string();
+        assert!(e.contains("loop"), "{e}");
+    }
+
+    #[test]
+    fn a_node_pointing_at_itself_is_refused() {
+        let t = trees(vec![(0x1000, seal(node(0x1000, 1, &[(k(1), 0x1000)])))]);
+        let e = walk(&t, 0x1000, 1).unwrap_err().to_string();
+        assert!(e.contains("level"), "{e}");
+    }
+
+    #[test]
+    fn hostile_leaves_are_refused() {
+        let mut huge = leaf(0x2000, &[(k(1), b"a")]);
+        huge[HEADER + 21..HEADER + 25].copy_from_slice(&u32::MAX.to_le_bytes());
+        let mut many = leaf(0x3000, &[(k(1), b"a")]);
+        many[0x60..0x64].copy_from_slice(&u32::MAX.to_le_bytes());
+        let unsorted = leaf(0x4000, &[(k(3), b"a"), (k(2), b"b")]);
+        let mut badsum = seal(leaf(0x5000, &[(k(1), b"a")]));
+        badsum[200] ^= 1;
+        let t = trees(vec![
+            (0x2000, seal(huge)),
+            (0x3000, seal(many)),
+            (0x4000, seal(unsorted)),
+            (0x5000, badsum),
+            (0x6000, seal(leaf(0x7000, &[]))),
+        ]);
+        for (at, want) in [
+            (0x2000, "outside the leaf"),
+            (0x3000, "do not fit"),
+            (0x4000, "out of order"),
+            (0x5000, "checksum"),
+            (0x6000, "records address"),
+            (0x9000, "checksum"),
+            (0x20_0000, "no chunk"),
+        ] {
+            let e = walk(&t, at, 0).unwrap_err().to_string();
+            assert!(e.contains(want), "{at:#x}: {e}");
+        }
+    }
+}

@@ -206,10 +206,13 @@ impl Volume {
     }
 
     fn missing(&self, c: &Chunk, at: u64, slots: &[usize]) -> FsError {
-        let ids: Vec<String> = slots
-            .iter()
-            .map(|&s| c.stripes[s].devid.to_string())
-            .collect();
+        let mut ids: Vec<String> = Vec::new();
+        for &s in slots {
+            let id = c.stripes[s].devid.to_string();
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
         logical_err(
             at,
             format!(
@@ -298,17 +301,16 @@ impl Volume {
         mut good: impl FnMut(&[u8]) -> Result<(), String>,
     ) -> Result<(), FsError> {
         let mut bounce = Bounce::default();
-        let mut last = String::new();
+        let mut last = None;
         for attempt in 0..self.attempts(logical) {
             match self.read(logical, buf, attempt, &mut bounce) {
                 Ok(()) => match good(buf) {
                     Ok(()) => return Ok(()),
-                    Err(e) => last = e,
+                    Err(e) => last = Some(logical_err(logical, format!("{what}: {e}"))),
                 },
-                Err(e @ FsError::Io(_)) if attempt + 1 == self.attempts(logical) => return Err(e),
-                Err(e) => last = e.to_string(),
+                Err(e) => last = Some(e),
             }
         }
-        Err(logical_err(logical, format!("{what}: {last}")))
+        Err(last.unwrap_or_else(|| logical_err(logical, format!("{what}: no copy to read"))))
     }
 }
