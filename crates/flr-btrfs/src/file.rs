@@ -40,11 +40,7 @@ fn corrupt_in(leaf: u64, what: impl std::fmt::Display) -> FsError {
 pub(crate) fn map(inner: &Inner, root: Root, ino: u64) -> Result<Vec<Extent>, FsError> {
     let mut out: Vec<Extent> = Vec::new();
     let mut inline_total = 0usize;
-    for it in inner.trees.range(
-        root,
-        Key::new(ino, EXTENT_DATA, 0),
-        Key::new(ino, EXTENT_DATA, u64::MAX),
-    )? {
+    for it in inner.trees.items_of(root, ino, EXTENT_DATA)? {
         let it = it?;
         let fe = file_extent(it.data()).map_err(|e| {
             if let Some(reason) = e.strip_prefix("unsupported: ") {

@@ -376,22 +376,29 @@ impl BtrfsFs {
     /// As [`Filesystem::metadata`], and [`FsError::Corrupt`] for a bad item.
     pub fn xattrs(&self, path: &FsPath) -> Result<Vec<Xattr>, FsError> {
         let o = self.resolve(path)?;
+        Ok(self
+            .dir_items_of(o, XATTR_ITEM)?
+            .into_iter()
+            .map(|d| Xattr {
+                name: d.name,
+                value: d.data,
+            })
+            .collect())
+    }
+
+    /// The directory-item records of every item (o.ino, `ty`, *): a
+    /// folder's index (DIR_INDEX) or an object's xattrs (XATTR_ITEM).
+    fn dir_items_of(&self, o: Obj, ty: u8) -> Result<Vec<DirItem>, FsError> {
         if o.empty {
             return Ok(Vec::new());
         }
         let root = self.inner.fs_root(o.tree)?;
         let mut out = Vec::new();
-        for it in self.inner.trees.range(
-            root,
-            Key::new(o.ino, XATTR_ITEM, 0),
-            Key::new(o.ino, XATTR_ITEM, u64::MAX),
-        )? {
+        for it in self.inner.trees.items_of(root, o.ino, ty)? {
             let it = it?;
-            for d in dir_items(it.data()).map_err(|e| bad_item(&it, e))? {
-                out.push(Xattr {
-                    name: d.name,
-                    value: d.data,
-                });
+            out.extend(dir_items(it.data()).map_err(|e| bad_item(&it, e))?);
+            if out.len() > MAX_DIR_ENTRIES {
+                return Err(bad_item(&it, "too many entries"));
             }
         }
         Ok(out)
@@ -519,26 +526,10 @@ impl BtrfsFs {
     }
 
     fn list(&self, dir: Obj) -> Result<Vec<(DirItem, Obj)>, FsError> {
-        if dir.empty {
-            return Ok(Vec::new());
-        }
-        let root = self.inner.fs_root(dir.tree)?;
-        let mut out = Vec::new();
-        for it in self.inner.trees.range(
-            root,
-            Key::new(dir.ino, DIR_INDEX, 0),
-            Key::new(dir.ino, DIR_INDEX, u64::MAX),
-        )? {
-            let it = it?;
-            for d in dir_items(it.data()).map_err(|e| bad_item(&it, e))? {
-                let o = self.enter(dir.tree, &d)?;
-                out.push((d, o));
-            }
-            if out.len() > MAX_DIR_ENTRIES {
-                return Err(bad_item(&it, "directory has too many entries"));
-            }
-        }
-        Ok(out)
+        self.dir_items_of(dir, DIR_INDEX)?
+            .into_iter()
+            .map(|d| self.enter(dir.tree, &d).map(|o| (d, o)))
+            .collect()
     }
 
     fn open_obj(&self, o: Obj, path: &FsPath) -> Result<file::BtrfsFile<'_>, FsError> {
@@ -609,11 +600,7 @@ impl Inner {
             return Ok(Some(r.clone()));
         }
         let mut found = None;
-        for it in self.trees.range(
-            self.root_tree,
-            Key::new(id, ROOT_ITEM, 0),
-            Key::new(id, ROOT_ITEM, u64::MAX),
-        )? {
+        for it in self.trees.items_of(self.root_tree, id, ROOT_ITEM)? {
             let it = it?;
             found =
                 Some(RootItem::parse(it.data()).ok_or_else(|| bad_item(&it, "short root item"))?);

@@ -104,11 +104,7 @@ impl BtrfsFs {
     /// (parent tree, directory in it, name) that link subvolume `id`.
     fn backref(&self, id: u64) -> Result<Option<(u64, u64, Vec<u8>)>, FsError> {
         let inner = &self.inner;
-        for it in inner.trees.range(
-            inner.root_tree,
-            Key::new(id, ROOT_BACKREF, 0),
-            Key::new(id, ROOT_BACKREF, u64::MAX),
-        )? {
+        for it in inner.trees.items_of(inner.root_tree, id, ROOT_BACKREF)? {
             let it = it?;
             if let Some(r) = root_ref(it.data()) {
                 return Ok(Some((it.key.offset, r.dirid, r.name)));
@@ -156,11 +152,7 @@ impl BtrfsFs {
                 return Ok(None);
             }
             let mut next = None;
-            for it in inner.trees.range(
-                root,
-                Key::new(cur, INODE_REF, 0),
-                Key::new(cur, INODE_REF, u64::MAX),
-            )? {
+            for it in inner.trees.items_of(root, cur, INODE_REF)? {
                 let it = it?;
                 if let Some(name) = inode_ref_name(it.data()) {
                     next = Some((it.key.offset, name));

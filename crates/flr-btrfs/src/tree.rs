@@ -281,6 +281,15 @@ impl Trees {
         })
     }
 
+    /// Every item of object `objectid` with type `ty`, by offset.
+    pub(crate) fn items_of(&self, root: Root, objectid: u64, ty: u8) -> Result<Range<'_>, FsError> {
+        self.range(
+            root,
+            Key::new(objectid, ty, 0),
+            Key::new(objectid, ty, u64::MAX),
+        )
+    }
+
     /// The item with exactly `key`, if any.
     pub(crate) fn get(&self, root: Root, key: Key) -> Result<Option<Item>, FsError> {
         let mut c = self.seek(root, key)?;
