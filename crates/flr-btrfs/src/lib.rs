@@ -113,6 +113,8 @@ use tree::{Key, Root, Trees, DIR_INDEX, DIR_ITEM, INODE_ITEM, ROOT_ITEM, ROOT_RE
 /// The top-level subvolume's tree id.
 pub const TOP_LEVEL: u64 = 5;
 const CSUM_TREE: u64 = 7;
+/// The objectid of the log root tree's items (`-6` as u64).
+const TREE_LOG_OBJECTID: u64 = (-6i64) as u64;
 const FIRST_FREE: u64 = 256;
 const LAST_FREE: u64 = (-256i64) as u64;
 /// The longest symlink target read.
@@ -121,18 +123,21 @@ const MAX_SYMLINK: u64 = 4095;
 const MAX_DIR_ENTRIES: usize = 32 << 20;
 
 /// Whether a tree log is waiting to be replayed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TreeLog {
     /// No log: the last commit has everything.
     Clean,
     /// A log is present and flr does not replay it: writes fsynced after
     /// the last transaction commit (generation `generation`) may be missing
-    /// or older than the running system saw them.
+    /// or older than the running system saw them, in the subvolumes named.
     NotReplayed {
         /// The logical address of the log root.
         log_root: u64,
         /// The generation of the commit the log follows.
         generation: u64,
+        /// The subvolumes that have a log tree (empty when the log root
+        /// itself cannot be read).
+        subvolumes: Vec<u64>,
     },
 }
 
@@ -350,12 +355,27 @@ impl BtrfsFs {
     pub fn tree_log(&self) -> TreeLog {
         let sb = &self.inner.sb;
         if sb.log_root == 0 {
-            TreeLog::Clean
-        } else {
-            TreeLog::NotReplayed {
-                log_root: sb.log_root,
-                generation: sb.generation,
-            }
+            return TreeLog::Clean;
+        }
+        let root = Root {
+            bytenr: sb.log_root,
+            level: sb.log_root_level,
+            generation: None,
+        };
+        let subvolumes = self
+            .inner
+            .trees
+            .range(
+                root,
+                Key::new(TREE_LOG_OBJECTID, ROOT_ITEM, 0),
+                Key::new(TREE_LOG_OBJECTID, ROOT_ITEM, u64::MAX),
+            )
+            .map(|r| r.filter_map(|i| i.ok().map(|i| i.key.offset)).collect())
+            .unwrap_or_default();
+        TreeLog::NotReplayed {
+            log_root: sb.log_root,
+            generation: sb.generation,
+            subvolumes,
         }
     }
 
