@@ -5,6 +5,7 @@
 # remount with the page cache dropped) or from btrfs-progs, never from flr.
 #
 #  features.img.zst  128 MiB, single device, xxhash64 checksums, 4 KiB sectors, 16 KiB nodes:
+#        from-mkfs/ (written by mkfs.btrfs --rootdir: a hard link, a symlink, an empty folder),
 #        zlib.txt / lzo.txt (written with compress=zlib / compress=lzo), zstd.bin (with
 #        compress-force=zstd), inline-2048 (exactly max_inline: inline), inline-2049 (one byte
 #        more: a regular extent), inline-zstd (3000 compressible bytes, inline compressed),
@@ -89,9 +90,20 @@ remount_ro() { # IMG-or-DEV [opts]
 }
 
 # ---- features.img ------------------------------------------------------------------------
-rm -f features.img.zst log.img.zst
+gen_features() {
+rm -f features.img.zst
 truncate -s 128M "$W/features.img"
-mkfs.btrfs -q -f --csum xxhash -L flr-features -U 6c1f0a52-3b8e-4d07-9a1e-5f2b7c9d0e11 "$W/features.img"
+# The files under /from-mkfs are written by btrfs-progs itself (mkfs.btrfs --rootdir), the
+# rest by the kernel.
+R=$W/rootdir/from-mkfs
+mkdir -p "$R/etc" "$R/usr/lib" "$R/empty"
+printf 'sles-vm-01\n' > "$R/etc/hostname"
+data 40 300000 > "$R/usr/lib/blob.bin"
+data 41 50000 c > "$R/usr/lib/words.txt"
+ln "$R/etc/hostname" "$R/etc/hostname.hardlink"
+ln -s etc/hostname "$R/hostname.link"
+mkfs.btrfs -q -f --csum xxhash -L flr-features -U 6c1f0a52-3b8e-4d07-9a1e-5f2b7c9d0e11 \
+  --rootdir "$W/rootdir" "$W/features.img"
 mount -o loop,compress=zlib "$W/features.img" "$M"
 data 1 300000 c > "$M/zlib.txt"; sync
 mount -o remount,compress=lzo "$M"
@@ -164,8 +176,11 @@ PY
 btrfs inspect-internal dump-tree -t 5 "$W/features.img" 2>/dev/null | grep -c 'compression [123]' > features.compressed-extents
 umount "$M"
 zstd -q -19 -f "$W/features.img" -o features.img.zst
+}
 
 # ---- log.img: a copy taken after an fsync, before the commit ----------------------------
+gen_log() {
+rm -f log.img.zst
 truncate -s 128M "$W/log.img"
 mkfs.btrfs -q -f -L flr-log -U 0e4b6a1c-2d3f-4e5a-8b9c-1d2e3f4a5b6c "$W/log.img"
 mount -o loop,commit=300 "$W/log.img" "$M"
@@ -181,8 +196,10 @@ cp --sparse=always "$W/log.img" "$W/log-copy.img"
 umount "$M"
 btrfs inspect-internal dump-super "$W/log-copy.img" | grep -q '^log_root[[:space:]]*[1-9]' || { echo "the copy has no tree log"; exit 1; }
 zstd -q -19 -f "$W/log-copy.img" -o log.img.zst
+}
 
 # ---- RAID5 / RAID6 / RAID1C4 --------------------------------------------------------------
+gen_raid() {
 raid() { # NAME PROFILE N CSUM UUID
   local name=$1 prof=$2 n=$3 csum=$4 uuid=$5 devs=() i
   rm -f "$name"-*.img.zst
@@ -214,8 +231,10 @@ raid raid6 raid6 4 sha256 6b6b6b6b-0002-4000-8000-000000000006
 raid raid1c4 raid1c4 4 blake2 1c41c41c-0003-4000-8000-000000000004
 cmp "$W/raid5.tsv" "$W/raid6.tsv" && cmp "$W/raid5.tsv" "$W/raid1c4.tsv"
 cp "$W/raid5.tsv" raid.tsv
+}
 
 # ---- openSUSE-style disk --------------------------------------------------------------------
+gen_suse() {
 rm -f suse.vhd.zst
 truncate -s 144M "$W/suse.raw"
 sgdisk -o -n 1:2048:+8M -t 1:ef00 -n 2:0:0 -t 2:8300 "$W/suse.raw" >/dev/null
@@ -254,4 +273,8 @@ printf '%s\t%s\n' $((P2 * 512)) $(((E2 - P2 + 1) * 512)) > suse.part
 losetup -d "$L" "$L1"; LOOPS=()
 qemu-img convert -f raw -O vpc -o subformat=fixed,force_size=on "$W/suse.raw" "$W/suse.vhd"
 zstd -q -19 -f "$W/suse.vhd" -o suse.vhd.zst
-ls -l *.zst
+}
+
+# ./gen.sh [features|log|raid|suse ...]: the fixtures named, or all of them.
+for g in ${@:-features log raid suse}; do "gen_$g"; done
+ls -l ./*.zst

@@ -133,6 +133,14 @@ fn features_match_the_kernel_mount() {
         let hit = x.iter().find(|x| x.name == w[1].as_bytes()).unwrap();
         assert_eq!(hex::encode(&hit.value), w[2], "{} {}", w[0], w[1]);
     }
+    // mkfs.btrfs --rootdir kept the hard link as one inode with two names.
+    let a = top.stat(&FsPath::parse("/from-mkfs/etc/hostname")).unwrap();
+    assert_eq!(a.nlink, 2);
+    let i = |p: &str| top.metadata(&FsPath::parse(p)).unwrap().inode;
+    assert_eq!(
+        i("/from-mkfs/etc/hostname"),
+        i("/from-mkfs/etc/hostname.hardlink")
+    );
     let st = top.stat(&FsPath::parse("/nocow.bin")).unwrap();
     assert_ne!(st.flags & 1, 0, "nocow.bin has nodatasum");
     assert_eq!(st.mode & 0o170000, 0o100000);
