@@ -387,6 +387,51 @@ impl<'a> BtrfsFile<'a> {
     }
 }
 
+/// What reading at byte `within` of an extent takes.
+enum Step {
+    Zeros,
+    Inline,
+    Plain {
+        logical: u64,
+    },
+    Compressed {
+        compression: u8,
+        disk_bytenr: u64,
+        disk_num_bytes: u64,
+        ram_bytes: u64,
+        from: u64,
+    },
+}
+
+fn step(kind: &ExtentKind, within: u64) -> Step {
+    match *kind {
+        ExtentKind::Hole | ExtentKind::Prealloc => Step::Zeros,
+        ExtentKind::Inline { .. } => Step::Inline,
+        // OK: disk_bytenr + offset + len does not overflow (checked when mapped).
+        ExtentKind::Regular {
+            compression: COMPRESS_NONE,
+            disk_bytenr,
+            offset,
+            ..
+        } => Step::Plain {
+            logical: disk_bytenr + offset + within,
+        },
+        ExtentKind::Regular {
+            compression,
+            disk_bytenr,
+            disk_num_bytes,
+            ram_bytes,
+            offset,
+        } => Step::Compressed {
+            compression,
+            disk_bytenr,
+            disk_num_bytes,
+            ram_bytes,
+            from: offset + within,
+        },
+    }
+}
+
 fn pick(data: &[u8], idx: u64, cs: u64) -> [u8; 32] {
     let mut c = [0u8; 32];
     let o = usize::try_from(idx.saturating_mul(cs)).unwrap_or(usize::MAX);
@@ -426,33 +471,26 @@ impl FileHandle for BtrfsFile<'_> {
             let take = want.min(start + len - pos) as usize;
             let within = pos - start;
             let out = &mut buf[done..done + take];
-            match self.extents[i].kind.clone() {
-                ExtentKind::Hole | ExtentKind::Prealloc => out.fill(0),
-                ExtentKind::Inline { .. } => {
+            match step(&self.extents[i].kind, within) {
+                Step::Zeros => out.fill(0),
+                Step::Inline => {
                     self.inline(i)?;
                     let from = within as usize;
                     let have = self.plain.len().saturating_sub(from).min(take);
                     out[..have].copy_from_slice(&self.plain[from..from + have]);
                     out[have..].fill(0);
                 }
-                ExtentKind::Regular {
-                    compression: COMPRESS_NONE,
-                    disk_bytenr,
-                    offset: eoff,
-                    ..
-                } => {
-                    self.read_disk(disk_bytenr + eoff + within, out)?;
-                }
-                ExtentKind::Regular {
+                Step::Plain { logical } => self.read_disk(logical, out)?,
+                Step::Compressed {
                     compression,
                     disk_bytenr,
                     disk_num_bytes,
                     ram_bytes,
-                    offset: eoff,
+                    from,
                 } => {
                     self.load_compressed(compression, disk_bytenr, disk_num_bytes, ram_bytes)?;
-                    // OK: eoff + len <= ram_bytes was checked when mapped.
-                    let from = (eoff + within) as usize;
+                    // OK: offset + len <= ram_bytes was checked when mapped.
+                    let from = from as usize;
                     out.copy_from_slice(&self.plain[from..from + take]);
                 }
             }
