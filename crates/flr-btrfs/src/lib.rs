@@ -218,7 +218,10 @@ fn unsupported(reason: String) -> FsError {
 
 impl BtrfsFs {
     /// Opens a single-device filesystem on `src` (its default subvolume).
-    /// A device of a multi-device filesystem opens degraded.
+    /// A device of a multi-device filesystem opens degraded. When the
+    /// default subvolume cannot be opened, the top level is shown instead:
+    /// [`BtrfsFs::subvolume_id`] then differs from
+    /// [`BtrfsFs::default_subvolume`].
     ///
     /// # Errors
     /// [`FsError::Corrupt`] when the superblock, chunk tree or root tree
