@@ -98,7 +98,9 @@ mod volume;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use flr_fs::{DirEntry, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Metadata};
+use flr_fs::{
+    DirEntry, DirStream, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Metadata,
+};
 use flr_io::Source;
 
 pub use chunk::Profile;
@@ -119,8 +121,9 @@ const FIRST_FREE: u64 = 256;
 const LAST_FREE: u64 = (-256i64) as u64;
 /// The longest symlink target read.
 const MAX_SYMLINK: u64 = 4095;
-/// Entries one directory may list.
-const MAX_DIR_ENTRIES: usize = 32 << 20;
+/// Extended attributes one object may have (each needs a few bytes of a
+/// leaf; the kernel's limit is what fits in the tree).
+const MAX_XATTRS: usize = 1 << 20;
 
 /// Whether a tree log is waiting to be replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -399,29 +402,21 @@ impl BtrfsFs {
     /// As [`Filesystem::metadata`], and [`FsError::Corrupt`] for a bad item.
     pub fn xattrs(&self, path: &FsPath) -> Result<Vec<Xattr>, FsError> {
         let o = self.resolve(path)?;
-        Ok(self
-            .dir_items_of(o, XATTR_ITEM)?
-            .into_iter()
-            .map(|d| Xattr {
-                name: d.name,
-                value: d.data,
-            })
-            .collect())
-    }
-
-    /// The directory-item records of every item (o.ino, `ty`, *): a
-    /// folder's index (DIR_INDEX) or an object's xattrs (XATTR_ITEM).
-    fn dir_items_of(&self, o: Obj, ty: u8) -> Result<Vec<DirItem>, FsError> {
         if o.empty {
             return Ok(Vec::new());
         }
         let root = self.inner.fs_root(o.tree)?;
         let mut out = Vec::new();
-        for it in self.inner.trees.items_of(root, o.ino, ty)? {
+        for it in self.inner.trees.items_of(root, o.ino, XATTR_ITEM)? {
             let it = it?;
-            out.extend(dir_items(it.data()).map_err(|e| bad_item(&it, e))?);
-            if out.len() > MAX_DIR_ENTRIES {
-                return Err(bad_item(&it, "too many entries"));
+            for d in dir_items(it.data()).map_err(|e| bad_item(&it, e))? {
+                out.push(Xattr {
+                    name: d.name,
+                    value: d.data,
+                });
+            }
+            if out.len() > MAX_XATTRS {
+                return Err(bad_item(&it, "too many extended attributes"));
             }
         }
         Ok(out)
@@ -548,11 +543,17 @@ impl BtrfsFs {
         Ok(*stack.last().expect("stack holds the root"))
     }
 
-    fn list(&self, dir: Obj) -> Result<Vec<(DirItem, Obj)>, FsError> {
-        self.dir_items_of(dir, DIR_INDEX)?
-            .into_iter()
-            .map(|d| self.enter(dir.tree, &d).map(|o| (d, o)))
-            .collect()
+    /// The listing entry for one directory item of tree `tree`; an entry
+    /// whose inode cannot be read is listed as unreadable.
+    fn entry(&self, tree: u64, d: DirItem) -> Result<DirEntry, FsError> {
+        let child = self.enter(tree, &d)?;
+        let meta = match self.inode(child) {
+            Ok(i) => self.meta(child, &i),
+            Err(e) => {
+                Metadata::unreadable_entry(items::dirent_kind(d.ty), child.ino, e.to_string())
+            }
+        };
+        Ok(DirEntry { name: d.name, meta })
     }
 
     fn open_obj(&self, o: Obj, path: &FsPath) -> Result<file::BtrfsFile<'_>, FsError> {
@@ -571,6 +572,40 @@ impl BtrfsFs {
             extents,
             i.flags & items::INODE_NODATASUM == 0,
         ))
+    }
+}
+
+/// A folder's entries as its index leaves are read.
+struct DirIter<'a> {
+    fs: &'a BtrfsFs,
+    tree: u64,
+    items: Option<tree::Range<'a>>,
+    pending: std::collections::VecDeque<DirItem>,
+}
+
+impl Iterator for DirIter<'_> {
+    type Item = Result<DirEntry, FsError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(d) = self.pending.pop_front() {
+                return Some(self.fs.entry(self.tree, d));
+            }
+            let it = match self.items.as_mut()?.next()? {
+                Ok(it) => it,
+                Err(e) => {
+                    self.items = None;
+                    return Some(Err(e));
+                }
+            };
+            match dir_items(it.data()) {
+                Ok(v) => self.pending.extend(v),
+                Err(e) => {
+                    self.items = None;
+                    return Some(Err(bad_item(&it, e)));
+                }
+            }
+        }
     }
 }
 
@@ -685,23 +720,28 @@ impl Filesystem for BtrfsFs {
     }
 
     fn read_dir(&self, path: &FsPath) -> Result<Vec<DirEntry>, FsError> {
+        self.read_dir_stream(path)?.collect()
+    }
+
+    /// Streams the folder's index one leaf at a time: memory does not grow
+    /// with the number of entries.
+    fn read_dir_stream(&self, path: &FsPath) -> Result<DirStream<'_>, FsError> {
         let o = self.resolve(path)?;
         if self.inode(o)?.kind() != FileKind::Dir {
             return Err(FsError::NotADirectory {
                 path: path.to_string(),
             });
         }
-        let mut out = Vec::new();
-        for (d, child) in self.list(o)? {
-            let meta = match self.inode(child) {
-                Ok(i) => self.meta(child, &i),
-                Err(e) => {
-                    Metadata::unreadable_entry(items::dirent_kind(d.ty), child.ino, e.to_string())
-                }
-            };
-            out.push(DirEntry { name: d.name, meta });
+        if o.empty {
+            return Ok(Box::new(std::iter::empty()));
         }
-        Ok(out)
+        let root = self.inner.fs_root(o.tree)?;
+        Ok(Box::new(DirIter {
+            fs: self,
+            tree: o.tree,
+            items: Some(self.inner.trees.items_of(root, o.ino, DIR_INDEX)?),
+            pending: std::collections::VecDeque::new(),
+        }))
     }
 
     fn read_link(&self, path: &FsPath) -> Result<Vec<u8>, FsError> {
