@@ -26,6 +26,59 @@ fn le64(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
+/// Btrfs with crc32c checksums: the superblock copies, then every
+/// node-size block of the image that carries the filesystem's metadata
+/// UUID (a tree block).
+pub(crate) fn btrfs(img: &mut SparseImage) {
+    let primary = img.get(0x1_0000, 4096);
+    if primary.len() != 4096 || &primary[0x40..0x48] != b"_BHRfS_M" {
+        return;
+    }
+    if u16::from_le_bytes([primary[0xc4], primary[0xc5]]) != 0 {
+        return;
+    }
+    let nodesize = le32(&primary, 0x94) as u64;
+    if !nodesize.is_power_of_two() || !(4096..=65536).contains(&nodesize) {
+        return;
+    }
+    let incompat = le64(&primary, 0xbc);
+    let meta_fsid = if incompat & (1 << 10) != 0 {
+        primary[0x23b..0x24b].to_vec()
+    } else {
+        primary[0x20..0x30].to_vec()
+    };
+    for at in [0x1_0000u64, 0x400_0000, 0x40_0000_0000] {
+        let mut b = img.get(at, 4096);
+        if b.len() == 4096 && &b[0x40..0x48] == b"_BHRfS_M" {
+            let c = crc32c(&b[32..]);
+            b[..4].copy_from_slice(&c.to_le_bytes());
+            img.put(at, &b[..4]);
+        }
+    }
+    // Candidate blocks: node-aligned offsets inside the written chunks.
+    let mut blocks = Vec::new();
+    for (off, bytes) in img.chunks_mut().iter() {
+        let first = off.div_ceil(nodesize) * nodesize;
+        let end = off + bytes.len() as u64;
+        let mut b = first;
+        while b + 0x30 <= end && blocks.len() < 65536 {
+            let rel = (b - off) as usize;
+            if bytes[rel + 0x20..rel + 0x30] == meta_fsid[..] {
+                blocks.push(b);
+            }
+            b += nodesize;
+        }
+    }
+    for b in blocks {
+        let mut node = img.get(b, nodesize as usize);
+        if node.len() == nodesize as usize {
+            let c = crc32c(&node[32..]);
+            node[..4].copy_from_slice(&c.to_le_bytes());
+            img.put(b, &node[..4]);
+        }
+    }
+}
+
 /// VHDX: both headers (4 KiB at 64 and 128 KiB) and both region tables
 /// (64 KiB at 192 and 256 KiB).
 pub(crate) fn vhdx(img: &mut SparseImage) {

@@ -245,6 +245,14 @@ static TARGETS: &[Target] = &[
         seed_limit: ALL,
     },
     Target {
+        name: "btrfs",
+        about: "Btrfs: superblock, chunk tree, tree blocks, subvolumes, extents, codecs (flr-btrfs)",
+        input: Input::Image,
+        run: targets::btrfs,
+        seeds: Seeds::Fixtures(&["btrfs/log.img.zst", "btrfs/raid5-1.img.zst"]),
+        seed_limit: ALL,
+    },
+    Target {
         name: "stack",
         about: "bytes → every layer of the engine's format list, nested in any order → every file, and disk images stored as files (flr-engine)",
         input: Input::Image,

@@ -307,6 +307,47 @@ pub(crate) fn xfs(data: &[u8]) {
     }
 }
 
+/// Btrfs: the device's superblock, assembly (one device, so a multi-device
+/// seed reads degraded), then the default subvolume, the top level and
+/// every listed subvolume walked, with the xattrs of each root.
+pub(crate) fn btrfs(data: &[u8]) {
+    let mut img = image(data);
+    fixup::btrfs(&mut img);
+    let src = source(img);
+    let head = {
+        let n = src.len().min(68 << 10) as usize;
+        let mut h = vec![0u8; n];
+        let _ = src.read_exact_at(0, &mut h);
+        h
+    };
+    let _ = flr_btrfs::probe(&head, src.as_ref());
+    let Ok(dev) = flr_btrfs::Device::read(src, "fuzz") else {
+        return;
+    };
+    for a in flr_btrfs::assemble(&[dev]) {
+        let _ = a.complete();
+        let Ok(fs) = a.open() else {
+            continue;
+        };
+        let _ = fs.tree_log();
+        let _ = fs.profiles();
+        walk(&fs);
+        let _ = fs.xattrs(&FsPath::root());
+        if let Ok(top) = fs.open_subvolume(flr_btrfs::TOP_LEVEL) {
+            walk(&top);
+        }
+        if let Ok(list) = fs.subvolumes() {
+            for s in list.iter().take(16) {
+                if let Ok(sub) = fs.open_subvolume(s.id) {
+                    let _ = sub.stat(&FsPath::root());
+                    walk(&sub);
+                }
+                let _ = fs.open_subvolume_path(&s.path);
+            }
+        }
+    }
+}
+
 /// Bytes → container → partitions → volumes → every filesystem, walked.
 pub(crate) fn stack(data: &[u8]) {
     let mut img = image(data);

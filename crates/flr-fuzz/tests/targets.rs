@@ -136,6 +136,7 @@ targets! {
     ext4 => "ext4",
     ntfs => "ntfs",
     xfs => "xfs",
+    btrfs => "btrfs",
     stack => "stack",
     keyvault => "keyvault",
 }
