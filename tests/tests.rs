@@ -8,6 +8,7 @@ mod util;
 mod azure;
 mod blob;
 mod blob_parents;
+mod btrfs;
 mod cli;
 mod consistency;
 mod corpus;

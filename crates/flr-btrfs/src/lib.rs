@@ -89,6 +89,7 @@ mod csum;
 mod device;
 mod file;
 mod items;
+mod layer;
 mod raid6;
 mod sb;
 mod subvol;
@@ -106,6 +107,7 @@ use flr_io::Source;
 pub use chunk::Profile;
 pub use csum::CsumType;
 pub use device::{assemble, probe, Assembled, Device, Member, MissingDevice};
+pub use layer::{BtrfsFormat, FORMAT};
 pub use subvol::Subvolume;
 
 use items::{dir_items, DirItem, Inode, RootItem};
@@ -124,6 +126,18 @@ const MAX_SYMLINK: u64 = 4095;
 /// Extended attributes one object may have (each needs a few bytes of a
 /// leaf; the kernel's limit is what fits in the tree).
 const MAX_XATTRS: usize = 1 << 20;
+
+/// The file id flr reports as `Metadata::inode`: inode numbers restart in
+/// every subvolume (each root folder is 256), so the subvolume's id goes
+/// in the upper 32 bits (inode numbers past 2^32 in one subvolume, which
+/// Btrfs reaches only after billions of creations, could then collide).
+fn file_id(tree: u64, ino: u64) -> u64 {
+    if tree == TOP_LEVEL {
+        ino
+    } else {
+        (tree << 32) ^ ino
+    }
+}
 
 /// Whether a tree log is waiting to be replayed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -484,7 +498,7 @@ impl BtrfsFs {
             mode: Some(i.mode & 0o7777),
             uid: Some(i.uid),
             gid: Some(i.gid),
-            inode: Some(o.ino),
+            inode: Some(file_id(o.tree, o.ino)),
             unreadable: None,
         }
     }
@@ -567,9 +581,11 @@ impl BtrfsFs {
         let child = self.enter(tree, &d)?;
         let meta = match self.inode(child) {
             Ok(i) => self.meta(child, &i),
-            Err(e) => {
-                Metadata::unreadable_entry(items::dirent_kind(d.ty), child.ino, e.to_string())
-            }
+            Err(e) => Metadata::unreadable_entry(
+                items::dirent_kind(d.ty),
+                file_id(child.tree, child.ino),
+                e.to_string(),
+            ),
         };
         Ok(DirEntry { name: d.name, meta })
     }
@@ -729,6 +745,30 @@ impl Inner {
 impl Filesystem for BtrfsFs {
     fn info(&self) -> FsInfo {
         self.inner.info.clone()
+    }
+
+    fn subvolumes(&self) -> Result<Vec<flr_fs::Subvolume>, FsError> {
+        Ok(BtrfsFs::subvolumes(self)?
+            .into_iter()
+            .map(|s| flr_fs::Subvolume {
+                id: s.id,
+                path: s.path,
+                parent: s.parent,
+                generation: s.generation,
+                created: s.created,
+                read_only: s.read_only,
+                uuid: s.uuid,
+                parent_uuid: s.parent_uuid,
+                default: s.is_default,
+            })
+            .collect())
+    }
+
+    fn open_subvolume(&self, path: &str) -> Option<Result<Box<dyn Filesystem>, FsError>> {
+        Some(
+            self.open_subvolume_path(path)
+                .map(|fs| Box::new(fs) as Box<dyn Filesystem>),
+        )
     }
 
     fn metadata(&self, path: &FsPath) -> Result<Metadata, FsError> {

@@ -34,11 +34,6 @@ static SWAP: Recognised = Recognised::new(
     &[(4086, b"SWAPSPACE2"), (4086, b"SWAP-SPACE")],
     "swap space holds no files",
 );
-static BTRFS: Recognised = Recognised::new(
-    Kind::new("btrfs", "Btrfs", LayerKind::Filesystem),
-    &[(0x10040, b"_BHRfS_M")],
-    "Btrfs is not supported yet",
-);
 
 /// Every format, in probing order.
 pub static FORMATS: &[&dyn Format] = &[
@@ -54,7 +49,7 @@ pub static FORMATS: &[&dyn Format] = &[
     &flr_ext4::FORMAT,
     &flr_lvm::FORMAT,
     &SWAP,
-    &BTRFS,
+    &flr_btrfs::FORMAT,
     &flr_fat::FORMAT,
     &flr_part::FORMAT,
 ];

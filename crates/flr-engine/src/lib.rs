@@ -128,6 +128,11 @@ pub struct ContentInfo {
     /// `ID/p1`, …).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partition_table: Option<TableInfo>,
+    /// The filesystem's subvolumes and snapshots (Btrfs), each reachable as
+    /// the volume `ID@/PATH` (`p2@/@/.snapshots/5/snapshot`; `ID@/` is the
+    /// top level, showing them all as folders).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub subvolumes: Vec<flr_fs::Subvolume>,
 }
 
 impl ContentInfo {
@@ -142,6 +147,7 @@ impl ContentInfo {
             layers: Vec::new(),
             container: None,
             partition_table: None,
+            subvolumes: Vec::new(),
         }
     }
 
@@ -170,6 +176,7 @@ pub struct Volume {
     source: Source,
     filesystem: Option<&'static dyn Format>,
     refused: bool,
+    opener: Option<flr_layer::FsOpener>,
 }
 
 impl std::fmt::Debug for Volume {
@@ -207,6 +214,12 @@ impl Volume {
 
     /// Opens the filesystem on this volume.
     pub fn open_fs(&self) -> Result<Box<dyn Filesystem>, EngineError> {
+        if let Some(open) = &self.opener {
+            return open().map_err(|source| EngineError::Filesystem {
+                volume: self.id.clone(),
+                source,
+            });
+        }
         let Some(format) = self.filesystem else {
             return Err(EngineError::NotReadable {
                 volume: self.id.clone(),
@@ -245,7 +258,53 @@ impl Volume {
 
     /// Whether the volume holds a filesystem flr reads.
     pub fn is_readable(&self) -> bool {
-        self.filesystem.is_some() && self.content.verdict == Verdict::Readable
+        (self.filesystem.is_some() || self.opener.is_some())
+            && self.content.verdict == Verdict::Readable
+    }
+
+    /// The volume `{id}@{path}`: its filesystem rooted at the subvolume at
+    /// `path` (`/`: the top level).
+    fn subvolume(&self, path: &str) -> Result<Volume, EngineError> {
+        // Checked now, so that a wrong path is an error of this lookup.
+        match self.open_fs()?.open_subvolume(path) {
+            None => {
+                return Err(EngineError::NotReadable {
+                    volume: self.id.clone(),
+                    kind: self.content.kind.display,
+                    reason: "this filesystem has no subvolumes".into(),
+                })
+            }
+            Some(Err(source)) => {
+                return Err(EngineError::Filesystem {
+                    volume: self.id.clone(),
+                    source,
+                })
+            }
+            Some(Ok(_)) => {}
+        }
+        let base = self.clone();
+        let p = path.to_string();
+        let mut v = self.clone();
+        v.id = format!("{}@{path}", self.id);
+        v.parent = Some(self.id.clone());
+        v.content.subvolumes = Vec::new();
+        v.content.detail = format!("subvolume {path} of the filesystem on {}", self.id);
+        v.opener = Some(Arc::new(move || {
+            let fs = base.open_fs().map_err(|e| match e {
+                EngineError::Filesystem { source, .. } => source,
+                other => FsError::Unsupported {
+                    path: p.clone(),
+                    reason: other.to_string(),
+                },
+            })?;
+            fs.open_subvolume(&p).unwrap_or_else(|| {
+                Err(FsError::Unsupported {
+                    path: p.clone(),
+                    reason: "this filesystem has no subvolumes".into(),
+                })
+            })
+        }));
+        Ok(v)
     }
 }
 
@@ -316,6 +375,16 @@ impl Image {
         if let Some(n) = nested::NestedId::parse(id, &self.prefix) {
             let outer = self.volume(&n.outer)?;
             return self.nested_image(&outer, n.path)?.volume(id);
+        }
+        // `ID@/PATH`: a subvolume of the filesystem on volume ID.
+        if let Some((base, path)) = id
+            .strip_prefix(&self.prefix)
+            .filter(|rel| !rel.contains("::"))
+            .and_then(|_| id.split_once("@/"))
+        {
+            if let Some(v) = self.volumes.iter().find(|v| v.id == base) {
+                return v.subvolume(&format!("/{path}"));
+            }
         }
         Err(EngineError::NoSuchVolume {
             id: id.to_string(),

@@ -78,6 +78,9 @@ struct Node {
     unlocked: bool,
     /// Its bytes cannot be read at all (a refused LV or array).
     refused: bool,
+    /// Opens the filesystem it shows when that needs more than its own
+    /// bytes (a multi-device Btrfs).
+    opener: Option<flr_layer::FsOpener>,
 }
 
 struct PendingMember {
@@ -162,6 +165,7 @@ pub(crate) fn scan(
             damage: None,
             unlocked: false,
             refused: false,
+            opener: None,
         });
         s.work.push_back(s.nodes.len() - 1);
     }
@@ -289,16 +293,7 @@ impl Scanner<'_> {
                     return Ok(());
                 }
                 Opened::Filesystem(fs) => {
-                    let info = fs.info();
-                    let mut detail = format!(
-                        "{} filesystem: files can be listed and restored",
-                        info.fs_type
-                    );
-                    if info.consistency.may_miss_changes() {
-                        detail.push_str(&format!("; warning: {}", info.consistency.sentence()));
-                    }
-                    self.end(n, kind, Verdict::Readable, detail);
-                    self.nodes[n].content.fs = Some(info);
+                    self.readable(n, kind, fs.as_ref(), "");
                     self.nodes[n].filesystem = Some(format);
                     return Ok(());
                 }
@@ -318,7 +313,7 @@ impl Scanner<'_> {
                 continue;
             }
             let kind = f.kind();
-            if self.scan == Scan::Quick && kind.layer == LayerKind::Filesystem && f.reads() {
+            if self.scan == Scan::Quick && f.opens_lazily() {
                 // Opened when used.
                 let detail = format!(
                     "{} signature (filesystem not inspected in this scan)",
@@ -356,6 +351,21 @@ impl Scanner<'_> {
         if !node.unlocked && ade::may_be_ciphertext(node.partition.as_ref(), head) {
             self.cipher.push(n);
         }
+    }
+
+    /// Node `n` shows the filesystem `fs` (opened in a full scan).
+    fn readable(&mut self, n: usize, kind: Kind, fs: &dyn flr_fs::Filesystem, what: &str) {
+        let info = fs.info();
+        let mut detail = format!(
+            "{} filesystem{what}: files can be listed and restored",
+            info.fs_type
+        );
+        if info.consistency.may_miss_changes() {
+            detail.push_str(&format!("; warning: {}", info.consistency.sentence()));
+        }
+        self.end(n, kind, Verdict::Readable, detail);
+        self.nodes[n].content.subvolumes = fs.subvolumes().unwrap_or_default();
+        self.nodes[n].content.fs = Some(info);
     }
 
     fn fail(&mut self, n: usize, kind: Kind, detail: String) {
@@ -468,6 +478,7 @@ impl Scanner<'_> {
             damage: c.damage,
             unlocked: false,
             refused,
+            opener: None,
         });
         let i = self.nodes.len() - 1;
         if !refused {
@@ -713,6 +724,38 @@ impl Scanner<'_> {
             c.verdict = Verdict::Container;
             c.detail = note.clone();
         }
+        let mut fs_host = None;
+        if let Some(gfs) = g.filesystem {
+            if let Some(m) = self.members[fi].get_mut(gfs.member) {
+                m.noted = true;
+                let n = m.node;
+                fs_host = Some(n);
+                let devices = g.member_notes.len() + 1;
+                let what = if devices > 1 {
+                    format!(" over {devices} devices")
+                } else {
+                    String::new()
+                };
+                if self.scan == Scan::Quick {
+                    let detail = format!(
+                        "{}{what} (filesystem not inspected in this scan)",
+                        gfs.kind.display
+                    );
+                    self.end(n, gfs.kind, Verdict::Readable, detail);
+                } else {
+                    match (gfs.open)() {
+                        Ok(fs) => self.readable(n, gfs.kind, fs.as_ref(), &what),
+                        Err(e) => {
+                            let detail = format!("{}{what} does not open: {e}", gfs.kind.display);
+                            self.fail(n, gfs.kind, detail);
+                        }
+                    }
+                }
+                if self.nodes[n].content.verdict == Verdict::Readable {
+                    self.nodes[n].opener = Some(gfs.open);
+                }
+            }
+        }
         let Some(report) = g.report else { return };
         let Some(holder) = holder.or_else(|| self.members[fi].first().map(|m| m.node)) else {
             return;
@@ -724,7 +767,7 @@ impl Scanner<'_> {
             .map(|m| self.nodes[m.node].depth + self.nodes[m.node].seen.len())
             .max()
             .unwrap_or(0);
-        let mut ids = Vec::new();
+        let mut ids: Vec<usize> = fs_host.into_iter().collect();
         for c in g.children {
             // The group's volume lies on the member its id starts with.
             let parent = self.members[fi]
@@ -775,6 +818,7 @@ impl Scanner<'_> {
             source: n.source.clone(),
             filesystem: n.filesystem,
             refused: n.refused,
+            opener: n.opener.clone(),
         }
     }
 

@@ -187,6 +187,30 @@ pub struct FsInfo {
     pub consistency: Consistency,
 }
 
+/// A subvolume or snapshot of a filesystem that has them (Btrfs), as
+/// `probe` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Subvolume {
+    /// Its id (5 is the top level).
+    pub id: u64,
+    /// Its path from the top level (`@/.snapshots/5/snapshot`; empty for the top level).
+    pub path: String,
+    /// The subvolume it is linked in.
+    pub parent: Option<u64>,
+    /// The generation of its last change.
+    pub generation: u64,
+    /// When it was created (a snapshot: when it was taken).
+    pub created: Option<Timestamp>,
+    /// A read-only snapshot.
+    pub read_only: bool,
+    /// Its UUID.
+    pub uuid: Option<String>,
+    /// The UUID of the subvolume it is a snapshot of.
+    pub parent_uuid: Option<String>,
+    /// Whether it is what the filesystem shows by default.
+    pub default: bool,
+}
+
 /// An error from a filesystem reader.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -281,6 +305,20 @@ pub trait Filesystem: Send + Sync {
     /// Opens the regular file at `path` for reading. Fails with
     /// [`FsError::Unsupported`] when the data cannot be returned correctly.
     fn open(&self, path: &FsPath) -> Result<Box<dyn FileHandle + '_>, FsError>;
+
+    /// Its subvolumes and snapshots, for a filesystem that has them (empty
+    /// otherwise).
+    fn subvolumes(&self) -> Result<Vec<Subvolume>, FsError> {
+        Ok(Vec::new())
+    }
+
+    /// The same filesystem rooted at the subvolume at `path` from the top
+    /// level (`/` is the top level itself); `None` for a filesystem without
+    /// subvolumes.
+    fn open_subvolume(&self, path: &str) -> Option<Result<Box<dyn Filesystem>, FsError>> {
+        let _ = path;
+        None
+    }
 }
 
 #[cfg(test)]

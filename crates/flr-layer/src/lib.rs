@@ -167,6 +167,13 @@ pub trait Format: Send + Sync {
         true
     }
 
+    /// Whether a quick scan may leave the node unopened until it is used:
+    /// true for a filesystem flr reads whose `open` gives the filesystem
+    /// itself (not for one assembled from several nodes, such as Btrfs).
+    fn opens_lazily(&self) -> bool {
+        self.kind().layer == LayerKind::Filesystem && self.reads()
+    }
+
     /// Opens the node. [`Opened::Declined`] when a closer look shows it is
     /// not this format after all (the scanner then tries the next one).
     fn open(&self, src: Source, ctx: &OpenContext<'_>) -> Result<Opened, LayerError>;
@@ -290,6 +297,26 @@ pub struct Group {
     /// What `probe` reports about the group (`None` for a member that
     /// belongs to no group, which only gets its note).
     pub report: Option<GroupReport>,
+    /// For a filesystem spread over its members (a multi-device Btrfs): the
+    /// member whose volume shows it, and how to open it. That member's
+    /// volume becomes the filesystem's (its id stays the member's).
+    pub filesystem: Option<GroupFs>,
+}
+
+/// How a group's filesystem is opened (it needs all its members, so no
+/// single node's bytes open it).
+pub type FsOpener =
+    std::sync::Arc<dyn Fn() -> Result<Box<dyn Filesystem>, flr_fs::FsError> + Send + Sync>;
+
+/// A filesystem made of a group's members.
+pub struct GroupFs {
+    /// The member (index into the members given to `assemble`) whose
+    /// volume shows the filesystem.
+    pub member: usize,
+    /// Its kind (`btrfs`).
+    pub kind: Kind,
+    /// Opens it.
+    pub open: FsOpener,
 }
 
 /// A volume laid out on a node, or yielded by a group.

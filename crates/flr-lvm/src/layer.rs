@@ -82,6 +82,7 @@ impl Format for Lvm2Format {
                 )],
                 children: Vec::new(),
                 report: None,
+                filesystem: None,
             });
         }
         groups
@@ -194,5 +195,6 @@ fn group(g: &VolumeGroup, index_of: &dyn Fn(&str) -> Option<usize>) -> Group {
         member_notes,
         children,
         report: Some(report),
+        filesystem: None,
     }
 }

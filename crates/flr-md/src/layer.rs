@@ -287,6 +287,7 @@ fn group(a: &Array, index_of: &dyn Fn(&str) -> Option<usize>) -> Group {
             damage: None,
         }],
         report: Some(report),
+        filesystem: None,
     }
 }
 

@@ -233,6 +233,25 @@ pub fn probe(
                 )?,
                 None => writeln!(out, "  size {}", human_size(fs.total_bytes))?,
             }
+            for sv in &ct.subvolumes {
+                writeln!(
+                    out,
+                    "        subvolume {:<5} {}@/{}  generation {}{}{}{}",
+                    sv.id,
+                    v.id,
+                    sv.path,
+                    sv.generation,
+                    sv.created
+                        .map(|t| format!("  created {}", crate::manifest::rfc3339(t)))
+                        .unwrap_or_default(),
+                    if sv.read_only { "  read-only" } else { "" },
+                    if sv.default {
+                        "  (default: what the volume shows)"
+                    } else {
+                        ""
+                    },
+                )?;
+            }
             if fs.consistency.journal != flr_fs::Journal::NotChecked {
                 writeln!(
                     out,
