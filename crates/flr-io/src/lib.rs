@@ -24,12 +24,14 @@
 #![deny(missing_docs)]
 
 mod bounce;
+mod changes;
 mod cursor;
 mod error;
 mod parent;
 mod source;
 
 pub use bounce::Bounce;
+pub use changes::{Change, Compared, RangeSet};
 pub use cursor::{ReadOnlyCursor, ReaderCursor};
 pub use error::IoError;
 pub use parent::{
@@ -67,6 +69,14 @@ pub trait ReadAt: Send + Sync {
     fn is_known_zero(&self, _offset: u64, _len: u64) -> bool {
         false
     }
+
+    /// Whether the range may differ from the base this stack is compared
+    /// against (see [`Compared`]). A layer maps the range to the layer
+    /// below and asks it; the default, for a layer that cannot, is
+    /// [`Change::Unknown`] (treated as changed).
+    fn changed(&self, _offset: u64, _len: u64) -> Change {
+        Change::Unknown
+    }
 }
 
 /// A shared handle to a [`ReadAt`].
@@ -84,6 +94,9 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     }
     fn is_known_zero(&self, offset: u64, len: u64) -> bool {
         (**self).is_known_zero(offset, len)
+    }
+    fn changed(&self, offset: u64, len: u64) -> Change {
+        (**self).changed(offset, len)
     }
 }
 

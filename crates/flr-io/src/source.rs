@@ -229,6 +229,12 @@ impl ReadAt for Slice {
             _ => false,
         }
     }
+    fn changed(&self, offset: u64, len: u64) -> crate::Change {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => self.inner.changed(self.base + offset, len),
+            _ => crate::Change::Unknown,
+        }
+    }
 }
 
 #[cfg(test)]
