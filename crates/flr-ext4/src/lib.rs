@@ -53,7 +53,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use flr_fs::{
-    Consistency, DirEntry, DirStream, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath,
+    Consistency, DirEntry, FileExtents, DirStream, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath,
     Metadata, Unmount,
 };
 use flr_io::{ReadAt, Source};
@@ -433,6 +433,41 @@ impl Filesystem for Ext4Fs {
             done += n;
         }
         Ok(out)
+    }
+
+    fn extents(&self, path: &FsPath) -> Result<Option<FileExtents>, FsError> {
+        let inode = self.resolve(path)?;
+        let c = &self.core;
+        let bs = c.sb.bs;
+        let mut meta = vec![(c.inode_offset(inode.ino)?, u64::from(c.sb.inode_size))];
+        if inode.file_acl != 0 {
+            meta.push((inode.file_acl.saturating_mul(bs), bs));
+        }
+        // Fast symlinks and inline data live in the inode; devices have
+        // no blocks.
+        let mapped = match inode.kind() {
+            FileKind::Special => false,
+            FileKind::Symlink => !inode.is_fast_symlink(&c.sb),
+            _ => !inode.has_flag(inode::FL_INLINE_DATA),
+        };
+        let mut data = Vec::new();
+        if mapped {
+            let (runs, nodes) = c.map_inode_with_nodes(&inode)?;
+            data.extend(runs.iter().map(|e| (e.pblk * bs, e.len * bs)));
+            meta.extend(nodes.iter().map(|&b| (b * bs, bs)));
+        }
+        // A block the journal replaces is read from its copy there.
+        let mut copies = Vec::new();
+        if !c.vol.jmap.is_empty() {
+            for &(off, len) in data.iter().chain(&meta) {
+                let (first, last) = (off / bs, (off + len).div_ceil(bs));
+                for t in c.vol.jmap.range(first..last).map(|(_, t)| t) {
+                    copies.push((t.pblk.saturating_mul(bs), bs));
+                }
+            }
+        }
+        meta.extend(copies);
+        Ok(Some(FileExtents { data, meta }))
     }
 
     fn open(&self, path: &FsPath) -> Result<Box<dyn FileHandle + '_>, FsError> {

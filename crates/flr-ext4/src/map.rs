@@ -34,6 +34,8 @@ struct Builder {
     covered: u64,
     nblocks: u64,
     nodes: u64,
+    /// Physical blocks of the extent-tree nodes or indirect blocks read.
+    meta: Vec<u64>,
 }
 
 impl Builder {
@@ -56,6 +58,15 @@ impl Builder {
 impl Core {
     /// The mapped runs of `inode`'s first `ceil(size / bs)` blocks.
     pub(crate) fn map_inode(&self, inode: &Inode) -> Result<Vec<Extent>, FsError> {
+        Ok(self.map_inode_with_nodes(inode)?.0)
+    }
+
+    /// [`Core::map_inode`], and the physical blocks of the extent-tree
+    /// nodes or indirect blocks the map was read from.
+    pub(crate) fn map_inode_with_nodes(
+        &self,
+        inode: &Inode,
+    ) -> Result<(Vec<Extent>, Vec<u64>), FsError> {
         let nblocks = inode.size.div_ceil(self.sb.bs);
         let max_mapped = self
             .sb
@@ -68,9 +79,10 @@ impl Core {
             covered: 0,
             nblocks,
             nodes: 0,
+            meta: Vec::new(),
         };
         if nblocks == 0 {
-            return Ok(b.out);
+            return Ok((b.out, b.meta));
         }
         if inode.has_flag(FL_EXTENTS) {
             let at = self.inode_offset(inode.ino).unwrap_or(0) + 0x28;
@@ -78,7 +90,7 @@ impl Core {
         } else {
             self.block_map(inode, &mut b)?;
         }
-        Ok(b.out)
+        Ok((b.out, b.meta))
     }
 
     fn check_phys(&self, inode: &Inode, pblk: u64, len: u64, at: u64) -> Result<(), FsError> {
@@ -161,6 +173,7 @@ impl Core {
                 }
                 let mut buf = vec![0u8; self.bs_usize()];
                 let child_at = child * self.sb.bs;
+                b.meta.push(child);
                 self.vol.read(child_at, &mut buf)?;
                 self.extent_node(inode, &buf, child_at, Some(depth - 1), b)?;
             }
@@ -220,6 +233,7 @@ impl Core {
         let child_span = per.saturating_pow(level - 1);
         let mut buf = vec![0u8; self.bs_usize()];
         let at = blk * self.sb.bs;
+        b.meta.push(blk);
         self.vol.read(at, &mut buf)?;
         for j in 0..per {
             let lblk = start.saturating_add(j.saturating_mul(child_span));
@@ -264,6 +278,7 @@ mod tests {
             covered: 0,
             nblocks: 100,
             nodes: 0,
+            meta: Vec::new(),
         };
         b.push(0, 4, 50).unwrap();
         b.push(4, 4, 54).unwrap();

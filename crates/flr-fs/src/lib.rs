@@ -211,6 +211,48 @@ pub struct Subvolume {
     pub default: bool,
 }
 
+/// The volume bytes that define one file or folder (see
+/// [`Filesystem::extents`]): if none of them changed since an earlier
+/// version of the volume, neither did the object (its data, size, times,
+/// mode, owner, link target, and for a folder its entries' names and ids).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FileExtents {
+    /// `(offset, len)` byte ranges in the volume holding the data (a
+    /// folder: its entry blocks), in file order; holes are absent.
+    pub data: Vec<(u64, u64)>,
+    /// `(offset, len)` byte ranges holding what describes it: the inode or
+    /// record, extent-tree or indirect blocks, attribute lists, the FAT
+    /// entries of its chain, the directory entry that holds its metadata,
+    /// journal copies that replace any of these.
+    pub meta: Vec<(u64, u64)>,
+}
+
+impl FileExtents {
+    /// Every range, data then metadata.
+    pub fn all(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.data.iter().chain(&self.meta).copied()
+    }
+
+    /// Bytes covered (ranges counted as given, overlaps twice).
+    pub fn bytes(&self) -> u64 {
+        self.all().map(|(_, l)| l).sum()
+    }
+
+    /// Asks `src` (the volume the filesystem reads) whether any of these
+    /// ranges changed since its base: [`Change::Unchanged`](flr_io::Change)
+    /// only when every range is.
+    pub fn changed(&self, src: &dyn flr_io::ReadAt) -> flr_io::Change {
+        let mut c = flr_io::Change::Unchanged;
+        for (off, len) in self.all() {
+            c = c.and(src.changed(off, len));
+            if c == flr_io::Change::Changed {
+                break;
+            }
+        }
+        c
+    }
+}
+
 /// An error from a filesystem reader.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -305,6 +347,16 @@ pub trait Filesystem: Send + Sync {
     /// Opens the regular file at `path` for reading. Fails with
     /// [`FsError::Unsupported`] when the data cannot be returned correctly.
     fn open(&self, path: &FsPath) -> Result<Box<dyn FileHandle + '_>, FsError>;
+
+    /// The volume byte ranges that define the object at `path` (symlinks
+    /// not followed): its data extents and the metadata that describes it
+    /// (see [`FileExtents`]). A folder's answer covers its own entry blocks
+    /// and record, not its children's. `None` when this filesystem cannot
+    /// say (the caller then treats the object as changed); the default.
+    fn extents(&self, path: &FsPath) -> Result<Option<FileExtents>, FsError> {
+        let _ = path;
+        Ok(None)
+    }
 
     /// Its subvolumes and snapshots, for a filesystem that has them (empty
     /// otherwise).
