@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod daemon;
+mod diff;
 mod extract;
 pub mod fleet;
 mod get;
@@ -26,6 +27,10 @@ mod session;
 mod spec;
 mod verify;
 
+pub use diff::{
+    diff, diff_fs, write_diff, ChangeKind, DiffEntry, DiffMode, DiffOptions, DiffSummary, VolumeDiff,
+    DIFF_VERSION,
+};
 pub use extract::Partials;
 pub use flr_fs::{display_name, display_path};
 pub use get::{get, GetOptions, GetSummary};
