@@ -36,11 +36,16 @@
 #![deny(missing_docs)]
 
 mod ade;
+mod compare;
 mod formats;
 mod keyring;
 mod nested;
 mod scan;
 
+pub use compare::{
+    compare_blocks, open_pair, open_pair_paths, BlockStats, CompareFacts, CompareOptions,
+    KnownChanges, Level, Method, Pair, Side,
+};
 pub use formats::{detect, formats, FORMATS};
 pub use keyring::{ChainKey, DetachedHeader, KeyRing};
 pub use nested::{FsFile, FsParentResolver};

@@ -25,19 +25,25 @@ impl Format for VhdFormat {
     fn open(&self, src: Source, ctx: &OpenContext<'_>) -> Result<Opened, LayerError> {
         let file_size = src.len();
         let d = VhdDisk::open(src, ctx.parents).map_err(LayerError::broken)?;
-        let i = d.info();
-        let info = ContainerInfo {
-            format: "vhd",
-            subtype: Some(i.disk_type.name().to_string()),
-            virtual_size: i.virtual_size,
-            file_size,
-            logical_sector_size: None,
-            parents: i.chain.clone(),
-            warnings: i.warnings.clone(),
-        };
+        let info = container_info(&d, file_size);
         Ok(Opened::Disk {
             source: Arc::new(d),
             info,
         })
+    }
+}
+
+/// The container facts the scanner reports for an opened VHD whose file
+/// is `file_size` bytes.
+pub fn container_info(d: &VhdDisk, file_size: u64) -> ContainerInfo {
+    let i = d.info();
+    ContainerInfo {
+        format: "vhd",
+        subtype: Some(i.disk_type.name().to_string()),
+        virtual_size: i.virtual_size,
+        file_size,
+        logical_sector_size: None,
+        parents: i.chain.clone(),
+        warnings: i.warnings.clone(),
     }
 }

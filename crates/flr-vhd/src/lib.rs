@@ -34,13 +34,13 @@
 
 mod format;
 mod layer;
-pub use layer::{VhdFormat, FORMAT};
+pub use layer::{container_info, VhdFormat, FORMAT};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use flr_io::{check_range, IoError, ParentResolver, ReadAt, Source};
+use flr_io::{check_range, Change, IoError, ParentResolver, RangeSet, ReadAt, Source};
 
 use format::{DynHeader, Footer, FOOTER_SIZE, HEADER_SIZE};
 
@@ -231,6 +231,10 @@ enum Bitmap {
 
 struct Sparse {
     bat: Vec<u32>,
+    /// File offset of the BAT.
+    bat_offset: u64,
+    /// File offset of the dynamic disk header.
+    header_offset: u64,
     block_size: u64,
     bitmap_size: u64,
     parent: Option<Box<VhdDisk>>,
@@ -432,6 +436,8 @@ impl VhdDisk {
                     info,
                     kind: Kind::Sparse(Sparse {
                         bat,
+                        bat_offset: hdr.table_offset,
+                        header_offset: footer.data_offset,
                         block_size: bs,
                         bitmap_size,
                         parent,
@@ -767,6 +773,135 @@ impl VhdDisk {
     }
 }
 
+impl VhdDisk {
+    /// Maps a changed-range question through the block map: a block whose
+    /// BAT entry or sector bitmap may have changed is changed as a whole;
+    /// otherwise the block's data in the file (and, for the sectors a
+    /// differencing disk leaves to it, the parent) answers. A changed
+    /// dynamic disk header is unknown (the BAT may have moved).
+    fn changed_sparse(&self, sp: &Sparse, offset: u64, end: u64) -> Change {
+        let head = self.src.changed(sp.header_offset, 1024);
+        if head != Change::Unchanged {
+            return Change::Unknown.and(head);
+        }
+        let bs = sp.block_size;
+        let mut answer = Change::Unchanged;
+        let mut at = offset;
+        while at < end {
+            let block = at / bs;
+            let block_end = ((block + 1) * bs).min(end);
+            let in_block = at % bs;
+            let n = block_end - at;
+            let entry = usize::try_from(block)
+                .ok()
+                .and_then(|i| sp.bat.get(i))
+                .copied();
+            let part = match entry {
+                // Past the BAT: zeros or the parent, whatever the file says.
+                None => Change::Unchanged,
+                Some(_) => self.src.changed(sp.bat_offset + block * 4, 4),
+            };
+            let part = if part != Change::Unchanged {
+                // A BAT entry that may differ: the whole block may.
+                part.and(Change::Changed)
+            } else {
+                match entry {
+                    Some(e) if e != UNALLOCATED => {
+                        let base = u64::from(e) * SECTOR;
+                        let bm = self.src.changed(base, sp.bitmap_size);
+                        if sp.parent.is_some() && bm != Change::Unchanged {
+                            bm.and(Change::Changed)
+                        } else {
+                            let data = self.src.changed(base + sp.bitmap_size + in_block, n);
+                            match &sp.parent {
+                                None => data,
+                                Some(p) => match self.bitmap(sp, block, e).as_deref() {
+                                    Ok(Bitmap::Full) => data,
+                                    Ok(Bitmap::Empty) => parent_changed(p, at, n),
+                                    Ok(Bitmap::Partial(_)) => data.and(parent_changed(p, at, n)),
+                                    Err(_) => Change::Unknown,
+                                },
+                            }
+                        }
+                    }
+                    _ => match &sp.parent {
+                        Some(p) => parent_changed(p, at, n),
+                        None => Change::Unchanged,
+                    },
+                }
+            };
+            answer = answer.and(part);
+            if answer == Change::Changed {
+                return answer;
+            }
+            at = block_end;
+        }
+        answer
+    }
+
+    /// The virtual-disk ranges this file holds itself: for a differencing
+    /// disk, the sectors its block bitmaps mark present (what changed
+    /// against its parent); for a dynamic disk, its allocated blocks; for a
+    /// fixed disk, everything.
+    pub fn held_ranges(&self) -> Result<RangeSet, IoError> {
+        let vsize = self.info.virtual_size;
+        let Kind::Sparse(sp) = &self.kind else {
+            return Ok(RangeSet::from_extents([(0, vsize)]));
+        };
+        let bs = sp.block_size;
+        let spb = bs / SECTOR;
+        let mut out = RangeSet::new();
+        for (block, &e) in sp.bat.iter().enumerate() {
+            if e == UNALLOCATED {
+                continue;
+            }
+            let block = block as u64;
+            let start = block * bs;
+            if start >= vsize {
+                break;
+            }
+            let clip = |off: u64, len: u64| (off, len.min(vsize.saturating_sub(off)));
+            if sp.parent.is_none() {
+                let (o, l) = clip(start, bs);
+                out.insert(o, l);
+                continue;
+            }
+            match &*self.bitmap(sp, block, e)? {
+                Bitmap::Full => {
+                    let (o, l) = clip(start, bs);
+                    out.insert(o, l);
+                }
+                Bitmap::Empty => {}
+                Bitmap::Partial(bits) => {
+                    let mut s = 0;
+                    while s < spb {
+                        if !bit(bits, s) {
+                            s += 1;
+                            continue;
+                        }
+                        let first = s;
+                        while s < spb && bit(bits, s) {
+                            s += 1;
+                        }
+                        let (o, l) = clip(start + first * SECTOR, (s - first) * SECTOR);
+                        out.insert(o, l);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A parent's answer; the part past its end reads as zeros (unchanged).
+fn parent_changed(p: &VhdDisk, at: u64, len: u64) -> Change {
+    let plen = p.len();
+    if at >= plen {
+        return Change::Unchanged;
+    }
+    p.changed(at, len.min(plen - at))
+}
+
 /// Bit `s` of a VHD sector bitmap (most significant bit of byte 0 is sector 0).
 fn bit(bits: &[u8], s: u64) -> bool {
     let byte = usize::try_from(s / 8)
@@ -946,6 +1081,23 @@ impl ReadAt for VhdDisk {
 
     fn layer(&self) -> &str {
         LAYER
+    }
+
+    fn changed(&self, offset: u64, len: u64) -> Change {
+        let Some(end) = offset.checked_add(len) else {
+            return Change::Unknown;
+        };
+        if end > self.info.virtual_size {
+            return Change::Unknown;
+        }
+        if len == 0 {
+            return Change::Unchanged;
+        }
+        match &self.kind {
+            // A fixed disk's virtual offsets are its file offsets.
+            Kind::Fixed => self.src.changed(offset, len),
+            Kind::Sparse(sp) => self.changed_sparse(sp, offset, end),
+        }
     }
 
     fn is_known_zero(&self, offset: u64, len: u64) -> bool {

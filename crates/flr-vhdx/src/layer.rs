@@ -25,19 +25,25 @@ impl Format for VhdxFormat {
     fn open(&self, src: Source, ctx: &OpenContext<'_>) -> Result<Opened, LayerError> {
         let file_size = src.len();
         let d = VhdxDisk::open(src, ctx.parents).map_err(LayerError::broken)?;
-        let i = d.info();
-        let info = ContainerInfo {
-            format: "vhdx",
-            subtype: Some(i.disk_type.name().to_string()),
-            virtual_size: i.virtual_size,
-            file_size,
-            logical_sector_size: Some(i.logical_sector_size),
-            parents: i.chain.clone(),
-            warnings: i.warnings.clone(),
-        };
+        let info = container_info(&d, file_size);
         Ok(Opened::Disk {
             source: Arc::new(d),
             info,
         })
+    }
+}
+
+/// The container facts the scanner reports for an opened VHDX whose file
+/// is `file_size` bytes.
+pub fn container_info(d: &VhdxDisk, file_size: u64) -> ContainerInfo {
+    let i = d.info();
+    ContainerInfo {
+        format: "vhdx",
+        subtype: Some(i.disk_type.name().to_string()),
+        virtual_size: i.virtual_size,
+        file_size,
+        logical_sector_size: Some(i.logical_sector_size),
+        parents: i.chain.clone(),
+        warnings: i.warnings.clone(),
     }
 }

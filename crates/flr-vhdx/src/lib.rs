@@ -27,7 +27,7 @@
 
 mod format;
 mod layer;
-pub use layer::{VhdxFormat, FORMAT};
+pub use layer::{container_info, VhdxFormat, FORMAT};
 
 /// CRC-32C (Castagnoli), as VHDX checksums its headers, region tables and
 /// log entries (also used by the fuzz harness to re-checksum mutated headers).
@@ -37,7 +37,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
-use flr_io::{check_range, IoError, ParentResolver, ReadAt, Source};
+use flr_io::{check_range, Change, IoError, ParentResolver, RangeSet, ReadAt, Source};
 
 use format::{Guid, MIB};
 
@@ -212,6 +212,8 @@ pub struct VhdxDisk {
     src: Source,
     info: VhdxInfo,
     bat: Vec<u64>,
+    /// File offset of the BAT region.
+    bat_offset: u64,
     block_size: u64,
     sector: u64,
     chunk_ratio: u64,
@@ -499,6 +501,7 @@ impl VhdxDisk {
             src,
             info,
             bat,
+            bat_offset: bat_region.offset,
             block_size: bs,
             sector,
             chunk_ratio,
@@ -869,6 +872,112 @@ impl VhdxDisk {
     }
 }
 
+impl VhdxDisk {
+    /// Whether `n` bytes at virtual offset `at` inside `block` may differ:
+    /// a BAT entry (payload, or the sector bitmap of a differencing disk's
+    /// partially present block) or a sector bitmap that may differ makes
+    /// the whole block changed; otherwise the payload in the file, and the
+    /// parent for what the block leaves to it, answer.
+    fn changed_block(&self, block: u64, at: u64, n: u64) -> Change {
+        let idx = block + block / self.chunk_ratio;
+        let bat = self.src.changed(self.bat_offset + idx * 8, 8);
+        if bat != Change::Unchanged {
+            return bat.and(Change::Changed);
+        }
+        let e = self.payload_entry(block);
+        let data = (e & !0xF_FFFF) + at % self.block_size;
+        let parent = || match &self.parent {
+            Some(p) if at < p.len() => p.changed(at, n.min(p.len() - at)),
+            _ => Change::Unchanged,
+        };
+        match e & 7 {
+            PAYLOAD_FULLY_PRESENT => self.src.changed(data, n),
+            PAYLOAD_PARTIALLY_PRESENT if self.parent.is_none() => self.src.changed(data, n),
+            PAYLOAD_PARTIALLY_PRESENT => {
+                let chunk = block / self.chunk_ratio;
+                let sb_idx = chunk * (self.chunk_ratio + 1) + self.chunk_ratio;
+                let sb_entry = self.src.changed(self.bat_offset + sb_idx * 8, 8);
+                if sb_entry != Change::Unchanged {
+                    return sb_entry.and(Change::Changed);
+                }
+                let nbytes = self.block_size / self.sector / 8;
+                let bits_at =
+                    (self.entry(sb_idx) & !0xF_FFFF) + (block % self.chunk_ratio) * nbytes;
+                let bits = self.src.changed(bits_at, nbytes);
+                if bits != Change::Unchanged {
+                    return bits.and(Change::Changed);
+                }
+                match self.bitmap(block).as_deref() {
+                    Ok(Bitmap::Full) => self.src.changed(data, n),
+                    Ok(Bitmap::Empty) => parent(),
+                    Ok(Bitmap::Partial(_)) => self.src.changed(data, n).and(parent()),
+                    Err(_) => Change::Unknown,
+                }
+            }
+            PAYLOAD_NOT_PRESENT if self.parent.is_some() => parent(),
+            _ => Change::Unchanged,
+        }
+    }
+
+    /// The virtual-disk ranges this file holds itself: for a differencing
+    /// disk, the sectors present in it (what changed against its parent);
+    /// for a dynamic disk, its present blocks; for a fixed disk, every
+    /// present block.
+    pub fn held_ranges(&self) -> Result<RangeSet, IoError> {
+        let vsize = self.info.virtual_size;
+        let bs = self.block_size;
+        let blocks = vsize.div_ceil(bs);
+        let spb = bs / self.sector;
+        let mut out = RangeSet::new();
+        let clip = |off: u64, len: u64| (off, len.min(vsize.saturating_sub(off)));
+        for block in 0..blocks {
+            let start = block * bs;
+            match self.payload_entry(block) & 7 {
+                PAYLOAD_FULLY_PRESENT => {
+                    let (o, l) = clip(start, bs);
+                    out.insert(o, l);
+                }
+                PAYLOAD_PARTIALLY_PRESENT if self.parent.is_none() => {
+                    let (o, l) = clip(start, bs);
+                    out.insert(o, l);
+                }
+                // A differencing disk that says "zeros" hides its parent.
+                PAYLOAD_UNDEFINED | PAYLOAD_ZERO | PAYLOAD_UNMAPPED | PAYLOAD_UNMAPPED_V095
+                    if self.parent.is_some() =>
+                {
+                    let (o, l) = clip(start, bs);
+                    out.insert(o, l);
+                }
+                PAYLOAD_PARTIALLY_PRESENT => match &*self.bitmap(block)? {
+                    Bitmap::Full => {
+                        let (o, l) = clip(start, bs);
+                        out.insert(o, l);
+                    }
+                    Bitmap::Empty => {}
+                    Bitmap::Partial(bits) => {
+                        let mut s = 0;
+                        while s < spb {
+                            if !bit(bits, s) {
+                                s += 1;
+                                continue;
+                            }
+                            let first = s;
+                            while s < spb && bit(bits, s) {
+                                s += 1;
+                            }
+                            let (o, l) =
+                                clip(start + first * self.sector, (s - first) * self.sector);
+                            out.insert(o, l);
+                        }
+                    }
+                },
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
 /// Bit `s` of a VHDX sector bitmap (least significant bit of byte 0 is sector 0).
 fn bit(bits: &[u8], s: u64) -> bool {
     let byte = usize::try_from(s / 8)
@@ -1104,6 +1213,30 @@ impl ReadAt for VhdxDisk {
 
     fn layer(&self) -> &str {
         LAYER
+    }
+
+    fn changed(&self, offset: u64, len: u64) -> Change {
+        let Some(end) = offset.checked_add(len) else {
+            return Change::Unknown;
+        };
+        if end > self.info.virtual_size || self.info.log_not_replayed {
+            // A log not replayed may rewrite the BAT and blocks.
+            return Change::Unknown;
+        }
+        let bs = self.block_size;
+        let mut answer = Change::Unchanged;
+        let mut at = offset;
+        while at < end {
+            let block = at / bs;
+            let block_end = ((block + 1) * bs).min(end);
+            let part = self.changed_block(block, at, block_end - at);
+            answer = answer.and(part);
+            if answer == Change::Changed {
+                return answer;
+            }
+            at = block_end;
+        }
+        answer
     }
 
     fn is_known_zero(&self, offset: u64, len: u64) -> bool {
