@@ -201,6 +201,29 @@ enum Cmd {
         /// Write Prometheus textfile metrics (flr_verify_*) to FILE.
         #[arg(long, value_name = "FILE")]
         prometheus: Option<PathBuf>,
+        /// Re-read only the files whose blocks changed since the snapshot this manifest
+        /// (from `flr manifest` or `--write-manifest`) was made of; carry the other hashes.
+        #[arg(long, value_name = "MANIFEST")]
+        since: Option<PathBuf>,
+        /// The snapshot --since's manifest was made of (default: the manifest's image).
+        #[arg(long, value_name = "IMAGE", requires = "since")]
+        base: Option<String>,
+        /// Write what was found as a manifest for the next run (carried hashes marked).
+        #[arg(long = "write-manifest", value_name = "FILE")]
+        write_manifest: Option<PathBuf>,
+    },
+    /// List what changed between two versions of a disk (two snapshots, a differencing
+    /// disk and its parent): added, removed, changed and renamed files.
+    Diff {
+        /// The older image.
+        old: String,
+        /// The newer image.
+        new: String,
+        /// Only this volume and folder (ID:/path).
+        path: Option<String>,
+        /// JSON Lines (schema version 1: one "change" object per line, then a "summary").
+        #[arg(long)]
+        json: bool,
     },
     /// Fleet verification on a batch engine (Slurm array, Kubernetes Indexed Job, Azure
     /// Batch): plan a spec, verify one item per task, gather the results. See
@@ -404,6 +427,9 @@ impl Cli {
                 json,
                 junit,
                 prometheus,
+                since,
+                base,
+                write_manifest,
             } => Command::Verify {
                 image,
                 manifest,
@@ -415,6 +441,20 @@ impl Cli {
                 json,
                 junit,
                 prometheus,
+                since,
+                base,
+                write_manifest,
+            },
+            Cmd::Diff {
+                old,
+                new,
+                path,
+                json,
+            } => Command::Diff {
+                old,
+                image: new,
+                path,
+                json,
             },
         };
         Invocation { globals, command }

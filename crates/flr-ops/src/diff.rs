@@ -296,27 +296,45 @@ pub(crate) fn distrust(
     new_src: &dyn ReadAt,
     root: &FsPath,
 ) -> Option<String> {
+    replayed(old, "older")
+        .or_else(|| distrust_new(new, new_src))
+        .or_else(|| match new.extents(root) {
+            Ok(_) => None,
+            Err(e) => Some(format!("{root}: {e}")),
+        })
+}
+
+/// Why the older filesystem's view may differ from its volume's bytes.
+pub(crate) fn replayed(fs: &dyn Filesystem, which: &str) -> Option<String> {
+    matches!(fs.consistency().journal, Journal::Replayed { .. }).then(|| {
+        format!(
+            "the {which} filesystem's {} was replayed in memory",
+            match fs.consistency().journal_name {
+                "" => "journal",
+                n => n,
+            }
+        )
+    })
+}
+
+/// Why the newer filesystem's blocks cannot say what changed, if they
+/// cannot: its stack does not know, its reader cannot map files, or a
+/// journal was replayed (ext2/3/4 name the journal copies they read, so
+/// theirs is trusted).
+pub(crate) fn distrust_new(new: &dyn Filesystem, new_src: &dyn ReadAt) -> Option<String> {
     if new_src.changed(0, new_src.len().max(1)) == Change::Unknown {
         return Some("the image's stack does not say which blocks changed".into());
     }
-    for (which, fs) in [("older", old), ("newer", new)] {
-        if matches!(fs.consistency().journal, Journal::Replayed { .. }) {
-            return Some(format!(
-                "the {which} filesystem's {} was replayed in memory",
-                match fs.consistency().journal_name {
-                    "" => "journal",
-                    n => n,
-                }
-            ));
+    let ty = new.info().fs_type;
+    if !ty.starts_with("ext") {
+        if let Some(r) = replayed(new, "newer") {
+            return Some(r);
         }
     }
-    match new.extents(root) {
+    match new.extents(&FsPath::root()) {
         Ok(Some(_)) => None,
-        Ok(None) => Some(format!(
-            "{} cannot map files to their blocks",
-            new.info().fs_type
-        )),
-        Err(e) => Some(format!("{root}: {e}")),
+        Ok(None) => Some(format!("{ty} cannot map files to their blocks")),
+        Err(e) => Some(format!("/: {e}")),
     }
 }
 

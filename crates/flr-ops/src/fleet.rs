@@ -791,6 +791,8 @@ fn verify_item(
             .map(Duration::from_secs_f64),
         volumes: Vec::new(),
         progress: false,
+        since: None,
+        write_manifest: false,
     };
     let chain = s.prepare(&item.image, false)?;
     let report = s.verify_report(&item.image, &opts, chain.as_ref())?;

@@ -51,7 +51,7 @@ pub use spec::VolPath;
 pub use verify::{
     parse_bytes, parse_duration, verify, write_file_atomically, write_json, write_junit,
     write_prometheus, write_summary, Status, UnreadableKind, VerifyMode, VerifyOptions,
-    VerifyReport, VolumeState,
+    VerifyReport, VolumeState, Since,
 };
 
 use std::io::Write;

@@ -92,6 +92,15 @@ pub struct Entry {
     /// Why a file's data could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unreadable: Option<String>,
+    /// The file id (inode, MFT record number), where the filesystem has
+    /// one: `verify --since` carries a hash only to the same object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inode: Option<u64>,
+    /// Set when the sha256 was not read from this image but carried from a
+    /// baseline whose blocks prove it unchanged (`verify --since`): the id
+    /// of the image it was read from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried: Option<String>,
 }
 
 impl Entry {
@@ -172,6 +181,8 @@ impl Found {
                 .as_ref()
                 .map(|t| String::from_utf8_lossy(t).into_owned()),
             unreadable: self.meta.unreadable.clone(),
+            inode: self.meta.inode,
+            carried: None,
         }
     }
 }
@@ -474,6 +485,8 @@ mod tests {
                         sha256: Some("00".into()),
                         target: None,
                         unreadable: None,
+                        inode: Some(12),
+                        carried: None,
                     },
                     Entry {
                         path: "/\u{fffd}".into(),
@@ -485,6 +498,8 @@ mod tests {
                         sha256: None,
                         target: None,
                         unreadable: None,
+                        inode: Some(12),
+                        carried: None,
                     },
                 ],
             }],

@@ -147,6 +147,23 @@ pub enum Command {
         junit: Option<PathBuf>,
         /// `--prometheus FILE`.
         prometheus: Option<PathBuf>,
+        /// `--since MANIFEST`: the previous snapshot's manifest.
+        since: Option<PathBuf>,
+        /// `--base IMAGE`: the previous snapshot (default: the manifest's image).
+        base: Option<String>,
+        /// `--write-manifest FILE`: the manifest for the next run.
+        write_manifest: Option<PathBuf>,
+    },
+    /// `diff OLD NEW [ID:/path]`.
+    Diff {
+        /// The older image.
+        old: String,
+        /// The newer image.
+        image: String,
+        /// `ID:/folder`.
+        path: Option<String>,
+        /// JSON Lines.
+        json: bool,
     },
     /// `fleet plan`: write a spec.
     FleetPlan(crate::fleet::PlanArgs),
@@ -166,7 +183,8 @@ impl Command {
             | Command::Cat { image, .. }
             | Command::Mount { image, .. }
             | Command::Manifest { image, .. }
-            | Command::Verify { image, .. } => image,
+            | Command::Verify { image, .. }
+            | Command::Diff { image, .. } => image,
             Command::FleetPlan(_) | Command::FleetRun(_) | Command::FleetReport(_) => "",
         }
     }
@@ -186,6 +204,7 @@ impl Command {
             Command::Probe { json: true, .. }
                 | Command::Ls { json: true, .. }
                 | Command::Get { json: true, .. }
+                | Command::Diff { json: true, .. }
         )
     }
 }
@@ -614,6 +633,38 @@ impl Session {
                 crate::manifest(&img, &crate::ManifestOptions { volumes }, &mut ctx)?;
                 exit::OK
             }
+            Command::Diff {
+                old,
+                image,
+                path,
+                json,
+            } => {
+                let spec = path
+                    .as_deref()
+                    .map(VolPath::parse)
+                    .transpose()
+                    .map_err(OpsError::Usage)?;
+                let pair = self.open_pair(&old, &image)?;
+                let mut ctx = Context {
+                    out: &mut out,
+                    err: &mut err,
+                    format: fmt(json),
+                };
+                if !json {
+                    writeln!(
+                        ctx.err,
+                        "flr: diff: changed ranges by {}: {} bytes in {} ranges ({} bytes read to find them, {:.2} s){}",
+                        pair.facts.method.as_str(),
+                        pair.facts.changed_bytes,
+                        pair.facts.ranges,
+                        pair.facts.bytes_read,
+                        pair.facts.seconds,
+                        pair.facts.note.as_deref().map(|n| format!("; {n}")).unwrap_or_default()
+                    )?;
+                }
+                crate::diff(&pair.old, &pair.new, &crate::DiffOptions { path: spec }, &mut ctx)?;
+                exit::OK
+            }
             Command::FleetPlan(_) | Command::FleetRun(_) | Command::FleetReport(_) => {
                 unreachable!("fleet commands are run by crate::fleet")
             }
@@ -628,7 +679,14 @@ impl Session {
                 json,
                 junit,
                 prometheus,
+                since,
+                base,
+                write_manifest,
             } => {
+                let since = match &since {
+                    Some(p) => Some(self.since(p, base.as_deref(), &image)?),
+                    None => None,
+                };
                 let baseline = match &manifest {
                     Some(p) => {
                         let text = std::fs::read_to_string(p).map_err(|e| {
@@ -657,8 +715,16 @@ impl Session {
                         .map_err(|e| OpsError::Usage(format!("--max-time: {e}")))?,
                     volumes,
                     progress: json.is_none(),
+                    write_manifest: write_manifest.is_some(),
+                    since: since.as_ref().map(|s| s.0.clone()),
                 };
-                let report = self.verify_report(&image, &opts, chain)?;
+                let report = match since {
+                    Some((_, pair)) => crate::verify(&pair.new, chain, &opts)?,
+                    None => self.verify_report(&image, &opts, chain)?,
+                };
+                if let (Some(p), Some(m)) = (&write_manifest, &report.new_manifest) {
+                    crate::write_file_atomically(p, |w| crate::write_manifest(m, w))?;
+                }
                 if json.as_deref() == Some(Path::new("-")) {
                     crate::write_json(&report, &mut out)?;
                 } else {
@@ -729,6 +795,57 @@ impl Session {
         Ok(flr_engine::open_source(
             blob, &shown, &parents, scan, &self.keys,
         )?)
+    }
+
+    /// OLD and NEW opened as a pair, NEW's stack answering `changed`
+    /// against OLD (local images: a differencing chain, else a block
+    /// comparison).
+    fn open_pair(&mut self, old: &str, new: &str) -> Result<flr_engine::Pair, OpsError> {
+        if is_remote(old) || is_remote(new) {
+            return Err(OpsError::Usage(
+                "diff and verify --since read local images only in this version".into(),
+            ));
+        }
+        let opts = flr_engine::CompareOptions {
+            scan: Scan::Full,
+            threads: self.globals.concurrency.clamp(2, 16),
+            ..Default::default()
+        };
+        Ok(flr_engine::open_pair_paths(
+            Path::new(old),
+            Path::new(new),
+            &opts,
+            &self.keys,
+        )?)
+    }
+
+    /// `verify --since MANIFEST [--base OLD]`: the baseline and the pair.
+    fn since(
+        &mut self,
+        manifest: &Path,
+        base: Option<&str>,
+        image: &str,
+    ) -> Result<(crate::Since, flr_engine::Pair), OpsError> {
+        let text = std::fs::read_to_string(manifest)
+            .map_err(|e| OpsError::Usage(format!("--since {}: {e}", manifest.display())))?;
+        let m = crate::read_manifest(&text)
+            .map_err(|e| OpsError::Usage(format!("--since {}: {e}", manifest.display())))?;
+        let base = base.map(str::to_string).unwrap_or_else(|| m.image.clone());
+        let pair = self.open_pair(&base, image)?;
+        let mut distrusted = Vec::new();
+        for v in pair.old.volumes.iter().filter(|v| v.is_readable()) {
+            if let Ok(fs) = v.open_fs() {
+                if crate::diff::replayed(fs.as_ref(), "older").is_some() {
+                    distrusted.push(v.id.clone());
+                }
+            }
+        }
+        let since = crate::Since {
+            manifest: m,
+            id: base,
+            distrusted,
+        };
+        Ok((since, pair))
     }
 
     /// `--stats`: what reading the image cost, on stderr.

@@ -42,8 +42,26 @@ pub struct VerifyOptions {
     pub max_time: Option<Duration>,
     /// Only these volumes (all when empty).
     pub volumes: Vec<String>,
+    /// Keep what was found as a new manifest ([`VerifyReport::new_manifest`]).
+    pub write_manifest: bool,
     /// Progress bar on stderr (only shown on a terminal).
     pub progress: bool,
+    /// `--since`: the previous snapshot's manifest, whose hashes are
+    /// carried to files whose blocks did not change (the image's stack
+    /// answers `changed` against that snapshot).
+    pub since: Option<Since>,
+}
+
+/// The baseline of `verify --since`.
+#[derive(Debug, Clone)]
+pub struct Since {
+    /// The previous snapshot's manifest (with file ids).
+    pub manifest: Manifest,
+    /// The id carried entries are marked with (the baseline's image).
+    pub id: String,
+    /// Volumes whose older filesystem's view is not its bytes (a journal
+    /// replayed in memory): nothing is carried there.
+    pub distrusted: Vec<String>,
 }
 
 /// A file that could not be read.
@@ -173,6 +191,13 @@ pub struct VolumeResult {
     pub files_read: u64,
     /// Bytes read.
     pub bytes_read: u64,
+    /// Files not read but carried from the `--since` baseline, their blocks
+    /// unchanged.
+    pub files_carried: u64,
+    /// Bytes of the carried files.
+    pub bytes_carried: u64,
+    /// Why nothing could be carried on this volume, when `--since` was given.
+    pub since_note: Option<String>,
     /// Files not read because of the sample or the budget.
     pub files_not_checked: u64,
     /// Files that could not be read.
@@ -203,6 +228,9 @@ impl VolumeResult {
             files: 0,
             files_read: 0,
             bytes_read: 0,
+            files_carried: 0,
+            bytes_carried: 0,
+            since_note: None,
             files_not_checked: 0,
             unreadable: Vec::new(),
             structural_errors: Vec::new(),
@@ -247,6 +275,10 @@ pub struct Totals {
     pub files_read: u64,
     /// Bytes read.
     pub bytes_read: u64,
+    /// Files carried from the `--since` baseline.
+    pub files_carried: u64,
+    /// Bytes of the carried files.
+    pub bytes_carried: u64,
     /// Files not read (sample, budget).
     pub files_not_checked: u64,
     /// Files that could not be read (failures only).
@@ -295,6 +327,12 @@ pub struct VerifyReport {
     pub status: Status,
     /// The process exit code for this result.
     pub exit_code: i32,
+    /// The `--since` baseline's id.
+    pub since: Option<String>,
+    /// What was found, as a manifest for the next run (carried hashes
+    /// marked), when asked for.
+    #[serde(skip)]
+    pub new_manifest: Option<Manifest>,
 }
 
 /// A small seeded generator (splitmix64) for the sample: the same seed
@@ -377,6 +415,11 @@ enum FileOutcome {
         kind: UnreadableKind,
         reason: String,
     },
+    Carried {
+        sha: String,
+        from: String,
+        bytes: u64,
+    },
     NotChecked,
 }
 
@@ -416,6 +459,7 @@ pub fn verify(
     let verdicts = feasibility_of(&volumes, chain);
     let wanted = |id: &str| opts.volumes.is_empty() || opts.volumes.iter().any(|v| v == id);
     let mut results = Vec::new();
+    let mut new_manifest = Vec::new();
     for v in &volumes {
         let t0 = Instant::now();
         let mut r = VolumeResult::new(&v.id);
@@ -473,6 +517,48 @@ pub fn verify(
             }
             _ => files.clone(),
         };
+        // `--since`: the baseline's entries by path, when this volume's
+        // blocks can be trusted to say what changed.
+        let baseline: Option<HashMap<Vec<u8>, &Entry>> = opts.since.as_ref().and_then(|s| {
+            let note = if s.distrusted.contains(&v.id) {
+                Some("the older filesystem's journal was replayed in memory".to_string())
+            } else {
+                crate::diff::distrust_new(fs.as_ref(), v.source().as_ref())
+            };
+            let mv = s.manifest.volumes.iter().find(|mv| mv.id == v.id);
+            let note = note.or_else(|| {
+                mv.is_none()
+                    .then(|| "the baseline manifest has no such volume".to_string())
+            });
+            if let Some(n) = note {
+                r.since_note = Some(n);
+                return None;
+            }
+            mv.map(|mv| mv.entries.iter().map(|e| (e.key(), e)).collect())
+        });
+        let carry = |f: &crate::manifest::Found| -> Option<FileOutcome> {
+            let s = opts.since.as_ref()?;
+            let b = baseline.as_ref()?;
+            let e = b.get(&crate::manifest::path_bytes(&f.path))?;
+            let sha = e.sha256.as_ref()?;
+            let same = e.kind == "file"
+                && e.size == f.meta.size
+                && e.inode.is_some()
+                && e.inode == f.meta.inode
+                && e.unreadable.is_none();
+            if !same {
+                return None;
+            }
+            let x = fs.extents(&f.path).ok()??;
+            if x.changed(v.source().as_ref()) != flr_io::Change::Unchanged {
+                return None;
+            }
+            Some(FileOutcome::Carried {
+                sha: sha.clone(),
+                from: e.carried.clone().unwrap_or_else(|| s.id.clone()),
+                bytes: f.meta.size,
+            })
+        };
         let total_bytes: u64 = chosen.iter().map(|i| found[*i].meta.size).sum();
         let bar = progress_bar(opts.progress, &v.id, total_bytes);
         let outcomes: Vec<(usize, FileOutcome)> = chosen
@@ -487,6 +573,9 @@ pub fn verify(
                             reason: reason.clone(),
                         },
                     );
+                }
+                if let Some(c) = carry(f) {
+                    return (i, c);
                 }
                 if !budget.claim(f.meta.size) {
                     return (i, FileOutcome::NotChecked);
@@ -520,6 +609,7 @@ pub fn verify(
         }
         r.files_not_checked = (files.len() - chosen.len()) as u64;
         let mut shas: HashMap<usize, String> = HashMap::new();
+        let mut carried: HashMap<usize, String> = HashMap::new();
         let known_unreadable = |path: &[u8]| {
             expected.is_some_and(|m| {
                 m.entries
@@ -543,8 +633,36 @@ pub fn verify(
                         known: kind == UnreadableKind::Unsupported && known_unreadable(&key),
                     });
                 }
+                FileOutcome::Carried { sha, from, bytes } => {
+                    r.files_carried += 1;
+                    r.bytes_carried += bytes;
+                    shas.insert(i, sha);
+                    carried.insert(i, from);
+                }
                 FileOutcome::NotChecked => r.files_not_checked += 1,
             }
+        }
+        if opts.write_manifest {
+            let info = v.content.fs.clone().unwrap_or_else(|| fs.info());
+            new_manifest.push(crate::manifest::ManifestVolume {
+                id: v.id.clone(),
+                fs_type: Some(info.fs_type),
+                label: info.label,
+                fs_id: info.id,
+                entries: found
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| {
+                        let mut e = f.entry();
+                        e.sha256 = shas.get(&i).cloned();
+                        e.carried = carried.get(&i).cloned();
+                        if let Some(u) = r.unreadable.iter().find(|u| u.path == f.path.to_string()) {
+                            e.unreadable = Some(u.reason.clone());
+                        }
+                        e
+                    })
+                    .collect(),
+            });
         }
         if let Some(m) = expected {
             let mut mine: BTreeMap<Vec<u8>, Entry> = BTreeMap::new();
@@ -605,6 +723,8 @@ pub fn verify(
         t.files += r.files;
         t.files_read += r.files_read;
         t.bytes_read += r.bytes_read;
+        t.files_carried += r.files_carried;
+        t.bytes_carried += r.bytes_carried;
         t.files_not_checked += r.files_not_checked;
         t.files_unreadable += r.failed_files() as u64;
         t.structural_errors += r.structural_errors.len() as u64;
@@ -633,7 +753,7 @@ pub fn verify(
     };
     Ok(VerifyReport {
         image: image.location.clone(),
-        started,
+        started: started.clone(),
         seconds: started_at.elapsed().as_secs_f64(),
         mode: if opts.sample.is_some() {
             VerifyMode::Sample
@@ -646,6 +766,14 @@ pub fn verify(
         max_bytes: opts.max_bytes,
         max_time: opts.max_time.map(|d| d.as_secs_f64()),
         budget_exhausted: budget.exhausted.load(Ordering::Relaxed),
+        since: opts.since.as_ref().map(|s| s.id.clone()),
+        new_manifest: opts.write_manifest.then(|| Manifest {
+            format: "flr-manifest".into(),
+            version: 1,
+            image: image.location.clone(),
+            created: started.clone(),
+            volumes: new_manifest,
+        }),
         volumes: results,
         totals: t,
         status,
