@@ -10,6 +10,7 @@ mod blob;
 mod blob_parents;
 mod btrfs;
 mod cli;
+mod diff;
 mod consistency;
 mod corpus;
 mod docs;
