@@ -25,7 +25,11 @@ fn diff_lists_exactly_what_the_generator_changed() {
     for fs in ["ext4", "xfs", "ntfs"] {
         let (old, new) = pair(fs);
         let out = flr(&["diff", &old, &new, "--json"]);
-        assert!(out.status.success(), "{fs}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{fs}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let mut got = BTreeMap::new();
         let mut summary = None;
         for l in String::from_utf8(out.stdout).unwrap().lines() {
@@ -64,7 +68,11 @@ fn diff_lists_exactly_what_the_generator_changed() {
         );
         for (k, field) in &want {
             if !field.is_empty() {
-                assert!(got[k].contains(*field), "{fs}: {k:?} lacks {field}: {:?}", got[k]);
+                assert!(
+                    got[k].contains(*field),
+                    "{fs}: {k:?} lacks {field}: {:?}",
+                    got[k]
+                );
             }
         }
         let s = summary.expect("a summary line");
@@ -104,7 +112,11 @@ fn verify_since_agrees_with_a_full_verify() {
         let base = dir.path().join(format!("{fs}-old.json"));
         let next = dir.path().join(format!("{fs}-next.json"));
         let out = flr(&["manifest", &old]);
-        assert!(out.status.success(), "{fs}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{fs}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         std::fs::write(&base, &out.stdout).unwrap();
         let full = flr(&["manifest", &new]);
         assert!(full.status.success());
@@ -120,7 +132,11 @@ fn verify_since_agrees_with_a_full_verify() {
             "--json",
             "-",
         ]);
-        assert!(out.status.success(), "{fs}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{fs}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let next_doc = std::fs::read_to_string(&next).unwrap();
         assert_eq!(
@@ -132,7 +148,10 @@ fn verify_since_agrees_with_a_full_verify() {
         if fs == "ext4" {
             assert!(t["files_carried"].as_u64().unwrap() >= 10, "{fs}: {t}");
             assert!(t["files_read"].as_u64().unwrap() <= 14, "{fs}: {t}");
-            assert!(next_doc.contains("\"carried\""), "{fs}: carried entries marked");
+            assert!(
+                next_doc.contains("\"carried\""),
+                "{fs}: carried entries marked"
+            );
         }
         assert_eq!(
             t["files_carried"].as_u64().unwrap() + t["files_read"].as_u64().unwrap(),

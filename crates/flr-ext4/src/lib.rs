@@ -53,8 +53,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use flr_fs::{
-    Consistency, DirEntry, FileExtents, DirStream, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath,
-    Metadata, Unmount,
+    Consistency, DirEntry, DirStream, FileExtents, FileHandle, FileKind, Filesystem, FsError,
+    FsInfo, FsPath, Metadata, Unmount,
 };
 use flr_io::{ReadAt, Source};
 

@@ -52,7 +52,12 @@ fn extents_match_debugfs() {
             // debugfs takes names as given; skip the ones a shell argument
             // would mangle (spaces, quotes, control bytes).
             let shown = path.to_string();
-            if path.0.iter().flatten().any(|&b| b <= b' ' || b == b'"' || b >= 0x80) {
+            if path
+                .0
+                .iter()
+                .flatten()
+                .any(|&b| b <= b' ' || b == b'"' || b >= 0x80)
+            {
                 continue;
             }
             let x = fs.extents(&path).unwrap().expect("ext4 answers");
@@ -79,38 +84,38 @@ fn extents_match_debugfs() {
             }
             // debugfs reads a fast symlink's target as block numbers.
             let ex = debugfs(&img, &format!("ex \"{shown}\""));
-            let theirs: BTreeSet<u64> = if kind == FileKind::Special
-                || acl.contains("Fast link dest:")
-            {
-                BTreeSet::new()
-            } else if ex.contains("Level Entries") {
-                // Extent tree: index nodes, and initialised leaf extents
-                // within the file's size (unwritten ones read as zeros).
-                let nblocks = fs.metadata(&path).unwrap().size.div_ceil(bs);
-                let mut set = BTreeSet::new();
-                for l in ex.lines().skip(1) {
-                    let t: Vec<&str> = l.split(|c: char| c == '/' || c.is_whitespace())
-                        .filter(|w| !w.is_empty())
-                        .collect();
-                    let n = |i: usize| t[i].parse::<u64>().unwrap();
-                    if n(0) < n(1) {
-                        set.insert(n(7));
-                    } else if !l.contains("Uninit") {
-                        let (ls, le, ps) = (n(4), n(6), n(7));
-                        for k in 0..=(le - ls) {
-                            if ls + k < nblocks {
-                                set.insert(ps + k);
+            let theirs: BTreeSet<u64> =
+                if kind == FileKind::Special || acl.contains("Fast link dest:") {
+                    BTreeSet::new()
+                } else if ex.contains("Level Entries") {
+                    // Extent tree: index nodes, and initialised leaf extents
+                    // within the file's size (unwritten ones read as zeros).
+                    let nblocks = fs.metadata(&path).unwrap().size.div_ceil(bs);
+                    let mut set = BTreeSet::new();
+                    for l in ex.lines().skip(1) {
+                        let t: Vec<&str> = l
+                            .split(|c: char| c == '/' || c.is_whitespace())
+                            .filter(|w| !w.is_empty())
+                            .collect();
+                        let n = |i: usize| t[i].parse::<u64>().unwrap();
+                        if n(0) < n(1) {
+                            set.insert(n(7));
+                        } else if !l.contains("Uninit") {
+                            let (ls, le, ps) = (n(4), n(6), n(7));
+                            for k in 0..=(le - ls) {
+                                if ls + k < nblocks {
+                                    set.insert(ps + k);
+                                }
                             }
                         }
                     }
-                }
-                set
-            } else {
-                debugfs(&img, &format!("blocks \"{shown}\""))
-                    .split_whitespace()
-                    .map(|w| w.parse().unwrap())
-                    .collect()
-            };
+                    set
+                } else {
+                    debugfs(&img, &format!("blocks \"{shown}\""))
+                        .split_whitespace()
+                        .map(|w| w.parse().unwrap())
+                        .collect()
+                };
             assert_eq!(mine, theirs, "{name}:{shown}: blocks");
             checked += 1;
         }

@@ -172,17 +172,22 @@ pub fn diff(
             "diff: the two images have no readable volume in common".into(),
         ));
     }
-    let root = opts.path.as_ref().map(|p| p.path.clone()).unwrap_or_default();
+    let root = opts
+        .path
+        .as_ref()
+        .map(|p| p.path.clone())
+        .unwrap_or_default();
     for id in ids {
         let ov = old.volume(&id)?;
         let nv = new.volume(&id)?;
         let ofs = ov.open_fs()?;
         let nfs = nv.open_fs()?;
-        let d = diff_fs(&id, ofs.as_ref(), nfs.as_ref(), nv.source().as_ref(), &root)
-            .map_err(|source| OpsError::Fs {
+        let d = diff_fs(&id, ofs.as_ref(), nfs.as_ref(), nv.source().as_ref(), &root).map_err(
+            |source| OpsError::Fs {
                 volume: id.clone(),
                 source,
-            })?;
+            },
+        )?;
         write_diff(&d, ctx)?;
         out.push(d);
     }
@@ -397,7 +402,9 @@ pub fn diff_fs(
     }
     w.folder(root, root, 0)?;
     w.pair_renames();
-    w.out.entries.sort_by(|a, b| a.path.cmp(&b.path).then(a.change.cmp(&b.change)));
+    w.out
+        .entries
+        .sort_by(|a, b| a.path.cmp(&b.path).then(a.change.cmp(&b.change)));
     w.out.summary.seconds = t0.elapsed().as_secs_f64();
     Ok(w.out)
 }
@@ -458,15 +465,17 @@ impl Walker<'_> {
     /// known to be the same object.
     fn folder(&mut self, op: &FsPath, np: &FsPath, depth: usize) -> Result<(), FsError> {
         if depth > MAX_DEPTH {
-            self.out
-                .errors
-                .push(format!("{np}: folders nested deeper than {MAX_DEPTH} levels"));
+            self.out.errors.push(format!(
+                "{np}: folders nested deeper than {MAX_DEPTH} levels"
+            ));
             return Ok(());
         }
         let newer = match Self::list(self.new, np) {
             Ok(l) => l,
             Err(e) => {
-                self.out.errors.push(format!("{np}: cannot list the newer folder: {e}"));
+                self.out
+                    .errors
+                    .push(format!("{np}: cannot list the newer folder: {e}"));
                 return Ok(());
             }
         };
@@ -479,7 +488,9 @@ impl Walker<'_> {
             match Self::list(self.old, op) {
                 Ok(l) => Some(l),
                 Err(e) => {
-                    self.out.errors.push(format!("{op}: cannot list the older folder: {e}"));
+                    self.out
+                        .errors
+                        .push(format!("{op}: cannot list the older folder: {e}"));
                     return Ok(());
                 }
             }
@@ -554,7 +565,13 @@ impl Walker<'_> {
     }
 
     /// What differs between two versions of one object.
-    fn compare(&mut self, op: &FsPath, np: &FsPath, om: &Metadata, nm: &Metadata) -> Vec<&'static str> {
+    fn compare(
+        &mut self,
+        op: &FsPath,
+        np: &FsPath,
+        om: &Metadata,
+        nm: &Metadata,
+    ) -> Vec<&'static str> {
         let mut fields = meta_fields(om, nm);
         if fields.first() == Some(&"type") {
             return fields;
@@ -564,7 +581,9 @@ impl Walker<'_> {
                 Ok(true) => {}
                 Ok(false) => fields.insert(0, "content"),
                 Err(e) => {
-                    self.out.errors.push(format!("{np}: cannot compare the content: {e}"));
+                    self.out
+                        .errors
+                        .push(format!("{np}: cannot compare the content: {e}"));
                     fields.insert(0, "content");
                 }
             },
@@ -674,7 +693,10 @@ impl Walker<'_> {
         let mut by_id: HashMap<(u64, &str), Vec<usize>> = HashMap::new();
         for (i, r) in removed.iter().enumerate() {
             if let Some(id) = r.meta.inode {
-                by_id.entry((id, kind_name(r.meta.kind))).or_default().push(i);
+                by_id
+                    .entry((id, kind_name(r.meta.kind)))
+                    .or_default()
+                    .push(i);
             }
         }
         let mut taken = vec![false; removed.len()];
@@ -689,7 +711,14 @@ impl Walker<'_> {
                     taken[i] = true;
                     let r = &removed[i];
                     let fields = self.compare(&r.path, &a.path, &r.meta, &a.meta);
-                    self.push(ChangeKind::Renamed, &a.path, Some(&r.path), &r.meta, &a.meta, fields);
+                    self.push(
+                        ChangeKind::Renamed,
+                        &a.path,
+                        Some(&r.path),
+                        &r.meta,
+                        &a.meta,
+                        fields,
+                    );
                     if a.meta.kind == FileKind::Dir {
                         // Compared with its former self; what it gained or
                         // lost joins the pools, paired in the next round.

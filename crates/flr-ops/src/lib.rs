@@ -28,8 +28,8 @@ mod spec;
 mod verify;
 
 pub use diff::{
-    diff, diff_fs, write_diff, ChangeKind, DiffEntry, DiffMode, DiffOptions, DiffSummary, VolumeDiff,
-    DIFF_VERSION,
+    diff, diff_fs, write_diff, ChangeKind, DiffEntry, DiffMode, DiffOptions, DiffSummary,
+    VolumeDiff, DIFF_VERSION,
 };
 pub use extract::Partials;
 pub use flr_fs::{display_name, display_path};
@@ -50,8 +50,8 @@ pub use session::{run, Command, Globals, Invocation, Session, StatsFormat};
 pub use spec::VolPath;
 pub use verify::{
     parse_bytes, parse_duration, verify, write_file_atomically, write_json, write_junit,
-    write_prometheus, write_summary, Status, UnreadableKind, VerifyMode, VerifyOptions,
-    VerifyReport, VolumeState, Since,
+    write_prometheus, write_summary, Since, Status, UnreadableKind, VerifyMode, VerifyOptions,
+    VerifyReport, VolumeState,
 };
 
 use std::io::Write;

@@ -662,7 +662,12 @@ impl Session {
                         pair.facts.note.as_deref().map(|n| format!("; {n}")).unwrap_or_default()
                     )?;
                 }
-                crate::diff(&pair.old, &pair.new, &crate::DiffOptions { path: spec }, &mut ctx)?;
+                crate::diff(
+                    &pair.old,
+                    &pair.new,
+                    &crate::DiffOptions { path: spec },
+                    &mut ctx,
+                )?;
                 exit::OK
             }
             Command::FleetPlan(_) | Command::FleetRun(_) | Command::FleetReport(_) => {
@@ -832,6 +837,17 @@ impl Session {
             .map_err(|e| OpsError::Usage(format!("--since {}: {e}", manifest.display())))?;
         let base = base.map(str::to_string).unwrap_or_else(|| m.image.clone());
         let pair = self.open_pair(&base, image)?;
+        let f = &pair.facts;
+        let _ = writeln!(
+            std::io::stderr(),
+            "flr: verify --since {}: changed ranges by {}: {} bytes in {} ranges ({} bytes read to find them, {:.2} s)",
+            base,
+            f.method.as_str(),
+            f.changed_bytes,
+            f.ranges,
+            f.bytes_read,
+            f.seconds
+        );
         let mut distrusted = Vec::new();
         for v in pair.old.volumes.iter().filter(|v| v.is_readable()) {
             if let Ok(fs) = v.open_fs() {

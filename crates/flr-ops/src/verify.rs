@@ -656,7 +656,8 @@ pub fn verify(
                         let mut e = f.entry();
                         e.sha256 = shas.get(&i).cloned();
                         e.carried = carried.get(&i).cloned();
-                        if let Some(u) = r.unreadable.iter().find(|u| u.path == f.path.to_string()) {
+                        if let Some(u) = r.unreadable.iter().find(|u| u.path == f.path.to_string())
+                        {
                             e.unreadable = Some(u.reason.clone());
                         }
                         e
@@ -863,7 +864,16 @@ pub fn write_summary(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::io:
                 } else {
                     String::new()
                 }
-            )?,
+            )
+            .and_then(|()| match (&r.since, &v.since_note) {
+                (Some(_), Some(n)) => writeln!(out, "    nothing carried: {n}"),
+                (Some(id), None) => writeln!(
+                    out,
+                    "    {} files ({} bytes) carried from {id}, their blocks unchanged",
+                    v.files_carried, v.bytes_carried
+                ),
+                _ => Ok(()),
+            })?,
             state => writeln!(
                 out,
                 "  {}: {} ({}{}): {}",
