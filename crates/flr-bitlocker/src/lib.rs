@@ -537,4 +537,34 @@ impl ReadAt for UnlockedBde {
     fn layer(&self) -> &str {
         LAYER
     }
+    fn changed(&self, offset: u64, len: u64) -> flr_io::Change {
+        use flr_io::Change;
+        let inner = &*self.inner;
+        let Some(end) = offset.checked_add(len).filter(|&e| e <= inner.len) else {
+            return Change::Unknown;
+        };
+        // Whole sectors, through the same segments reads take (relocated
+        // header sectors, the metadata areas that read as zeros).
+        let s = inner.sector as u64;
+        let mut at = offset - offset % s;
+        let end = end.div_ceil(s).saturating_mul(s).min(inner.len);
+        let mut answer = Change::Unchanged;
+        while at < end {
+            let (seg, seg_end) = inner.segment(at);
+            let n = seg_end.min(end).saturating_sub(at);
+            if n == 0 {
+                return Change::Unknown;
+            }
+            let part = match seg {
+                Seg::Zero => Change::Unchanged,
+                Seg::Plain(p) | Seg::Crypt(p, _) => inner.src.changed(p, n),
+            };
+            answer = answer.and(part);
+            if answer == Change::Changed {
+                break;
+            }
+            at += n;
+        }
+        answer
+    }
 }

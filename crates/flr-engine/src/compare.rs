@@ -391,7 +391,7 @@ fn differencing(old: &Container, new: &Container) -> Result<Result<RangeSet, Str
                     .parent_locator
                     .iter()
                     .filter(|(k, _)| k == "parent_linkage" || k == "parent_linkage2")
-                    .any(|(_, v)| v.eq_ignore_ascii_case(&p.info().data_write_guid));
+                    .any(|(_, v)| guid(v) == guid(&p.info().data_write_guid));
                 if !linked {
                     return Ok(Err(
                         "a parent in the chain was written after its child was made (DataWriteGuid differs from the linkage)".into(),
@@ -400,7 +400,7 @@ fn differencing(old: &Container, new: &Container) -> Result<Result<RangeSet, Str
                 for (off, len) in cur.held_ranges()?.extents() {
                     held.insert(off, len);
                 }
-                if p.info().data_write_guid.eq_ignore_ascii_case(target) && p.len() == o.len() {
+                if guid(&p.info().data_write_guid) == guid(target) && p.len() == o.len() {
                     return Ok(Ok(held));
                 }
                 cur = p;
@@ -410,6 +410,14 @@ fn differencing(old: &Container, new: &Container) -> Result<Result<RangeSet, Str
             "the new image is not a differencing disk of the old one".into(),
         )),
     }
+}
+
+/// A GUID's text as one key: no braces, lower case.
+fn guid(s: &str) -> String {
+    s.trim()
+        .trim_start_matches('{')
+        .trim_end_matches('}')
+        .to_ascii_lowercase()
 }
 
 /// What a block comparison read.

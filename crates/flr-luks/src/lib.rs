@@ -776,6 +776,19 @@ impl ReadAt for UnlockedLuks {
         self.len
     }
 
+    fn changed(&self, offset: u64, len: u64) -> flr_io::Change {
+        // Whole sectors of ciphertext at the payload offset.
+        let ss = self.sector_size as u64;
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => {
+                let start = offset / ss * ss;
+                let end = end.div_ceil(ss) * ss;
+                self.data.changed(self.offset + start, end - start)
+            }
+            _ => flr_io::Change::Unknown,
+        }
+    }
+
     fn layer(&self) -> &str {
         LAYER
     }

@@ -898,6 +898,43 @@ impl ReadAt for LvSource {
     fn layer(&self) -> &str {
         &self.layer
     }
+    fn changed(&self, offset: u64, len: u64) -> flr_io::Change {
+        use flr_io::Change;
+        // The same walk as a read: segment, then stripe leg.
+        let Some(end) = offset.checked_add(len).filter(|&e| e <= self.size) else {
+            return Change::Unknown;
+        };
+        let mut pos = offset;
+        let mut answer = Change::Unchanged;
+        while pos < end {
+            let i = self.pieces.partition_point(|p| p.start + p.len <= pos);
+            let Some(p) = self.pieces.get(i) else {
+                return Change::Unknown;
+            };
+            let rel = pos - p.start;
+            let room = p.start + p.len - pos;
+            let (leg, at, take) = match rel.checked_div(p.chunk) {
+                None => (0, rel, room),
+                Some(c) => {
+                    let n = p.legs.len() as u64;
+                    let within = rel % p.chunk;
+                    (
+                        (c % n) as usize,
+                        (c / n) * p.chunk + within,
+                        (p.chunk - within).min(room),
+                    )
+                }
+            };
+            let take = take.min(end - pos);
+            let (src, base) = &p.legs[leg];
+            answer = answer.and(src.changed(base + at, take));
+            if answer == Change::Changed {
+                break;
+            }
+            pos += take;
+        }
+        answer
+    }
     fn is_known_zero(&self, offset: u64, len: u64) -> bool {
         // Only within one unstriped piece (thin LVs are one such piece).
         let Some(end) = offset.checked_add(len).filter(|&e| e <= self.size) else {

@@ -325,6 +325,39 @@ impl ReadAt for ArraySource {
         &self.layer
     }
 
+    fn changed(&self, offset: u64, len: u64) -> flr_io::Change {
+        use flr_io::Change;
+        if offset.checked_add(len).is_none_or(|e| e > self.size) {
+            return Change::Unknown;
+        }
+        // Chunk by chunk, to the member each lies on; a stripe rebuilt from
+        // parity (a degraded array) is unknown.
+        let mut done = 0u64;
+        let mut budget = 1u32 << 16;
+        let mut answer = Change::Unchanged;
+        while done < len {
+            budget -= 1;
+            if budget == 0 {
+                return answer.and(Change::Unknown);
+            }
+            let part = match self.piece(offset + done, len - done) {
+                Ok(Piece::Direct { leg, off, len: n }) => {
+                    done += n;
+                    match self.legs.get(leg).and_then(Option::as_ref) {
+                        Some(l) => l.src.0.changed(l.base + off, n),
+                        None => Change::Unknown,
+                    }
+                }
+                _ => return answer.and(Change::Unknown),
+            };
+            answer = answer.and(part);
+            if answer == Change::Changed {
+                break;
+            }
+        }
+        answer
+    }
+
     fn is_known_zero(&self, offset: u64, len: u64) -> bool {
         if offset.checked_add(len).is_none_or(|e| e > self.size) {
             return false;

@@ -119,6 +119,21 @@ impl ReadAt for Overlay {
         self.inner.layer()
     }
 
+    fn changed(&self, offset: u64, len: u64) -> flr_io::Change {
+        // A replayed block comes from this volume's log, not from the
+        // bytes below: whether the other side replays the same is unknown.
+        let end = offset.saturating_add(len);
+        if self
+            .blocks
+            .range(offset / BB..end.div_ceil(BB))
+            .next()
+            .is_some()
+        {
+            return self.inner.changed(offset, len).and(flr_io::Change::Unknown);
+        }
+        self.inner.changed(offset, len)
+    }
+
     fn is_known_zero(&self, offset: u64, len: u64) -> bool {
         let end = offset.saturating_add(len);
         self.blocks
