@@ -20,6 +20,7 @@ mod ls;
 mod manifest;
 mod mount;
 mod names;
+mod pipe;
 mod probe;
 mod prompt;
 mod session;

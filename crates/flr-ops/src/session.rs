@@ -580,6 +580,8 @@ impl Session {
                 // File data goes to stdout unbuffered: it is written in large
                 // chunks already, and a buffer would only add a copy.
                 out.flush()?;
+                // Into a pipe, a larger pipe buffer lets the reader keep up.
+                crate::pipe::widen(std::io::stdout());
                 crate::cat(&img, &spec, self.streams, &mut std::io::stdout().lock())?;
                 exit::OK
             }
