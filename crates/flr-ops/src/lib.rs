@@ -16,6 +16,7 @@ pub mod fleet;
 mod get;
 mod keychain;
 mod keys;
+pub mod log;
 mod ls;
 mod manifest;
 mod mount;
@@ -29,12 +30,13 @@ mod verify;
 
 pub use extract::Partials;
 pub use flr_fs::{display_name, display_path};
-pub use get::{get, GetOptions, GetSummary};
+pub use get::{get, GetOptions, GetSummary, GET_REPORT_VERSION};
 pub use keychain::{
     feasibility, feasibility_of, run_chain, ChainMode, ChainOptions, ChainOutcome, ChainResult,
     ChainSummary, Feasibility, Feasible, Reason,
 };
 pub use keys::{add_key_arg, add_luks_header_arg};
+pub use log::{Level, LogFormat, LogOptions, LogWriter};
 pub use ls::{ls, LsOptions};
 pub use manifest::{
     manifest, read_manifest, write_manifest, Entry, Manifest, ManifestOptions, ManifestVolume,
@@ -47,7 +49,7 @@ pub use spec::VolPath;
 pub use verify::{
     parse_bytes, parse_duration, verify, write_file_atomically, write_json, write_junit,
     write_prometheus, write_summary, Status, UnreadableKind, VerifyMode, VerifyOptions,
-    VerifyReport, VolumeState,
+    VerifyReport, VolumeState, VERIFY_REPORT_VERSION,
 };
 
 use std::io::Write;

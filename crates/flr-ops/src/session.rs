@@ -58,6 +58,10 @@ pub struct Globals {
     pub with_disks: Vec<PathBuf>,
     /// `--keep-access`.
     pub keep_access: bool,
+    /// `--format`: JSON on stdout for every command.
+    pub format: OutputFormat,
+    /// `-q`, `-v`, `--log-format` (colour is decided by the session).
+    pub log: crate::LogOptions,
 }
 
 /// A command and its own arguments.
@@ -268,24 +272,62 @@ pub fn run(inv: Invocation) -> i32 {
         };
     }
     let env = Arc::new(Environment::from_vars(std::env::vars()));
+    let mut inv = inv;
+    inv.globals.log = inv.globals.log.decide_color(env.get("NO_COLOR"));
+    let log = inv.globals.log;
     let mut s = Session::new(inv.globals, env);
-    let stats_json = s.globals.stats == Some(StatsFormat::Json) || inv.command.json();
+    deprecations(&s.globals, &inv.command, log);
+    let stats_json = s.globals.stats == Some(StatsFormat::Json)
+        || inv.command.json()
+        || s.globals.format == OutputFormat::Json;
     let remote = is_remote(inv.command.image());
     let code = match s.execute(inv.command) {
         Ok(c) => c,
         // A closed pipe (`flr cat … | head`) is not an error.
         Err(OpsError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "flr: {e}");
+            let mut err = crate::LogWriter::new(std::io::stderr().lock(), log);
+            let _ = err.message(crate::Level::Error, &format!("flr: {e}"));
             e.exit_code()
         }
     };
+    if log.verbose >= 1 {
+        let mut err = crate::LogWriter::new(std::io::stderr().lock(), log);
+        let _ = err.message(
+            crate::Level::Debug,
+            &format!(
+                "flr: finished in {:.3} s (exit {code})",
+                s.started.elapsed().as_secs_f64()
+            ),
+        );
+    }
     if s.globals.stats.is_some() {
         s.print_stats(stats_json, remote);
     }
     // A read SAS from beginGetAccess is given back whatever happened.
     s.end_access(&mut std::io::stderr());
     code
+}
+
+/// Old spellings keep working for one release, with a note on stderr.
+fn deprecations(g: &Globals, cmd: &Command, log: crate::LogOptions) {
+    let mut err = crate::LogWriter::new(std::io::stderr().lock(), log);
+    let mut note = |m: &str| {
+        let _ = err.message(crate::Level::Warning, &format!("flr: warning: {m}"));
+    };
+    if matches!(cmd, Command::Get { json: true, .. }) {
+        note("`get --json` is deprecated: use `--format json` (the summary then goes to stdout)");
+    }
+    if let Command::Verify { json: Some(p), .. } = cmd {
+        if p == Path::new("-") {
+            note("`verify --json -` is deprecated: use `--format json`");
+        } else {
+            note("`verify --json FILE` is deprecated: use `--format json > FILE`");
+        }
+    }
+    if g.stats == Some(StatsFormat::Json) {
+        note("`--stats=json` is deprecated: use `--stats --format json`");
+    }
 }
 
 fn is_remote(image: &str) -> bool {
@@ -497,9 +539,10 @@ impl Session {
         let stdout = std::io::stdout();
         let stderr = std::io::stderr();
         let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-        let mut err = stderr.lock();
+        let mut err = crate::LogWriter::new(stderr.lock(), self.globals.log);
+        let global_json = self.globals.format == OutputFormat::Json;
         let fmt = |json: bool| {
-            if json {
+            if json || global_json {
                 OutputFormat::Json
             } else {
                 OutputFormat::Human
@@ -564,7 +607,9 @@ impl Session {
                     err: &mut err,
                     format: fmt(json),
                 };
+                let summary_on_stdout = global_json;
                 let opts = GetOptions {
+                    summary_on_stdout,
                     dest,
                     force,
                     checksum,
@@ -658,10 +703,10 @@ impl Session {
                         .transpose()
                         .map_err(|e| OpsError::Usage(format!("--max-time: {e}")))?,
                     volumes,
-                    progress: json.is_none(),
+                    progress: json.is_none() && !global_json,
                 };
                 let report = self.verify_report(&image, &opts, chain)?;
-                if json.as_deref() == Some(Path::new("-")) {
+                if json.as_deref() == Some(Path::new("-")) || global_json {
                     crate::write_json(&report, &mut out)?;
                 } else {
                     crate::write_summary(&report, &mut out)?;
@@ -755,7 +800,8 @@ impl Session {
             ),
             (None, false) => format!("flr: stats: local image, nothing fetched, {secs:.3} s"),
         };
-        let _ = writeln!(std::io::stderr(), "{line}");
+        let mut err = crate::LogWriter::new(std::io::stderr().lock(), self.globals.log);
+        let _ = err.message(crate::Level::Info, &line);
     }
 
     /// Revokes the read grant, if one was made (and not kept).
