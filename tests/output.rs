@@ -122,6 +122,15 @@ fn quiet_verbose_and_json_logs() {
         err.contains("restored 1 files") && err.contains("finished in"),
         "{err}"
     );
+    // -vv also names the image's volumes (sizes from the generator's sfdisk layout: p2 is 8 MiB).
+    let o = run_ok(&["-vv", "ls", img, "p2:/"]);
+    assert!(
+        stderr(&o).contains("flr: p2: volume of 8388608 bytes"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run_ok(&["-v", "ls", img, "p2:/"]);
+    assert!(!stderr(&o).contains("volume of"));
     // --log-format json: every message is an object with level, volume, path.
     let o = run(&["--log-format", "json", "cat", img, "p2:/no/such"]);
     assert_eq!(o.status.code(), Some(2));

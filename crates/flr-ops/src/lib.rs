@@ -222,12 +222,14 @@ pub(crate) fn fs_err(volume: &str) -> impl FnOnce(FsError) -> OpsError + '_ {
     }
 }
 
-/// Streams a file (or, for an empty path, the whole volume) to `out`.
+/// Streams a file (or, for an empty path, the whole volume) to `out`;
+/// messages go to `err`.
 pub fn cat(
     image: &Image,
     spec: &VolPath,
     streams: Streams,
     out: &mut dyn Write,
+    err: &mut dyn Write,
 ) -> Result<(), OpsError> {
     let vol = image.volume(&spec.volume)?;
     if spec.raw_path.is_empty() {
@@ -247,7 +249,7 @@ pub fn cat(
         return Ok(());
     }
     let fs = vol.open_fs()?;
-    warn_consistency(&mut std::io::stderr(), &vol.id, fs.as_ref())?;
+    warn_consistency(err, &vol.id, fs.as_ref())?;
     let meta = fs.metadata(&spec.path).map_err(fs_err(&vol.id))?;
     if meta.kind != FileKind::File {
         return Err(OpsError::Fs {

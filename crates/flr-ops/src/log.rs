@@ -26,7 +26,7 @@ pub enum LogFormat {
 pub struct LogOptions {
     /// `-q`: errors and warnings only.
     pub quiet: bool,
-    /// `-v` count: 1 adds a line per restored file and the run's time.
+    /// `-v` count: 1 adds the run's time, 2 also what the image holds.
     pub verbose: u8,
     /// `--log-format`.
     pub format: LogFormat,
@@ -49,6 +49,8 @@ impl LogOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
+    /// A finer detail shown with `-vv`.
+    Trace,
     /// A detail shown with `-v`.
     Debug,
     /// What was done (summaries, notes).
@@ -201,6 +203,7 @@ impl<W: Write> LogWriter<W> {
     fn emit(&mut self, line: &str) -> std::io::Result<()> {
         let m = Message::parse(line, self.level);
         let shown = match m.level {
+            Level::Trace => self.opts.verbose >= 2,
             Level::Debug => self.opts.verbose >= 1,
             Level::Info => !self.opts.quiet,
             Level::Warning | Level::Error => true,

@@ -416,7 +416,7 @@ impl Session {
         }
         let chain = self.prepare(&image, mount)?;
         if !matches!(cmd, Command::Probe { .. }) {
-            report_chain(chain.as_ref())?;
+            report_chain(chain.as_ref(), self.globals.log)?;
         }
         self.dispatch(cmd, chain.as_ref())
     }
@@ -627,7 +627,13 @@ impl Session {
                 out.flush()?;
                 // Into a pipe, a larger pipe buffer lets the reader keep up.
                 crate::pipe::widen(std::io::stdout());
-                crate::cat(&img, &spec, self.streams, &mut std::io::stdout().lock())?;
+                crate::cat(
+                    &img,
+                    &spec,
+                    self.streams,
+                    &mut std::io::stdout().lock(),
+                    &mut err,
+                )?;
                 exit::OK
             }
             Command::Mount {
@@ -731,6 +737,20 @@ impl Session {
     /// disks), or a blob read in ranges (a resource id reads through the SAS
     /// its grant handed out).
     fn open(&mut self, image: &str, scan: Scan) -> Result<Image, OpsError> {
+        let img = self.open_image(image, scan)?;
+        if self.globals.log.verbose >= 2 {
+            let mut err = crate::LogWriter::new(std::io::stderr().lock(), self.globals.log);
+            for v in &img.volumes {
+                let _ = err.message(
+                    crate::Level::Trace,
+                    &format!("flr: {}: volume of {} bytes", v.id, v.size),
+                );
+            }
+        }
+        Ok(img)
+    }
+
+    fn open_image(&mut self, image: &str, scan: Scan) -> Result<Image, OpsError> {
         let sas = self.access.as_ref().and_then(|a| access::sas_for(a, image));
         let image = sas.as_deref().unwrap_or(image);
         if !flr_blob::is_remote(image) {
@@ -814,8 +834,8 @@ impl Session {
 
 /// The key chain's findings, one line each, for the commands that do not
 /// print them in their report.
-fn report_chain(chain: Option<&ChainSummary>) -> Result<(), OpsError> {
-    let mut err = std::io::stderr().lock();
+fn report_chain(chain: Option<&ChainSummary>, log: crate::LogOptions) -> Result<(), OpsError> {
+    let mut err = crate::LogWriter::new(std::io::stderr().lock(), log);
     for c in chain.iter().flat_map(|c| &c.chains) {
         if let Some(f) = &c.finding {
             writeln!(
