@@ -14,20 +14,20 @@ use std::os::fd::AsFd;
 /// unprivileged process may also set.
 pub(crate) const WANT: usize = 1 << 20;
 
-/// Widens `fd`'s buffer to [`WANT`] bytes when it is a pipe (or FIFO);
+/// Widens `fd`'s buffer to `want` bytes when it is a pipe (or FIFO);
 /// returns the buffer size now in effect, or `None` when `fd` is no pipe or
 /// the kernel refused (the write then simply runs with the default size).
-pub(crate) fn widen(fd: impl AsFd) -> Option<usize> {
+pub(crate) fn widen(fd: impl AsFd, want: usize) -> Option<usize> {
     let fd = fd.as_fd();
     let st = rustix::fs::fstat(fd).ok()?;
     if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::Fifo {
         return None;
     }
     let now = rustix::pipe::fcntl_getpipe_size(fd).ok()?;
-    if now >= WANT {
+    if now >= want {
         return Some(now);
     }
-    rustix::pipe::fcntl_setpipe_size(fd, WANT)
+    rustix::pipe::fcntl_setpipe_size(fd, want)
         .ok()
         .or(Some(now))
 }
@@ -42,9 +42,9 @@ mod tests {
     fn widens_pipes_only() {
         let (r, w) = rustix::pipe::pipe().expect("pipe");
         assert_eq!(rustix::pipe::fcntl_getpipe_size(&w).ok(), Some(65536));
-        assert_eq!(widen(&w), Some(WANT));
+        assert_eq!(widen(&w, WANT), Some(WANT));
         assert_eq!(rustix::pipe::fcntl_getpipe_size(&r).ok(), Some(WANT));
         let f = tempfile::tempfile().expect("temp file");
-        assert_eq!(widen(&f), None);
+        assert_eq!(widen(&f, WANT), None);
     }
 }

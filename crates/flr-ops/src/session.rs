@@ -626,7 +626,16 @@ impl Session {
                 // chunks already, and a buffer would only add a copy.
                 out.flush()?;
                 // Into a pipe, a larger pipe buffer lets the reader keep up.
-                crate::pipe::widen(std::io::stdout());
+                // FLR_PIPE_BUFFER_KIB=0 leaves it as it is (a test that needs
+                // flr blocked on a full 64 KiB pipe).
+                let want = self
+                    .env
+                    .number("FLR_PIPE_BUFFER_KIB")
+                    .and_then(|k| usize::try_from(k).ok())
+                    .map_or(crate::pipe::WANT, |k| k << 10);
+                if want > 0 {
+                    crate::pipe::widen(std::io::stdout(), want);
+                }
                 crate::cat(
                     &img,
                     &spec,
