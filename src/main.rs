@@ -82,8 +82,47 @@ struct Cli {
     /// beginGetAccess valid at the end instead of revoking it (endGetAccess).
     #[arg(long = "keep-access", global = true)]
     keep_access: bool,
+    /// Machine-readable output, the same on every command: data on stdout as JSON (see
+    /// docs/json.md, each document or line has a version field), messages on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Human,
+          help_heading = "Output")]
+    format: Format,
+    /// Only errors and warnings on stderr.
+    #[arg(
+        short,
+        long,
+        global = true,
+        conflicts_with = "verbose",
+        help_heading = "Output"
+    )]
+    quiet: bool,
+    /// More detail on stderr (repeatable).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Output")]
+    verbose: u8,
+    /// stderr messages as text, or as one JSON object each (level, layer, volume, path, message).
+    #[arg(long = "log-format", global = true, value_enum, default_value_t = LogFormat::Text,
+          help_heading = "Output")]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// `--format`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    /// Text for people.
+    Human,
+    /// JSON on stdout.
+    Json,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// `flr: …` lines.
+    Text,
+    /// One JSON object per message.
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -134,8 +173,8 @@ enum Cmd {
         /// Print the sha256 of each restored file (sha256sum format).
         #[arg(long)]
         checksum: bool,
-        /// Summary as JSON on stderr.
-        #[arg(long)]
+        /// Deprecated: the summary as JSON on stderr (use --format json: on stdout).
+        #[arg(long, hide = true)]
         json: bool,
     },
     /// Mount the image's filesystems read-only (FUSE): each readable volume as a folder
@@ -192,8 +231,8 @@ enum Cmd {
         /// Only this volume (repeatable).
         #[arg(long = "volume", value_name = "ID")]
         volumes: Vec<String>,
-        /// Write the report as JSON to FILE (- for stdout, instead of the summary).
-        #[arg(long, value_name = "FILE")]
+        /// Deprecated: write the report as JSON to FILE (- for stdout); use --format json.
+        #[arg(long, value_name = "FILE", hide = true)]
         json: Option<PathBuf>,
         /// Write JUnit XML to FILE (a test case per volume and per failed file).
         #[arg(long, value_name = "FILE")]
@@ -368,6 +407,19 @@ impl Cli {
             concurrency: self.concurrency,
             with_disks: self.with_disks,
             keep_access: self.keep_access,
+            format: match self.format {
+                Format::Human => flr_ops::OutputFormat::Human,
+                Format::Json => flr_ops::OutputFormat::Json,
+            },
+            log: flr_ops::LogOptions {
+                quiet: self.quiet,
+                verbose: self.verbose,
+                format: match self.log_format {
+                    LogFormat::Text => flr_ops::LogFormat::Text,
+                    LogFormat::Json => flr_ops::LogFormat::Json,
+                },
+                color: false,
+            },
         };
         let command = match self.cmd {
             Cmd::Probe { image, json } => Command::Probe { image, json },

@@ -247,9 +247,11 @@ fn interrupt_revokes_access() {
     let az = Azure::new("");
     az.ade_snapshot(&a.endpoint, &a.write_sas());
     // `cat` into a pipe nobody reads: flr blocks in write() after the
-    // pipe's buffer (64 KiB) with the access granted, then gets SIGINT.
+    // pipe's buffer (64 KiB: FLR_PIPE_BUFFER_KIB=0 keeps flr from widening
+    // it) with the access granted, then gets SIGINT.
     let mut child = Reaped(
         az.command(&["cat", SNAPSHOT, "p1:/backups/db.dump"])
+            .env("FLR_PIPE_BUFFER_KIB", "0")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

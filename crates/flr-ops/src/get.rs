@@ -25,13 +25,21 @@ pub struct GetOptions {
     pub checksum: bool,
     /// How large files are read.
     pub streams: crate::Streams,
+    /// `--format json`: the summary is the command's data, on stdout
+    /// (else, with a JSON context, on stderr: the old `get --json`).
+    pub summary_on_stdout: bool,
     /// The temporary files being written (a signal handler removes them).
     pub partials: std::sync::Arc<crate::extract::Partials>,
 }
 
-/// What `get` did.
+/// What `get` did (docs/json.md: `report_version` 1).
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct GetSummary {
+    /// The schema's version (docs/json.md).
+    pub report_version: u32,
+    /// `"summary"` (the per-file lines of `--checksum` are `"file"`).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
     /// Regular files restored.
     pub files: u64,
     /// Folders created or filled.
@@ -47,6 +55,9 @@ pub struct GetSummary {
     /// Special files (devices, FIFOs) skipped.
     pub skipped: u64,
 }
+
+/// The version of `get`'s JSON summary.
+pub const GET_REPORT_VERSION: u32 = 1;
 
 struct Job<'a, 'c> {
     vol: &'a str,
@@ -108,9 +119,16 @@ pub fn get(
         total.failed += s.failed;
         total.skipped += s.skipped;
     }
+    total.report_version = GET_REPORT_VERSION;
+    total.kind = "summary";
     if ctx.format == OutputFormat::Json {
-        serde_json::to_writer(&mut *ctx.err, &total).map_err(std::io::Error::from)?;
-        writeln!(ctx.err)?;
+        let w: &mut dyn Write = if opts.summary_on_stdout {
+            &mut *ctx.out
+        } else {
+            &mut *ctx.err
+        };
+        serde_json::to_writer(&mut *w, &total).map_err(std::io::Error::from)?;
+        writeln!(w)?;
     } else {
         writeln!(
             ctx.err,
@@ -325,7 +343,19 @@ impl Job<'_, '_> {
                     } else {
                         format!("{}/{}", into.rel, display_name(safe))
                     };
-                    let _ = writeln!(self.ctx.out, "{}  {rel}", hex::encode(h.finalize()));
+                    let sum = hex::encode(h.finalize());
+                    if self.opts.summary_on_stdout && self.ctx.format == OutputFormat::Json {
+                        let line = serde_json::json!({
+                            "report_version": GET_REPORT_VERSION,
+                            "type": "file",
+                            "path": rel,
+                            "size": n,
+                            "sha256": sum,
+                        });
+                        let _ = writeln!(self.ctx.out, "{line}");
+                    } else {
+                        let _ = writeln!(self.ctx.out, "{sum}  {rel}");
+                    }
                 }
             }
             Ok(Err(CopyError::Fs(e))) => self.fail(path, e),

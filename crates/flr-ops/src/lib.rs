@@ -17,10 +17,12 @@ pub mod fleet;
 mod get;
 mod keychain;
 mod keys;
+pub mod log;
 mod ls;
 mod manifest;
 mod mount;
 mod names;
+mod pipe;
 mod probe;
 mod prompt;
 mod session;
@@ -33,12 +35,13 @@ pub use diff::{
 };
 pub use extract::Partials;
 pub use flr_fs::{display_name, display_path};
-pub use get::{get, GetOptions, GetSummary};
+pub use get::{get, GetOptions, GetSummary, GET_REPORT_VERSION};
 pub use keychain::{
     feasibility, feasibility_of, run_chain, ChainMode, ChainOptions, ChainOutcome, ChainResult,
     ChainSummary, Feasibility, Feasible, Reason,
 };
 pub use keys::{add_key_arg, add_luks_header_arg};
+pub use log::{Level, LogFormat, LogOptions, LogWriter};
 pub use ls::{ls, LsOptions};
 pub use manifest::{
     manifest, read_manifest, write_manifest, Entry, Manifest, ManifestOptions, ManifestVolume,
@@ -51,7 +54,7 @@ pub use spec::VolPath;
 pub use verify::{
     parse_bytes, parse_duration, verify, write_file_atomically, write_json, write_junit,
     write_prometheus, write_summary, Since, Status, UnreadableKind, VerifyMode, VerifyOptions,
-    VerifyReport, VolumeState,
+    VerifyReport, VolumeState, VERIFY_REPORT_VERSION,
 };
 
 use std::io::Write;
@@ -224,12 +227,14 @@ pub(crate) fn fs_err(volume: &str) -> impl FnOnce(FsError) -> OpsError + '_ {
     }
 }
 
-/// Streams a file (or, for an empty path, the whole volume) to `out`.
+/// Streams a file (or, for an empty path, the whole volume) to `out`;
+/// messages go to `err`.
 pub fn cat(
     image: &Image,
     spec: &VolPath,
     streams: Streams,
     out: &mut dyn Write,
+    err: &mut dyn Write,
 ) -> Result<(), OpsError> {
     let vol = image.volume(&spec.volume)?;
     if spec.raw_path.is_empty() {
@@ -249,7 +254,7 @@ pub fn cat(
         return Ok(());
     }
     let fs = vol.open_fs()?;
-    warn_consistency(&mut std::io::stderr(), &vol.id, fs.as_ref())?;
+    warn_consistency(err, &vol.id, fs.as_ref())?;
     let meta = fs.metadata(&spec.path).map_err(fs_err(&vol.id))?;
     if meta.kind != FileKind::File {
         return Err(OpsError::Fs {

@@ -80,11 +80,16 @@ impl Iterator for Listing<'_> {
     }
 }
 
+/// The version of `ls`'s JSON Lines records (docs/json.md).
+pub(crate) const LS_REPORT_VERSION: u32 = 1;
+
 /// Deepest folder nesting `ls -R` and `get` follow; deeper is reported as corrupt.
 pub(crate) const MAX_DEPTH: usize = 4096;
 
 #[derive(Serialize)]
 struct JsonEntry<'a> {
+    /// docs/json.md.
+    report_version: u32,
     path: String,
     #[serde(rename = "type")]
     kind: FileKind,
@@ -278,6 +283,7 @@ fn print_entry(
         .flatten();
     if ctx.format == OutputFormat::Json {
         let j = JsonEntry {
+            report_version: LS_REPORT_VERSION,
             path: display_path(path),
             kind: m.kind,
             size: m.size,

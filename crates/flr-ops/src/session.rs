@@ -58,6 +58,10 @@ pub struct Globals {
     pub with_disks: Vec<PathBuf>,
     /// `--keep-access`.
     pub keep_access: bool,
+    /// `--format`: JSON on stdout for every command.
+    pub format: OutputFormat,
+    /// `-q`, `-v`, `--log-format` (colour is decided by the session).
+    pub log: crate::LogOptions,
 }
 
 /// A command and its own arguments.
@@ -287,24 +291,62 @@ pub fn run(inv: Invocation) -> i32 {
         };
     }
     let env = Arc::new(Environment::from_vars(std::env::vars()));
+    let mut inv = inv;
+    inv.globals.log = inv.globals.log.decide_color(env.get("NO_COLOR"));
+    let log = inv.globals.log;
     let mut s = Session::new(inv.globals, env);
-    let stats_json = s.globals.stats == Some(StatsFormat::Json) || inv.command.json();
+    deprecations(&s.globals, &inv.command, log);
+    let stats_json = s.globals.stats == Some(StatsFormat::Json)
+        || inv.command.json()
+        || s.globals.format == OutputFormat::Json;
     let remote = is_remote(inv.command.image());
     let code = match s.execute(inv.command) {
         Ok(c) => c,
         // A closed pipe (`flr cat … | head`) is not an error.
         Err(OpsError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => exit::OK,
         Err(e) => {
-            let _ = writeln!(std::io::stderr(), "flr: {e}");
+            let mut err = crate::LogWriter::new(std::io::stderr().lock(), log);
+            let _ = err.message(crate::Level::Error, &format!("flr: {e}"));
             e.exit_code()
         }
     };
+    if log.verbose >= 1 {
+        let mut err = crate::LogWriter::new(std::io::stderr().lock(), log);
+        let _ = err.message(
+            crate::Level::Debug,
+            &format!(
+                "flr: finished in {:.3} s (exit {code})",
+                s.started.elapsed().as_secs_f64()
+            ),
+        );
+    }
     if s.globals.stats.is_some() {
         s.print_stats(stats_json, remote);
     }
     // A read SAS from beginGetAccess is given back whatever happened.
     s.end_access(&mut std::io::stderr());
     code
+}
+
+/// Old spellings keep working for one release, with a note on stderr.
+fn deprecations(g: &Globals, cmd: &Command, log: crate::LogOptions) {
+    let mut err = crate::LogWriter::new(std::io::stderr().lock(), log);
+    let mut note = |m: &str| {
+        let _ = err.message(crate::Level::Warning, &format!("flr: warning: {m}"));
+    };
+    if matches!(cmd, Command::Get { json: true, .. }) {
+        note("`get --json` is deprecated: use `--format json` (the summary then goes to stdout)");
+    }
+    if let Command::Verify { json: Some(p), .. } = cmd {
+        if p == Path::new("-") {
+            note("`verify --json -` is deprecated: use `--format json`");
+        } else {
+            note("`verify --json FILE` is deprecated: use `--format json > FILE`");
+        }
+    }
+    if g.stats == Some(StatsFormat::Json) {
+        note("`--stats=json` is deprecated: use `--stats --format json`");
+    }
 }
 
 fn is_remote(image: &str) -> bool {
@@ -393,7 +435,7 @@ impl Session {
         }
         let chain = self.prepare(&image, mount)?;
         if !matches!(cmd, Command::Probe { .. }) {
-            report_chain(chain.as_ref())?;
+            report_chain(chain.as_ref(), self.globals.log)?;
         }
         self.dispatch(cmd, chain.as_ref())
     }
@@ -516,9 +558,10 @@ impl Session {
         let stdout = std::io::stdout();
         let stderr = std::io::stderr();
         let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-        let mut err = stderr.lock();
+        let mut err = crate::LogWriter::new(stderr.lock(), self.globals.log);
+        let global_json = self.globals.format == OutputFormat::Json;
         let fmt = |json: bool| {
-            if json {
+            if json || global_json {
                 OutputFormat::Json
             } else {
                 OutputFormat::Human
@@ -583,7 +626,9 @@ impl Session {
                     err: &mut err,
                     format: fmt(json),
                 };
+                let summary_on_stdout = global_json;
                 let opts = GetOptions {
+                    summary_on_stdout,
                     dest,
                     force,
                     checksum,
@@ -599,7 +644,24 @@ impl Session {
                 // File data goes to stdout unbuffered: it is written in large
                 // chunks already, and a buffer would only add a copy.
                 out.flush()?;
-                crate::cat(&img, &spec, self.streams, &mut std::io::stdout().lock())?;
+                // Into a pipe, a larger pipe buffer lets the reader keep up.
+                // FLR_PIPE_BUFFER_KIB=0 leaves it as it is (a test that needs
+                // flr blocked on a full 64 KiB pipe).
+                let want = self
+                    .env
+                    .number("FLR_PIPE_BUFFER_KIB")
+                    .and_then(|k| usize::try_from(k).ok())
+                    .map_or(crate::pipe::WANT, |k| k << 10);
+                if want > 0 {
+                    crate::pipe::widen(std::io::stdout(), want);
+                }
+                crate::cat(
+                    &img,
+                    &spec,
+                    self.streams,
+                    &mut std::io::stdout().lock(),
+                    &mut err,
+                )?;
                 exit::OK
             }
             Command::Mount {
@@ -645,6 +707,7 @@ impl Session {
                     .transpose()
                     .map_err(OpsError::Usage)?;
                 let pair = self.open_pair(&old, &image)?;
+                let json = json || self.globals.format == OutputFormat::Json;
                 let mut ctx = Context {
                     out: &mut out,
                     err: &mut err,
@@ -719,7 +782,7 @@ impl Session {
                         .transpose()
                         .map_err(|e| OpsError::Usage(format!("--max-time: {e}")))?,
                     volumes,
-                    progress: json.is_none(),
+                    progress: json.is_none() && !global_json,
                     write_manifest: write_manifest.is_some(),
                     since: since.as_ref().map(|s| s.0.clone()),
                 };
@@ -730,7 +793,7 @@ impl Session {
                 if let (Some(p), Some(m)) = (&write_manifest, &report.new_manifest) {
                     crate::write_file_atomically(p, |w| crate::write_manifest(m, w))?;
                 }
-                if json.as_deref() == Some(Path::new("-")) {
+                if json.as_deref() == Some(Path::new("-")) || global_json {
                     crate::write_json(&report, &mut out)?;
                 } else {
                     crate::write_summary(&report, &mut out)?;
@@ -755,6 +818,20 @@ impl Session {
     /// disks), or a blob read in ranges (a resource id reads through the SAS
     /// its grant handed out).
     fn open(&mut self, image: &str, scan: Scan) -> Result<Image, OpsError> {
+        let img = self.open_image(image, scan)?;
+        if self.globals.log.verbose >= 2 {
+            let mut err = crate::LogWriter::new(std::io::stderr().lock(), self.globals.log);
+            for v in &img.volumes {
+                let _ = err.message(
+                    crate::Level::Trace,
+                    &format!("flr: {}: volume of {} bytes", v.id, v.size),
+                );
+            }
+        }
+        Ok(img)
+    }
+
+    fn open_image(&mut self, image: &str, scan: Scan) -> Result<Image, OpsError> {
         let sas = self.access.as_ref().and_then(|a| access::sas_for(a, image));
         let image = sas.as_deref().unwrap_or(image);
         if !flr_blob::is_remote(image) {
@@ -886,7 +963,8 @@ impl Session {
             ),
             (None, false) => format!("flr: stats: local image, nothing fetched, {secs:.3} s"),
         };
-        let _ = writeln!(std::io::stderr(), "{line}");
+        let mut err = crate::LogWriter::new(std::io::stderr().lock(), self.globals.log);
+        let _ = err.message(crate::Level::Info, &line);
     }
 
     /// Revokes the read grant, if one was made (and not kept).
@@ -899,8 +977,8 @@ impl Session {
 
 /// The key chain's findings, one line each, for the commands that do not
 /// print them in their report.
-fn report_chain(chain: Option<&ChainSummary>) -> Result<(), OpsError> {
-    let mut err = std::io::stderr().lock();
+fn report_chain(chain: Option<&ChainSummary>, log: crate::LogOptions) -> Result<(), OpsError> {
+    let mut err = crate::LogWriter::new(std::io::stderr().lock(), log);
     for c in chain.iter().flat_map(|c| &c.chains) {
         if let Some(f) = &c.finding {
             writeln!(

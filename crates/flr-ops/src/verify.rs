@@ -296,6 +296,9 @@ pub struct Totals {
     pub volumes_may_miss_changes: u64,
 }
 
+/// The version of `verify`'s JSON report (docs/json.md).
+pub const VERIFY_REPORT_VERSION: u32 = 1;
+
 /// Everything `verify` found.
 #[derive(Debug, Clone, Serialize)]
 pub struct VerifyReport {
@@ -827,7 +830,18 @@ fn progress_bar(enabled: bool, id: &str, total: u64) -> Option<indicatif::Progre
 
 /// Writes the report as pretty JSON.
 pub fn write_json(r: &VerifyReport, out: &mut dyn std::io::Write) -> std::io::Result<()> {
-    serde_json::to_writer_pretty(&mut *out, r).map_err(std::io::Error::from)?;
+    /// The report with its schema version first (docs/json.md).
+    #[derive(Serialize)]
+    struct Versioned<'a> {
+        report_version: u32,
+        #[serde(flatten)]
+        report: &'a VerifyReport,
+    }
+    let doc = Versioned {
+        report_version: VERIFY_REPORT_VERSION,
+        report: r,
+    };
+    serde_json::to_writer_pretty(&mut *out, &doc).map_err(std::io::Error::from)?;
     writeln!(out)
 }
 
