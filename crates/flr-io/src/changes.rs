@@ -126,6 +126,26 @@ impl RangeSet {
     }
 }
 
+/// The runs of consecutive set entries among the first `count` entries of
+/// a bitmap, as `(first, len)` pairs in order; `is_set` reads one entry (a
+/// VHD or VHDX sector bitmap, whose bit orders differ).
+pub fn set_runs(count: u64, is_set: impl Fn(u64) -> bool) -> Vec<(u64, u64)> {
+    let mut runs = Vec::new();
+    let mut s = 0;
+    while s < count {
+        if !is_set(s) {
+            s += 1;
+            continue;
+        }
+        let first = s;
+        while s < count && is_set(s) {
+            s += 1;
+        }
+        runs.push((first, s - first));
+    }
+    runs
+}
+
 /// A source together with the ranges in which it may differ from its base:
 /// the bottom of a compared stack.
 pub struct Compared {
@@ -185,6 +205,16 @@ mod tests {
         assert!(!s.intersects(110, 190));
         assert!(s.intersects(110, 191));
         assert!(!s.intersects(50, 0));
+    }
+
+    #[test]
+    fn bitmap_runs() {
+        let bits = [true, true, false, true, false, false, true];
+        assert_eq!(
+            set_runs(7, |i| bits[i as usize]),
+            vec![(0, 2), (3, 1), (6, 1)]
+        );
+        assert_eq!(set_runs(0, |_| true), vec![]);
     }
 
     #[test]

@@ -31,7 +31,7 @@ mod parent;
 mod source;
 
 pub use bounce::Bounce;
-pub use changes::{Change, Compared, RangeSet};
+pub use changes::{set_runs, Change, Compared, RangeSet};
 pub use cursor::{ReadOnlyCursor, ReaderCursor};
 pub use error::IoError;
 pub use parent::{

@@ -860,33 +860,43 @@ struct LvSource {
     pieces: Vec<Piece>,
 }
 
+impl LvSource {
+    /// Where the LV's byte `pos` lies: the leg's source, the offset in it,
+    /// and how many bytes from there stay on that leg (to the end of the
+    /// stripe chunk or of the segment). `None` past every segment.
+    fn locate(&self, pos: u64) -> Option<(&Source, u64, u64)> {
+        let i = self.pieces.partition_point(|p| p.start + p.len <= pos);
+        let p = self.pieces.get(i)?;
+        let rel = pos - p.start;
+        let room = p.start + p.len - pos;
+        let (leg, at, take) = match rel.checked_div(p.chunk) {
+            None => (0, rel, room),
+            Some(c) => {
+                let n = p.legs.len() as u64;
+                let within = rel % p.chunk;
+                (
+                    (c % n) as usize,
+                    (c / n) * p.chunk + within,
+                    (p.chunk - within).min(room),
+                )
+            }
+        };
+        let (src, base) = &p.legs[leg];
+        Some((src, base + at, take))
+    }
+}
+
 impl ReadAt for LvSource {
     fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         check_range(&self.layer, offset, buf.len(), self.size)?;
         let mut pos = offset;
         let mut done = 0usize;
         while done < buf.len() {
-            let i = self.pieces.partition_point(|p| p.start + p.len <= pos);
-            let p = self.pieces.get(i).ok_or_else(|| {
+            let (src, at, take) = self.locate(pos).ok_or_else(|| {
                 IoError::corrupt(self.layer.clone(), pos, "no segment maps this offset")
             })?;
-            let rel = pos - p.start;
-            let room = p.start + p.len - pos;
-            let (leg, at, take) = match rel.checked_div(p.chunk) {
-                None => (0, rel, room),
-                Some(c) => {
-                    let n = p.legs.len() as u64;
-                    let within = rel % p.chunk;
-                    (
-                        (c % n) as usize,
-                        (c / n) * p.chunk + within,
-                        (p.chunk - within).min(room),
-                    )
-                }
-            };
             let take = take.min((buf.len() - done) as u64) as usize;
-            let (src, base) = &p.legs[leg];
-            src.read_exact_at(base + at, &mut buf[done..done + take])?;
+            src.read_exact_at(at, &mut buf[done..done + take])?;
             done += take;
             pos += take as u64;
         }
@@ -907,27 +917,11 @@ impl ReadAt for LvSource {
         let mut pos = offset;
         let mut answer = Change::Unchanged;
         while pos < end {
-            let i = self.pieces.partition_point(|p| p.start + p.len <= pos);
-            let Some(p) = self.pieces.get(i) else {
+            let Some((src, at, take)) = self.locate(pos) else {
                 return Change::Unknown;
             };
-            let rel = pos - p.start;
-            let room = p.start + p.len - pos;
-            let (leg, at, take) = match rel.checked_div(p.chunk) {
-                None => (0, rel, room),
-                Some(c) => {
-                    let n = p.legs.len() as u64;
-                    let within = rel % p.chunk;
-                    (
-                        (c % n) as usize,
-                        (c / n) * p.chunk + within,
-                        (p.chunk - within).min(room),
-                    )
-                }
-            };
             let take = take.min(end - pos);
-            let (src, base) = &p.legs[leg];
-            answer = answer.and(src.changed(base + at, take));
+            answer = answer.and(src.changed(at, take));
             if answer == Change::Changed {
                 break;
             }

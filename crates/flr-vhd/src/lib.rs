@@ -873,17 +873,8 @@ impl VhdDisk {
                 }
                 Bitmap::Empty => {}
                 Bitmap::Partial(bits) => {
-                    let mut s = 0;
-                    while s < spb {
-                        if !bit(bits, s) {
-                            s += 1;
-                            continue;
-                        }
-                        let first = s;
-                        while s < spb && bit(bits, s) {
-                            s += 1;
-                        }
-                        let (o, l) = clip(start + first * SECTOR, (s - first) * SECTOR);
+                    for (first, n) in flr_io::set_runs(spb, |i| bit(bits, i)) {
+                        let (o, l) = clip(start + first * SECTOR, n * SECTOR);
                         out.insert(o, l);
                     }
                 }

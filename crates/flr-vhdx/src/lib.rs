@@ -955,18 +955,8 @@ impl VhdxDisk {
                     }
                     Bitmap::Empty => {}
                     Bitmap::Partial(bits) => {
-                        let mut s = 0;
-                        while s < spb {
-                            if !bit(bits, s) {
-                                s += 1;
-                                continue;
-                            }
-                            let first = s;
-                            while s < spb && bit(bits, s) {
-                                s += 1;
-                            }
-                            let (o, l) =
-                                clip(start + first * self.sector, (s - first) * self.sector);
+                        for (first, n) in flr_io::set_runs(spb, |i| bit(bits, i)) {
+                            let (o, l) = clip(start + first * self.sector, n * self.sector);
                             out.insert(o, l);
                         }
                     }
