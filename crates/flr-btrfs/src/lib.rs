@@ -87,6 +87,7 @@ mod chunk;
 mod compress;
 mod csum;
 mod device;
+mod extents;
 mod file;
 mod items;
 mod layer;
@@ -824,6 +825,12 @@ impl Filesystem for BtrfsFs {
         let n = f.read_at(0, &mut out)?;
         out.truncate(n);
         Ok(out)
+    }
+
+    /// See the `extents` module: the leaves holding the inode's items and
+    /// its regular extents, as device offsets; `None` on several devices.
+    fn extents(&self, path: &FsPath) -> Result<Option<flr_fs::FileExtents>, FsError> {
+        self.extents_inner(path)
     }
 
     fn open(&self, path: &FsPath) -> Result<Box<dyn FileHandle + '_>, FsError> {

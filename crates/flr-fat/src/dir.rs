@@ -21,6 +21,9 @@ pub(crate) struct Entry {
     pub(crate) first_cluster: u32,
     pub(crate) size: u32,
     pub(crate) mtime: Option<Timestamp>,
+    /// Byte offsets in the directory's data of its first slot (the first
+    /// long-name slot, when it has a long name) and of its 8.3 slot.
+    pub(crate) slots: (u64, u64),
 }
 
 impl Entry {
@@ -94,7 +97,9 @@ fn le16(b: &[u8], at: usize) -> u16 {
 pub(crate) fn parse(data: &[u8], is_fat32: bool) -> Listing {
     let mut out = Listing::default();
     let mut lfn: Option<Lfn> = None;
-    for e in data.chunks_exact(32) {
+    let mut lfn_start = 0u64;
+    for (i, e) in data.chunks_exact(32).enumerate() {
+        let at = i as u64 * 32;
         let first = e[0];
         if first == 0x00 {
             break;
@@ -105,6 +110,9 @@ pub(crate) fn parse(data: &[u8], is_fat32: bool) -> Listing {
         }
         let attr = e[11];
         if attr & 0x3F == ATTR_LFN {
+            if lfn.is_none() || first & 0x40 != 0 {
+                lfn_start = at;
+            }
             gather_lfn(&mut lfn, e);
             continue;
         }
@@ -124,6 +132,7 @@ pub(crate) fn parse(data: &[u8], is_fat32: bool) -> Listing {
         // operations make it safe and report it (a path component is looked
         // up by its bytes). Only `.` and `..`, which no path can reach, fall
         // back to the 8.3 name.
+        let first_slot = if long.is_some() { lfn_start } else { at };
         let name = long
             .filter(|l| l.expect == 0 && l.checksum == lfn_checksum(&raw_name))
             .map(|l| decode_lfn(&l.units))
@@ -137,6 +146,7 @@ pub(crate) fn parse(data: &[u8], is_fat32: bool) -> Listing {
             first_cluster: (hi << 16) | u32::from(le16(e, 26)),
             size: u32::from_le_bytes([e[28], e[29], e[30], e[31]]),
             mtime: fat_time(le16(e, 24), le16(e, 22)),
+            slots: (first_slot, at),
         });
     }
     out.index();

@@ -47,8 +47,8 @@ mod dir;
 mod table;
 
 use flr_fs::{
-    Consistency, DirEntry, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Journal,
-    Metadata, Unmount,
+    Consistency, DirEntry, FileExtents, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath,
+    Journal, Metadata, Unmount,
 };
 use flr_io::{ReadAt, Source};
 use std::collections::HashMap;
@@ -382,7 +382,123 @@ impl FatFs {
     }
 }
 
+impl FatFs {
+    /// The volume ranges of a directory's data: the fixed root, or its
+    /// cluster chain (as far as a listing reads it).
+    fn dir_ranges(&self, loc: DirLoc, path: &str) -> Result<Vec<(u64, u64)>, FsError> {
+        match loc {
+            DirLoc::FixedRoot => Ok(vec![(
+                self.geo.root_offset,
+                self.geo.root_bytes.min(MAX_DIR_BYTES),
+            )]),
+            DirLoc::Chain(first) => {
+                let cs = u64::from(self.geo.cluster_size);
+                let max = MAX_DIR_BYTES.div_ceil(cs).max(1);
+                let runs = self
+                    .fat
+                    .chain(first, max, false, &format!("directory {path}"))?;
+                Ok(self.run_ranges(&runs))
+            }
+        }
+    }
+
+    fn run_ranges(&self, runs: &[Run]) -> Vec<(u64, u64)> {
+        let cs = u64::from(self.geo.cluster_size);
+        runs.iter()
+            .map(|r| (self.geo.cluster_offset(r.first), u64::from(r.count) * cs))
+            .collect()
+    }
+
+    /// The bytes of FAT #1 (the copy flr reads) holding the entries of
+    /// these runs.
+    fn fat_ranges(&self, runs: &[Run]) -> Vec<(u64, u64)> {
+        let pos = |c: u32| -> u64 {
+            let c = u64::from(c);
+            match self.geo.fat_type {
+                FatType::Fat12 => c + c / 2,
+                FatType::Fat16 => c * 2,
+                FatType::Fat32 => c * 4,
+            }
+        };
+        let width = match self.geo.fat_type {
+            FatType::Fat32 => 4,
+            _ => 2,
+        };
+        runs.iter()
+            .map(|r| {
+                let a = pos(r.first);
+                let b = pos(r.first + (r.count - 1)) + width;
+                (self.geo.fat_offset + a, b - a)
+            })
+            .collect()
+    }
+
+    fn extents_of(&self, path: &FsPath) -> Result<FileExtents, FsError> {
+        let shown = path.to_string();
+        let f = self.resolve(path)?;
+        let mut x = FileExtents::default();
+        let Some(e) = f.entry else {
+            // The root: located by the boot sector, which opening reads.
+            x.data = self.dir_ranges(self.root_loc(), &shown)?;
+            if let DirLoc::Chain(first) = self.root_loc() {
+                let cs = u64::from(self.geo.cluster_size);
+                let max = MAX_DIR_BYTES.div_ceil(cs).max(1);
+                let runs = self.fat.chain(first, max, false, &shown)?;
+                x.meta = self.fat_ranges(&runs);
+            }
+            return Ok(x);
+        };
+        // Its directory entry (long-name slots and 8.3 slot), in the
+        // parent's data.
+        let parent = *f.ancestors.last().unwrap_or(&self.root_loc());
+        let pdata = self.dir_ranges(parent, &shown)?;
+        let (mut off, end) = (e.slots.0, e.slots.1 + 32);
+        let mut base = 0u64;
+        for &(at, len) in &pdata {
+            while off < end && off >= base && off < base + len {
+                let take = (end - off).min(base + len - off);
+                x.meta.push((at + (off - base), take));
+                off += take;
+            }
+            base += len;
+        }
+        if off < end {
+            return Err(corrupt(
+                None,
+                format!("{shown}: directory entry past the end of its folder"),
+            ));
+        }
+        let runs = if e.is_dir() {
+            let cs = u64::from(self.geo.cluster_size);
+            let max = MAX_DIR_BYTES.div_ceil(cs).max(1);
+            match self.loc_of(&e) {
+                DirLoc::Chain(first) => self.fat.chain(first, max, false, &shown)?,
+                DirLoc::FixedRoot => Vec::new(),
+            }
+        } else {
+            let cs = u64::from(self.geo.cluster_size);
+            let need = u64::from(e.size).div_ceil(cs);
+            if need == 0 {
+                Vec::new()
+            } else {
+                self.fat.chain(e.first_cluster, need, true, &shown)?
+            }
+        };
+        x.data = self.run_ranges(&runs);
+        x.meta.extend(self.fat_ranges(&runs));
+        Ok(x)
+    }
+}
+
 impl Filesystem for FatFs {
+    /// A file's clusters and a folder's (data); the FAT #1 entries of
+    /// those chains and the object's directory entry, long-name slots
+    /// included (metadata). The fixed FAT12/16 root has no entry; FAT #2
+    /// is not named (flr reads FAT #1 only).
+    fn extents(&self, path: &FsPath) -> Result<Option<FileExtents>, FsError> {
+        self.extents_of(path).map(Some)
+    }
+
     fn info(&self) -> FsInfo {
         FsInfo {
             fs_type: self.geo.fat_type.name().to_string(),

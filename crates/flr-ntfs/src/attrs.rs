@@ -159,6 +159,35 @@ impl NtfsFs {
         Ok(())
     }
 
+    /// The records that hold `file`'s attributes (its own first, then the
+    /// extension records its attribute list names) and the runs of a
+    /// non-resident attribute list.
+    pub(crate) fn holders(
+        &self,
+        fs: &mut ReaderCursor,
+        file: &NtfsFile<'_>,
+    ) -> Result<(Vec<u64>, Vec<crate::data::Run>), FsError> {
+        let mut recs = vec![file.file_record_number()];
+        let mut runs = Vec::new();
+        for a in file.attributes_raw() {
+            let a = a.map_err(nt)?;
+            if !is_ty(&a, NtfsAttributeType::AttributeList) {
+                continue;
+            }
+            if !a.is_resident() {
+                let (mut vpos, mut stored) = (0, 0);
+                self.extent_runs(fs, &a, &mut runs, &mut vpos, &mut stored)?;
+            }
+            for e in parse_list(&self.list_value(fs, file, &a)?)? {
+                if !recs.contains(&e.rec) {
+                    recs.push(e.rec);
+                }
+            }
+            break;
+        }
+        Ok((recs, runs))
+    }
+
     /// The bytes of an `$ATTRIBUTE_LIST` attribute.
     fn list_value(
         &self,

@@ -41,6 +41,7 @@ mod attrs;
 
 mod compressed;
 mod data;
+mod extents;
 mod index;
 mod lznt1;
 mod record;
@@ -50,8 +51,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use flr_fs::{
-    Consistency, DirEntry, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath, Journal,
-    Metadata, NotReplayed, Timestamp, Unmount,
+    Consistency, DirEntry, FileExtents, FileHandle, FileKind, Filesystem, FsError, FsInfo, FsPath,
+    Journal, Metadata, NotReplayed, Timestamp, Unmount,
 };
 use flr_io::{IoError, ReadAt, ReaderCursor, Source};
 use ntfs::{Ntfs, NtfsAttributeType, NtfsError, NtfsFile, NtfsFileFlags};
@@ -584,6 +585,14 @@ impl Filesystem for NtfsFs {
                 reason: "not a symbolic link".into(),
             })
         })
+    }
+
+    /// See the `extents` module: records, attribute-list and reparse
+    /// runs, and the data or `$I30` allocation runs; `None` for an
+    /// encrypted or unknown-compressed stream. Record 0 (`$MFT`) is not
+    /// named for every file.
+    fn extents(&self, path: &FsPath) -> Result<Option<FileExtents>, FsError> {
+        guard(|| self.extents_inner(path))
     }
 
     fn open(&self, path: &FsPath) -> Result<Box<dyn FileHandle + '_>, FsError> {

@@ -205,3 +205,164 @@ pub fn have_tool(name: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false)
 }
+
+/// A read-only kernel mount of a private, sparse copy of an image (the
+/// fixture itself is never mounted), unmounted and deleted on drop: the
+/// oracle for the tests that compare flr with what the kernel sees.
+#[derive(Debug)]
+pub struct LoopMount {
+    dir: PathBuf,
+    mnt: PathBuf,
+}
+
+impl LoopMount {
+    /// Mounts a copy of `img` with `mount -o loop,ro,OPTS` (`opts` may be
+    /// empty; `fstype` as `mount -t` takes it, empty to let mount probe).
+    /// `None`, after a loud skip line naming `test`, when the copy or the
+    /// mount fails (no root, no loop devices, no driver).
+    pub fn new(img: &Path, fstype: &str, opts: &str, test: &str) -> Option<LoopMount> {
+        let dir = std::env::temp_dir().join(format!(
+            "flr-loop-{}-{}",
+            std::process::id(),
+            NEXT_MOUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let mnt = dir.join("mnt");
+        std::fs::create_dir_all(&mnt).ok()?;
+        let copy = dir.join("image");
+        let cp = Command::new("cp")
+            .arg("--sparse=always")
+            .arg(img)
+            .arg(&copy)
+            .status();
+        if !cp.is_ok_and(|s| s.success()) {
+            loud(&format!("SKIPPED {test}: cannot copy {}", img.display()));
+            let _ = std::fs::remove_dir_all(&dir);
+            return None;
+        }
+        let mut o = String::from("loop,ro");
+        if !opts.is_empty() {
+            o.push(',');
+            o.push_str(opts);
+        }
+        let mut cmd = Command::new("mount");
+        if !fstype.is_empty() {
+            cmd.arg("-t").arg(fstype);
+        }
+        let out = cmd.arg("-o").arg(&o).arg(&copy).arg(&mnt).output();
+        match out {
+            Ok(o) if o.status.success() => Some(LoopMount { dir, mnt }),
+            other => {
+                loud(&format!(
+                    "SKIPPED {test}: cannot loop-mount {} (needs root and loop devices): {}",
+                    img.display(),
+                    other
+                        .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
+                        .unwrap_or_else(|e| e.to_string())
+                ));
+                let _ = std::fs::remove_dir_all(&dir);
+                None
+            }
+        }
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        &self.mnt
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.mnt).status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+static NEXT_MOUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// One extent as the kernel's FIEMAP reports it through `filefrag`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fiemap {
+    /// Byte offset in the file.
+    pub logical: u64,
+    /// Byte offset on the device (Btrfs: its logical address space).
+    pub physical: u64,
+    /// Length in bytes.
+    pub len: u64,
+    /// filefrag's flags (`last`, `eof`, `unwritten`, `inline`, `encoded`,
+    /// `shared`, `merged`...).
+    pub flags: Vec<String>,
+}
+
+/// `filefrag -e -v -b1 FILE`: the file's extents in bytes, as the kernel
+/// maps them. `None` when filefrag is missing or fails on the file.
+pub fn filefrag(file: &Path) -> Option<Vec<Fiemap>> {
+    let out = Command::new("filefrag")
+        .args(["-e", "-v", "-b1"])
+        .arg(file)
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut v = Vec::new();
+    for line in text.lines() {
+        // "   0:        0..    4095:   19206144..  19210239:   4096:     last,eof"
+        let mut cols = line.split(':');
+        let Some(first) = cols.next() else { continue };
+        if first.trim().parse::<u64>().is_err() {
+            continue;
+        }
+        let cols: Vec<&str> = cols.map(str::trim).collect();
+        let start = |s: &str| {
+            s.split("..")
+                .next()
+                .and_then(|a| a.trim().parse::<u64>().ok())
+        };
+        let (Some(logical), Some(physical), Some(len)) = (
+            cols.first().and_then(|c| start(c)),
+            cols.get(1).and_then(|c| start(c)),
+            cols.get(2).and_then(|c| c.parse::<u64>().ok()),
+        ) else {
+            continue;
+        };
+        // The last column holds the flags; "expected" (when present) sits
+        // before it.
+        let flags = cols
+            .last()
+            .filter(|_| cols.len() > 3)
+            .map(|f| {
+                f.split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty() && s.parse::<u64>().is_err())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.push(Fiemap {
+            logical,
+            physical,
+            len,
+            flags,
+        });
+    }
+    Some(v)
+}
+
+/// Byte ranges sorted and with touching or overlapping ones joined: the
+/// form in which two tools' extent lists are compared.
+pub fn normalize_ranges(r: impl IntoIterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
+    let mut v: Vec<(u64, u64)> = r.into_iter().filter(|&(_, l)| l > 0).collect();
+    v.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(v.len());
+    for (o, l) in v {
+        if let Some(last) = out.last_mut() {
+            if o <= last.0 + last.1 {
+                last.1 = last.1.max(o + l - last.0);
+                continue;
+            }
+        }
+        out.push((o, l));
+    }
+    out
+}

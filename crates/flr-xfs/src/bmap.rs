@@ -74,6 +74,17 @@ pub(crate) fn map(
     sb: &Superblock,
     inode: &Inode,
 ) -> Result<Vec<Extent>, FsError> {
+    map_with_nodes(src, sb, inode, &mut Vec::new())
+}
+
+/// [`map`], also pushing the byte offset of every extent B+tree block it
+/// read onto `nodes` (empty for an extent list in the inode).
+pub(crate) fn map_with_nodes(
+    src: &dyn ReadAt,
+    sb: &Superblock,
+    inode: &Inode,
+    nodes: &mut Vec<u64>,
+) -> Result<Vec<Extent>, FsError> {
     let at = inode.at;
     let limit = inode.nextents.min(MAX_EXTENTS);
     if inode.nextents > MAX_EXTENTS {
@@ -120,6 +131,7 @@ pub(crate) fn map(
                 out: &mut out,
                 limit,
                 blocks: 0,
+                nodes,
             };
             for i in 0..numrecs {
                 let ptr = be64(f, 4 + maxrecs * 8 + i * 8);
@@ -169,6 +181,7 @@ struct Walk<'a> {
     out: &'a mut Vec<Extent>,
     limit: u64,
     blocks: u64,
+    nodes: &'a mut Vec<u64>,
 }
 
 impl Walk<'_> {
@@ -192,6 +205,7 @@ impl Walk<'_> {
         let bs = usize::try_from(sb.bs).unwrap_or(4096);
         let mut b = vec![0u8; bs];
         self.src.read_exact_at(at, &mut b)?;
+        self.nodes.push(at);
         let (magic, hdr) = if sb.is_v5() {
             (BMA3_MAGIC, 72)
         } else {
