@@ -1,8 +1,9 @@
-//! `flr diff` and `verify --since` on testdata/diff (ext4, XFS and NTFS in
-//! fixed VHDs, the newer copy changed by the kernel or ntfs-3g): the diff
-//! lists exactly the changes the generator made (its expected lists), and
-//! `verify --since` with the older snapshot's manifest gives every file the
-//! hash a full read of the newer image gives.
+//! `flr diff` and `verify --since` on testdata/diff (ext4, XFS, NTFS, Btrfs
+//! and FAT in fixed VHDs, the newer copy changed by the kernel, ntfs-3g or
+//! mtools; ext4 and NTFS also as differencing children of the older copy):
+//! the diff lists exactly the changes the generator made (its expected
+//! lists), and `verify --since` with the older snapshot's manifest gives
+//! every file the hash a full read of the newer image gives.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
@@ -20,11 +21,31 @@ fn pair(fs: &str) -> (String, String) {
     (o.display().to_string(), n.display().to_string())
 }
 
-#[test]
-fn diff_lists_exactly_what_the_generator_changed() {
-    for fs in ["ext4", "xfs", "ntfs"] {
-        let (old, new) = pair(fs);
-        let out = flr(&["diff", &old, &new, "--json"]);
+const ALL: [&str; 5] = ["ext4", "xfs", "ntfs", "btrfs", "fat"];
+
+/// The generator's list: (change, path, former path) → a field that must
+/// be among the differences.
+fn expected(fs: &str) -> BTreeMap<(String, String, String), String> {
+    let text = std::fs::read_to_string(
+        flr_testdata::testdata_dir().join(format!("diff/{fs}.expected.tsv")),
+    )
+    .unwrap();
+    let mut want = BTreeMap::new();
+    for l in text.lines() {
+        let c: Vec<&str> = l.split('\t').collect();
+        want.insert(
+            (c[0].to_string(), c[1].to_string(), c[2].to_string()),
+            c[3].to_string(),
+        );
+    }
+    want
+}
+
+/// Runs `flr diff OLD NEW --json` and checks its list against the
+/// generator's; returns the summary line.
+fn diff_matches(fs: &str, old: &str, new: &str) -> serde_json::Value {
+    {
+        let out = flr(&["diff", old, new, "--json"]);
         assert!(
             out.status.success(),
             "{fs}: {}",
@@ -52,15 +73,7 @@ fn diff_lists_exactly_what_the_generator_changed() {
                 .collect();
             got.insert(key, fields);
         }
-        let text = std::fs::read_to_string(
-            flr_testdata::testdata_dir().join(format!("diff/{fs}.expected.tsv")),
-        )
-        .unwrap();
-        let mut want = BTreeMap::new();
-        for l in text.lines() {
-            let c: Vec<&str> = l.split('\t').collect();
-            want.insert((c[0].to_string(), c[1].to_string(), c[2].to_string()), c[3]);
-        }
+        let want = expected(fs);
         assert_eq!(
             got.keys().collect::<Vec<_>>(),
             want.keys().collect::<Vec<_>>(),
@@ -69,24 +82,71 @@ fn diff_lists_exactly_what_the_generator_changed() {
         for (k, field) in &want {
             if !field.is_empty() {
                 assert!(
-                    got[k].contains(*field),
+                    got[k].contains(field),
                     "{fs}: {k:?} lacks {field}: {:?}",
                     got[k]
                 );
             }
         }
         let s = summary.expect("a summary line");
-        assert_eq!(s["added"], 1, "{fs}");
-        assert_eq!(s["removed"], 1, "{fs}");
-        assert_eq!(s["renamed"], 1, "{fs}");
-        if fs == "ext4" {
-            // ext4 maps files to blocks: the untouched tree is proven equal
-            // without reading it (changed ranges are 4 KiB blocks: an
-            // inode-table block shared with a changed inode is changed).
-            assert_eq!(s["mode"], "changed-folders", "{fs}: {s}");
-            assert!(s["proven_unchanged"].as_u64().unwrap() >= 10, "{fs}: {s}");
-            assert!(s["files_hashed"].as_u64().unwrap() <= 2, "{fs}: {s}");
+        let count = |c: &str| want.keys().filter(|k| k.0 == c).count();
+        for c in ["added", "removed", "renamed", "changed"] {
+            assert_eq!(s[c], count(c), "{fs}: {c} in {s}");
         }
+        s
+    }
+}
+
+#[test]
+fn diff_lists_exactly_what_the_generator_changed() {
+    for fs in ALL {
+        let (old, new) = pair(fs);
+        let s = diff_matches(fs, &old, &new);
+        // Every filesystem maps files to blocks: the untouched tree is
+        // proven equal without reading it (changed ranges are 4 KiB
+        // blocks: an inode-table block, an MFT record block, a Btrfs leaf
+        // or a directory cluster shared with a changed object is changed,
+        // and those objects are compared by their metadata).
+        assert_eq!(s["mode"], "changed-folders", "{fs}: {s}");
+        assert!(s["proven_unchanged"].as_u64().unwrap() >= 10, "{fs}: {s}");
+        assert!(s["files_hashed"].as_u64().unwrap() <= 3, "{fs}: {s}");
+    }
+}
+
+/// A differencing child of the older image, holding exactly the blocks
+/// the kernel or ntfs-3g changed: the diff lists what the generator
+/// changed, learns the changed blocks from the child's sector bitmaps
+/// alone (no byte of either disk read to find them), and reads of the
+/// parent beyond metadata are the hashes of files whose data changed.
+#[test]
+fn diff_parent_child_lists_what_the_child_changed() {
+    for fs in ["ext4", "ntfs"] {
+        let parent = flr_testdata::fixture(&format!("diff/{fs}-old.vhd.zst"));
+        let child = flr_testdata::fixture(&format!("diff/{fs}-child.vhd.zst"));
+        assert_eq!(
+            parent.parent(),
+            child.parent(),
+            "the child finds its parent beside it"
+        );
+        let (p, c) = (parent.display().to_string(), child.display().to_string());
+        let s = diff_matches(fs, &p, &c);
+        assert_eq!(s["mode"], "changed-folders", "{fs}: {s}");
+        // Only same-size files whose data blocks changed are hashed
+        // (rewrite.bin; NTFS also the files whose resident data lives in a
+        // changed record).
+        assert!(s["files_hashed"].as_u64().unwrap() <= 2, "{fs}: {s}");
+        let text = flr(&["--stats", "diff", &p, &c]);
+        assert!(text.status.success(), "{fs}");
+        let err = String::from_utf8_lossy(&text.stderr);
+        let line = err
+            .lines()
+            .find(|l| l.contains("changed ranges by"))
+            .unwrap_or_else(|| panic!("{fs}: no changed-ranges line in {err}"));
+        assert!(
+            line.contains("changed ranges by differencing")
+                && line.contains("(0 bytes read to find them"),
+            "{fs}: {line}"
+        );
     }
 }
 
@@ -107,7 +167,7 @@ fn hashes(doc: &str) -> BTreeMap<String, String> {
 #[test]
 fn verify_since_agrees_with_a_full_verify() {
     let dir = tempfile::tempdir().unwrap();
-    for fs in ["ext4", "xfs", "ntfs"] {
+    for fs in ALL {
         let (old, new) = pair(fs);
         let base = dir.path().join(format!("{fs}-old.json"));
         let next = dir.path().join(format!("{fs}-next.json"));

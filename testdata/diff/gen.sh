@@ -1,12 +1,17 @@
 #!/bin/bash
-# Fixtures for `flr diff` and `verify --since`: for each of ext4, XFS and
-# NTFS, a filesystem in a fixed VHD (<fs>-old.vhd.zst), and a copy of it
-# changed by the kernel (ext4, XFS: loop mount) or ntfs-3g (NTFS)
+# Fixtures for `flr diff` and `verify --since`: for each of ext4, XFS,
+# NTFS, Btrfs and FAT, a filesystem in a fixed VHD (<fs>-old.vhd.zst), and a
+# copy of it changed by the kernel (ext4, XFS, Btrfs: loop mount), ntfs-3g
+# (NTFS) or mtools (FAT)
 # (<fs>-new.vhd.zst): a file added, one deleted, one renamed, one appended
 # to, one rewritten in place, one truncated, a mode and a timestamp
 # changed. <fs>.expected.tsv is the change list this script made:
 #   change <TAB> path <TAB> former path (renames) <TAB> a field that must be among the differences
-# Needs root (loop mounts), e2fsprogs, xfsprogs, ntfs-3g, qemu-img, zstd.
+# FAT has no file ids, so its rename is a removal and an addition, and no
+# modes; the FAT pair is made with mtools (see below). `./gen.sh btrfs fat` remakes only those pairs (default: all five),
+# `./gen.sh child` only the differencing children (from the committed pairs).
+# Needs root (loop mounts), e2fsprogs, xfsprogs, btrfs-progs, dosfstools,
+# ntfs-3g, mtools, qemu-img, libvhdi-utils, python3, zstd.
 set -euo pipefail
 cd "$(dirname "$0")"
 work=$(mktemp -d)
@@ -14,12 +19,19 @@ trap 'umount -q "$work/mnt" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir "$work/mnt"
 export TZ=UTC
 
-populate() { # $1: mount point
+populate() { # $1: mount point, $2: "many" for 400 more small files
   local m=$1
   mkdir -p "$m/dir" "$m/keep/deep"
   for i in $(seq 1 20); do
     head -c $((i * 3000)) /dev/urandom >"$m/keep/deep/f$i.bin"
   done
+  if [ "${2:-}" = many ]; then
+    # Btrfs keeps many inodes in one 16 KiB leaf: enough of them that
+    # most leaves hold only untouched ones.
+    mkdir -p "$m/keep/many"
+    for i in $(seq 1 400); do echo "small $i" >"$m/keep/many/s$i.txt"; done
+    touch -d "2024-01-02 03:04:05" "$m/keep/many"
+  fi
   echo "stays" >"$m/keep/same.txt"
   echo "to be removed" >"$m/gone.txt"
   echo "old name" >"$m/dir/old-name.txt"
@@ -46,11 +58,16 @@ change() { # $1: mount point, $2: whether modes are kept
   sync
 }
 
-expected() { # $1: fs, $2: whether modes are kept
+expected() { # $1: fs, $2: whether modes are kept, $3: ids (renames are proven) or noids
   {
     printf 'added\t/new.txt\t\t\n'
     printf 'removed\t/gone.txt\t\t\n'
-    printf 'renamed\t/dir/new-name.txt\t/dir/old-name.txt\t\n'
+    if [ "${3:-ids}" = ids ]; then
+      printf 'renamed\t/dir/new-name.txt\t/dir/old-name.txt\t\n'
+    else
+      printf 'added\t/dir/new-name.txt\t\t\n'
+      printf 'removed\t/dir/old-name.txt\t\t\n'
+    fi
     printf 'changed\t/dir\t\tmtime\n'
     printf 'changed\t/append.log\t\tcontent\n'
     printf 'changed\t/rewrite.bin\t\tcontent\n'
@@ -65,7 +82,24 @@ to_vhd() { # raw image, output name
   zstd -q -19 -f "$work/out.vhd" -o "$2.vhd.zst"
 }
 
+targets=${*:-ext4 xfs ntfs btrfs fat}
+want() { case " $targets " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+kernel_pair() { # $1: fs, $2: modes or nomodes, $3: ids or noids, $4: populate's "many"
+  local fs=$1 img=$work/$1.img
+  mount -o loop "$img" "$work/mnt"
+  populate "$work/mnt" "${4:-}"
+  umount "$work/mnt"
+  to_vhd "$img" "$fs-old"
+  mount -o loop "$img" "$work/mnt"
+  change "$work/mnt" "$2"
+  umount "$work/mnt"
+  to_vhd "$img" "$fs-new"
+  expected "$fs" "$2" "$3"
+}
+
 for fs in ext4 xfs; do
+  want $fs || continue
   img=$work/$fs.img
   if [ $fs = ext4 ]; then
     truncate -s 24M "$img"
@@ -74,17 +108,79 @@ for fs in ext4 xfs; do
     truncate -s 300M "$img"
     mkfs.xfs -q -f -m uuid=0d1ff000-0000-4000-8000-000000000005 -L diff "$img"
   fi
-  mount -o loop "$img" "$work/mnt"
-  populate "$work/mnt"
-  umount "$work/mnt"
-  to_vhd "$img" "$fs-old"
-  mount -o loop "$img" "$work/mnt"
-  change "$work/mnt" modes
-  umount "$work/mnt"
-  to_vhd "$img" "$fs-new"
-  expected $fs modes
+  kernel_pair $fs modes ids
 done
 
+if want btrfs; then
+  img=$work/btrfs.img
+  truncate -s 128M "$img"
+  mkfs.btrfs -q -f -U 0d1ff000-0000-4000-8000-000000000006 -L diff "$img"
+  kernel_pair btrfs modes ids many
+fi
+
+if want fat; then
+  # This kernel has no vfat driver and fusefat mis-stores months, so the
+  # FAT pair is made with mtools: files copied with their times (mcopy -m)
+  # from a staging tree the shell made; an in-place rewrite written over
+  # the file's own clusters (where mshowfat puts them, nothing else
+  # touched); an append, a truncation and a new time as a copy over the
+  # file (mcopy -o). mtools does not touch a folder's time when its
+  # entries change, so /dir keeps its time. FAT has no modes.
+  img=$work/fat.img
+  # FAT16, 4 KiB clusters: one 4 KiB block of the FAT maps 8 MiB of data.
+  # keep/ is copied first, with 8 MiB of zeros after its files, so that
+  # its FAT entries share no block with the files changed later (FAT
+  # entries are dense: one allocation anywhere in a block changes it).
+  truncate -s 64M "$img"
+  mkfs.fat -F 16 -s 8 -S 512 -i 0d1ff007 -n DIFF "$img" >/dev/null
+  st=$work/stage
+  mkdir -p "$st"
+  populate "$st"
+  head -c 8M /dev/zero >"$st/keep/spacer.bin"
+  touch -d "2024-01-02 03:04:05" "$st/keep/spacer.bin" "$st/keep"
+  export MTOOLS_SKIP_CHECK=1
+  mcopy -s -m -i "$img" "$st/keep" ::/
+  for f in "$st"/*; do
+    [ "$f" = "$st/keep" ] || mcopy -s -m -i "$img" "$f" ::/
+  done
+  to_vhd "$img" fat-old
+  sleep 1.1
+  echo "new file" >"$st/new.txt"
+  mcopy -m -i "$img" "$st/new.txt" ::/new.txt
+  mdel -i "$img" ::/gone.txt
+  mren -i "$img" ::/dir/old-name.txt ::/dir/new-name.txt
+  echo "line 2" >>"$st/append.log"
+  mcopy -o -m -i "$img" "$st/append.log" ::/append.log
+  # Bytes 40960..49151 of rewrite.bin, cluster by cluster (4 KiB
+  # clusters; the data area follows the reserved sectors, both FATs and
+  # the root folder's 512 entries).
+  geo=$(minfo -i "$img" ::)
+  rsv=$(sed -n 's/^reserved (boot) sectors: //p' <<<"$geo")
+  fatlen=$(sed -n 's/^sectors per fat: //p' <<<"$geo")
+  nfats=$(sed -n 's/^fats: //p' <<<"$geo")
+  rootsec=$(( $(sed -n 's/^max available root directory slots: //p' <<<"$geo") * 32 / 512 ))
+  for off in 40960 45056; do
+    c=$(mshowfat -i "$img" -o "$off" ::/rewrite.bin | awk '{print $NF}')
+    dd if=/dev/urandom of="$img" bs=512 seek=$((rsv + nfats * fatlen + rootsec + (c - 2) * 8)) count=8 conv=notrunc status=none
+  done
+  truncate -s 1000 "$st/trunc.bin"
+  mcopy -o -m -i "$img" "$st/trunc.bin" ::/trunc.bin
+  touch -m -d "2025-05-06 07:08:09" "$st/time.txt"
+  mcopy -o -m -i "$img" "$st/time.txt" ::/time.txt
+  to_vhd "$img" fat-new
+  {
+    printf 'added\t/new.txt\t\t\n'
+    printf 'removed\t/gone.txt\t\t\n'
+    printf 'added\t/dir/new-name.txt\t\t\n'
+    printf 'removed\t/dir/old-name.txt\t\t\n'
+    printf 'changed\t/append.log\t\tcontent\n'
+    printf 'changed\t/rewrite.bin\t\tcontent\n'
+    printf 'changed\t/trunc.bin\t\tsize\n'
+    printf 'changed\t/time.txt\t\tmtime\n'
+  } >fat.expected.tsv
+fi
+
+if want ntfs; then
 img=$work/ntfs.img
 truncate -s 24M "$img"
 mkntfs -q -F -f -L diff "$img" >/dev/null
@@ -97,4 +193,27 @@ change "$work/mnt" nomodes
 umount "$work/mnt"
 to_vhd "$img" ntfs-new
 expected ntfs nomodes
+fi
+# Differencing children: <fs>-child.vhd names <fs>-old.vhd as its parent
+# (relative locator) and holds exactly the 4 KiB groups in which <fs>-new
+# differs from it (mkchild.py), so `flr diff <fs>-old.vhd <fs>-child.vhd`
+# must list <fs>.expected.tsv. libvhdi (vhdimount) reads each child back:
+# its virtual disk must be <fs>-new's.
+for fs in ext4 ntfs; do
+  want child || want $fs || continue
+  zstd -qdf "$fs-old.vhd.zst" -o "$work/$fs-old.vhd"
+  zstd -qdf "$fs-new.vhd.zst" -o "$work/$fs-new.vhd"
+  qemu-img convert -f vpc -O raw "$work/$fs-old.vhd" "$work/$fs-old.raw"
+  qemu-img convert -f vpc -O raw "$work/$fs-new.vhd" "$work/$fs-new.raw"
+  python3 mkchild.py "$work/$fs-old.vhd" "$work/$fs-old.raw" "$work/$fs-new.raw" "$work/$fs-child.vhd"
+  mkdir -p "$work/vhdi"
+  vhdimount "$work/$fs-child.vhd" "$work/vhdi" >/dev/null
+  last=$(ls "$work/vhdi" | sort -V | tail -1)
+  got=$(sha256sum <"$work/vhdi/$last" | cut -d' ' -f1)
+  fusermount -u "$work/vhdi" 2>/dev/null || umount "$work/vhdi"
+  want_sha=$(sha256sum <"$work/$fs-new.raw" | cut -d' ' -f1)
+  [ "$got" = "$want_sha" ] || { echo "$fs-child.vhd: libvhdi reads $got, $fs-new is $want_sha" >&2; exit 1; }
+  zstd -q -19 -f "$work/$fs-child.vhd" -o "$fs-child.vhd.zst"
+  rm -f "$work/$fs"-*.raw "$work/$fs"-*.vhd
+done
 ls -l ./*.zst
