@@ -153,6 +153,9 @@ enum Cmd {
         /// Recurse into subfolders.
         #[arg(short = 'R', long)]
         recursive: bool,
+        /// Also list alternate data streams (NTFS), as `name:stream` entries.
+        #[arg(long)]
+        streams: bool,
         /// JSON Lines: one object per entry.
         #[arg(long)]
         json: bool,
@@ -173,6 +176,10 @@ enum Cmd {
         /// Print the sha256 of each restored file (sha256sum format).
         #[arg(long)]
         checksum: bool,
+        /// How NTFS alternate data streams are restored: `xattr` (user.ntfs.stream.NAME
+        /// extended attributes of the file), `files` (side files NAME:STREAM) or `none`.
+        #[arg(long, value_name = "HOW", default_value = "xattr")]
+        streams: flr_ops::NtfsStreams,
         /// Deprecated: the summary as JSON on stderr (use --format json: on stdout).
         #[arg(long, hide = true)]
         json: bool,
@@ -428,12 +435,14 @@ impl Cli {
                 path,
                 long,
                 recursive,
+                streams,
                 json,
             } => Command::Ls {
                 image,
                 path,
                 long,
                 recursive,
+                streams,
                 json,
             },
             Cmd::Get {
@@ -442,6 +451,7 @@ impl Cli {
                 dest,
                 force,
                 checksum,
+                streams,
                 json,
             } => Command::Get {
                 image,
@@ -449,6 +459,7 @@ impl Cli {
                 dest,
                 force,
                 checksum,
+                ntfs_streams: streams,
                 json,
             },
             Cmd::Cat { image, path } => Command::Cat { image, path },

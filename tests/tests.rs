@@ -22,6 +22,7 @@ mod limits;
 mod lvm;
 mod md;
 mod mount;
+mod ntfsmeta;
 mod output;
 mod scanner;
 mod tools;

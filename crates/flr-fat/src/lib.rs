@@ -559,6 +559,22 @@ impl Filesystem for FatFs {
             .collect())
     }
 
+    /// The attribute byte of the entry (its bits are Windows' own
+    /// FILE_ATTRIBUTE_* values); the root is a folder.
+    fn windows_meta(&self, path: &FsPath) -> Result<Option<flr_fs::WindowsMeta>, FsError> {
+        let f = self.resolve(path)?;
+        let attributes = f
+            .entry
+            .as_ref()
+            .map_or(flr_fs::windows::ATTR_DIRECTORY, |e| {
+                u32::from(e.attr & 0x3f)
+            });
+        Ok(Some(flr_fs::WindowsMeta {
+            attributes,
+            ..flr_fs::WindowsMeta::default()
+        }))
+    }
+
     fn read_link(&self, path: &FsPath) -> Result<Vec<u8>, FsError> {
         self.resolve(path)?;
         Err(FsError::Unsupported {

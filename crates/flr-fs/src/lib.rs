@@ -24,9 +24,11 @@ use serde::Serialize;
 pub use consistency::{Consistency, Journal, NotReplayed, Unmount};
 pub use flr_io::IoError;
 pub use names::{display_component, display_name, display_path};
+pub use windows::{Reparse, SecurityDescriptor, StreamInfo, WindowsMeta};
 
 mod consistency;
 mod names;
+pub mod windows;
 
 /// A path inside a filesystem: its components, root first, without `/`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -354,6 +356,31 @@ pub trait Filesystem: Send + Sync {
     /// and record, not its children's. `None` when this filesystem cannot
     /// say (the caller then treats the object as changed); the default.
     fn extents(&self, path: &FsPath) -> Result<Option<FileExtents>, FsError> {
+        let _ = path;
+        Ok(None)
+    }
+
+    /// The named data streams (NTFS alternate data streams) of the object
+    /// at `path`, by name; empty for a filesystem without them (the
+    /// default). The unnamed stream (the file's data) is not listed.
+    fn streams(&self, path: &FsPath) -> Result<Vec<StreamInfo>, FsError> {
+        let _ = path;
+        Ok(Vec::new())
+    }
+
+    /// Opens the named data stream `name` of the object at `path` (see
+    /// [`Filesystem::streams`]). The default: not found.
+    fn open_stream(&self, path: &FsPath, name: &str) -> Result<Box<dyn FileHandle + '_>, FsError> {
+        Err(FsError::NotFound {
+            path: format!("{path}:{name}"),
+        })
+    }
+
+    /// What Windows records about the object at `path`: attribute bits,
+    /// reparse kind, owner, group and security descriptor as SDDL (see
+    /// [`WindowsMeta`]). `None` for a filesystem that keeps none of it
+    /// (the default).
+    fn windows_meta(&self, path: &FsPath) -> Result<Option<WindowsMeta>, FsError> {
         let _ = path;
         Ok(None)
     }

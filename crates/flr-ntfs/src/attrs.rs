@@ -88,7 +88,7 @@ pub(crate) fn parse_list(v: &[u8]) -> Result<Vec<ListEntry>, FsError> {
 pub(crate) type Visit<'v> = dyn FnMut(&mut ReaderCursor, &NtfsFile<'_>, &NtfsAttribute<'_, '_>) -> Result<bool, FsError>
     + 'v;
 
-fn is_ty(a: &NtfsAttribute<'_, '_>, ty: NtfsAttributeType) -> bool {
+pub(crate) fn is_ty(a: &NtfsAttribute<'_, '_>, ty: NtfsAttributeType) -> bool {
     matches!(a.ty(), Ok(t) if t == ty)
 }
 
@@ -189,7 +189,7 @@ impl NtfsFs {
     }
 
     /// The bytes of an `$ATTRIBUTE_LIST` attribute.
-    fn list_value(
+    pub(crate) fn list_value(
         &self,
         fs: &mut ReaderCursor,
         file: &NtfsFile<'_>,

@@ -129,15 +129,17 @@ impl NtfsFs {
         Ok(())
     }
 
-    /// Size, attribute flags and residency of the unnamed `$DATA` stream,
-    /// from its first extent (the one at VCN 0, which carries the sizes).
+    /// Size, attribute flags and residency of the `$DATA` stream `name`
+    /// (`""`: unnamed), from its first extent (the one at VCN 0, which
+    /// carries the sizes).
     pub(crate) fn stream_info(
         &self,
         fs: &mut ReaderCursor,
         file: &NtfsFile<'_>,
+        name: &str,
     ) -> Result<Option<StreamInfo>, FsError> {
         let mut info = None;
-        self.for_each_extent(fs, file, NtfsAttributeType::Data, "", &mut |_, xf, a| {
+        self.for_each_extent(fs, file, NtfsAttributeType::Data, name, &mut |_, xf, a| {
             info = Some(if a.is_resident() {
                 StreamInfo {
                     size: a.value_length(),

@@ -46,6 +46,8 @@ mod index;
 mod lznt1;
 mod record;
 mod reparse;
+mod secure;
+mod streams;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -201,6 +203,8 @@ pub struct NtfsFs {
     free: OnceLock<Option<u64>>,
     dirs: Mutex<DirCache>,
     consistency: Consistency,
+    /// `$Secure:$SDS`, indexed on first use (see `secure.rs`).
+    secure: OnceLock<Option<secure::Secure>>,
 }
 
 impl std::fmt::Debug for NtfsFs {
@@ -252,6 +256,7 @@ impl NtfsFs {
             free: OnceLock::new(),
             dirs: Mutex::new(DirCache::default()),
             consistency: Consistency::default(),
+            secure: OnceLock::new(),
         };
         v.consistency = v.read_consistency(&mut fs);
         Ok(v)
@@ -380,7 +385,7 @@ impl NtfsFs {
         };
         let mut data = None;
         if !is_dir {
-            if let Some(si) = self.stream_info(fs, &file)? {
+            if let Some(si) = self.stream_info(fs, &file, "")? {
                 node.size = si.size;
                 data = Some((si.flags, si.resident));
             }
@@ -597,6 +602,18 @@ impl Filesystem for NtfsFs {
 
     fn open(&self, path: &FsPath) -> Result<Box<dyn FileHandle + '_>, FsError> {
         guard(|| self.open_file(path))
+    }
+
+    fn streams(&self, path: &FsPath) -> Result<Vec<flr_fs::StreamInfo>, FsError> {
+        guard(|| self.list_streams(path))
+    }
+
+    fn open_stream(&self, path: &FsPath, name: &str) -> Result<Box<dyn FileHandle + '_>, FsError> {
+        guard(|| self.open_named_stream(path, name))
+    }
+
+    fn windows_meta(&self, path: &FsPath) -> Result<Option<flr_fs::WindowsMeta>, FsError> {
+        guard(|| self.windows_meta_of(path).map(Some))
     }
 }
 

@@ -25,6 +25,8 @@ pub struct GetOptions {
     pub checksum: bool,
     /// How large files are read.
     pub streams: crate::Streams,
+    /// How NTFS alternate data streams are restored (`--streams`).
+    pub ntfs_streams: crate::NtfsStreams,
     /// `--format json`: the summary is the command's data, on stdout
     /// (else, with a JSON context, on stderr: the old `get --json`).
     pub summary_on_stdout: bool,
@@ -54,6 +56,8 @@ pub struct GetSummary {
     pub failed: u64,
     /// Special files (devices, FIFOs) skipped.
     pub skipped: u64,
+    /// Alternate data streams restored (as xattrs or side files).
+    pub streams: u64,
 }
 
 /// The version of `get`'s JSON summary.
@@ -118,6 +122,7 @@ pub fn get(
         total.renamed += s.renamed;
         total.failed += s.failed;
         total.skipped += s.skipped;
+        total.streams += s.streams;
     }
     total.report_version = GET_REPORT_VERSION;
     total.kind = "summary";
@@ -132,7 +137,7 @@ pub fn get(
     } else {
         writeln!(
             ctx.err,
-            "flr: restored {} files ({} bytes), {} folders, {} symlinks into {}{}{}{}",
+            "flr: restored {} files ({} bytes), {} folders, {} symlinks into {}{}{}{}{}",
             total.files,
             total.bytes,
             total.dirs,
@@ -140,6 +145,11 @@ pub fn get(
             opts.dest.display(),
             if total.renamed > 0 {
                 format!("; {} names made safe", total.renamed)
+            } else {
+                String::new()
+            },
+            if total.streams > 0 {
+                format!("; {} alternate data streams", total.streams)
             } else {
                 String::new()
             },
@@ -325,14 +335,29 @@ impl Job<'_, '_> {
         }
         let mut hasher = self.opts.checksum.then(sha2::Sha256::new);
         let fs = self.fs;
+        let ads = self.opts.ntfs_streams;
+        let mut streams = crate::winmeta::StreamReport::default();
         let res = into.write_file(safe, self.overwrite(), meta.mode, meta.mtime, |f| {
-            copy_file_streams(fs, path, self.opts.streams, |b| {
+            let n = copy_file_streams(fs, path, self.opts.streams, |b| {
                 if let Some(h) = hasher.as_mut() {
                     h.update(b);
                 }
                 f.write_all(b)
-            })
+            })?;
+            if ads == crate::NtfsStreams::Xattr {
+                streams = crate::winmeta::streams_to_xattrs(fs, path, f);
+            }
+            Ok(n)
         });
+        if matches!(res, Ok(Ok(_))) {
+            if ads == crate::NtfsStreams::Files {
+                streams = crate::winmeta::streams_to_files(fs, path, safe, into, self.overwrite());
+            }
+            self.sum.streams += streams.restored;
+            for p in streams.problems {
+                self.fail(path, p);
+            }
+        }
         match res {
             Ok(Ok(n)) => {
                 self.sum.files += 1;

@@ -28,6 +28,7 @@ mod prompt;
 mod session;
 mod spec;
 mod verify;
+mod winmeta;
 
 pub use diff::{
     diff, diff_fs, write_diff, ChangeKind, DiffEntry, DiffMode, DiffOptions, DiffSummary,
@@ -56,6 +57,7 @@ pub use verify::{
     write_prometheus, write_summary, Since, Status, UnreadableKind, VerifyMode, VerifyOptions,
     VerifyReport, VolumeState, VERIFY_REPORT_VERSION,
 };
+pub use winmeta::{NtfsStreams, WindowsEntry, XATTR_PREFIX};
 
 use std::io::Write;
 
@@ -255,6 +257,17 @@ pub fn cat(
     }
     let fs = vol.open_fs()?;
     warn_consistency(err, &vol.id, fs.as_ref())?;
+    if let Some((file, stream)) = winmeta::stream_spec(fs.as_ref(), &spec.path) {
+        let mut h = fs.open_stream(&file, &stream).map_err(fs_err(&vol.id))?;
+        copy_file(h.as_mut(), &file, |b| out.write_all(b)).map_err(|e| match e {
+            CopyError::Fs(source) => OpsError::Fs {
+                volume: vol.id.clone(),
+                source,
+            },
+            CopyError::Out(e) => OpsError::Output(e),
+        })?;
+        return Ok(());
+    }
     let meta = fs.metadata(&spec.path).map_err(fs_err(&vol.id))?;
     if meta.kind != FileKind::File {
         return Err(OpsError::Fs {

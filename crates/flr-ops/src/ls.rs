@@ -16,6 +16,8 @@ pub struct LsOptions {
     pub long: bool,
     /// Recurse into subfolders.
     pub recursive: bool,
+    /// Also list each object's alternate data streams as `name:stream`.
+    pub streams: bool,
 }
 
 /// Folders with at most this many entries are listed sorted by name; larger
@@ -103,6 +105,22 @@ struct JsonEntry<'a> {
     target: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     unreadable: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    windows: Option<crate::WindowsEntry>,
+}
+
+/// One alternate data stream in `ls --streams` JSON (docs/json.md).
+#[derive(Serialize)]
+struct JsonStream<'a> {
+    report_version: u32,
+    /// `/dir/file:stream`.
+    path: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    /// The object it belongs to.
+    file: &'a str,
+    stream: &'a str,
+    size: u64,
 }
 
 /// Lists `spec` on its volume. With `--json`, writes one JSON object per
@@ -281,6 +299,87 @@ fn print_entry(
     let target = (m.kind == FileKind::Symlink)
         .then(|| fs.read_link(path).ok())
         .flatten();
+    // Windows attributes, owner and SDDL where the filesystem keeps them
+    // (JSON, and the `ls -l` column where there is no unix mode).
+    let windows = if ctx.format == OutputFormat::Json || (opts.long && m.mode.is_none()) {
+        match fs.windows_meta(path) {
+            Ok(w) => w,
+            Err(e) => {
+                writeln!(
+                    ctx.err,
+                    "flr: {}: Windows metadata not read: {e}",
+                    display_path(path)
+                )?;
+                None
+            }
+        }
+    } else {
+        None
+    };
+    print_line(ctx, path, shown, m, opts, target, windows.as_ref())?;
+    if opts.streams {
+        print_streams(fs, ctx, path, shown, m, opts)?;
+    }
+    Ok(())
+}
+
+/// The `name:stream` lines (or JSON records) of `path`'s alternate data
+/// streams.
+fn print_streams(
+    fs: &dyn Filesystem,
+    ctx: &mut Context<'_>,
+    path: &FsPath,
+    shown: &str,
+    m: &Metadata,
+    opts: LsOptions,
+) -> std::io::Result<()> {
+    let streams = match fs.streams(path) {
+        Ok(s) => s,
+        Err(e) => {
+            return writeln!(
+                ctx.err,
+                "flr: {}: streams not listed: {e}",
+                display_path(path)
+            );
+        }
+    };
+    let file = display_path(path);
+    for s in streams {
+        let name = display_component(s.name.as_bytes());
+        if ctx.format == OutputFormat::Json {
+            let j = JsonStream {
+                report_version: LS_REPORT_VERSION,
+                path: format!("{file}:{name}"),
+                kind: "stream",
+                file: &file,
+                stream: &s.name,
+                size: s.size,
+            };
+            serde_json::to_writer(&mut *ctx.out, &j)?;
+            writeln!(ctx.out)?;
+        } else if opts.long {
+            let time = m.mtime.map(format_time).unwrap_or_else(|| "-".repeat(19));
+            writeln!(
+                ctx.out,
+                "{:<11} {:>5} {:>5} {:>12} {time} {shown}:{name}",
+                "stream", "-", "-", s.size
+            )?;
+        } else {
+            writeln!(ctx.out, "{shown}:{name}")?;
+        }
+    }
+    Ok(())
+}
+
+fn print_line(
+    ctx: &mut Context<'_>,
+    path: &FsPath,
+    shown: &str,
+    m: &Metadata,
+    opts: LsOptions,
+    target: Option<Vec<u8>>,
+    windows: Option<&flr_fs::WindowsMeta>,
+) -> std::io::Result<()> {
     if ctx.format == OutputFormat::Json {
         let j = JsonEntry {
             report_version: LS_REPORT_VERSION,
@@ -294,6 +393,7 @@ fn print_entry(
             inode: m.inode,
             target: target.as_deref().map(display_name),
             unreadable: m.unreadable.as_deref(),
+            windows: windows.map(crate::WindowsEntry::from),
         };
         serde_json::to_writer(&mut *ctx.out, &j)?;
         return writeln!(ctx.out);
@@ -311,7 +411,7 @@ fn print_entry(
     write!(
         ctx.out,
         "{} {owner} {:>12} {time} {name}",
-        mode_string(m),
+        mode_string(m, windows),
         m.size
     )?;
     if let Some(t) = target {
@@ -323,8 +423,12 @@ fn print_entry(
     writeln!(ctx.out)
 }
 
-/// `drwxr-xr-x`; where the filesystem keeps no unix mode, `d?????????`.
-fn mode_string(m: &Metadata) -> String {
+/// `drwxr-xr-x`; where the filesystem keeps Windows attributes instead of
+/// a unix mode (NTFS, FAT), the kind and one letter per attribute,
+/// `rhsalcepon` (read-only, hidden, system, archive, reparse point ("link"),
+/// compressed, encrypted, sparse, offline, not content-indexed), `-` when
+/// clear: `d---a------`; where it keeps neither, `d?????????`.
+fn mode_string(m: &Metadata, windows: Option<&flr_fs::WindowsMeta>) -> String {
     let k = match m.kind {
         FileKind::File => '-',
         FileKind::Dir => 'd',
@@ -333,6 +437,9 @@ fn mode_string(m: &Metadata) -> String {
     };
     let mut s = String::from(k);
     match m.mode {
+        None if windows.is_some() => {
+            s.push_str(&windows.map(|w| w.letters()).unwrap_or_default());
+        }
         None => s.push_str("?????????"),
         Some(mode) => {
             for (i, c) in "rwxrwxrwx".chars().enumerate() {

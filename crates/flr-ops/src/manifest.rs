@@ -101,6 +101,10 @@ pub struct Entry {
     /// of the image it was read from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carried: Option<String>,
+    /// Windows attributes, reparse kind, owner SID and SDDL (NTFS, FAT;
+    /// absent in manifests of other filesystems and older manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<crate::WindowsEntry>,
 }
 
 impl Entry {
@@ -183,6 +187,7 @@ impl Found {
             unreadable: self.meta.unreadable.clone(),
             inode: self.meta.inode,
             carried: None,
+            windows: None,
         }
     }
 }
@@ -348,10 +353,17 @@ pub fn manifest(
         let fs = v.open_fs()?;
         let mut errors = Vec::new();
         let found = walk(fs.as_ref(), &mut errors);
-        let entries: Vec<Entry> = found
+        let (entries, win_errors): (Vec<Entry>, Vec<Option<String>>) = found
             .par_iter()
             .map(|f| {
                 let mut e = f.entry();
+                let win_error = match crate::winmeta::entry_of(fs.as_ref(), &f.path) {
+                    Ok(w) => {
+                        e.windows = w;
+                        None
+                    }
+                    Err(err) => Some(format!("{}: Windows metadata not read: {err}", e.path)),
+                };
                 if f.meta.kind == FileKind::File && f.meta.unreadable.is_none() {
                     match hash_file(fs.as_ref(), &f.path, |_| true) {
                         Ok((sha, _)) => e.sha256 = Some(sha),
@@ -359,9 +371,10 @@ pub fn manifest(
                         Err(HashError::Stopped) => {}
                     }
                 }
-                e
+                (e, win_error)
             })
-            .collect();
+            .unzip();
+        errors.extend(win_errors.into_iter().flatten());
         for e in entries.iter().filter(|e| e.unreadable.is_some()) {
             problems += 1;
             writeln!(
@@ -462,6 +475,37 @@ mod tests {
         );
     }
 
+    /// A manifest written before the `windows` field existed still reads,
+    /// and one with it keeps it.
+    #[test]
+    fn windows_field_is_optional() {
+        let old = r#"{"format":"flr-manifest","version":1,"image":"x","created":"t","volumes":[
+{"id":"p1","fs_type":"ntfs","label":null,"fs_id":null,"entries":[
+{"path":"/a","type":"file","size":1,"mtime":null,"sha256":"00"}
+]}
+]}"#;
+        let m = read_manifest(old).unwrap();
+        assert_eq!(m.volumes[0].entries[0].windows, None);
+        let new = old.replace(
+            r#""sha256":"00"}"#,
+            r#""sha256":"00","windows":{"attributes":"0x00000022","attribute_names":["hidden","archive"],"owner":"S-1-5-18","sddl":"O:SY"}}"#,
+        );
+        let m = read_manifest(&new).unwrap();
+        let w = m.volumes[0].entries[0].windows.as_ref().unwrap();
+        assert_eq!(w.attributes, "0x00000022");
+        assert_eq!(w.owner.as_deref(), Some("S-1-5-18"));
+        let mut out = Vec::new();
+        write_manifest(&m, &mut out).unwrap();
+        assert_eq!(
+            read_manifest(std::str::from_utf8(&out).unwrap())
+                .unwrap()
+                .volumes[0]
+                .entries[0]
+                .windows,
+            m.volumes[0].entries[0].windows
+        );
+    }
+
     #[test]
     fn written_manifests_read_back() {
         let m = Manifest {
@@ -487,6 +531,7 @@ mod tests {
                         unreadable: None,
                         inode: Some(12),
                         carried: None,
+                        windows: None,
                     },
                     Entry {
                         path: "/\u{fffd}".into(),
@@ -500,6 +545,7 @@ mod tests {
                         unreadable: None,
                         inode: Some(12),
                         carried: None,
+                        windows: None,
                     },
                 ],
             }],

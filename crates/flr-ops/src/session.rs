@@ -84,6 +84,8 @@ pub enum Command {
         long: bool,
         /// `-R`.
         recursive: bool,
+        /// `--streams`: alternate data streams too.
+        streams: bool,
         /// JSON Lines.
         json: bool,
     },
@@ -99,6 +101,8 @@ pub enum Command {
         force: bool,
         /// Print sha256 lines.
         checksum: bool,
+        /// `--streams`: how alternate data streams are restored.
+        ntfs_streams: crate::NtfsStreams,
         /// Summary as JSON.
         json: bool,
     },
@@ -596,6 +600,7 @@ impl Session {
                 path,
                 long,
                 recursive,
+                streams,
                 json,
             } => {
                 let spec = VolPath::parse(&path).map_err(OpsError::Usage)?;
@@ -605,7 +610,16 @@ impl Session {
                     err: &mut err,
                     format: fmt(json),
                 };
-                crate::ls(&img, &spec, LsOptions { long, recursive }, &mut ctx)?;
+                crate::ls(
+                    &img,
+                    &spec,
+                    LsOptions {
+                        long,
+                        recursive,
+                        streams,
+                    },
+                    &mut ctx,
+                )?;
                 exit::OK
             }
             Command::Get {
@@ -614,6 +628,7 @@ impl Session {
                 dest,
                 force,
                 checksum,
+                ntfs_streams,
                 json,
             } => {
                 let specs = paths
@@ -633,6 +648,7 @@ impl Session {
                     force,
                     checksum,
                     streams: self.streams,
+                    ntfs_streams,
                     partials: self.cleanup.partials.clone(),
                 };
                 crate::get(&img, &specs, &opts, &mut ctx)?;
