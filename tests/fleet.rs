@@ -1126,3 +1126,95 @@ fn deploy_files_validate() {
         );
     }
 }
+
+/// path → sha256 of every file in a manifest document.
+fn manifest_hashes(doc: &serde_json::Value) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::new();
+    for vol in doc["volumes"].as_array().unwrap() {
+        for e in vol["entries"].as_array().unwrap() {
+            if let Some(h) = e["sha256"].as_str() {
+                out.insert(e["path"].as_str().unwrap().to_string(), h.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// Two nights of one disk through the local runner: the first night's item
+/// writes its manifest (`write_manifest`), the second's names it (`since`,
+/// `base`): it reads only the files whose blocks changed, carries the rest,
+/// and writes a manifest whose every hash is the one a full read of the
+/// second night's image gives.
+#[test]
+fn fleet_item_since_reads_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    for fs in ["ext4", "btrfs"] {
+        let old = flr_testdata::fixture(&format!("diff/{fs}-old.vhd.zst"));
+        let new = flr_testdata::fixture(&format!("diff/{fs}-new.vhd.zst"));
+        let n1 = dir.path().join(format!("{fs}-night1.json"));
+        let n2 = dir.path().join(format!("{fs}-night2.json"));
+        let spec = dir.path().join(format!("{fs}-spec.jsonl"));
+        let item = |v: serde_json::Value| serde_json::to_string(&v).unwrap();
+        std::fs::write(
+            &spec,
+            format!(
+                "{{\"flr_fleet_spec\":1}}\n{}\n{}\n",
+                item(serde_json::json!({"id": "night1", "image": old, "write_manifest": n1})),
+                item(serde_json::json!({
+                    "id": "night2", "image": new, "since": n1, "base": old, "write_manifest": n2
+                })),
+            ),
+        )
+        .unwrap();
+        let results = dir.path().join(format!("{fs}-results"));
+        for i in ["0", "1"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_flr"))
+                .args([
+                    "fleet",
+                    "run",
+                    p(&spec),
+                    "--results",
+                    p(&results),
+                    "--index",
+                    i,
+                ])
+                .output()
+                .unwrap();
+            assert_eq!(
+                out.status.code(),
+                Some(0),
+                "{fs} item {i}: {}",
+                stderr(&out)
+            );
+        }
+        let r1 = json_file(&results.join("results/night1.json"));
+        let r2 = json_file(&results.join("results/night2.json"));
+        let (read1, read2) = (
+            r1["files_read"].as_u64().unwrap(),
+            r2["files_read"].as_u64().unwrap(),
+        );
+        assert!(read1 >= 20, "{fs}: night 1 read {read1} files");
+        assert!(
+            read2 * 2 < read1,
+            "{fs}: night 2 read {read2} of {read1} files"
+        );
+        let full = Command::new(env!("CARGO_BIN_EXE_flr"))
+            .args(["manifest", p(&new)])
+            .output()
+            .unwrap();
+        assert!(full.status.success(), "{fs}: {}", stderr(&full));
+        let full: serde_json::Value = serde_json::from_slice(&full.stdout).unwrap();
+        let next = json_file(&n2);
+        assert_eq!(
+            manifest_hashes(&next),
+            manifest_hashes(&full),
+            "{fs}: the carried and read hashes against a full read"
+        );
+        assert!(
+            std::fs::read_to_string(&n2)
+                .unwrap()
+                .contains("\"carried\""),
+            "{fs}: carried entries are marked"
+        );
+    }
+}

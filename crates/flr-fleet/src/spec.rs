@@ -91,6 +91,19 @@ pub struct Item {
     /// A baseline manifest (`flr manifest`) to compare with: a local path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest: Option<String>,
+    /// The previous night's manifest (`flr manifest`, or this field's
+    /// `write_manifest` from the previous run): `verify --since` re-reads
+    /// only the files whose blocks changed and carries the other hashes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// The image `since` was made of (default: the image the manifest
+    /// names): the changed blocks are found against it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// Where to write this image's manifest (every hash, read or carried),
+    /// the next night's `since`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_manifest: Option<String>,
     /// `full` (default) or `sample`.
     #[serde(default)]
     pub mode: Mode,

@@ -759,7 +759,8 @@ fn run(s: &mut Session, a: &RunArgs) -> Result<i32, OpsError> {
     Ok(result.exit_code)
 }
 
-/// Verifies one item in-process, as `flr verify` would.
+/// Verifies one item in-process, as `flr verify` would (with `since`, as
+/// `flr verify --since MANIFEST [--base IMAGE] [--write-manifest PATH]`).
 fn verify_item(
     s: &mut Session,
     item: &Item,
@@ -774,6 +775,17 @@ fn verify_item(
                     .map_err(|e| OpsError::Usage(format!("manifest {p}: {e}")))?,
             )
         }
+        None => None,
+    };
+    if item.since.is_none() && item.base.is_some() {
+        return Err(OpsError::Usage(format!(
+            "item {}: `base` needs `since` (the manifest made of it)",
+            item.id
+        )));
+    }
+    let chain = s.prepare(&item.image, false)?;
+    let since = match &item.since {
+        Some(m) => Some(s.since(Path::new(m), item.base.as_deref(), &item.image)?),
         None => None,
     };
     let opts = crate::VerifyOptions {
@@ -791,11 +803,16 @@ fn verify_item(
             .map(Duration::from_secs_f64),
         volumes: Vec::new(),
         progress: false,
-        since: None,
-        write_manifest: false,
+        since: since.as_ref().map(|s| s.0.clone()),
+        write_manifest: item.write_manifest.is_some(),
     };
-    let chain = s.prepare(&item.image, false)?;
-    let report = s.verify_report(&item.image, &opts, chain.as_ref())?;
+    let report = match since {
+        Some((_, pair)) => crate::verify(&pair.new, chain.as_ref(), &opts)?,
+        None => s.verify_report(&item.image, &opts, chain.as_ref())?,
+    };
+    if let (Some(p), Some(m)) = (&item.write_manifest, &report.new_manifest) {
+        crate::write_file_atomically(Path::new(p), |w| crate::write_manifest(m, w))?;
+    }
     Ok((report, chain))
 }
 

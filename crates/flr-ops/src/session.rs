@@ -918,7 +918,7 @@ impl Session {
     }
 
     /// `verify --since MANIFEST [--base OLD]`: the baseline and the pair.
-    fn since(
+    pub(crate) fn since(
         &mut self,
         manifest: &Path,
         base: Option<&str>,
