@@ -437,3 +437,41 @@ fn fat_attributes_in_ls_long_and_json() {
     }
     assert_eq!(n, 7);
 }
+
+/// A Windows-made NTFS volume (corpus: dissect.ntfs's test image): every
+/// object's descriptor parses, and the owner of the Recycle Bin folder
+/// Windows made for a user is that user, whose SID Windows wrote as the
+/// folder's name (the oracle: Windows itself, not flr).
+#[test]
+fn windows_made_ntfs_descriptors() {
+    let Some((unpacked, _)) = flr_testdata::corpus("windows_made_ntfs_descriptors") else {
+        return;
+    };
+    let img = unpacked.join("ntfs/dissect-ntfs/ntfs.bin");
+    let o = run_ok(&["--format", "json", "ls", p(&img), "disk:/", "-R"]);
+    assert!(
+        !stderr(&o).contains("Windows metadata not read"),
+        "{}",
+        stderr(&o)
+    );
+    let mut bins = 0;
+    let mut n = 0;
+    for line in stdout(&o).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let w = &v["windows"];
+        let sddl = w["sddl"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no SDDL: {line}"));
+        assert!(sddl.starts_with("O:") && sddl.contains("D:"), "{line}");
+        n += 1;
+        let path = v["path"].as_str().unwrap();
+        if let Some(sid) = path.strip_prefix("/$RECYCLE.BIN/") {
+            if !sid.contains('/') {
+                assert!(sid.starts_with("S-1-5-21-"), "{path}");
+                assert_eq!(w["owner"], sid, "{line}");
+                bins += 1;
+            }
+        }
+    }
+    assert!(n > 100 && bins == 1, "{n} objects, {bins} recycle bins");
+}

@@ -283,28 +283,44 @@ const MASK_WHOLE: &[(u32, &str)] = &[
     (0x0002_0006, "KW"),
 ];
 
-/// Access bits SDDL spells out one by one ([MS-DTYP] 2.5.1.1, "ace rights").
+/// Access bits SDDL spells out one by one ([MS-DTYP] 2.5.1.1, "ace
+/// rights"), in ascending bit order, the order Windows writes them in
+/// (`(A;OICIIO;SDGXGWGR;;;AU)`).
 const MASK_BITS: &[(u32, &str)] = &[
-    (0x1000_0000, "GA"),
-    (0x8000_0000, "GR"),
-    (0x4000_0000, "GW"),
-    (0x2000_0000, "GX"),
-    (0x0002_0000, "RC"),
-    (0x0001_0000, "SD"),
-    (0x0004_0000, "WD"),
-    (0x0008_0000, "WO"),
-    (0x0000_0010, "RP"),
-    (0x0000_0020, "WP"),
     (0x0000_0001, "CC"),
     (0x0000_0002, "DC"),
     (0x0000_0004, "LC"),
     (0x0000_0008, "SW"),
-    (0x0000_0080, "LO"),
+    (0x0000_0010, "RP"),
+    (0x0000_0020, "WP"),
     (0x0000_0040, "DT"),
+    (0x0000_0080, "LO"),
     (0x0000_0100, "CR"),
+    (0x0001_0000, "SD"),
+    (0x0002_0000, "RC"),
+    (0x0004_0000, "WD"),
+    (0x0008_0000, "WO"),
+    (0x1000_0000, "GA"),
+    (0x2000_0000, "GX"),
+    (0x4000_0000, "GW"),
+    (0x8000_0000, "GR"),
 ];
 
-fn sddl_mask(m: u32) -> String {
+/// The mask bits of a mandatory label ACE (`ML`): no write, read,
+/// execute up.
+const LABEL_BITS: &[(u32, &str)] = &[(0x1, "NW"), (0x2, "NR"), (0x4, "NX")];
+
+fn sddl_mask(m: u32, label: bool) -> String {
+    if label {
+        if m != 0 && m & !0x7 == 0 {
+            return LABEL_BITS
+                .iter()
+                .filter(|(v, _)| m & v != 0)
+                .map(|(_, s)| *s)
+                .collect();
+        }
+        return format!("0x{m:x}");
+    }
     if let Some((_, s)) = MASK_WHOLE.iter().find(|(v, _)| *v == m) {
         return (*s).to_string();
     }
@@ -410,7 +426,7 @@ fn ace_sddl(b: &[u8], o: usize, size: usize) -> Result<String, SdError> {
     let (sid, len) = parse_sid(&b[..end], sid_at)?;
     let mut s = format!(
         "({ty};{fl};{};{obj};{inh};{}",
-        sddl_mask(mask),
+        sddl_mask(mask, t == 0x11),
         sddl_sid(&sid)
     );
     // Conditional (callback) ACEs and resource attributes keep their
@@ -543,11 +559,14 @@ mod tests {
             ace(0, 0x13, 0x0012_00A9, &sid(5, &[32, 545])),
             ace(1, 0, 0x0004_0000 | 0x0008_0000, &sid(1, &[0])),
             ace(0, 0, 0x0000_0003, &sid(5, &[21, 1, 2, 3, 1001])),
+            // The default ACE of C:\ for Authenticated Users, as Windows
+            // prints it (`icacls C:\ /save`, Get-Acl's Sddl).
+            ace(0, 0x0B, 0xE001_0000, &sid(5, &[11])),
         ]
         .concat();
         let mut acl = vec![2, 0];
         acl.extend(((8 + aces.len()) as u16).to_le_bytes());
-        acl.extend(4u16.to_le_bytes());
+        acl.extend(5u16.to_le_bytes());
         acl.extend([0, 0]);
         acl.extend(aces);
         let mut sd = vec![1, 0];
@@ -566,7 +585,7 @@ mod tests {
         assert_eq!(p.group.as_deref(), Some("S-1-5-18"));
         assert_eq!(
             p.sddl,
-            "O:BAG:SYD:AI(A;ID;FA;;;SY)(A;OICIID;0x1200a9;;;BU)(D;;WDWO;;;WD)(A;;CCDC;;;S-1-5-21-1-2-3-1001)"
+            "O:BAG:SYD:AI(A;ID;FA;;;SY)(A;OICIID;0x1200a9;;;BU)(D;;WDWO;;;WD)(A;;CCDC;;;S-1-5-21-1-2-3-1001)(A;OICIIO;SDGXGWGR;;;AU)"
         );
         // Damage: offsets and sizes past the end are errors, not panics.
         for cut in 0..sd.len() {

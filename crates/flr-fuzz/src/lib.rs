@@ -228,7 +228,7 @@ static TARGETS: &[Target] = &[
         about: "NTFS: boot sector, MFT records, attributes, runs, indexes (flr-ntfs)",
         input: Input::Image,
         run: targets::ntfs,
-        seeds: Seeds::Fixtures(&["ntfs/ntfs.img.zst"]),
+        seeds: Seeds::Fixtures(&["ntfs/ntfs.img.zst", "ntfsmeta/ntfsmeta.img.zst"]),
         seed_limit: ALL,
     },
     Target {

@@ -68,6 +68,15 @@ pub(crate) fn walk(fs: &dyn Filesystem) {
                 continue;
             }
             let path = dir.join(&e.name);
+            // Windows metadata and alternate data streams (NTFS, FAT).
+            let _ = fs.windows_meta(&path);
+            if let Ok(streams) = fs.streams(&path) {
+                for s in streams.iter().take(4) {
+                    if let Ok(mut h) = fs.open_stream(&path, &s.name) {
+                        let _ = h.read_at(0, &mut buf);
+                    }
+                }
+            }
             match e.meta.kind {
                 FileKind::Dir if depth < 32 => queue.push_back((path, depth + 1)),
                 FileKind::Symlink => {
