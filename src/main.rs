@@ -59,9 +59,10 @@ struct Cli {
     /// then ~/.config/flr/config.toml. See docs/flr.example.toml.
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Feasibility only: read headers, metadata and key/secret attributes, never a secret's
-    /// value, never unwrap. `probe --dry-run` prints a verdict per volume and exits 4 when one
-    /// is blocked, 6 when the key chain could not find out.
+    /// Change nothing: the key chain reads headers, metadata and key/secret attributes, never
+    /// a secret's value, never unwraps (`probe --dry-run` prints a verdict per volume and exits
+    /// 4 when one is blocked, 6 when the key chain could not find out); `get --dry-run`
+    /// prints what it would create, write, keep or replace, and writes nothing.
     #[arg(long = "dry-run", global = true)]
     dry_run: bool,
     /// After the command, report on stderr what reading the image cost: bytes fetched,
@@ -167,9 +168,44 @@ enum Cmd {
         /// Destination folder (created if missing).
         #[arg(short = 'o', long = "output", default_value = ".")]
         dest: PathBuf,
-        /// Overwrite files that already exist in DEST.
-        #[arg(long)]
+        /// What to do when a name is already taken in DEST: error (the default: report it,
+        /// leave it), skip (leave it), always (replace it), rename (write the new one as
+        /// NAME~N.EXT beside it), if-different (replace it unless identical, see --compare).
+        #[arg(
+            long,
+            value_enum,
+            value_name = "POLICY",
+            help_heading = "Selection and safety"
+        )]
+        overwrite: Option<OverwritePolicy>,
+        /// Same as --overwrite=always.
+        #[arg(
+            long,
+            conflicts_with = "overwrite",
+            help_heading = "Selection and safety"
+        )]
         force: bool,
+        /// Resume an interrupted restore: a file already in DEST that is identical (--compare)
+        /// is not rewritten; others follow --overwrite. Temporary files never count, and
+        /// those an interrupted run left behind are removed.
+        #[arg(long = "skip-existing", help_heading = "Selection and safety")]
+        skip_existing: bool,
+        /// How --skip-existing and --overwrite=if-different decide a file is identical:
+        /// sha256 (same size and content; both are read) or size-mtime (same size and mtime;
+        /// nothing is read: quick, but blind to a change that kept both).
+        #[arg(long, value_enum, value_name = "HOW", default_value_t = Compare::Sha256,
+              help_heading = "Selection and safety")]
+        compare: Compare,
+        /// Restore only entries matching GLOB (repeatable), and what lies in matching folders.
+        /// A GLOB without / matches names at any depth (*.conf); with / it matches the path
+        /// from the volume root (etc/**/*.conf, /home/*/.ssh). `*` stays in one component,
+        /// `**` crosses them.
+        #[arg(long, value_name = "GLOB", help_heading = "Selection and safety")]
+        include: Vec<String>,
+        /// Leave out entries matching GLOB (repeatable; an excluded folder is not entered).
+        /// Wins over --include.
+        #[arg(long, value_name = "GLOB", help_heading = "Selection and safety")]
+        exclude: Vec<String>,
         /// Print the sha256 of each restored file (sha256sum format).
         #[arg(long)]
         checksum: bool,
@@ -381,6 +417,30 @@ enum FleetCmd {
     },
 }
 
+/// `get --overwrite`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OverwritePolicy {
+    /// Report the entry as failed.
+    Error,
+    /// Leave what is there.
+    Skip,
+    /// Replace it.
+    Always,
+    /// Write the new one beside it (NAME~N.EXT).
+    Rename,
+    /// Replace it unless identical.
+    IfDifferent,
+}
+
+/// `get --compare`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Compare {
+    /// Same size and sha256.
+    Sha256,
+    /// Same size and mtime.
+    SizeMtime,
+}
+
 /// How `--stats` prints.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum StatsFormat {
@@ -440,14 +500,38 @@ impl Cli {
                 image,
                 paths,
                 dest,
+                overwrite,
                 force,
+                skip_existing,
+                compare,
+                include,
+                exclude,
                 checksum,
                 json,
             } => Command::Get {
                 image,
                 paths,
                 dest,
-                force,
+                overwrite: match (overwrite, force) {
+                    (Some(OverwritePolicy::Error), _) | (None, false) => {
+                        flr_ops::OverwritePolicy::Error
+                    }
+                    (Some(OverwritePolicy::Skip), _) => flr_ops::OverwritePolicy::Skip,
+                    (Some(OverwritePolicy::Always), _) | (None, true) => {
+                        flr_ops::OverwritePolicy::Always
+                    }
+                    (Some(OverwritePolicy::Rename), _) => flr_ops::OverwritePolicy::Rename,
+                    (Some(OverwritePolicy::IfDifferent), _) => {
+                        flr_ops::OverwritePolicy::IfDifferent
+                    }
+                },
+                skip_existing,
+                compare: match compare {
+                    Compare::Sha256 => flr_ops::Compare::Sha256,
+                    Compare::SizeMtime => flr_ops::Compare::SizeMtime,
+                },
+                include,
+                exclude,
                 checksum,
                 json,
             },

@@ -15,6 +15,7 @@ mod corpus;
 mod diff;
 mod docs;
 mod fleet;
+mod get_options;
 mod hostile;
 mod keychain;
 mod keyvault;

@@ -95,8 +95,16 @@ pub enum Command {
         paths: Vec<String>,
         /// Destination folder.
         dest: PathBuf,
-        /// Overwrite.
-        force: bool,
+        /// `--overwrite` (`--force` is `Always`).
+        overwrite: crate::OverwritePolicy,
+        /// `--skip-existing`.
+        skip_existing: bool,
+        /// `--compare`.
+        compare: crate::Compare,
+        /// `--include` patterns.
+        include: Vec<String>,
+        /// `--exclude` patterns.
+        exclude: Vec<String>,
         /// Print sha256 lines.
         checksum: bool,
         /// Summary as JSON.
@@ -612,10 +620,16 @@ impl Session {
                 image,
                 paths,
                 dest,
-                force,
+                overwrite,
+                skip_existing,
+                compare,
+                include,
+                exclude,
                 checksum,
                 json,
             } => {
+                let selection =
+                    crate::Selection::new(&include, &exclude).map_err(OpsError::Usage)?;
                 let specs = paths
                     .iter()
                     .map(|s| VolPath::parse(s).map_err(OpsError::Usage))
@@ -630,7 +644,11 @@ impl Session {
                 let opts = GetOptions {
                     summary_on_stdout,
                     dest,
-                    force,
+                    overwrite,
+                    skip_existing,
+                    compare,
+                    selection,
+                    dry_run: self.globals.dry_run,
                     checksum,
                     streams: self.streams,
                     partials: self.cleanup.partials.clone(),
