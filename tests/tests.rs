@@ -13,6 +13,7 @@ mod cli;
 mod consistency;
 mod corpus;
 mod diff;
+mod discover;
 mod docs;
 mod fleet;
 mod get_options;
