@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod generate;
 use flr_ops::{Command, Globals, Invocation};
 
 const EXIT_CODES: &str = "\
@@ -32,62 +34,123 @@ partitions; disk for a filesystem without a partition table). flr never writes t
 an image; restored files go only below the destination folder.";
 
 #[derive(Parser)]
-#[command(name = "flr", version, about = "File-level restore from VM disk images (raw, VHD, VHDX), read-only", after_help = EXIT_CODES)]
-struct Cli {
-    /// Key material for an encrypted volume, repeatable: ID=KIND:VALUE with KIND one of
-    /// passphrase-file, password-file, bek, recovery (48 digits, dashes allowed), volume-key (hex).
-    /// Files are read as exact bytes. Example: --key p1=recovery:111111-222222-…
-    /// ID=ask (LUKS passphrase) or ID=ask-password (BitLocker password) prompts on the
-    /// terminal without echo.
-    #[arg(long = "key", global = true, value_name = "ID=KIND:VALUE")]
+#[command(name = "flr", version, about = "File-level restore from VM disk images (raw, VHD, VHDX), read-only",
+          after_help = "Volumes are ID:/path with the ids `flr probe` shows. --help gives details and exit codes.",
+          after_long_help = EXIT_CODES)]
+pub(crate) struct Cli {
+    /// Key material for volume ID (repeatable): ID=KIND:VALUE
+    ///
+    /// KIND is one of passphrase-file, password-file, bek, recovery (48 digits, dashes
+    /// allowed), volume-key (hex). Files are read as exact bytes. Example:
+    /// --key p1=recovery:111111-222222-… ID=ask (LUKS passphrase) or ID=ask-password
+    /// (BitLocker password) prompts on the terminal without echo.
+    #[arg(
+        long = "key",
+        global = true,
+        value_name = "ID=KIND:VALUE",
+        help_heading = "Keys and encryption"
+    )]
     keys: Vec<String>,
-    /// A detached LUKS header for volume ID, repeatable: ID=FILE. The ADE OS-disk layout
-    /// (header in luks/osluksheader on the boot partition) is found without it.
-    #[arg(long = "luks-header", global = true, value_name = "ID=FILE")]
+    /// A detached LUKS header for volume ID (repeatable)
+    ///
+    /// The ADE OS-disk layout (header in luks/osluksheader on the boot partition) is
+    /// found without it.
+    #[arg(
+        long = "luks-header",
+        global = true,
+        value_name = "ID=FILE",
+        help_heading = "Keys and encryption"
+    )]
     luks_headers: Vec<String>,
-    /// The disk's encryption metadata: the JSON of `az snapshot show` / `az disk show`, or
-    /// Azure Backup's key-and-secret JSON. The ADE key chain fetches the disk's key from it.
-    #[arg(long, global = true, value_name = "FILE")]
+    /// The disk's encryption metadata (az snapshot show / az disk show JSON)
+    ///
+    /// The JSON of `az snapshot show` / `az disk show`, or Azure Backup's key-and-secret
+    /// JSON. The ADE key chain fetches the disk's key from it.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = "Keys and encryption"
+    )]
     metadata: Option<PathBuf>,
-    /// The BEK secret (versioned URL), instead of or overriding --metadata.
-    #[arg(long = "secret-url", global = true, value_name = "URL")]
+    /// The BEK secret (versioned URL), instead of or overriding --metadata
+    #[arg(
+        long = "secret-url",
+        global = true,
+        value_name = "URL",
+        help_heading = "Keys and encryption"
+    )]
     secret_url: Option<String>,
-    /// The KEK (versioned URL) that wraps the secret, when its tags do not name it.
-    #[arg(long = "kek-url", global = true, value_name = "URL")]
+    /// The KEK (versioned URL) that wraps the secret, when its tags do not name it
+    #[arg(
+        long = "kek-url",
+        global = true,
+        value_name = "URL",
+        help_heading = "Keys and encryption"
+    )]
     kek_url: Option<String>,
-    /// Key-chain configuration (vaults, offline keys, policy, audit); default $FLR_CONFIG,
-    /// then ~/.config/flr/config.toml. See docs/flr.example.toml.
-    #[arg(long, global = true, value_name = "FILE")]
+    /// Key-chain configuration file
+    ///
+    /// Vaults, offline keys, policy, audit, [azure]; default $FLR_CONFIG, then
+    /// ~/.config/flr/config.toml. See docs/flr.example.toml.
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        help_heading = "Keys and encryption"
+    )]
     config: Option<PathBuf>,
-    /// Feasibility only: read headers, metadata and key/secret attributes, never a secret's
-    /// value, never unwrap. `probe --dry-run` prints a verdict per volume and exits 4 when one
-    /// is blocked, 6 when the key chain could not find out.
-    #[arg(long = "dry-run", global = true)]
+    /// Change nothing: read no secret; get prints its plan and writes nothing
+    ///
+    /// The key chain reads headers, metadata and key/secret attributes, never a secret's
+    /// value, never unwraps (`probe --dry-run` prints a verdict per volume and exits 4 when
+    /// one is blocked, 6 when the key chain could not find out); `get --dry-run` prints
+    /// what it would create, write, keep or replace, and writes nothing.
+    #[arg(long = "dry-run", global = true, help_heading = "Safety")]
     dry_run: bool,
-    /// After the command, report on stderr what reading the image cost: bytes fetched,
-    /// requests, cache hits, seconds. One JSON object with `--stats=json`, or with
-    /// `--json` on probe, ls and get.
+    /// Report what reading the image cost (bytes, requests, cache hits, seconds)
+    ///
+    /// On stderr after the command; one JSON object with `--format json` (or the
+    /// deprecated `--stats=json`, or `--json` on probe, ls and get).
     #[arg(long, global = true, value_name = "FORMAT", num_args = 0..=1,
-          require_equals = true, default_missing_value = "human", value_enum)]
+          require_equals = true, default_missing_value = "human", value_enum,
+          help_heading = "Output")]
     stats: Option<StatsFormat>,
-    /// Range requests in flight at once when the image is a blob.
-    #[arg(long, global = true, value_name = "N", default_value_t = 8)]
+    /// Range requests in flight at once when the image is a blob
+    #[arg(
+        long,
+        global = true,
+        value_name = "N",
+        default_value_t = 8,
+        help_heading = "Image sources"
+    )]
     concurrency: usize,
-    /// Another disk of the same VM, opened together with the image so that LVM2 volume
-    /// groups spanning the disks are assembled (repeatable; local paths). Its volumes are
-    /// named d2/ID, d3/ID, …: `flr ls os.vhd --with-disk data.vhd d2/p1/datavg/data:/`.
-    #[arg(long = "with-disk", global = true, value_name = "PATH")]
+    /// Another disk of the same VM, opened together with the image (repeatable)
+    ///
+    /// So that LVM2 volume groups and md arrays spanning the disks are assembled (local
+    /// paths). Its volumes are named d2/ID, d3/ID, …:
+    /// `flr ls os.vhd --with-disk data.vhd d2/p1/datavg/data:/`.
+    #[arg(
+        long = "with-disk",
+        global = true,
+        value_name = "PATH",
+        help_heading = "Image sources"
+    )]
     with_disks: Vec<PathBuf>,
+    /// Keep the read SAS of a disk or snapshot resource id valid at the end
+    ///
     /// When the image is a disk or snapshot resource id, leave the read SAS from
-    /// beginGetAccess valid at the end instead of revoking it (endGetAccess).
-    #[arg(long = "keep-access", global = true)]
+    /// beginGetAccess valid instead of revoking it (endGetAccess).
+    #[arg(long = "keep-access", global = true, help_heading = "Image sources")]
     keep_access: bool,
-    /// Machine-readable output, the same on every command: data on stdout as JSON (see
-    /// docs/json.md, each document or line has a version field), messages on stderr.
+    /// Machine-readable output: JSON data on stdout, messages on stderr
+    ///
+    /// The same on every command (see docs/json.md; each document or line has a version
+    /// field).
     #[arg(long, global = true, value_enum, default_value_t = Format::Human,
           help_heading = "Output")]
     format: Format,
-    /// Only errors and warnings on stderr.
+    /// Only errors and warnings on stderr (and no progress bar)
     #[arg(
         short,
         long,
@@ -96,10 +159,12 @@ struct Cli {
         help_heading = "Output"
     )]
     quiet: bool,
-    /// More detail on stderr (repeatable).
+    /// More detail on stderr (repeatable)
     #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Output")]
     verbose: u8,
-    /// stderr messages as text, or as one JSON object each (level, layer, volume, path, message).
+    /// stderr messages as text, or one JSON object each
+    ///
+    /// JSON: {level, layer, volume, path, message} per message.
     #[arg(long = "log-format", global = true, value_enum, default_value_t = LogFormat::Text,
           help_heading = "Output")]
     log_format: LogFormat,
@@ -129,7 +194,9 @@ enum LogFormat {
 enum Cmd {
     /// Show the layers of an image: container, partition table, volumes and what is on each.
     Probe {
-        /// Disk image: raw, VHD or VHDX (detected from content). A local path, a blob URL
+        /// Disk image: a local path, a blob URL, a connection string or a resource id
+        ///
+        /// Raw, VHD or VHDX (detected from content). A local path, a blob URL
         /// with a SAS (https://ACCOUNT.blob.core.windows.net/C/disk.vhd?sv=…, managed-disk
         /// exports, Azurite) or without one (Entra ID token, see [azure] in the config), a
         /// connection string with Container=…;Blob=… (e.g.
@@ -170,9 +237,50 @@ enum Cmd {
         /// Destination folder (created if missing).
         #[arg(short = 'o', long = "output", default_value = ".")]
         dest: PathBuf,
-        /// Overwrite files that already exist in DEST.
-        #[arg(long)]
+        /// When a name is already taken in DEST [default: error]
+        ///
+        /// error (the default): report it, leave it; skip: leave it; always: replace it;
+        /// rename: write the new one as NAME~N.EXT beside it; if-different: replace it
+        /// unless identical (see --compare).
+        #[arg(
+            long,
+            value_enum,
+            value_name = "POLICY",
+            help_heading = "Selection and safety"
+        )]
+        overwrite: Option<OverwritePolicy>,
+        /// Same as --overwrite=always.
+        #[arg(
+            long,
+            conflicts_with = "overwrite",
+            help_heading = "Selection and safety"
+        )]
         force: bool,
+        /// Resume: files already in DEST and identical are not rewritten
+        ///
+        /// Identical by --compare; the others follow --overwrite. Temporary files never
+        /// count, and those an interrupted run left behind are removed.
+        #[arg(long = "skip-existing", help_heading = "Selection and safety")]
+        skip_existing: bool,
+        /// How --skip-existing and if-different decide "identical"
+        ///
+        /// sha256: same size and content (both files are read); size-mtime: same size and
+        /// mtime, nothing is read: quick, but blind to a change that kept both.
+        #[arg(long, value_enum, value_name = "HOW", default_value_t = Compare::Sha256,
+              help_heading = "Selection and safety")]
+        compare: Compare,
+        /// Restore only entries matching GLOB, and what matching folders hold (repeatable)
+        ///
+        /// A GLOB without / matches names at any depth (*.conf); with / it matches the path
+        /// from the volume root (etc/**/*.conf, /home/*/.ssh). `*` stays in one component,
+        /// `**` crosses them.
+        #[arg(long, value_name = "GLOB", help_heading = "Selection and safety")]
+        include: Vec<String>,
+        /// Leave out entries matching GLOB (repeatable)
+        ///
+        /// An excluded folder is not entered. Wins over --include.
+        #[arg(long, value_name = "GLOB", help_heading = "Selection and safety")]
+        exclude: Vec<String>,
         /// Print the sha256 of each restored file (sha256sum format).
         #[arg(long)]
         checksum: bool,
@@ -184,9 +292,11 @@ enum Cmd {
         #[arg(long, hide = true)]
         json: bool,
     },
-    /// Mount the image's filesystems read-only (FUSE): each readable volume as a folder
-    /// named by its id (p1/, p2/; ids with / nest), or one volume with --volume. Runs in
-    /// the foreground until Ctrl-C/SIGTERM or `fusermount3 -u MOUNTPOINT`.
+    /// Mount the image's filesystems read-only (FUSE)
+    ///
+    /// Each readable volume as a folder named by its id (p1/, p2/; ids with / nest), or
+    /// one volume with --volume. Runs in the foreground until Ctrl-C/SIGTERM or
+    /// `fusermount3 -u MOUNTPOINT`.
     Mount {
         /// Disk image: a local path, a blob URL with a SAS, or a connection string.
         image: String,
@@ -203,8 +313,10 @@ enum Cmd {
         #[arg(long = "allow-other")]
         allow_other: bool,
     },
-    /// Write a manifest (JSON) of every readable volume: path, type, size, mtime, mode,
-    /// sha256 of every file. `flr verify --manifest` compares an image against it.
+    /// Write a manifest (JSON) of every readable volume, with every file's sha256
+    ///
+    /// Path, type, size, mtime, mode and sha256 of every file. `flr verify --manifest`
+    /// compares an image against it.
     Manifest {
         /// Disk image: a local path, a blob URL with a SAS, or a connection string.
         image: String,
@@ -212,8 +324,10 @@ enum Cmd {
         #[arg(long = "volume", value_name = "ID")]
         volumes: Vec<String>,
     },
-    /// Verify that the image restores: unlock through the key chain, walk every
-    /// filesystem, read and hash every file (or a seeded sample), compare with a manifest.
+    /// Verify that the image restores: read and hash every file, compare with a manifest
+    ///
+    /// Unlock through the key chain, walk every filesystem, read and hash every file (or
+    /// a seeded sample), compare with a manifest.
     Verify {
         /// Disk image: a local path, a blob URL with a SAS, or a connection string.
         image: String,
@@ -258,8 +372,10 @@ enum Cmd {
         #[arg(long = "write-manifest", value_name = "FILE")]
         write_manifest: Option<PathBuf>,
     },
-    /// List what changed between two versions of a disk (two snapshots, a differencing
-    /// disk and its parent): added, removed, changed and renamed files.
+    /// List what changed between two versions of a disk
+    ///
+    /// Two snapshots, or a differencing disk and its parent: added, removed, changed and
+    /// renamed files.
     Diff {
         /// The older image.
         old: String,
@@ -271,9 +387,10 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Fleet verification on a batch engine (Slurm array, Kubernetes Indexed Job, Azure
-    /// Batch): plan a spec, verify one item per task, gather the results. See
-    /// docs/fleet-spec.md and deploy/.
+    /// Fleet verification on a batch engine: plan, run one item per task, report
+    ///
+    /// Slurm array, Kubernetes Indexed Job or Azure Batch: plan a spec, verify one item
+    /// per task, gather the results. See docs/fleet-spec.md and deploy/.
     Fleet {
         #[command(subcommand)]
         cmd: FleetCmd,
@@ -284,6 +401,25 @@ enum Cmd {
         image: String,
         /// ID:/file, or ID: for the raw volume.
         path: String,
+    },
+    /// Print a shell completion script (bash, zsh, fish, powershell)
+    ///
+    /// bash: `source <(flr completions bash)`, or save it as
+    /// /usr/share/bash-completion/completions/flr. zsh: save it as _flr on $fpath.
+    /// fish: ~/.config/fish/completions/flr.fish. PowerShell: dot-source it from $PROFILE.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: generate::Shell,
+    },
+    /// Print the flr(1) man page, or write every page (one per command) into DIR
+    ///
+    /// `flr man | man -l -` reads it; `flr man --dir /usr/local/share/man/man1` installs
+    /// flr.1, flr-get.1, flr-fleet-run.1, ….
+    Man {
+        /// Write flr.1 and one page per command into DIR (created).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -388,6 +524,30 @@ enum FleetCmd {
     },
 }
 
+/// `get --overwrite`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OverwritePolicy {
+    /// Report the entry as failed.
+    Error,
+    /// Leave what is there.
+    Skip,
+    /// Replace it.
+    Always,
+    /// Write the new one beside it (NAME~N.EXT).
+    Rename,
+    /// Replace it unless identical.
+    IfDifferent,
+}
+
+/// `get --compare`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Compare {
+    /// Same size and sha256.
+    Sha256,
+    /// Same size and mtime.
+    SizeMtime,
+}
+
 /// How `--stats` prints.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum StatsFormat {
@@ -449,7 +609,12 @@ impl Cli {
                 image,
                 paths,
                 dest,
+                overwrite,
                 force,
+                skip_existing,
+                compare,
+                include,
+                exclude,
                 checksum,
                 streams,
                 json,
@@ -457,12 +622,34 @@ impl Cli {
                 image,
                 paths,
                 dest,
-                force,
+                overwrite: match (overwrite, force) {
+                    (Some(OverwritePolicy::Error), _) | (None, false) => {
+                        flr_ops::OverwritePolicy::Error
+                    }
+                    (Some(OverwritePolicy::Skip), _) => flr_ops::OverwritePolicy::Skip,
+                    (Some(OverwritePolicy::Always), _) | (None, true) => {
+                        flr_ops::OverwritePolicy::Always
+                    }
+                    (Some(OverwritePolicy::Rename), _) => flr_ops::OverwritePolicy::Rename,
+                    (Some(OverwritePolicy::IfDifferent), _) => {
+                        flr_ops::OverwritePolicy::IfDifferent
+                    }
+                },
+                skip_existing,
+                compare: match compare {
+                    Compare::Sha256 => flr_ops::Compare::Sha256,
+                    Compare::SizeMtime => flr_ops::Compare::SizeMtime,
+                },
+                include,
+                exclude,
                 checksum,
                 ntfs_streams: streams,
                 json,
             },
             Cmd::Cat { image, path } => Command::Cat { image, path },
+            Cmd::Completions { .. } | Cmd::Man { .. } => {
+                unreachable!("answered by the parser's own generators in main")
+            }
             Cmd::Fleet { cmd } => fleet_command(cmd),
             Cmd::Mount {
                 image,
@@ -588,6 +775,12 @@ fn fleet_command(cmd: FleetCmd) -> Command {
 }
 
 fn main() -> ExitCode {
-    let code = flr_ops::run(Cli::parse().into_invocation());
+    let cli = Cli::parse();
+    let code = match &cli.cmd {
+        // About the command line itself: generated from these definitions.
+        Cmd::Completions { shell } => generate::completions(*shell),
+        Cmd::Man { dir } => generate::man(dir.as_deref()),
+        _ => flr_ops::run(cli.into_invocation()),
+    };
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

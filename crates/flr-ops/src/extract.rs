@@ -33,10 +33,27 @@ pub(crate) enum Overwrite {
     Replace,
 }
 
+/// What kind of entry already sits at a name in the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ExistingKind {
+    File,
+    Symlink,
+    Dir,
+    Other,
+}
+
+/// An entry already in the destination (`lstat`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Existing {
+    pub(crate) kind: ExistingKind,
+    pub(crate) size: u64,
+    pub(crate) mtime: Timestamp,
+}
+
 /// An error while writing into the destination.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WriteError {
-    #[error("{path}: already exists in the destination (use --force to overwrite)")]
+    #[error("{path}: already exists in the destination (--overwrite=always to replace it, --skip-existing to keep it when identical, --overwrite=rename to write the new one beside it)")]
     Exists { path: String },
     #[error("{path}: is a symlink in the destination; refusing to follow it")]
     SymlinkInDest { path: String },
@@ -93,6 +110,27 @@ impl Partials {
     fn tmp_name(&self) -> String {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         format!(".flr-{}-{n}.partial", std::process::id())
+    }
+
+    /// Whether `name` is a temporary file left by a restore that is no
+    /// longer running (its process id is gone): `.flr-PID-N.partial`.
+    fn is_stale(name: &[u8]) -> bool {
+        let Some(rest) = name
+            .strip_prefix(b".flr-")
+            .and_then(|r| r.strip_suffix(b".partial"))
+        else {
+            return false;
+        };
+        let Some((pid, n)) = std::str::from_utf8(rest)
+            .ok()
+            .and_then(|r| r.split_once('-'))
+        else {
+            return false;
+        };
+        let (Ok(pid), Ok(_)) = (pid.parse::<u32>(), n.parse::<u64>()) else {
+            return false;
+        };
+        pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()
     }
 
     /// Removes every temporary file still being written.
@@ -190,8 +228,112 @@ impl DestDir {
             .unwrap_or(false)
     }
 
-    fn exists(&self, name: &[u8]) -> bool {
+    pub(crate) fn exists(&self, name: &[u8]) -> bool {
         rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).is_ok()
+    }
+
+    /// Opens the destination folder if it exists, creating nothing
+    /// (`get --dry-run`).
+    pub(crate) fn open_existing_root(path: &Path) -> Option<DestDir> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        Some(DestDir {
+            fd,
+            rel: String::new(),
+            partials: Arc::default(),
+        })
+    }
+
+    /// Opens the subfolder `name` if it exists (never a symlink), creating
+    /// nothing.
+    pub(crate) fn existing_subdir(&self, name: &[u8]) -> Option<DestDir> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .ok()?;
+        Some(DestDir {
+            fd,
+            rel: join(&self.rel, &String::from_utf8_lossy(name)),
+            partials: self.partials.clone(),
+        })
+    }
+
+    /// What is already at `name` (not following a symlink), if anything.
+    pub(crate) fn existing(&self, name: &[u8]) -> Option<Existing> {
+        let st = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        let kind = match rustix::fs::FileType::from_raw_mode(st.st_mode) {
+            rustix::fs::FileType::RegularFile => ExistingKind::File,
+            rustix::fs::FileType::Symlink => ExistingKind::Symlink,
+            rustix::fs::FileType::Directory => ExistingKind::Dir,
+            _ => ExistingKind::Other,
+        };
+        Some(Existing {
+            kind,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            mtime: Timestamp {
+                secs: st.st_mtime,
+                nanos: u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+            },
+        })
+    }
+
+    /// The sha256 of the regular file at `name` (never through a symlink).
+    pub(crate) fn sha256_of(&self, name: &[u8]) -> std::io::Result<[u8; 32]> {
+        use sha2::Digest;
+        use std::io::Read;
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let mut f = File::from(fd);
+        let mut h = sha2::Sha256::new();
+        let mut buf = vec![0u8; crate::CHUNK];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        Ok(h.finalize().into())
+    }
+
+    /// The target of the symlink at `name`.
+    pub(crate) fn link_target(&self, name: &[u8]) -> Option<Vec<u8>> {
+        rustix::fs::readlinkat(&self.fd, name, Vec::new())
+            .ok()
+            .map(|t| t.into_bytes())
+    }
+
+    /// Removes the temporary files that an interrupted restore (one whose
+    /// process is gone) left in this folder; returns how many. A restore
+    /// still running is left alone, and nothing else is touched.
+    pub(crate) fn remove_stale_partials(&self) -> u64 {
+        let Ok(dir) = rustix::fs::Dir::read_from(&self.fd) else {
+            return 0;
+        };
+        let stale: Vec<std::ffi::CString> = dir
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type() != rustix::fs::FileType::Directory)
+            .filter(|e| Partials::is_stale(e.file_name().to_bytes()))
+            .map(|e| e.file_name().to_owned())
+            .collect();
+        let mut n = 0;
+        for name in stale {
+            if rustix::fs::unlinkat(&self.fd, name.as_c_str(), AtFlags::empty()).is_ok() {
+                n += 1;
+            }
+        }
+        n
     }
 
     /// Sets the folder's own mtime (after its children are written).

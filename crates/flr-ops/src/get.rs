@@ -1,5 +1,14 @@
 //! `flr get`: restore files and folders into a destination folder.
+//!
+//! The walk ([`Job::restore`]) decides, entry by entry, whether it is
+//! selected (`--include`/`--exclude`, [`crate::select`]) and what to do
+//! when its name is already taken in DEST (`--overwrite`,
+//! `--skip-existing`); [`Job::write_file`] and [`Job::write_symlink`] then
+//! write one entry to one name in one destination folder (temporary name,
+//! then rename). With `--dry-run` the same decisions are printed as `plan`
+//! records and nothing is created.
 
+use std::cell::OnceCell;
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,19 +17,58 @@ use flr_engine::Image;
 use flr_fs::{FileKind, Filesystem, FsPath, Metadata};
 use sha2::Digest;
 
-use crate::extract::{DestDir, Overwrite, WriteError};
+use crate::extract::{DestDir, Existing, ExistingKind, Overwrite, WriteError};
 use crate::ls::{Listing, MAX_DEPTH};
 use crate::names::safe_component;
+use crate::select::Selection;
 use crate::{copy_file_streams, fs_err, Context, CopyError, OpsError, OutputFormat, VolPath};
 use flr_fs::{display_name, display_path};
+
+/// What `get` does when a name it restores is already taken in DEST.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OverwritePolicy {
+    /// Report the entry as failed and leave what is there (the default).
+    #[default]
+    Error,
+    /// Leave what is there and go on (counted as kept).
+    Skip,
+    /// Replace it (`--force`).
+    Always,
+    /// Write the new one beside it, as `NAME~N.EXT` (the first free N).
+    Rename,
+    /// Replace it unless it is identical (`--compare`); identical ones are kept.
+    IfDifferent,
+}
+
+/// How `--skip-existing` (and `--overwrite=if-different`) decide that a
+/// file already in DEST is the one being restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compare {
+    /// Same size and same sha256 (both files are read).
+    #[default]
+    Sha256,
+    /// Same size and same mtime (to the nanosecond, or to the second when
+    /// DEST keeps whole seconds): no data is read, so a file changed in
+    /// place without its size or mtime changing is not noticed.
+    SizeMtime,
+}
 
 /// Options of `get`.
 #[derive(Debug, Clone, Default)]
 pub struct GetOptions {
     /// Destination folder (created if missing).
     pub dest: PathBuf,
-    /// Overwrite existing files.
-    pub force: bool,
+    /// What to do with names already taken in DEST.
+    pub overwrite: OverwritePolicy,
+    /// Keep a file already in DEST when it is identical (resume of an
+    /// interrupted restore); others follow `overwrite`.
+    pub skip_existing: bool,
+    /// How "identical" is decided.
+    pub compare: Compare,
+    /// `--include`/`--exclude`.
+    pub selection: Selection,
+    /// Print what would be done; create and write nothing.
+    pub dry_run: bool,
     /// Print each restored file's sha256.
     pub checksum: bool,
     /// How large files are read.
@@ -58,10 +106,86 @@ pub struct GetSummary {
     pub skipped: u64,
     /// Alternate data streams restored (as xattrs or side files).
     pub streams: u64,
+    /// Files and symlinks already in DEST and left as they were (identical
+    /// with `--skip-existing`, or any with `--overwrite=skip`).
+    pub kept: u64,
+    /// Files and symlinks that replaced what was in DEST.
+    pub replaced: u64,
+    /// Files and symlinks written beside a taken name (`--overwrite=rename`).
+    pub written_beside: u64,
+    /// Entries left out by `--include`/`--exclude`.
+    pub excluded: u64,
+    /// Temporary files of an interrupted earlier restore removed from DEST.
+    pub stale_partials: u64,
+    /// `--dry-run`: the counts are what would be done; nothing was written.
+    pub dry_run: bool,
 }
 
 /// The version of `get`'s JSON summary.
 pub const GET_REPORT_VERSION: u32 = 1;
+
+/// A folder in DEST, opened (or, with `--dry-run`, looked up) the first
+/// time something is written into it: with `--include`, folders that end
+/// up holding nothing selected are never created.
+struct Target<'p> {
+    parent: Option<&'p Target<'p>>,
+    /// Its name in the parent (a safe component).
+    name: Vec<u8>,
+    /// The image folder it receives, for messages.
+    src: FsPath,
+    /// Path relative to DEST, for messages and plan records.
+    rel: String,
+    slot: OnceCell<Slot>,
+}
+
+enum Slot {
+    Open(DestDir),
+    /// `--dry-run`: not in DEST yet (it would be created).
+    Absent,
+    /// Could not be created or opened (reported once).
+    Failed,
+}
+
+impl<'p> Target<'p> {
+    fn root() -> Target<'static> {
+        Target {
+            parent: None,
+            name: Vec::new(),
+            src: FsPath::root(),
+            rel: String::new(),
+            slot: OnceCell::new(),
+        }
+    }
+
+    fn child(&'p self, name: &[u8], src: &FsPath) -> Target<'p> {
+        Target {
+            parent: Some(self),
+            name: name.to_vec(),
+            src: src.clone(),
+            rel: self.rel_of(name),
+            slot: OnceCell::new(),
+        }
+    }
+
+    /// The DEST-relative path of `name` inside this folder.
+    fn rel_of(&self, name: &[u8]) -> String {
+        if self.rel.is_empty() {
+            display_name(name)
+        } else {
+            format!("{}/{}", self.rel, display_name(name))
+        }
+    }
+}
+
+/// What to do with one file or symlink.
+enum Action {
+    /// Write under `name`; `replace` when something is there.
+    Write { name: Vec<u8>, replace: bool },
+    /// Leave what is in DEST (`why`: identical, exists).
+    Keep { why: &'static str },
+    /// The name is taken and the policy says fail.
+    Conflict,
+}
 
 struct Job<'a, 'c> {
     vol: &'a str,
@@ -82,11 +206,19 @@ pub fn get(
     opts: &GetOptions,
     ctx: &mut Context<'_>,
 ) -> Result<GetSummary, OpsError> {
-    let root = DestDir::open_root(&opts.dest, opts.partials.clone())
-        .map_err(|e| OpsError::Usage(e.to_string()))?;
+    let root = Target::root();
+    let slot = if opts.dry_run {
+        DestDir::open_existing_root(&opts.dest).map_or(Slot::Absent, Slot::Open)
+    } else {
+        let d = DestDir::open_root(&opts.dest, opts.partials.clone())
+            .map_err(|e| OpsError::Usage(e.to_string()))?;
+        Slot::Open(d)
+    };
+    let _ = root.slot.set(slot);
     let mut filesystems: HashMap<String, Box<dyn Filesystem>> = HashMap::new();
     let mut total = GetSummary::default();
     let mut root_names = HashSet::new();
+    let mut first = true;
     for spec in specs {
         let vol = image.volume(&spec.volume)?;
         if !filesystems.contains_key(&vol.id) {
@@ -104,67 +236,31 @@ pub fn get(
             sum: GetSummary::default(),
             ancestors: HashSet::new(),
         };
+        if first {
+            first = false;
+            if let Some(Slot::Open(d)) = root.slot.get().filter(|_| !opts.dry_run) {
+                job.sum.stale_partials += d.remove_stale_partials();
+            }
+        }
         if spec.path.is_root() {
             job.ancestors.extend(meta.inode);
-            job.restore_dir_contents(&spec.path, &root, 0);
-            if let Some(t) = meta.mtime {
-                let _ = root.set_mtime(t);
+            job.restore_dir_contents(&spec.path, &root, false, 0);
+            if let (Some(t), Some(Slot::Open(d))) = (meta.mtime, root.slot.get()) {
+                if !opts.dry_run {
+                    let _ = d.set_mtime(t);
+                }
             }
         } else {
             let name = spec.path.file_name().unwrap_or(b"").to_vec();
-            job.restore(&spec.path, &name, &meta, &root, &mut root_names, 0);
+            // The path asked for is selected as a whole, unless excluded.
+            job.restore(&spec.path, &name, &meta, &root, &mut root_names, true, 0);
         }
-        let s = job.sum;
-        total.files += s.files;
-        total.dirs += s.dirs;
-        total.symlinks += s.symlinks;
-        total.bytes += s.bytes;
-        total.renamed += s.renamed;
-        total.failed += s.failed;
-        total.skipped += s.skipped;
-        total.streams += s.streams;
+        total.add(&job.sum);
     }
     total.report_version = GET_REPORT_VERSION;
     total.kind = "summary";
-    if ctx.format == OutputFormat::Json {
-        let w: &mut dyn Write = if opts.summary_on_stdout {
-            &mut *ctx.out
-        } else {
-            &mut *ctx.err
-        };
-        serde_json::to_writer(&mut *w, &total).map_err(std::io::Error::from)?;
-        writeln!(w)?;
-    } else {
-        writeln!(
-            ctx.err,
-            "flr: restored {} files ({} bytes), {} folders, {} symlinks into {}{}{}{}{}",
-            total.files,
-            total.bytes,
-            total.dirs,
-            total.symlinks,
-            opts.dest.display(),
-            if total.renamed > 0 {
-                format!("; {} names made safe", total.renamed)
-            } else {
-                String::new()
-            },
-            if total.streams > 0 {
-                format!("; {} alternate data streams", total.streams)
-            } else {
-                String::new()
-            },
-            if total.skipped > 0 {
-                format!("; {} special files skipped", total.skipped)
-            } else {
-                String::new()
-            },
-            if total.failed > 0 {
-                format!("; {} FAILED", total.failed)
-            } else {
-                String::new()
-            },
-        )?;
-    }
+    total.dry_run = opts.dry_run;
+    print_summary(&total, opts, ctx)?;
     if total.failed > 0 {
         let all = total.files + total.symlinks + total.failed;
         return Err(OpsError::Partial {
@@ -173,6 +269,86 @@ pub fn get(
         });
     }
     Ok(total)
+}
+
+impl GetSummary {
+    fn add(&mut self, s: &GetSummary) {
+        self.files += s.files;
+        self.dirs += s.dirs;
+        self.symlinks += s.symlinks;
+        self.bytes += s.bytes;
+        self.renamed += s.renamed;
+        self.failed += s.failed;
+        self.skipped += s.skipped;
+        self.kept += s.kept;
+        self.replaced += s.replaced;
+        self.written_beside += s.written_beside;
+        self.excluded += s.excluded;
+        self.stale_partials += s.stale_partials;
+        self.streams += s.streams;
+    }
+}
+
+fn print_summary(
+    total: &GetSummary,
+    opts: &GetOptions,
+    ctx: &mut Context<'_>,
+) -> Result<(), OpsError> {
+    if ctx.format == OutputFormat::Json {
+        let w: &mut dyn Write = if opts.summary_on_stdout {
+            &mut *ctx.out
+        } else {
+            &mut *ctx.err
+        };
+        serde_json::to_writer(&mut *w, total).map_err(std::io::Error::from)?;
+        writeln!(w)?;
+        return Ok(());
+    }
+    let mut extra = String::new();
+    let mut note = |n: u64, what: &str| {
+        if n > 0 {
+            extra.push_str(&format!("; {n} {what}"));
+        }
+    };
+    note(total.kept, "already there, kept");
+    note(total.replaced, "replaced");
+    note(total.written_beside, "written beside a taken name");
+    note(total.excluded, "left out by --include/--exclude");
+    note(total.renamed, "names made safe");
+    note(total.streams, "alternate data streams");
+    note(total.skipped, "special files skipped");
+    note(total.stale_partials, "stale temporary files removed");
+    note(total.failed, "FAILED");
+    writeln!(
+        ctx.err,
+        "flr: {} {} files ({} bytes), {} folders, {} symlinks into {}{extra}",
+        if total.dry_run {
+            "dry run: would restore"
+        } else {
+            "restored"
+        },
+        total.files,
+        total.bytes,
+        total.dirs,
+        total.symlinks,
+        opts.dest.display(),
+    )?;
+    Ok(())
+}
+
+/// `NAME~N.EXT` (`NAME~N` without an extension): the N-th name beside a
+/// taken one that keeps the extension, so the file still opens as before.
+fn beside_name(name: &[u8], n: u32) -> Vec<u8> {
+    let tag = format!("~{n}");
+    match name.iter().rposition(|&b| b == b'.').filter(|&i| i > 0) {
+        Some(dot) => [&name[..dot], tag.as_bytes(), &name[dot..]].concat(),
+        None => [name, tag.as_bytes()].concat(),
+    }
+}
+
+fn same_mtime(dest: Existing, src: Option<flr_fs::Timestamp>) -> bool {
+    let Some(src) = src else { return false };
+    dest.mtime.secs == src.secs && (dest.mtime.nanos == src.nanos || dest.mtime.nanos == 0)
 }
 
 impl Job<'_, '_> {
@@ -186,12 +362,95 @@ impl Job<'_, '_> {
         );
     }
 
-    fn overwrite(&self) -> Overwrite {
-        if self.opts.force {
-            Overwrite::Replace
+    fn json(&self) -> bool {
+        self.opts.summary_on_stdout && self.ctx.format == OutputFormat::Json
+    }
+
+    /// Whether an identical file already in DEST is kept.
+    fn keeps_identical(&self) -> bool {
+        self.opts.skip_existing || self.opts.overwrite == OverwritePolicy::IfDifferent
+    }
+
+    /// `--dry-run`: one line (or JSON record) per thing that would be done.
+    fn plan(&mut self, action: &str, path: &FsPath, rel: &str, size: Option<u64>, why: &str) {
+        if self.json() {
+            let mut line = serde_json::json!({
+                "report_version": GET_REPORT_VERSION,
+                "type": "plan",
+                "action": action,
+                "path": rel,
+                "source": format!("{}:{}", self.vol, display_path(path)),
+            });
+            if let Some(n) = size {
+                line["size"] = n.into();
+            }
+            if !why.is_empty() {
+                line["reason"] = why.into();
+            }
+            let _ = writeln!(self.ctx.out, "{line}");
         } else {
-            Overwrite::Refuse
+            let size = size.map(|n| format!(" ({n} bytes)")).unwrap_or_default();
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            };
+            let _ = writeln!(self.ctx.out, "{action:<8} {rel}{size}{why}");
         }
+    }
+
+    /// The folder `t` in DEST: created on first use (looked up with
+    /// `--dry-run`). `None` when it cannot be written into (reported once)
+    /// or, with `--dry-run`, does not exist yet.
+    fn open<'t>(&mut self, t: &'t Target<'_>) -> Option<&'t DestDir> {
+        if t.slot.get().is_none() {
+            let slot = match t.parent {
+                // The root's slot is set before the walk.
+                None => Slot::Failed,
+                Some(parent) => {
+                    let pd = self.open(parent);
+                    let parent_absent = matches!(parent.slot.get(), Some(Slot::Absent));
+                    if self.opts.dry_run {
+                        match pd.and_then(|d| d.existing_subdir(&t.name)) {
+                            Some(d) => {
+                                self.sum.dirs += 1;
+                                Slot::Open(d)
+                            }
+                            None if pd.is_some() || parent_absent => {
+                                self.sum.dirs += 1;
+                                self.plan("mkdir", &t.src, &t.rel, None, "");
+                                Slot::Absent
+                            }
+                            None => Slot::Failed,
+                        }
+                    } else {
+                        match pd.map(|d| d.subdir(&t.name)) {
+                            Some(Ok(d)) => {
+                                self.sum.dirs += 1;
+                                self.sum.stale_partials += d.remove_stale_partials();
+                                Slot::Open(d)
+                            }
+                            Some(Err(e)) => {
+                                let src = t.src.clone();
+                                self.fail(&src, e);
+                                Slot::Failed
+                            }
+                            None => Slot::Failed,
+                        }
+                    }
+                }
+            };
+            let _ = t.slot.set(slot);
+        }
+        match t.slot.get() {
+            Some(Slot::Open(d)) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// Whether `t` can take entries: open, or (`--dry-run`) to be created.
+    fn usable(&mut self, t: &Target<'_>) -> bool {
+        self.open(t).is_some() || matches!(t.slot.get(), Some(Slot::Absent))
     }
 
     /// Picks the safe, unique name for `name` inside one destination folder.
@@ -221,27 +480,124 @@ impl Job<'_, '_> {
         safe
     }
 
+    /// The sha256 of the image file (read as `get` reads it).
+    fn source_sha256(&self, path: &FsPath) -> Result<[u8; 32], String> {
+        let mut h = sha2::Sha256::new();
+        copy_file_streams(self.fs, path, self.opts.streams, |b| {
+            h.update(b);
+            Ok(())
+        })
+        .map_err(|e| match e {
+            CopyError::Fs(e) => e.to_string(),
+            CopyError::Out(e) => e.to_string(),
+        })?;
+        Ok(h.finalize().into())
+    }
+
+    /// Whether the file already at `name` in `dir` is the one being restored.
+    fn identical_file(
+        &self,
+        path: &FsPath,
+        meta: &Metadata,
+        dir: &DestDir,
+        name: &[u8],
+        ex: Existing,
+    ) -> Result<bool, String> {
+        if ex.kind != ExistingKind::File || ex.size != meta.size {
+            return Ok(false);
+        }
+        if self.opts.compare == Compare::SizeMtime && meta.mtime.is_some() {
+            return Ok(same_mtime(ex, meta.mtime));
+        }
+        let Ok(there) = dir.sha256_of(name) else {
+            return Ok(false);
+        };
+        Ok(there == self.source_sha256(path)?)
+    }
+
+    /// Decides what happens to one file or symlink whose safe name is `safe`.
+    fn decide(
+        &mut self,
+        path: &FsPath,
+        meta: &Metadata,
+        dir: Option<&DestDir>,
+        safe: &[u8],
+        used: &mut HashSet<Vec<u8>>,
+    ) -> Result<Action, String> {
+        let Some(ex) = dir.and_then(|d| d.existing(safe)) else {
+            return Ok(Action::Write {
+                name: safe.to_vec(),
+                replace: false,
+            });
+        };
+        let dir = dir.expect("an existing entry was found in it");
+        if self.keeps_identical() {
+            let same = match meta.kind {
+                FileKind::Symlink => {
+                    ex.kind == ExistingKind::Symlink
+                        && self.fs.read_link(path).ok() == dir.link_target(safe)
+                }
+                _ => self.identical_file(path, meta, dir, safe, ex)?,
+            };
+            if same {
+                return Ok(Action::Keep { why: "identical" });
+            }
+        }
+        Ok(match self.opts.overwrite {
+            OverwritePolicy::Error => Action::Conflict,
+            OverwritePolicy::Skip => Action::Keep { why: "exists" },
+            OverwritePolicy::Always | OverwritePolicy::IfDifferent => {
+                if ex.kind == ExistingKind::Dir {
+                    Action::Conflict
+                } else {
+                    Action::Write {
+                        name: safe.to_vec(),
+                        replace: true,
+                    }
+                }
+            }
+            OverwritePolicy::Rename => {
+                let mut n = 1u32;
+                let name = loop {
+                    let c = beside_name(safe, n);
+                    if !used.contains(&c) && !dir.exists(&c) {
+                        break c;
+                    }
+                    n += 1;
+                };
+                used.insert(name.clone());
+                Action::Write {
+                    name,
+                    replace: false,
+                }
+            }
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn restore(
         &mut self,
         path: &FsPath,
         name: &[u8],
         meta: &Metadata,
-        into: &DestDir,
+        into: &Target<'_>,
         used: &mut HashSet<Vec<u8>>,
+        selected: bool,
         depth: usize,
     ) {
+        let sel = &self.opts.selection;
+        if sel.excluded(path) {
+            self.sum.excluded += 1;
+            return;
+        }
+        let selected = selected || sel.included(path);
+        if meta.kind != FileKind::Dir && !selected {
+            self.sum.excluded += 1;
+            return;
+        }
         let safe = self.dest_name(path, name, used);
         match meta.kind {
-            FileKind::File => self.restore_file(path, &safe, meta, into),
-            FileKind::Symlink => match self.fs.read_link(path) {
-                Ok(target) => {
-                    match into.write_symlink(&safe, &target, self.overwrite(), meta.mtime) {
-                        Ok(()) => self.sum.symlinks += 1,
-                        Err(e) => self.fail(path, e),
-                    }
-                }
-                Err(e) => self.fail(path, e),
-            },
+            FileKind::File | FileKind::Symlink => self.restore_entry(path, &safe, meta, into, used),
             FileKind::Dir => {
                 if depth >= MAX_DEPTH {
                     self.fail(
@@ -259,23 +615,25 @@ impl Job<'_, '_> {
                         return;
                     }
                 }
-                match into.subdir(&safe) {
-                    Ok(sub) => {
-                        self.sum.dirs += 1;
-                        if let Some(ino) = meta.inode {
-                            self.ancestors.insert(ino);
-                        }
-                        self.restore_dir_contents(path, &sub, depth + 1);
-                        if let Some(ino) = meta.inode {
-                            self.ancestors.remove(&ino);
-                        }
-                        if let Some(t) = meta.mtime {
-                            if let Err(e) = sub.set_mtime(t) {
-                                self.fail(path, e);
-                            }
+                let sub = into.child(&safe, path);
+                // Every folder is restored, empty or not, unless --include
+                // picks entries inside: then only the folders they need.
+                if selected && !self.usable(&sub) {
+                    return;
+                }
+                if let Some(ino) = meta.inode {
+                    self.ancestors.insert(ino);
+                }
+                self.restore_dir_contents(path, &sub, selected, depth + 1);
+                if let Some(ino) = meta.inode {
+                    self.ancestors.remove(&ino);
+                }
+                if let (Some(t), Some(Slot::Open(d))) = (meta.mtime, sub.slot.get()) {
+                    if !self.opts.dry_run {
+                        if let Err(e) = d.set_mtime(t) {
+                            self.fail(path, e);
                         }
                     }
-                    Err(e) => self.fail(path, e),
                 }
             }
             FileKind::Special => {
@@ -290,7 +648,13 @@ impl Job<'_, '_> {
         }
     }
 
-    fn restore_dir_contents(&mut self, dir: &FsPath, into: &DestDir, depth: usize) {
+    fn restore_dir_contents(
+        &mut self,
+        dir: &FsPath,
+        into: &Target<'_>,
+        selected: bool,
+        depth: usize,
+    ) {
         // As `ls` (see `Listing`); an error while reading is reported after
         // what was read is restored.
         let fs = self.fs;
@@ -322,23 +686,153 @@ impl Job<'_, '_> {
                 self.fail(&path, "an entry with this name besides the folder's own link (corrupt folder): a path cannot reach it, not restored");
                 continue;
             }
-            self.restore(&path, &e.name, &e.meta, into, &mut used, depth);
+            self.restore(&path, &e.name, &e.meta, into, &mut used, selected, depth);
         }
         if let Some(e) = broken {
             self.fail(dir, e);
         }
     }
 
-    fn restore_file(&mut self, path: &FsPath, safe: &[u8], meta: &Metadata, into: &DestDir) {
-        if let Some(r) = &meta.unreadable {
-            return self.fail(path, format!("not restored: {r}"));
+    /// One selected file or symlink: decide, then write (or plan) it.
+    fn restore_entry(
+        &mut self,
+        path: &FsPath,
+        safe: &[u8],
+        meta: &Metadata,
+        into: &Target<'_>,
+        used: &mut HashSet<Vec<u8>>,
+    ) {
+        if meta.kind == FileKind::File {
+            if let Some(r) = &meta.unreadable {
+                return self.fail(path, format!("not restored: {r}"));
+            }
         }
+        if !self.usable(into) {
+            return;
+        }
+        let dir = self.open(into);
+        let action = match self.decide(path, meta, dir, safe, used) {
+            Ok(a) => a,
+            Err(e) => return self.fail(path, e),
+        };
+        let rel = into.rel_of(safe);
+        let is_file = meta.kind == FileKind::File;
+        let size = is_file.then_some(meta.size);
+        match action {
+            Action::Keep { why } => {
+                self.sum.kept += 1;
+                if self.opts.dry_run {
+                    self.plan("keep", path, &rel, size, why);
+                } else if self.opts.checksum && is_file {
+                    if let Some(Ok(sha)) = dir.map(|d| d.sha256_of(safe)) {
+                        self.print_checksum(&rel, meta.size, &hex::encode(sha), "kept");
+                    }
+                }
+            }
+            Action::Conflict => {
+                if self.opts.dry_run {
+                    self.sum.failed += 1;
+                    self.plan(
+                        "conflict",
+                        path,
+                        &rel,
+                        size,
+                        "already exists in the destination",
+                    );
+                } else {
+                    self.fail(path, WriteError::Exists { path: rel });
+                }
+            }
+            Action::Write { name, replace } => {
+                let beside = name != safe;
+                let shown = into.rel_of(&name);
+                if self.opts.dry_run {
+                    let (action, why) = match (replace, beside) {
+                        (true, _) => ("replace", String::new()),
+                        (false, true) => ("write", format!("{rel} is taken")),
+                        (false, false) => ("write", String::new()),
+                    };
+                    self.plan(
+                        if is_file { action } else { "symlink" },
+                        path,
+                        &shown,
+                        size,
+                        &why,
+                    );
+                    self.count_written(meta, replace, beside);
+                    return;
+                }
+                let dir = dir.expect("a folder being written into is open");
+                let ow = if replace {
+                    Overwrite::Replace
+                } else {
+                    Overwrite::Refuse
+                };
+                let ok = if is_file {
+                    self.write_file(path, meta, dir, &name, ow)
+                } else {
+                    self.write_symlink(path, meta, dir, &name, ow)
+                };
+                if ok {
+                    self.count_written(meta, replace, beside);
+                    if beside {
+                        let _ = writeln!(
+                            self.ctx.err,
+                            "flr: {}:{}: {rel} is taken in the destination; written as {shown}",
+                            self.vol,
+                            display_path(path)
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn count_written(&mut self, meta: &Metadata, replace: bool, beside: bool) {
+        if meta.kind == FileKind::File {
+            self.sum.files += 1;
+            self.sum.bytes += meta.size;
+        } else {
+            self.sum.symlinks += 1;
+        }
+        self.sum.replaced += u64::from(replace);
+        self.sum.written_beside += u64::from(beside);
+    }
+
+    fn print_checksum(&mut self, rel: &str, size: u64, sum: &str, kind: &str) {
+        if self.json() {
+            let line = serde_json::json!({
+                "report_version": GET_REPORT_VERSION,
+                "type": kind,
+                "path": rel,
+                "size": size,
+                "sha256": sum,
+            });
+            let _ = writeln!(self.ctx.out, "{line}");
+        } else {
+            let _ = writeln!(self.ctx.out, "{sum}  {rel}");
+        }
+    }
+
+    /// Writes the image file `path` as `name` in `dir` (temporary name, then
+    /// rename; mode and mtime set): the one place a restored file's data is
+    /// written. Reports a failure itself; true when the file is in place.
+    /// (Bytes are counted by the caller from `meta.size`.)
+    fn write_file(
+        &mut self,
+        path: &FsPath,
+        meta: &Metadata,
+        dir: &DestDir,
+        name: &[u8],
+        ow: Overwrite,
+    ) -> bool {
         let mut hasher = self.opts.checksum.then(sha2::Sha256::new);
         let fs = self.fs;
         let ads = self.opts.ntfs_streams;
         let mut streams = crate::winmeta::StreamReport::default();
-        let res = into.write_file(safe, self.overwrite(), meta.mode, meta.mtime, |f| {
-            let n = copy_file_streams(fs, path, self.opts.streams, |b| {
+        let file_streams = self.opts.streams;
+        let res = dir.write_file(name, ow, meta.mode, meta.mtime, |f| {
+            let n = copy_file_streams(fs, path, file_streams, |b| {
                 if let Some(h) = hasher.as_mut() {
                     h.update(b);
                 }
@@ -351,7 +845,7 @@ impl Job<'_, '_> {
         });
         if matches!(res, Ok(Ok(_))) {
             if ads == crate::NtfsStreams::Files {
-                streams = crate::winmeta::streams_to_files(fs, path, safe, into, self.overwrite());
+                streams = crate::winmeta::streams_to_files(fs, path, name, dir, ow);
             }
             self.sum.streams += streams.restored;
             for p in streams.problems {
@@ -360,39 +854,74 @@ impl Job<'_, '_> {
         }
         match res {
             Ok(Ok(n)) => {
-                self.sum.files += 1;
-                self.sum.bytes += n;
                 if let Some(h) = hasher {
-                    let rel = if into.rel.is_empty() {
-                        display_name(safe)
+                    let rel = if dir.rel.is_empty() {
+                        display_name(name)
                     } else {
-                        format!("{}/{}", into.rel, display_name(safe))
+                        format!("{}/{}", dir.rel, display_name(name))
                     };
-                    let sum = hex::encode(h.finalize());
-                    if self.opts.summary_on_stdout && self.ctx.format == OutputFormat::Json {
-                        let line = serde_json::json!({
-                            "report_version": GET_REPORT_VERSION,
-                            "type": "file",
-                            "path": rel,
-                            "size": n,
-                            "sha256": sum,
-                        });
-                        let _ = writeln!(self.ctx.out, "{line}");
-                    } else {
-                        let _ = writeln!(self.ctx.out, "{sum}  {rel}");
-                    }
+                    self.print_checksum(&rel, n, &hex::encode(h.finalize()), "file");
                 }
+                true
             }
-            Ok(Err(CopyError::Fs(e))) => self.fail(path, e),
-            Ok(Err(CopyError::Out(e))) => self.fail(
-                path,
-                WriteError::Os {
-                    path: display_name(safe),
-                    what: "write failed",
-                    source: e,
-                },
-            ),
-            Err(e) => self.fail(path, e),
+            Ok(Err(CopyError::Fs(e))) => {
+                self.fail(path, e);
+                false
+            }
+            Ok(Err(CopyError::Out(e))) => {
+                self.fail(
+                    path,
+                    WriteError::Os {
+                        path: display_name(name),
+                        what: "write failed",
+                        source: e,
+                    },
+                );
+                false
+            }
+            Err(e) => {
+                self.fail(path, e);
+                false
+            }
         }
+    }
+
+    /// Recreates the image symlink `path` as `name` in `dir` (never followed).
+    fn write_symlink(
+        &mut self,
+        path: &FsPath,
+        meta: &Metadata,
+        dir: &DestDir,
+        name: &[u8],
+        ow: Overwrite,
+    ) -> bool {
+        let res = self
+            .fs
+            .read_link(path)
+            .map_err(|e| e.to_string())
+            .and_then(|target| {
+                dir.write_symlink(name, &target, ow, meta.mtime)
+                    .map_err(|e| e.to_string())
+            });
+        match res {
+            Ok(()) => true,
+            Err(e) => {
+                self.fail(path, e);
+                false
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::beside_name;
+
+    #[test]
+    fn beside_names_keep_the_extension() {
+        assert_eq!(beside_name(b"notes.txt", 1), b"notes~1.txt");
+        assert_eq!(beside_name(b"a.tar.gz", 2), b"a.tar~2.gz");
+        assert_eq!(beside_name(b"README", 3), b"README~3");
+        assert_eq!(beside_name(b".bashrc", 1), b".bashrc~1");
     }
 }

@@ -25,6 +25,7 @@ mod names;
 mod pipe;
 mod probe;
 mod prompt;
+pub mod select;
 mod session;
 mod spec;
 mod verify;
@@ -36,7 +37,7 @@ pub use diff::{
 };
 pub use extract::Partials;
 pub use flr_fs::{display_name, display_path};
-pub use get::{get, GetOptions, GetSummary, GET_REPORT_VERSION};
+pub use get::{get, Compare, GetOptions, GetSummary, OverwritePolicy, GET_REPORT_VERSION};
 pub use keychain::{
     feasibility, feasibility_of, run_chain, ChainMode, ChainOptions, ChainOutcome, ChainResult,
     ChainSummary, Feasibility, Feasible, Reason,
@@ -50,6 +51,7 @@ pub use manifest::{
 pub use mount::{mount, MountArgs};
 pub use names::safe_component;
 pub use probe::{probe, probe_report, ProbeReport, REPORT_VERSION};
+pub use select::Selection;
 pub use session::{run, Command, Globals, Invocation, Session, StatsFormat};
 pub use spec::VolPath;
 pub use verify::{

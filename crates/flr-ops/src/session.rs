@@ -97,8 +97,16 @@ pub enum Command {
         paths: Vec<String>,
         /// Destination folder.
         dest: PathBuf,
-        /// Overwrite.
-        force: bool,
+        /// `--overwrite` (`--force` is `Always`).
+        overwrite: crate::OverwritePolicy,
+        /// `--skip-existing`.
+        skip_existing: bool,
+        /// `--compare`.
+        compare: crate::Compare,
+        /// `--include` patterns.
+        include: Vec<String>,
+        /// `--exclude` patterns.
+        exclude: Vec<String>,
         /// Print sha256 lines.
         checksum: bool,
         /// `--streams`: how alternate data streams are restored.
@@ -626,11 +634,17 @@ impl Session {
                 image,
                 paths,
                 dest,
-                force,
+                overwrite,
+                skip_existing,
+                compare,
+                include,
+                exclude,
                 checksum,
                 ntfs_streams,
                 json,
             } => {
+                let selection =
+                    crate::Selection::new(&include, &exclude).map_err(OpsError::Usage)?;
                 let specs = paths
                     .iter()
                     .map(|s| VolPath::parse(s).map_err(OpsError::Usage))
@@ -645,7 +659,11 @@ impl Session {
                 let opts = GetOptions {
                     summary_on_stdout,
                     dest,
-                    force,
+                    overwrite,
+                    skip_existing,
+                    compare,
+                    selection,
+                    dry_run: self.globals.dry_run,
                     checksum,
                     streams: self.streams,
                     ntfs_streams,
