@@ -262,6 +262,18 @@ impl Job<'_, '_> {
                 match into.subdir(&safe) {
                     Ok(sub) => {
                         self.sum.dirs += 1;
+                        let ow = self.overwrite();
+                        let r = crate::winmeta::folder_streams(
+                            self.fs,
+                            path,
+                            self.opts.ntfs_streams,
+                            (into, &safe, &sub),
+                            ow,
+                        );
+                        self.sum.streams += r.restored;
+                        for p in r.problems {
+                            self.fail(path, p);
+                        }
                         if let Some(ino) = meta.inode {
                             self.ancestors.insert(ino);
                         }
