@@ -18,8 +18,10 @@
 #   sd.tsv        path, owner SID, group SID, SDDL: written here by hand
 #                 from the same ACE list the bytes are packed from (Microsoft's
 #                 SDDL short forms), and the SD bytes getfattr reads back
-#                 (system.ntfs_acl); when python3-samba is installed its own
-#                 SDDL parser must turn the SDDL back into exactly those bytes
+#                 (system.ntfs_acl); when python3-samba is installed its NDR
+#                 parser must read those bytes back as the owner, group,
+#                 control flags and ACEs meant (its SDDL writer is not the
+#                 oracle: samba 4.17 maps FA to 0x1ff, Windows to 0x1f01ff)
 #   fat-attrs.txt `mattrib` output for every file of the FAT image
 set -euo pipefail
 export LC_ALL=C TZ=UTC

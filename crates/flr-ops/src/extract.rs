@@ -220,6 +220,11 @@ impl DestDir {
         })
     }
 
+    /// The open folder (xattrs are set on it).
+    pub(crate) fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     fn is_symlink(&self, name: &[u8]) -> bool {
         rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
             .map(|st| {

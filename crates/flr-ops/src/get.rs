@@ -628,6 +628,28 @@ impl Job<'_, '_> {
                 if let Some(ino) = meta.inode {
                     self.ancestors.remove(&ino);
                 }
+                if let (Some(Slot::Open(pd)), Some(Slot::Open(d))) =
+                    (into.slot.get(), sub.slot.get())
+                {
+                    if !self.opts.dry_run {
+                        let ow = if self.opts.overwrite == OverwritePolicy::Always {
+                            Overwrite::Replace
+                        } else {
+                            Overwrite::Refuse
+                        };
+                        let r = crate::winmeta::folder_streams(
+                            self.fs,
+                            path,
+                            self.opts.ntfs_streams,
+                            (pd, &safe, d),
+                            ow,
+                        );
+                        self.sum.streams += r.restored;
+                        for p in r.problems {
+                            self.fail(path, p);
+                        }
+                    }
+                }
                 if let (Some(t), Some(Slot::Open(d))) = (meta.mtime, sub.slot.get()) {
                     if !self.opts.dry_run {
                         if let Err(e) = d.set_mtime(t) {

@@ -3,7 +3,6 @@
 //! Windows attributes, reparse kind, owner and SDDL of a file
 //! ([`WindowsEntry`], the `windows` object of `ls` JSON and the manifest).
 
-use std::fs::File;
 use std::os::fd::AsFd;
 
 use flr_fs::{Filesystem, FsError, FsPath, WindowsMeta};
@@ -75,9 +74,30 @@ fn read_stream(fs: &dyn Filesystem, path: &FsPath, name: &str) -> Result<Vec<u8>
     }
 }
 
+/// Restores the streams of the folder `path`, restored as `sub` (named
+/// `safe` in `into`): as xattrs of the folder, or as side files
+/// `SAFE:STREAM` beside it.
+pub(crate) fn folder_streams(
+    fs: &dyn Filesystem,
+    path: &FsPath,
+    how: NtfsStreams,
+    (into, safe, sub): (&DestDir, &[u8], &DestDir),
+    ow: Overwrite,
+) -> StreamReport {
+    match how {
+        NtfsStreams::None => StreamReport::default(),
+        NtfsStreams::Xattr => streams_to_xattrs(fs, path, sub.as_fd()),
+        NtfsStreams::Files => streams_to_files(fs, path, safe, into, ow),
+    }
+}
+
 /// Sets each stream of `path` as a `user.ntfs.stream.NAME` xattr of `file`
-/// (the temporary file, before its mode is set).
-pub(crate) fn streams_to_xattrs(fs: &dyn Filesystem, path: &FsPath, file: &File) -> StreamReport {
+/// (the temporary file, before its mode is set; or a restored folder).
+pub(crate) fn streams_to_xattrs(
+    fs: &dyn Filesystem,
+    path: &FsPath,
+    file: impl AsFd,
+) -> StreamReport {
     let mut r = StreamReport::default();
     let streams = match fs.streams(path) {
         Ok(s) => s,
@@ -110,7 +130,7 @@ pub(crate) fn streams_to_xattrs(fs: &dyn Filesystem, path: &FsPath, file: &File)
             }
         };
         match rustix::fs::fsetxattr(
-            file.as_fd(),
+            &file,
             name.as_str(),
             &value,
             rustix::fs::XattrFlags::empty(),
