@@ -236,6 +236,9 @@ impl Ext4Fs {
                 inode.size
             },
             mtime: Some(inode.mtime),
+            atime: Some(inode.atime),
+            ctime: Some(inode.ctime),
+            btime: inode.crtime,
             mode: Some(u32::from(inode.mode & 0o7777)),
             uid: Some(inode.uid),
             gid: Some(inode.gid),

@@ -81,10 +81,11 @@ impl std::fmt::Display for FsPath {
 }
 
 /// What kind of object an entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileKind {
-    /// A regular file.
+    /// A regular file (the default).
+    #[default]
     File,
     /// A directory.
     Dir,
@@ -108,7 +109,7 @@ impl FileKind {
 }
 
 /// A timestamp: seconds and nanoseconds since the Unix epoch (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Timestamp {
     /// Whole seconds since 1970-01-01T00:00:00Z (negative before).
     pub secs: i64,
@@ -117,7 +118,9 @@ pub struct Timestamp {
 }
 
 /// What is known about one file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// New fields may be added: build one with `..Default::default()`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Metadata {
     /// File, directory, symlink or special.
     pub kind: FileKind,
@@ -125,6 +128,14 @@ pub struct Metadata {
     pub size: u64,
     /// Last modification time, where the filesystem records one.
     pub mtime: Option<Timestamp>,
+    /// Last access time, where the filesystem records one.
+    pub atime: Option<Timestamp>,
+    /// Last status (inode or record) change time, where the filesystem
+    /// records one (ext4, XFS, Btrfs `ctime`; NTFS MFT record change).
+    pub ctime: Option<Timestamp>,
+    /// Creation (birth) time, where the filesystem records one (ext4
+    /// `crtime`, XFS v5 `crtime`, Btrfs `otime`, NTFS and FAT creation).
+    pub btime: Option<Timestamp>,
     /// Unix permission bits (`0o7777` part), where the filesystem has them.
     pub mode: Option<u32>,
     /// Owner user id, where known.
@@ -146,13 +157,9 @@ impl Metadata {
     pub fn unreadable_entry(kind: FileKind, inode: u64, reason: String) -> Metadata {
         Metadata {
             kind,
-            size: 0,
-            mtime: None,
-            mode: None,
-            uid: None,
-            gid: None,
             inode: Some(inode),
             unreadable: Some(reason),
+            ..Default::default()
         }
     }
 }

@@ -244,6 +244,9 @@ impl XfsFs {
                 inode.size
             },
             mtime: Some(inode.mtime),
+            atime: Some(inode.atime),
+            ctime: Some(inode.ctime),
+            btime: inode.crtime,
             mode: Some(u32::from(inode.mode & 0o7777)),
             uid: Some(inode.uid),
             gid: Some(inode.gid),
