@@ -176,6 +176,10 @@ enum Cmd {
         /// Deprecated: the summary as JSON on stderr (use --format json: on stdout).
         #[arg(long, hide = true)]
         json: bool,
+        /// Also restore: xattrs, acl, owner (numeric uid/gid and setuid/setgid; root
+        /// only), comma-separated, or all / none (the default: data, mode, times).
+        #[arg(long, value_name = "LIST", default_value = "none", value_parser = flr_ops::Preserve::parse)]
+        preserve: flr_ops::Preserve,
     },
     /// Mount the image's filesystems read-only (FUSE): each readable volume as a folder
     /// named by its id (p1/, p2/; ids with / nest), or one volume with --volume. Runs in
@@ -443,6 +447,7 @@ impl Cli {
                 force,
                 checksum,
                 json,
+                preserve,
             } => Command::Get {
                 image,
                 paths,
@@ -450,6 +455,7 @@ impl Cli {
                 force,
                 checksum,
                 json,
+                preserve,
             },
             Cmd::Cat { image, path } => Command::Cat { image, path },
             Cmd::Fleet { cmd } => fleet_command(cmd),

@@ -14,6 +14,7 @@ mod consistency;
 mod corpus;
 mod diff;
 mod docs;
+mod fidelity;
 mod fleet;
 mod hostile;
 mod keychain;

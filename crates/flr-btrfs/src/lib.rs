@@ -767,6 +767,14 @@ impl Filesystem for BtrfsFs {
             .collect())
     }
 
+    fn xattrs(&self, path: &FsPath) -> Result<Vec<flr_fs::Xattr>, FsError> {
+        // Btrfs stores names and values (ACLs too) as the kernel shows them.
+        Ok(BtrfsFs::xattrs(self, path)?
+            .into_iter()
+            .map(|x| (x.name, x.value))
+            .collect())
+    }
+
     fn open_subvolume(&self, path: &str) -> Option<Result<Box<dyn Filesystem>, FsError>> {
         Some(
             self.open_subvolume_path(path)

@@ -25,8 +25,14 @@ pub use consistency::{Consistency, Journal, NotReplayed, Unmount};
 pub use flr_io::IoError;
 pub use names::{display_component, display_name, display_path};
 
+pub mod acl;
 mod consistency;
 mod names;
+
+/// One extended attribute: its full name (`user.x`, `trusted.y`,
+/// `security.selinux`, `system.posix_acl_access`…) and its value, as
+/// `getxattr(2)` on a kernel mount returns them.
+pub type Xattr = (Vec<u8>, Vec<u8>);
 
 /// A path inside a filesystem: its components, root first, without `/`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -314,6 +320,33 @@ pub trait FileHandle: Send {
     /// (0 only at or past the end of the file). Implementations are fastest
     /// for sequential offsets and large buffers.
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, FsError>;
+
+    /// The byte ranges `(offset, len)` of the file that hold data, sorted
+    /// and not overlapping, within [`FileHandle::size`]; everything outside
+    /// them is a hole (reads as zeros: never allocated, or allocated but
+    /// never written, such as ext4/XFS unwritten extents and Btrfs
+    /// preallocated ones). `None` when the reader cannot tell (every byte
+    /// is then data); the default.
+    fn data_ranges(&mut self) -> Result<Option<Vec<(u64, u64)>>, FsError> {
+        Ok(None)
+    }
+}
+
+/// Clips `(offset, len)` ranges to `size` and merges touching ones: the
+/// common tail of every [`FileHandle::data_ranges`].
+pub fn clip_ranges(ranges: impl IntoIterator<Item = (u64, u64)>, size: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (off, len) in ranges {
+        if off >= size || len == 0 {
+            continue;
+        }
+        let len = len.min(size - off);
+        match out.last_mut() {
+            Some((o, l)) if *o + *l == off => *l += len,
+            _ => out.push((off, len)),
+        }
+    }
+    out
 }
 
 /// The entries of one directory, produced as they are read (see
@@ -363,6 +396,17 @@ pub trait Filesystem: Send + Sync {
     fn extents(&self, path: &FsPath) -> Result<Option<FileExtents>, FsError> {
         let _ = path;
         Ok(None)
+    }
+
+    /// The extended attributes of the object at `path` (symlinks not
+    /// followed), named and valued as a kernel mount shows them (POSIX ACLs
+    /// as `system.posix_acl_access` / `system.posix_acl_default` in the
+    /// Linux xattr form, see [`acl`]), in on-disk order. Empty for a
+    /// filesystem without xattrs or whose reader does not read them (the
+    /// default).
+    fn xattrs(&self, path: &FsPath) -> Result<Vec<Xattr>, FsError> {
+        let _ = path;
+        Ok(Vec::new())
     }
 
     /// Its subvolumes and snapshots, for a filesystem that has them (empty

@@ -30,6 +30,8 @@ pub struct GetOptions {
     pub summary_on_stdout: bool,
     /// The temporary files being written (a signal handler removes them).
     pub partials: std::sync::Arc<crate::extract::Partials>,
+    /// What is kept besides data, mode and times (`--preserve`).
+    pub preserve: crate::Preserve,
 }
 
 /// What `get` did (docs/json.md: `report_version` 1).
@@ -54,6 +56,9 @@ pub struct GetSummary {
     pub failed: u64,
     /// Special files (devices, FIFOs) skipped.
     pub skipped: u64,
+    /// Objects restored without some of what `--preserve` asked for (an
+    /// xattr, ACL or owner the destination refused; each reported).
+    pub not_preserved: u64,
 }
 
 /// The version of `get`'s JSON summary.
@@ -118,6 +123,7 @@ pub fn get(
         total.renamed += s.renamed;
         total.failed += s.failed;
         total.skipped += s.skipped;
+        total.not_preserved += s.not_preserved;
     }
     total.report_version = GET_REPORT_VERSION;
     total.kind = "summary";
@@ -132,7 +138,7 @@ pub fn get(
     } else {
         writeln!(
             ctx.err,
-            "flr: restored {} files ({} bytes), {} folders, {} symlinks into {}{}{}{}",
+            "flr: restored {} files ({} bytes), {} folders, {} symlinks into {}{}{}{}{}",
             total.files,
             total.bytes,
             total.dirs,
@@ -145,6 +151,14 @@ pub fn get(
             },
             if total.skipped > 0 {
                 format!("; {} special files skipped", total.skipped)
+            } else {
+                String::new()
+            },
+            if total.not_preserved > 0 {
+                format!(
+                    "; {} items without some attributes (see warnings)",
+                    total.not_preserved
+                )
             } else {
                 String::new()
             },
@@ -174,6 +188,23 @@ impl Job<'_, '_> {
             self.vol,
             display_path(path)
         );
+    }
+
+    /// Reports what the destination refused of `extra` (see `fidelity`).
+    fn report_refused(&mut self, path: &FsPath, extra: &crate::fidelity::Extra) {
+        if let Some(msg) = extra.refused_message() {
+            self.sum.not_preserved += 1;
+            let _ = writeln!(
+                self.ctx.err,
+                "flr: {}:{}: {msg}",
+                self.vol,
+                display_path(path)
+            );
+        }
+    }
+
+    fn extra(&self, path: &FsPath, meta: &Metadata) -> crate::fidelity::Extra {
+        crate::fidelity::Extra::of(self.fs, path, meta, self.opts.preserve)
     }
 
     fn overwrite(&self) -> Overwrite {
@@ -226,7 +257,12 @@ impl Job<'_, '_> {
             FileKind::Symlink => match self.fs.read_link(path) {
                 Ok(target) => {
                     match into.write_symlink(&safe, &target, self.overwrite(), meta.mtime) {
-                        Ok(()) => self.sum.symlinks += 1,
+                        Ok(()) => {
+                            self.sum.symlinks += 1;
+                            let extra = self.extra(path, meta);
+                            extra.apply_symlink(into.fd(), &safe);
+                            self.report_refused(path, &extra);
+                        }
                         Err(e) => self.fail(path, e),
                     }
                 }
@@ -259,11 +295,11 @@ impl Job<'_, '_> {
                         if let Some(ino) = meta.inode {
                             self.ancestors.remove(&ino);
                         }
-                        if let Some(t) = meta.mtime {
-                            if let Err(e) = sub.set_mtime(t) {
-                                self.fail(path, e);
-                            }
+                        let extra = self.extra(path, meta);
+                        if let Err(e) = sub.finish(&extra) {
+                            self.fail(path, e);
                         }
+                        self.report_refused(path, &extra);
                     }
                     Err(e) => self.fail(path, e),
                 }
@@ -325,17 +361,22 @@ impl Job<'_, '_> {
         }
         let mut hasher = self.opts.checksum.then(sha2::Sha256::new);
         let fs = self.fs;
-        let res = into.write_file(safe, self.overwrite(), meta.mode, meta.mtime, |f| {
-            copy_file_streams(fs, path, self.opts.streams, |b| {
+        let extra = self.extra(path, meta);
+        let mut sparse = crate::sparse::SparseWriter::for_file(fs, path, meta.size);
+        let res = into.write_file(safe, self.overwrite(), &extra, |f| {
+            let n = copy_file_streams(fs, path, self.opts.streams, |b| {
                 if let Some(h) = hasher.as_mut() {
                     h.update(b);
                 }
-                f.write_all(b)
-            })
+                sparse.write(f, b)
+            })?;
+            sparse.finish(f).map_err(CopyError::Out)?;
+            Ok(n)
         });
         match res {
             Ok(Ok(n)) => {
                 self.sum.files += 1;
+                self.report_refused(path, &extra);
                 self.sum.bytes += n;
                 if let Some(h) = hasher {
                     let rel = if into.rel.is_empty() {

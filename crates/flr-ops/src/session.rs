@@ -101,6 +101,8 @@ pub enum Command {
         checksum: bool,
         /// Summary as JSON.
         json: bool,
+        /// `--preserve` (`xattrs,acl,owner`, `all`, `none`).
+        preserve: crate::Preserve,
     },
     /// `cat IMAGE ID:/file`.
     Cat {
@@ -615,6 +617,7 @@ impl Session {
                 force,
                 checksum,
                 json,
+                preserve,
             } => {
                 let specs = paths
                     .iter()
@@ -634,6 +637,7 @@ impl Session {
                     checksum,
                     streams: self.streams,
                     partials: self.cleanup.partials.clone(),
+                    preserve,
                 };
                 crate::get(&img, &specs, &opts, &mut ctx)?;
                 exit::OK
@@ -655,11 +659,14 @@ impl Session {
                 if want > 0 {
                     crate::pipe::widen(std::io::stdout(), want);
                 }
-                crate::cat(
+                // Into a regular file, holes are skipped (it stays sparse).
+                let file = crate::sparse::regular_file(std::io::stdout());
+                crate::cat_to(
                     &img,
                     &spec,
                     self.streams,
                     &mut std::io::stdout().lock(),
+                    file,
                     &mut err,
                 )?;
                 exit::OK

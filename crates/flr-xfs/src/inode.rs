@@ -42,6 +42,12 @@ pub(crate) struct Inode {
     pub(crate) realtime: bool,
     /// The data fork's bytes (the literal area up to the attribute fork).
     pub(crate) fork: Vec<u8>,
+    /// The attribute fork's format (`di_aformat`).
+    pub(crate) aformat: u8,
+    /// Extents of the attribute fork.
+    pub(crate) anextents: u64,
+    /// The attribute fork's bytes (empty without one).
+    pub(crate) afork: Vec<u8>,
 }
 
 impl Inode {
@@ -93,6 +99,11 @@ impl Inode {
         } else {
             u64::from(be32(b, 76))
         };
+        let anextents = if flags2 & DIFLAG2_NREXT64 != 0 {
+            u64::from(be32(b, 76))
+        } else {
+            u64::from(be16(b, 80))
+        };
         let forkoff = usize::from(b.get(82).copied().unwrap_or(0)) * 8;
         let literal = b.len().saturating_sub(core);
         let fork_len = if forkoff == 0 { literal } else { forkoff };
@@ -121,6 +132,13 @@ impl Inode {
             nextents,
             realtime: be16(b, 90) & DIFLAG_REALTIME != 0,
             fork: b[core..core + fork_len].to_vec(),
+            aformat: b.get(83).copied().unwrap_or(0),
+            anextents,
+            afork: if forkoff == 0 {
+                Vec::new()
+            } else {
+                b[core + forkoff..].to_vec()
+            },
         })
     }
 
