@@ -291,6 +291,10 @@ enum Cmd {
         /// Deprecated: the summary as JSON on stderr (use --format json: on stdout).
         #[arg(long, hide = true)]
         json: bool,
+        /// Also restore: xattrs, acl, owner (numeric uid/gid and setuid/setgid; root
+        /// only), comma-separated, or all / none (the default: data, mode, times).
+        #[arg(long, value_name = "LIST", default_value = "none", value_parser = flr_ops::Preserve::parse)]
+        preserve: flr_ops::Preserve,
     },
     /// Mount the image's filesystems read-only (FUSE)
     ///
@@ -618,6 +622,7 @@ impl Cli {
                 checksum,
                 streams,
                 json,
+                preserve,
             } => Command::Get {
                 image,
                 paths,
@@ -645,6 +650,7 @@ impl Cli {
                 checksum,
                 ntfs_streams: streams,
                 json,
+                preserve,
             },
             Cmd::Cat { image, path } => Command::Cat { image, path },
             Cmd::Completions { .. } | Cmd::Man { .. } => {

@@ -15,6 +15,7 @@ mod corpus;
 mod diff;
 mod discover;
 mod docs;
+mod fidelity;
 mod fleet;
 mod get_options;
 mod hostile;

@@ -446,6 +446,17 @@ impl FileHandle for BtrfsFile<'_> {
         self.size
     }
 
+    fn data_ranges(&mut self) -> Result<Option<Vec<(u64, u64)>>, FsError> {
+        // Holes, preallocated extents and ranges no extent covers
+        // (`no-holes`) read as zeros.
+        let runs = self
+            .extents
+            .iter()
+            .filter(|e| !matches!(e.kind, ExtentKind::Hole | ExtentKind::Prealloc))
+            .map(|e| (e.start, e.len));
+        Ok(Some(flr_fs::clip_ranges(runs, self.size)))
+    }
+
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
         if offset >= self.size || buf.is_empty() {
             return Ok(0);

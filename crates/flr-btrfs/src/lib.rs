@@ -496,6 +496,9 @@ impl BtrfsFs {
             kind,
             size: if kind == FileKind::Special { 0 } else { i.size },
             mtime: Some(i.mtime),
+            atime: Some(i.atime),
+            ctime: Some(i.ctime),
+            btime: Some(i.otime),
             mode: Some(i.mode & 0o7777),
             uid: Some(i.uid),
             gid: Some(i.gid),
@@ -762,6 +765,14 @@ impl Filesystem for BtrfsFs {
                 parent_uuid: s.parent_uuid,
                 default: s.is_default,
             })
+            .collect())
+    }
+
+    fn xattrs(&self, path: &FsPath) -> Result<Vec<flr_fs::Xattr>, FsError> {
+        // Btrfs stores names and values (ACLs too) as the kernel shows them.
+        Ok(BtrfsFs::xattrs(self, path)?
+            .into_iter()
+            .map(|x| (x.name, x.value))
             .collect())
     }
 

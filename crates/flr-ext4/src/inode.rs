@@ -22,6 +22,10 @@ pub(crate) struct Inode {
     pub(crate) gid: u32,
     pub(crate) size: u64,
     pub(crate) mtime: Timestamp,
+    pub(crate) atime: Timestamp,
+    pub(crate) ctime: Timestamp,
+    /// Creation time (`i_crtime`), in large inodes only.
+    pub(crate) crtime: Option<Timestamp>,
     pub(crate) flags: u32,
     /// `i_block`: block map, extent tree root, or a fast symlink target.
     pub(crate) block: [u8; 60],
@@ -69,7 +73,11 @@ impl Inode {
         };
         // The extra fields are valid only as far as i_extra_isize covers them.
         let has_extra = |field_end: usize| 128 + extra_isize >= field_end && raw.len() >= field_end;
+        let ctime_extra = has_extra(0x88).then(|| le32(raw, 0x84));
         let mtime_extra = has_extra(0x8c).then(|| le32(raw, 0x88));
+        let atime_extra = has_extra(0x90).then(|| le32(raw, 0x8c));
+        let crtime = has_extra(0x94)
+            .then(|| decode_time(le32(raw, 0x90), has_extra(0x98).then(|| le32(raw, 0x94))));
         let flags = le32(raw, 0x20);
         let mut blocks_512 = u64::from(le32(raw, 0x1c));
         if sb.ro_compat & RO_HUGE_FILE != 0 {
@@ -89,6 +97,9 @@ impl Inode {
             gid: u32::from(le16(raw, 0x18)) | u32::from(le16(raw, 0x7a)) << 16,
             size,
             mtime: decode_time(le32(raw, 0x10), mtime_extra),
+            atime: decode_time(le32(raw, 0x8), atime_extra),
+            ctime: decode_time(le32(raw, 0xc), ctime_extra),
+            crtime,
             flags,
             block,
             blocks_512,

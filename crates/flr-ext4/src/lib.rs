@@ -48,6 +48,7 @@ mod journal;
 mod map;
 mod sb;
 mod vol;
+mod xattr;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -236,6 +237,9 @@ impl Ext4Fs {
                 inode.size
             },
             mtime: Some(inode.mtime),
+            atime: Some(inode.atime),
+            ctime: Some(inode.ctime),
+            btime: inode.crtime,
             mode: Some(u32::from(inode.mode & 0o7777)),
             uid: Some(inode.uid),
             gid: Some(inode.gid),
@@ -470,6 +474,11 @@ impl Filesystem for Ext4Fs {
         Ok(Some(FileExtents { data, meta }))
     }
 
+    fn xattrs(&self, path: &FsPath) -> Result<Vec<flr_fs::Xattr>, FsError> {
+        let inode = self.resolve(path)?;
+        self.core.xattrs(&inode)
+    }
+
     fn open(&self, path: &FsPath) -> Result<Box<dyn FileHandle + '_>, FsError> {
         let inode = self.resolve_readable(path, FileKind::File)?;
         let extents = self.core.map_inode(&inode)?;
@@ -536,6 +545,13 @@ struct Ext4File<'a> {
 impl FileHandle for Ext4File<'_> {
     fn size(&self) -> u64 {
         self.size
+    }
+
+    fn data_ranges(&mut self) -> Result<Option<Vec<(u64, u64)>>, FsError> {
+        // Unwritten extents are left out of the map: they are holes.
+        let bs = self.core.sb.bs;
+        let runs = self.extents.iter().map(|e| (e.lblk * bs, e.len * bs));
+        Ok(Some(flr_fs::clip_ranges(runs, self.size)))
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {

@@ -24,6 +24,10 @@ pub(crate) struct Entry {
     /// Byte offsets in the directory's data of its first slot (the first
     /// long-name slot, when it has a long name) and of its 8.3 slot.
     pub(crate) slots: (u64, u64),
+    /// Creation time (with its 10 ms field), when set.
+    pub(crate) ctime: Option<Timestamp>,
+    /// Last access date (midnight, local time as stored).
+    pub(crate) adate: Option<Timestamp>,
 }
 
 impl Entry {
@@ -147,6 +151,14 @@ pub(crate) fn parse(data: &[u8], is_fat32: bool) -> Listing {
             size: u32::from_le_bytes([e[28], e[29], e[30], e[31]]),
             mtime: fat_time(le16(e, 24), le16(e, 22)),
             slots: (first_slot, at),
+            ctime: fat_time(le16(e, 16), le16(e, 14)).map(|mut t| {
+                // The tenths byte holds 0..199 units of 10 ms.
+                let cs = i64::from(e[13].min(199));
+                t.secs += cs / 100;
+                t.nanos = u32::try_from(cs % 100).unwrap_or(0) * 10_000_000;
+                t
+            }),
+            adate: fat_time(le16(e, 18), 0),
         });
     }
     out.index();

@@ -346,11 +346,9 @@ impl FatFs {
                 _ => 0,
             },
             mtime: e.and_then(|e| e.mtime),
-            mode: None,
-            uid: None,
-            gid: None,
-            inode: None,
-            unreadable: None,
+            atime: e.and_then(|e| e.adate),
+            btime: e.and_then(|e| e.ctime),
+            ..Default::default()
         }
     }
 

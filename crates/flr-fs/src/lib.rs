@@ -26,9 +26,15 @@ pub use flr_io::IoError;
 pub use names::{display_component, display_name, display_path};
 pub use windows::{Reparse, SecurityDescriptor, StreamInfo, WindowsMeta};
 
+pub mod acl;
 mod consistency;
 mod names;
 pub mod windows;
+
+/// One extended attribute: its full name (`user.x`, `trusted.y`,
+/// `security.selinux`, `system.posix_acl_access`…) and its value, as
+/// `getxattr(2)` on a kernel mount returns them.
+pub type Xattr = (Vec<u8>, Vec<u8>);
 
 /// A path inside a filesystem: its components, root first, without `/`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,10 +89,11 @@ impl std::fmt::Display for FsPath {
 }
 
 /// What kind of object an entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FileKind {
-    /// A regular file.
+    /// A regular file (the default).
+    #[default]
     File,
     /// A directory.
     Dir,
@@ -110,7 +117,7 @@ impl FileKind {
 }
 
 /// A timestamp: seconds and nanoseconds since the Unix epoch (UTC).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Timestamp {
     /// Whole seconds since 1970-01-01T00:00:00Z (negative before).
     pub secs: i64,
@@ -119,7 +126,9 @@ pub struct Timestamp {
 }
 
 /// What is known about one file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+///
+/// New fields may be added: build one with `..Default::default()`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Metadata {
     /// File, directory, symlink or special.
     pub kind: FileKind,
@@ -127,6 +136,14 @@ pub struct Metadata {
     pub size: u64,
     /// Last modification time, where the filesystem records one.
     pub mtime: Option<Timestamp>,
+    /// Last access time, where the filesystem records one.
+    pub atime: Option<Timestamp>,
+    /// Last status (inode or record) change time, where the filesystem
+    /// records one (ext4, XFS, Btrfs `ctime`; NTFS MFT record change).
+    pub ctime: Option<Timestamp>,
+    /// Creation (birth) time, where the filesystem records one (ext4
+    /// `crtime`, XFS v5 `crtime`, Btrfs `otime`, NTFS and FAT creation).
+    pub btime: Option<Timestamp>,
     /// Unix permission bits (`0o7777` part), where the filesystem has them.
     pub mode: Option<u32>,
     /// Owner user id, where known.
@@ -148,13 +165,9 @@ impl Metadata {
     pub fn unreadable_entry(kind: FileKind, inode: u64, reason: String) -> Metadata {
         Metadata {
             kind,
-            size: 0,
-            mtime: None,
-            mode: None,
-            uid: None,
-            gid: None,
             inode: Some(inode),
             unreadable: Some(reason),
+            ..Default::default()
         }
     }
 }
@@ -309,6 +322,33 @@ pub trait FileHandle: Send {
     /// (0 only at or past the end of the file). Implementations are fastest
     /// for sequential offsets and large buffers.
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, FsError>;
+
+    /// The byte ranges `(offset, len)` of the file that hold data, sorted
+    /// and not overlapping, within [`FileHandle::size`]; everything outside
+    /// them is a hole (reads as zeros: never allocated, or allocated but
+    /// never written, such as ext4/XFS unwritten extents and Btrfs
+    /// preallocated ones). `None` when the reader cannot tell (every byte
+    /// is then data); the default.
+    fn data_ranges(&mut self) -> Result<Option<Vec<(u64, u64)>>, FsError> {
+        Ok(None)
+    }
+}
+
+/// Clips `(offset, len)` ranges to `size` and merges touching ones: the
+/// common tail of every [`FileHandle::data_ranges`].
+pub fn clip_ranges(ranges: impl IntoIterator<Item = (u64, u64)>, size: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (off, len) in ranges {
+        if off >= size || len == 0 {
+            continue;
+        }
+        let len = len.min(size - off);
+        match out.last_mut() {
+            Some((o, l)) if *o + *l == off => *l += len,
+            _ => out.push((off, len)),
+        }
+    }
+    out
 }
 
 /// The entries of one directory, produced as they are read (see
@@ -358,6 +398,17 @@ pub trait Filesystem: Send + Sync {
     fn extents(&self, path: &FsPath) -> Result<Option<FileExtents>, FsError> {
         let _ = path;
         Ok(None)
+    }
+
+    /// The extended attributes of the object at `path` (symlinks not
+    /// followed), named and valued as a kernel mount shows them (POSIX ACLs
+    /// as `system.posix_acl_access` / `system.posix_acl_default` in the
+    /// Linux xattr form, see [`acl`]), in on-disk order. Empty for a
+    /// filesystem without xattrs or whose reader does not read them (the
+    /// default).
+    fn xattrs(&self, path: &FsPath) -> Result<Vec<Xattr>, FsError> {
+        let _ = path;
+        Ok(Vec::new())
     }
 
     /// The named data streams (NTFS alternate data streams) of the object

@@ -208,6 +208,19 @@ fn meta_attr(m: &Metadata, owner: Owner) -> FileAttr {
     }
 }
 
+/// Answers a getxattr/listxattr: the size when asked with 0, the bytes
+/// when they fit, `ERANGE` when not.
+fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
+    let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+    if size == 0 {
+        reply.size(len);
+    } else if len <= size {
+        reply.data(data);
+    } else {
+        reply.error(Errno::ERANGE);
+    }
+}
+
 fn errno_of(e: &FsError) -> Errno {
     match e {
         FsError::NotFound { .. } => Errno::ENOENT,
@@ -351,6 +364,19 @@ impl FlrFuse {
             note(format_args!("{id}:{path}: {e}"));
         }
         errno
+    }
+
+    /// The xattrs of inode `ino`, read-only from its filesystem (none for
+    /// the synthetic folders).
+    fn xattrs(&self, ino: u64) -> Result<Vec<flr_fs::Xattr>, Errno> {
+        match self.fs_path(ino) {
+            Ok((vol, path, _)) => self.vols[vol]
+                .fs
+                .xattrs(&path)
+                .map_err(|e| self.fs_errno(vol, &path, &e)),
+            Err(Errno::EISDIR) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
     }
 
     fn attr(&self, ino: u64) -> Result<FileAttr, Errno> {
@@ -688,22 +714,31 @@ impl fuser::Filesystem for FlrFuse {
         }
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: ReplyXattr,
-    ) {
-        reply.error(Errno::NO_XATTR);
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        use std::os::unix::ffi::OsStrExt;
+        let r = self.xattrs(ino.0).and_then(|xs| {
+            xs.into_iter()
+                .find(|(n, _)| n.as_slice() == name.as_bytes())
+                .map(|(_, v)| v)
+                .ok_or(Errno::NO_XATTR)
+        });
+        match r {
+            Ok(v) => reply_xattr(reply, size, &v),
+            Err(e) => reply.error(e),
+        }
     }
 
-    fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: ReplyXattr) {
-        if size == 0 {
-            reply.size(0);
-        } else {
-            reply.data(&[]);
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.xattrs(ino.0) {
+            Ok(xs) => {
+                let mut list = Vec::new();
+                for (n, _) in xs {
+                    list.extend_from_slice(&n);
+                    list.push(0);
+                }
+                reply_xattr(reply, size, &list);
+            }
+            Err(e) => reply.error(e),
         }
     }
 

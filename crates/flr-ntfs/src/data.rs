@@ -316,6 +316,20 @@ impl FileHandle for NtfsHandle {
         self.data.size()
     }
 
+    fn data_ranges(&mut self) -> Result<Option<Vec<(u64, u64)>>, FsError> {
+        // Sparse runs and bytes past the initialized size read as zeros.
+        // (A compressed stream's sparse units are not told apart here.)
+        Ok(match &self.data {
+            Data::Runs { runs, init, .. } => Some(flr_fs::clip_ranges(
+                runs.iter()
+                    .filter(|r| r.phys.is_some())
+                    .map(|r| (r.vstart, r.len)),
+                *init,
+            )),
+            Data::Resident(_) | Data::Compressed { .. } => None,
+        })
+    }
+
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
         let size = self.data.size();
         if offset >= size || buf.is_empty() {

@@ -149,6 +149,8 @@ struct Node {
     kind: FileKind,
     size: u64,
     mtime: Option<Timestamp>,
+    /// Last access, MFT record change and creation times.
+    times: [Option<Timestamp>; 3],
     unreadable: Option<String>,
     link: Option<Vec<u8>>,
 }
@@ -370,6 +372,11 @@ impl NtfsFs {
         let si = file.info().map_err(nt)?;
         let attrs = si.file_attributes().bits();
         let mtime = Some(filetime(si.modification_time().nt_timestamp()));
+        let times = [
+            Some(filetime(si.access_time().nt_timestamp())),
+            Some(filetime(si.mft_record_modification_time().nt_timestamp())),
+            Some(filetime(si.creation_time().nt_timestamp())),
+        ];
         let is_dir = file.is_directory();
         let mut node = Node {
             rec,
@@ -380,6 +387,7 @@ impl NtfsFs {
             },
             size: 0,
             mtime,
+            times,
             unreadable: None,
             link: None,
         };
@@ -450,11 +458,12 @@ impl NtfsFs {
             kind: node.kind,
             size: node.size,
             mtime: node.mtime,
-            mode: None,
-            uid: None,
-            gid: None,
+            atime: node.times[0],
+            ctime: node.times[1],
+            btime: node.times[2],
             inode: Some(node.rec),
             unreadable: node.unreadable.clone(),
+            ..Default::default()
         }
     }
 
@@ -634,13 +643,9 @@ impl NtfsFs {
                 // One bad record should not hide its siblings.
                 Err(e) => Metadata {
                     kind: FileKind::File,
-                    size: 0,
-                    mtime: None,
-                    mode: None,
-                    uid: None,
-                    gid: None,
                     inode: Some(it.rec),
                     unreadable: Some(e.to_string()),
+                    ..Default::default()
                 },
             };
             out.push(DirEntry {

@@ -780,7 +780,7 @@ mod tests {
             uid: Some(0),
             gid: Some(0),
             inode: Some(inode),
-            unreadable: None,
+            ..Default::default()
         }
     }
 

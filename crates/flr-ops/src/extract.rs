@@ -15,7 +15,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use flr_fs::Timestamp;
-use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timespec, Timestamps};
+use rustix::fs::{AtFlags, Mode, OFlags, RenameFlags, Timestamps};
+
+use crate::fidelity::Extra;
 use rustix::io::Errno;
 
 /// A folder inside the destination, opened without following symlinks.
@@ -158,14 +160,7 @@ impl Drop for Unfinished<'_> {
 }
 
 fn timestamps(t: Timestamp) -> Timestamps {
-    let ts = Timespec {
-        tv_sec: t.secs,
-        tv_nsec: i64::from(t.nanos),
-    };
-    Timestamps {
-        last_access: ts,
-        last_modification: ts,
-    }
+    crate::fidelity::timestamps(t, t)
 }
 
 impl DestDir {
@@ -347,6 +342,23 @@ impl DestDir {
             .map_err(os(&self.rel, "cannot set mtime"))
     }
 
+    /// Gives the folder its owner and xattrs, then its atime and mtime
+    /// (after its children are written; see [`Extra`]).
+    pub(crate) fn finish(&self, extra: &Extra) -> Result<(), WriteError> {
+        extra.apply_dir(self.fd.as_fd());
+        match extra.times() {
+            Some(t) => {
+                rustix::fs::futimens(&self.fd, &t).map_err(os(&self.rel, "cannot set mtime"))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// The open folder (for calls on the entries in it).
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
     fn check_free(&self, name: &[u8], shown: &str, ow: Overwrite) -> Result<(), WriteError> {
         if ow == Overwrite::Refuse && self.exists(name) {
             return Err(WriteError::Exists {
@@ -384,13 +396,13 @@ impl DestDir {
     }
 
     /// Writes a regular file: `fill` writes the data into the temporary file;
-    /// then mode and mtime are set and it is renamed to `name`.
+    /// then owner, mode, xattrs and times are set (see [`Extra`]) and it is
+    /// renamed to `name`.
     pub(crate) fn write_file<T, E>(
         &self,
         name: &[u8],
         ow: Overwrite,
-        mode: Option<u32>,
-        mtime: Option<Timestamp>,
+        extra: &Extra,
         fill: impl FnOnce(&mut File) -> Result<T, E>,
     ) -> Result<Result<T, E>, WriteError> {
         let shown = join(&self.rel, &String::from_utf8_lossy(name));
@@ -422,13 +434,11 @@ impl DestDir {
                 what: "write failed",
                 source,
             })?;
-            // setuid/setgid bits are not restored: a restore must not mint privileges.
-            let m = mode.unwrap_or(0o644) & 0o1777;
-            rustix::fs::fchmod(file.as_fd(), Mode::from_raw_mode(m))
+            extra
+                .apply_file(file.as_fd())
                 .map_err(os(&shown, "cannot set mode"))?;
-            if let Some(t) = mtime {
-                rustix::fs::futimens(file.as_fd(), &timestamps(t))
-                    .map_err(os(&shown, "cannot set mtime"))?;
+            if let Some(t) = extra.times() {
+                rustix::fs::futimens(file.as_fd(), &t).map_err(os(&shown, "cannot set mtime"))?;
             }
             Ok(())
         })();

@@ -80,6 +80,8 @@ pub struct GetOptions {
     pub summary_on_stdout: bool,
     /// The temporary files being written (a signal handler removes them).
     pub partials: std::sync::Arc<crate::extract::Partials>,
+    /// What is kept besides data, mode and times (`--preserve`).
+    pub preserve: crate::Preserve,
 }
 
 /// What `get` did (docs/json.md: `report_version` 1).
@@ -119,6 +121,9 @@ pub struct GetSummary {
     pub stale_partials: u64,
     /// `--dry-run`: the counts are what would be done; nothing was written.
     pub dry_run: bool,
+    /// Objects restored without some of what `--preserve` asked for (an
+    /// xattr, ACL or owner the destination refused; each reported).
+    pub not_preserved: u64,
 }
 
 /// The version of `get`'s JSON summary.
@@ -285,6 +290,7 @@ impl GetSummary {
         self.written_beside += s.written_beside;
         self.excluded += s.excluded;
         self.stale_partials += s.stale_partials;
+        self.not_preserved += s.not_preserved;
         self.streams += s.streams;
     }
 }
@@ -318,6 +324,10 @@ fn print_summary(
     note(total.streams, "alternate data streams");
     note(total.skipped, "special files skipped");
     note(total.stale_partials, "stale temporary files removed");
+    note(
+        total.not_preserved,
+        "items without some attributes (see warnings)",
+    );
     note(total.failed, "FAILED");
     writeln!(
         ctx.err,
@@ -360,6 +370,23 @@ impl Job<'_, '_> {
             self.vol,
             display_path(path)
         );
+    }
+
+    /// Reports what the destination refused of `extra` (see `fidelity`).
+    fn report_refused(&mut self, path: &FsPath, extra: &crate::fidelity::Extra) {
+        if let Some(msg) = extra.refused_message() {
+            self.sum.not_preserved += 1;
+            let _ = writeln!(
+                self.ctx.err,
+                "flr: {}:{}: {msg}",
+                self.vol,
+                display_path(path)
+            );
+        }
+    }
+
+    fn extra(&self, path: &FsPath, meta: &Metadata) -> crate::fidelity::Extra {
+        crate::fidelity::Extra::of(self.fs, path, meta, self.opts.preserve)
     }
 
     fn json(&self) -> bool {
@@ -650,11 +677,13 @@ impl Job<'_, '_> {
                         }
                     }
                 }
-                if let (Some(t), Some(Slot::Open(d))) = (meta.mtime, sub.slot.get()) {
+                if let Some(Slot::Open(d)) = sub.slot.get() {
                     if !self.opts.dry_run {
-                        if let Err(e) = d.set_mtime(t) {
+                        let extra = self.extra(path, meta);
+                        if let Err(e) = d.finish(&extra) {
                             self.fail(path, e);
                         }
+                        self.report_refused(path, &extra);
                     }
                 }
             }
@@ -853,15 +882,18 @@ impl Job<'_, '_> {
         let ads = self.opts.ntfs_streams;
         let mut streams = crate::winmeta::StreamReport::default();
         let file_streams = self.opts.streams;
-        let res = dir.write_file(name, ow, meta.mode, meta.mtime, |f| {
+        let extra = self.extra(path, meta);
+        let mut sparse = crate::sparse::SparseWriter::for_file(fs, path, meta.size);
+        let res = dir.write_file(name, ow, &extra, |f| {
             let n = copy_file_streams(fs, path, file_streams, |b| {
                 if let Some(h) = hasher.as_mut() {
                     h.update(b);
                 }
-                f.write_all(b)
+                sparse.write(f, b)
             })?;
+            sparse.finish(f).map_err(CopyError::Out)?;
             if ads == crate::NtfsStreams::Xattr {
-                streams = crate::winmeta::streams_to_xattrs(fs, path, f);
+                streams = crate::winmeta::streams_to_xattrs(fs, path, &*f);
             }
             Ok(n)
         });
@@ -876,6 +908,7 @@ impl Job<'_, '_> {
         }
         match res {
             Ok(Ok(n)) => {
+                self.report_refused(path, &extra);
                 if let Some(h) = hasher {
                     let rel = if dir.rel.is_empty() {
                         display_name(name)
@@ -926,7 +959,12 @@ impl Job<'_, '_> {
                     .map_err(|e| e.to_string())
             });
         match res {
-            Ok(()) => true,
+            Ok(()) => {
+                let extra = self.extra(path, meta);
+                extra.apply_symlink(dir.fd(), name);
+                self.report_refused(path, &extra);
+                true
+            }
             Err(e) => {
                 self.fail(path, e);
                 false

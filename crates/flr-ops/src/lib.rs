@@ -13,6 +13,7 @@ pub mod access;
 pub mod daemon;
 mod diff;
 mod extract;
+mod fidelity;
 pub mod fleet;
 mod get;
 mod keychain;
@@ -27,6 +28,7 @@ mod probe;
 mod prompt;
 pub mod select;
 mod session;
+mod sparse;
 mod spec;
 mod verify;
 mod winmeta;
@@ -36,6 +38,7 @@ pub use diff::{
     VolumeDiff, DIFF_VERSION,
 };
 pub use extract::Partials;
+pub use fidelity::Preserve;
 pub use flr_fs::{display_name, display_path};
 pub use get::{get, Compare, GetOptions, GetSummary, OverwritePolicy, GET_REPORT_VERSION};
 pub use keychain::{
@@ -240,6 +243,20 @@ pub fn cat(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), OpsError> {
+    cat_to(image, spec, streams, out, None, err)
+}
+
+/// [`cat`], writing a file's data sparsely into `file` (a regular file at
+/// the given offset, see `sparse::regular_file`) instead of `out` when
+/// given: holes are skipped, not written as zeros.
+pub(crate) fn cat_to(
+    image: &Image,
+    spec: &VolPath,
+    streams: Streams,
+    out: &mut dyn Write,
+    file: Option<(std::fs::File, u64)>,
+    err: &mut dyn Write,
+) -> Result<(), OpsError> {
     let vol = image.volume(&spec.volume)?;
     if spec.raw_path.is_empty() {
         // A locked volume is never streamed: its bytes are ciphertext, not the
@@ -279,15 +296,24 @@ pub fn cat(
             },
         });
     }
-    copy_file_streams(fs.as_ref(), &spec.path, streams, |b| out.write_all(b)).map_err(
-        |e| match e {
-            CopyError::Fs(source) => OpsError::Fs {
-                volume: vol.id.clone(),
-                source,
-            },
-            CopyError::Out(e) => OpsError::Output(e),
+    let copied = match file {
+        Some((mut f, start)) => {
+            let mut w = sparse::SparseWriter::at(fs.as_ref(), &spec.path, meta.size, start);
+            copy_file_streams(fs.as_ref(), &spec.path, streams, |b| w.write(&f, b))
+                .and_then(|_| w.finish(&mut f).map_err(CopyError::Out))
+                .map(|_| ())
+        }
+        None => {
+            copy_file_streams(fs.as_ref(), &spec.path, streams, |b| out.write_all(b)).map(|_| ())
+        }
+    };
+    copied.map_err(|e| match e {
+        CopyError::Fs(source) => OpsError::Fs {
+            volume: vol.id.clone(),
+            source,
         },
-    )?;
+        CopyError::Out(e) => OpsError::Output(e),
+    })?;
     Ok(())
 }
 

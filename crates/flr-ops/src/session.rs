@@ -113,6 +113,8 @@ pub enum Command {
         ntfs_streams: crate::NtfsStreams,
         /// Summary as JSON.
         json: bool,
+        /// `--preserve` (`xattrs,acl,owner`, `all`, `none`).
+        preserve: crate::Preserve,
     },
     /// `cat IMAGE ID:/file`.
     Cat {
@@ -642,6 +644,7 @@ impl Session {
                 checksum,
                 ntfs_streams,
                 json,
+                preserve,
             } => {
                 let selection =
                     crate::Selection::new(&include, &exclude).map_err(OpsError::Usage)?;
@@ -668,6 +671,7 @@ impl Session {
                     streams: self.streams,
                     ntfs_streams,
                     partials: self.cleanup.partials.clone(),
+                    preserve,
                 };
                 crate::get(&img, &specs, &opts, &mut ctx)?;
                 exit::OK
@@ -689,11 +693,14 @@ impl Session {
                 if want > 0 {
                     crate::pipe::widen(std::io::stdout(), want);
                 }
-                crate::cat(
+                // Into a regular file, holes are skipped (it stays sparse).
+                let file = crate::sparse::regular_file(std::io::stdout());
+                crate::cat_to(
                     &img,
                     &spec,
                     self.streams,
                     &mut std::io::stdout().lock(),
+                    file,
                     &mut err,
                 )?;
                 exit::OK

@@ -179,7 +179,8 @@ pub(crate) fn streams_to_files(
         side.push(b':');
         side.extend_from_slice(s.name.as_bytes());
         let (side, _) = safe_component(&side);
-        let res = into.write_file(&side, ow, Some(0o644), None, |f| {
+        let plain = crate::fidelity::Extra::mode_only(0o644);
+        let res = into.write_file(&side, ow, &plain, |f| {
             let mut h = fs.open_stream(path, &s.name).map_err(CopyError::Fs)?;
             copy_file(h.as_mut(), path, |b| std::io::Write::write_all(f, b))
         });

@@ -33,11 +33,21 @@ pub(crate) struct Inode {
     pub(crate) uid: u32,
     pub(crate) gid: u32,
     pub(crate) mtime: Timestamp,
+    pub(crate) atime: Timestamp,
+    pub(crate) ctime: Timestamp,
+    /// Creation time (`di_crtime`), v3 inodes only.
+    pub(crate) crtime: Option<Timestamp>,
     pub(crate) size: u64,
     pub(crate) nextents: u64,
     pub(crate) realtime: bool,
     /// The data fork's bytes (the literal area up to the attribute fork).
     pub(crate) fork: Vec<u8>,
+    /// The attribute fork's format (`di_aformat`).
+    pub(crate) aformat: u8,
+    /// Extents of the attribute fork.
+    pub(crate) anextents: u64,
+    /// The attribute fork's bytes (empty without one).
+    pub(crate) afork: Vec<u8>,
 }
 
 impl Inode {
@@ -89,6 +99,11 @@ impl Inode {
         } else {
             u64::from(be32(b, 76))
         };
+        let anextents = if flags2 & DIFLAG2_NREXT64 != 0 {
+            u64::from(be32(b, 76))
+        } else {
+            u64::from(be16(b, 80))
+        };
         let forkoff = usize::from(b.get(82).copied().unwrap_or(0)) * 8;
         let literal = b.len().saturating_sub(core);
         let fork_len = if forkoff == 0 { literal } else { forkoff };
@@ -110,10 +125,20 @@ impl Inode {
             uid: be32(b, 8),
             gid: be32(b, 12),
             mtime: ts(40),
+            atime: ts(32),
+            ctime: ts(48),
+            crtime: (version == 3).then(|| ts(144)),
             size,
             nextents,
             realtime: be16(b, 90) & DIFLAG_REALTIME != 0,
             fork: b[core..core + fork_len].to_vec(),
+            aformat: b.get(83).copied().unwrap_or(0),
+            anextents,
+            afork: if forkoff == 0 {
+                Vec::new()
+            } else {
+                b[core + forkoff..].to_vec()
+            },
         })
     }
 

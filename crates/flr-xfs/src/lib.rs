@@ -58,6 +58,7 @@
 
 mod layer;
 pub use layer::{XfsFormat, FORMAT};
+mod attr;
 mod bmap;
 mod bytes;
 mod dir;
@@ -245,6 +246,9 @@ impl XfsFs {
                 inode.size
             },
             mtime: Some(inode.mtime),
+            atime: Some(inode.atime),
+            ctime: Some(inode.ctime),
+            btime: inode.crtime,
             mode: Some(u32::from(inode.mode & 0o7777)),
             uid: Some(inode.uid),
             gid: Some(inode.gid),
@@ -513,6 +517,11 @@ impl Filesystem for XfsFs {
         Ok(Some(x))
     }
 
+    fn xattrs(&self, path: &FsPath) -> Result<Vec<flr_fs::Xattr>, FsError> {
+        let inode = self.resolve(path)?;
+        attr::read(&*self.src, &self.sb, &inode)
+    }
+
     fn open(&self, path: &FsPath) -> Result<Box<dyn FileHandle + '_>, FsError> {
         let inode = self.resolve(path)?;
         if inode.kind() != FileKind::File {
@@ -547,6 +556,16 @@ struct XfsFile<'a> {
 impl FileHandle for XfsFile<'_> {
     fn size(&self) -> u64 {
         self.size
+    }
+
+    fn data_ranges(&mut self) -> Result<Option<Vec<(u64, u64)>>, FsError> {
+        let bs = self.fs.sb.bs;
+        let runs = self
+            .extents
+            .iter()
+            .filter(|e| !e.unwritten)
+            .map(|e| (e.lblk.saturating_mul(bs), e.len.saturating_mul(bs)));
+        Ok(Some(flr_fs::clip_ranges(runs, self.size)))
     }
 
     fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<usize, FsError> {
