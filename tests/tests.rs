@@ -7,6 +7,7 @@ mod util;
 
 mod azure;
 mod blob;
+mod blob_diff;
 mod blob_parents;
 mod btrfs;
 mod cli;

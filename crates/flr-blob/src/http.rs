@@ -65,8 +65,18 @@ pub(crate) struct Http {
 
 enum Op {
     Head,
-    Range { off: u64, len: u64 },
-    PageList { marker: Option<String> },
+    Range {
+        off: u64,
+        len: u64,
+    },
+    PageList {
+        marker: Option<String>,
+    },
+    /// Get Page Ranges against an older snapshot.
+    PageDiff {
+        marker: Option<String>,
+        prev: crate::PreviousSnapshot,
+    },
 }
 
 enum Reply {
@@ -187,6 +197,35 @@ impl Http {
             }
         }
         Ok((ranges, first_etag))
+    }
+
+    /// The pages written or cleared since `prev` (inclusive ranges in offset
+    /// order), following continuation markers; and the answers' count.
+    pub(crate) async fn page_diff(
+        &self,
+        prev: &crate::PreviousSnapshot,
+    ) -> Result<(Vec<(u64, u64)>, u64), BlobError> {
+        let mut ranges = Vec::new();
+        let mut marker = None;
+        let mut answers = 0;
+        loop {
+            let op = Op::PageDiff {
+                marker,
+                prev: prev.clone(),
+            };
+            match self.call(op, "get page ranges diff").await? {
+                Reply::Pages(mut r, next, _) => {
+                    answers += 1;
+                    ranges.append(&mut r);
+                    match next {
+                        Some(m) if !m.is_empty() => marker = Some(m),
+                        _ => break,
+                    }
+                }
+                _ => unreachable!("pagelist returns ranges"),
+            }
+        }
+        Ok((ranges, answers))
     }
 
     /// `len` bytes at `off`, exactly.
@@ -330,17 +369,37 @@ impl Http {
             Op::Head => Method::HEAD,
             _ => Method::GET,
         };
-        if let Op::PageList { marker } = op {
-            let mut q = url.query_pairs_mut();
-            q.append_pair("comp", "pagelist");
-            if let Some(m) = marker {
-                q.append_pair("marker", m);
+        let mut prev_url = None;
+        match op {
+            Op::PageList { marker } => {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("comp", "pagelist");
+                if let Some(m) = marker {
+                    q.append_pair("marker", m);
+                }
             }
+            Op::PageDiff { marker, prev } => {
+                let mut q = url.query_pairs_mut();
+                q.append_pair("comp", "pagelist");
+                match prev {
+                    crate::PreviousSnapshot::Snapshot(t) => {
+                        q.append_pair("prevsnapshot", t);
+                    }
+                    crate::PreviousSnapshot::Url(loc) => prev_url = Some(loc.url().to_string()),
+                }
+                if let Some(m) = marker {
+                    q.append_pair("marker", m);
+                }
+            }
+            _ => {}
         }
         let mut req = self
             .client
             .request(method, url)
             .header("x-ms-version", API_VERSION);
+        if let Some(p) = prev_url {
+            req = req.header("x-ms-previous-snapshot-url", p);
+        }
         if let Op::Range { off, len } = op {
             let end = off + len - 1;
             req = req.header("x-ms-range", format!("bytes={off}-{end}"));
@@ -430,13 +489,14 @@ impl Http {
                 }))
             }
             Op::Range { .. } => unreachable!("range reads go through range_into"),
-            Op::PageList { .. } => {
+            Op::PageList { .. } | Op::PageDiff { .. } => {
                 let body = resp
                     .bytes()
                     .await
                     .map_err(|e| fail(format!("body cut off: {}", describe(&e))))?;
                 self.counters.add_bytes(body.len());
-                let (ranges, next) = crate::pages::parse_page_list(&body)
+                let diff = matches!(op, Op::PageDiff { .. });
+                let (ranges, next) = crate::pages::parse_page_list(&body, diff)
                     .ok_or_else(|| fail("unreadable page list".into()))?;
                 Ok(Reply::Pages(ranges, next, header(&headers, "etag")))
             }

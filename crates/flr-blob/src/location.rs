@@ -292,6 +292,28 @@ impl BlobLocation {
         self.with_blob_name(&parts.join("/")).ok()
     }
 
+    /// The `snapshot=` time of the query, when the URL names a snapshot.
+    pub fn snapshot(&self) -> Option<String> {
+        self.url
+            .query_pairs()
+            .find(|(k, _)| k.eq_ignore_ascii_case("snapshot"))
+            .map(|(_, v)| v.into_owned())
+    }
+
+    /// Whether `other` names the same blob (scheme, host, port and path;
+    /// the query, with its snapshot and SAS, aside).
+    pub fn same_blob(&self, other: &BlobLocation) -> bool {
+        let key = |u: &Url| {
+            (
+                u.scheme().to_string(),
+                u.host_str().map(str::to_ascii_lowercase),
+                u.port_or_known_default(),
+                u.path().to_string(),
+            )
+        };
+        key(&self.url) == key(&other.url)
+    }
+
     /// The `sr` of a service SAS: `b` for one blob, `c` for a container
     /// (`None` for an account SAS or no SAS).
     pub fn sas_resource(&self) -> Option<String> {
@@ -316,9 +338,19 @@ fn path_style(url: &Url) -> bool {
     }
 }
 
+/// The URL without its SAS: only a `snapshot=` (which names a version,
+/// not a secret) is kept of the query.
 fn shown(url: &Url) -> String {
     let mut u = url.clone();
+    let snapshot: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("snapshot"))
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
     u.set_query(None);
+    if !snapshot.is_empty() {
+        u.query_pairs_mut().extend_pairs(&snapshot);
+    }
     u.set_fragment(None);
     u.to_string()
 }

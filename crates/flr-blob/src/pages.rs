@@ -62,17 +62,27 @@ impl PageMap {
 pub(crate) type PageList = (Vec<(u64, u64)>, Option<String>);
 
 /// Parses a Get Page Ranges response body: the `PageRange` start/end pairs
-/// and the `NextMarker` continuation, if any.
-pub(crate) fn parse_page_list(body: &[u8]) -> Option<PageList> {
+/// (and, for a diff, `ClearRange`: pages cleared since the older snapshot
+/// changed too) and the `NextMarker` continuation, if any.
+pub(crate) fn parse_page_list(body: &[u8], with_cleared: bool) -> Option<PageList> {
     let s = std::str::from_utf8(body).ok()?;
     if !s.contains("<PageList") {
         return None;
     }
     let mut out = Vec::new();
     let mut rest = s;
-    while let Some(i) = rest.find("<PageRange>") {
-        let after = &rest[i + "<PageRange>".len()..];
-        let j = after.find("</PageRange>")?;
+    loop {
+        let page = rest.find("<PageRange>").map(|i| (i, "PageRange"));
+        let clear = if with_cleared {
+            rest.find("<ClearRange>").map(|i| (i, "ClearRange"))
+        } else {
+            None
+        };
+        let Some((i, name)) = [page, clear].into_iter().flatten().min() else {
+            break;
+        };
+        let after = &rest[i + name.len() + 2..];
+        let j = after.find(&format!("</{name}>"))?;
         let item = &after[..j];
         let start = tag(item, "Start")?.trim().parse().ok()?;
         let end = tag(item, "End")?.trim().parse().ok()?;
@@ -122,7 +132,7 @@ mod tests {
     #[test]
     fn parse_and_query() {
         let xml = br#"<?xml version="1.0" encoding="utf-8"?><PageList><PageRange><Start>0</Start><End>511</End></PageRange><PageRange><Start>512</Start><End>1023</End></PageRange><PageRange><Start>1048576</Start><End>1052671</End></PageRange><NextMarker /></PageList>"#;
-        let (r, next) = parse_page_list(xml).unwrap();
+        let (r, next) = parse_page_list(xml, false).unwrap();
         assert_eq!(r, vec![(0, 511), (512, 1023), (1_048_576, 1_052_671)]);
         assert_eq!(next, None);
         let m = PageMap::new(r, 2 << 20);
@@ -135,11 +145,17 @@ mod tests {
         assert!(m.unwritten(1_052_672, 100));
         assert!(!m.unwritten(0, 2 << 20));
         let (_, next) =
-            parse_page_list(b"<PageList><NextMarker>abc</NextMarker></PageList>").unwrap();
+            parse_page_list(b"<PageList><NextMarker>abc</NextMarker></PageList>", false).unwrap();
         assert_eq!(next.as_deref(), Some("abc"));
-        assert!(parse_page_list(b"<Error/>").is_none());
+        assert!(parse_page_list(b"<Error/>", false).is_none());
+        let diff = b"<PageList><ClearRange><Start>0</Start><End>511</End></ClearRange><PageRange><Start>1024</Start><End>2047</End></PageRange><ClearRange><Start>4096</Start><End>8191</End></ClearRange><NextMarker>2!9</NextMarker></PageList>";
+        let (r, next) = parse_page_list(diff, true).unwrap();
+        assert_eq!(r, vec![(0, 511), (1024, 2047), (4096, 8191)]);
+        assert_eq!(next.as_deref(), Some("2!9"));
+        assert_eq!(parse_page_list(diff, false).unwrap().0, vec![(1024, 2047)]);
         assert!(parse_page_list(
-            b"<PageList><PageRange><Start>x</Start><End>1</End></PageRange></PageList>"
+            b"<PageList><PageRange><Start>x</Start><End>1</End></PageRange></PageList>",
+            false
         )
         .is_none());
     }

@@ -30,9 +30,11 @@
 
 mod arm;
 pub mod azurite;
+mod blob;
 mod crypto;
 mod error;
 mod faults;
+mod proxy;
 mod routes;
 mod server;
 mod store;
@@ -48,7 +50,9 @@ use std::thread::JoinHandle;
 use rsa::RsaPrivateKey;
 use tokio::sync::oneshot;
 
+pub use blob::ACCOUNT as BLOB_ACCOUNT;
 pub use faults::{Denial, FaultOp};
+pub use proxy::DelayProxy;
 
 /// The secret App Service puts in `IDENTITY_HEADER`, as this server's
 /// identity endpoint expects it (see [`TestVault::enable_managed_identity`]).
@@ -73,6 +77,9 @@ pub struct Logged {
     /// The caller: the token's `appid` for vault calls, the client id for a
     /// granted token request; `None` when unknown.
     pub caller: Option<String>,
+    /// For a Blob Get Page Ranges diff, how the older snapshot was named:
+    /// `prevsnapshot` or `previous-snapshot-url` (the header).
+    pub page_diff: Option<&'static str>,
 }
 
 /// Everything the handlers share.
@@ -83,6 +90,8 @@ pub(crate) struct Shared {
     /// TLS connections accepted so far.
     pub(crate) connections: AtomicUsize,
     state: Mutex<State>,
+    /// The Blob service's account (its own lock: data reads are long).
+    blobs: Mutex<blob::BlobStore>,
 }
 
 pub(crate) struct State {
@@ -105,6 +114,10 @@ pub(crate) struct State {
 }
 
 impl Shared {
+    pub(crate) fn blobs(&self) -> MutexGuard<'_, blob::BlobStore> {
+        self.blobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         // A panicking test thread must not take the server down with it.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
@@ -162,6 +175,7 @@ impl TestVault {
                 managed_identity: None,
                 arm: arm::ArmState::default(),
             }),
+            blobs: Mutex::new(blob::BlobStore::new()),
         });
         let ca_dir = tempfile::tempdir().expect("a temporary directory for the CA");
         let ca_path = ca_dir.path().join("flr-kvtest-ca.pem");
@@ -556,6 +570,165 @@ impl TestVault {
             .get(&id.to_ascii_lowercase())
             .expect("disk_access: no such disk resource");
         (d.granted, d.revoked, d.active)
+    }
+}
+
+/// The Blob service (see the `blob` module's documentation): a path-style
+/// account [`BLOB_ACCOUNT`] on the vault's port.
+impl TestVault {
+    /// `https://127.0.0.1:PORT/flrblobtest`.
+    pub fn blob_endpoint(&self) -> String {
+        format!("{}/{}", self.url, blob::ACCOUNT)
+    }
+
+    /// The account key (base64), for Shared Key and SAS signing.
+    pub fn blob_key(&self) -> String {
+        self.shared.blobs().key_b64()
+    }
+
+    /// A connection string for the SDKs (`BlobEndpoint` and the key).
+    pub fn blob_connection_string(&self) -> String {
+        format!(
+            "DefaultEndpointsProtocol=https;AccountName={};AccountKey={};BlobEndpoint={}",
+            blob::ACCOUNT,
+            self.blob_key(),
+            self.blob_endpoint()
+        )
+    }
+
+    /// Creates a container (no error if it exists).
+    pub fn create_container(&self, name: &str) {
+        self.shared.blobs().create_container(name);
+    }
+
+    /// Creates (or replaces) an empty page blob of `len` bytes (a multiple of 512).
+    pub fn create_page_blob(&self, container: &str, name: &str, len: u64) {
+        self.shared
+            .blobs()
+            .create_page_blob(container, name, len)
+            .unwrap_or_else(|e| panic!("create_page_blob: {}", e.message));
+    }
+
+    /// Writes pages (`offset` and `data.len()` multiples of 512).
+    pub fn put_pages(&self, container: &str, name: &str, offset: u64, data: &[u8]) {
+        self.shared
+            .blobs()
+            .write_pages(container, name, offset, data.len() as u64, Some(data))
+            .unwrap_or_else(|e| panic!("put_pages: {}", e.message));
+    }
+
+    /// Makes the page blob hold the file at `path` by writing the 4 KiB
+    /// pieces that differ from what it holds (a new blob, sized to the
+    /// file rounded up to 512, holds zeros: only data is written). Returns
+    /// the bytes written.
+    pub fn sync_page_blob(&self, container: &str, name: &str, path: &Path) -> u64 {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let len = f.metadata().expect("the file's size").len().div_ceil(512) * 512;
+        {
+            let mut st = self.shared.blobs();
+            st.create_container(container);
+            let exists = st.read_len(container, name);
+            if exists != Some(len) {
+                st.create_page_blob(container, name, len)
+                    .unwrap_or_else(|e| panic!("sync_page_blob: {}", e.message));
+            }
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        let mut have = vec![0u8; 1 << 20];
+        let mut off = 0u64;
+        let mut written = 0;
+        while off < len {
+            let n = usize::try_from((len - off).min(1 << 20)).unwrap_or(1 << 20);
+            let mut got = 0;
+            while got < n {
+                match f.read(&mut buf[got..n]) {
+                    Ok(0) => break,
+                    Ok(k) => got += k,
+                    Err(e) => panic!("{}: {e}", path.display()),
+                }
+            }
+            buf[got..n].fill(0);
+            let mut st = self.shared.blobs();
+            st.read_into(container, name, off, &mut have[..n]);
+            for (i, (want, old)) in buf[..n]
+                .chunks(4096)
+                .zip(have[..n].chunks(4096))
+                .enumerate()
+            {
+                if want != old {
+                    let at = off + (i as u64) * 4096;
+                    st.write_pages(container, name, at, want.len() as u64, Some(want))
+                        .unwrap_or_else(|e| panic!("sync_page_blob: {}", e.message));
+                    written += want.len() as u64;
+                }
+            }
+            off += n as u64;
+        }
+        written
+    }
+
+    /// Takes a snapshot; returns its time, the `snapshot=` value.
+    pub fn snapshot_blob(&self, container: &str, name: &str) -> String {
+        self.shared
+            .blobs()
+            .snapshot(container, name)
+            .unwrap_or_else(|e| panic!("snapshot_blob: {}", e.message))
+    }
+
+    /// The bytes of a blob or one of its snapshots.
+    pub fn blob_bytes(&self, container: &str, name: &str, snapshot: Option<&str>) -> Vec<u8> {
+        self.shared
+            .blobs()
+            .read_blob(container, name, snapshot)
+            .unwrap_or_else(|e| panic!("blob_bytes: {}", e.message))
+    }
+
+    /// A service SAS query string (`sr=b`, or `sr=bs` with a snapshot,
+    /// or `sr=c` for an empty `name`) valid for `lifetime_secs` (negative:
+    /// already expired).
+    pub fn blob_sas(
+        &self,
+        container: &str,
+        name: &str,
+        snapshot: Option<&str>,
+        permissions: &str,
+        lifetime_secs: i64,
+    ) -> String {
+        blob::service_sas(
+            &self.blob_key(),
+            container,
+            name,
+            snapshot,
+            permissions,
+            store::now() + lifetime_secs,
+        )
+    }
+
+    /// `endpoint/container/name?[snapshot=…&]{read SAS for an hour}`.
+    pub fn blob_url(&self, container: &str, name: &str, snapshot: Option<&str>) -> String {
+        format!(
+            "{}/{container}/{name}?{}",
+            self.blob_endpoint(),
+            self.blob_sas(container, name, snapshot, "r", 3600)
+        )
+    }
+
+    /// At most `n` ranges per Get Page Ranges answer (default 10 000), so
+    /// that continuation markers are exercised.
+    pub fn set_page_list_max(&self, n: usize) {
+        self.shared.blobs().page_list_max = n.max(1);
+    }
+
+    /// Bytes of blob data the service answered (Get Blob bodies) so far.
+    pub fn blob_bytes_served(&self) -> u64 {
+        self.shared.blobs().bytes_served
+    }
+
+    /// A delay proxy in front of this server adding `rtt` per round trip:
+    /// connect to `https://127.0.0.1:{proxy.port()}` instead.
+    pub fn delay_proxy(&self, rtt: std::time::Duration) -> DelayProxy {
+        DelayProxy::start(self.shared.port, rtt)
     }
 }
 

@@ -27,6 +27,18 @@ pub(crate) struct Request {
     /// `X-IDENTITY-HEADER` (the App Service identity endpoint's secret).
     pub(crate) identity_header: Option<String>,
     pub(crate) body: Vec<u8>,
+    /// Every header, names lower-cased, in the order received.
+    pub(crate) headers: Vec<(String, String)>,
+}
+
+impl Request {
+    /// The first header called `name` (lower case).
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
 }
 
 /// One answer.
@@ -34,6 +46,8 @@ pub(crate) struct Reply {
     pub(crate) status: u16,
     pub(crate) headers: Vec<(&'static str, String)>,
     pub(crate) body: Option<Value>,
+    /// A body that is not JSON, and its content type (Blob answers).
+    pub(crate) raw: Option<(Vec<u8>, &'static str)>,
 }
 
 impl Reply {
@@ -42,6 +56,24 @@ impl Reply {
             status,
             headers: Vec::new(),
             body: Some(body),
+            raw: None,
+        }
+    }
+
+    /// An answer with bytes of `content_type` (empty: no body, no type).
+    pub(crate) fn raw(status: u16, body: Vec<u8>, content_type: &'static str) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: None,
+            raw: (!content_type.is_empty()).then_some((body, content_type)),
+        }
+    }
+
+    /// Replaces the raw body, keeping its content type.
+    pub(crate) fn set_body(&mut self, body: Vec<u8>) {
+        if let Some((b, _)) = &mut self.raw {
+            *b = body;
         }
     }
 
@@ -85,10 +117,27 @@ impl Ctx<'_> {
 
 /// Answers and logs one request.
 pub(crate) fn handle(shared: &Shared, req: Request) -> Reply {
-    let (mut reply, authorized, caller) = route(shared, &req);
-    reply
-        .headers
-        .push(("x-ms-keyvault-service-version", "1.9.0.0".into()));
+    let blob = crate::blob::is_blob_path(&req.path);
+    let page_diff = if !blob || !req.query.contains("comp=pagelist") {
+        None
+    } else if req.query.contains("prevsnapshot=") {
+        Some("prevsnapshot")
+    } else if req.header("x-ms-previous-snapshot-url").is_some() {
+        Some("previous-snapshot-url")
+    } else {
+        None
+    };
+    let (mut reply, authorized, caller) = if blob {
+        let (r, authorized) = crate::blob::route(shared, &req);
+        (r, authorized, None)
+    } else {
+        route(shared, &req)
+    };
+    if !blob {
+        reply
+            .headers
+            .push(("x-ms-keyvault-service-version", "1.9.0.0".into()));
+    }
     reply
         .headers
         .push(("x-ms-request-id", crate::store::new_version()));
@@ -99,6 +148,7 @@ pub(crate) fn handle(shared: &Shared, req: Request) -> Reply {
         status: reply.status,
         authorized,
         caller,
+        page_diff,
     });
     reply
 }
@@ -584,6 +634,7 @@ fn key_call(
                 status: 204,
                 headers: Vec::new(),
                 body: None,
+                raw: None,
             })
         }
         WrapKey | UnwrapKey | Encrypt | Decrypt => crypto_call(ctx, op, name, version),
@@ -799,6 +850,7 @@ fn secret_call(
                 status: 204,
                 headers: Vec::new(),
                 body: None,
+                raw: None,
             })
         }
         _ => unreachable!("dispatch routes only its own operations here, not {op:?}"),

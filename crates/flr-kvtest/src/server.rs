@@ -19,7 +19,7 @@ use crate::routes::{self, Reply};
 use crate::Shared;
 
 /// Largest request body read.
-const MAX_BODY: usize = 4 << 20;
+const MAX_BODY: usize = 8 << 20;
 
 /// Serves `listener` until `stop` fires (or its sender is dropped).
 pub(crate) fn spawn(
@@ -103,6 +103,16 @@ async fn serve(
         metadata: header(hyper::header::HeaderName::from_static("metadata")),
         identity_header: header(hyper::header::HeaderName::from_static("x-identity-header")),
         body,
+        headers: parts
+            .headers
+            .iter()
+            .filter_map(|(k, v)| {
+                Some((
+                    k.as_str().to_ascii_lowercase(),
+                    v.to_str().ok()?.to_string(),
+                ))
+            })
+            .collect(),
     };
     let reply = tokio::task::spawn_blocking(move || routes::handle(&shared, request)).await;
     Ok(match reply {
@@ -117,6 +127,11 @@ fn response(reply: Reply) -> Response<Full<Bytes>> {
         b = b.header(*name, value.as_str());
     }
     let body = match reply.body {
+        None if reply.raw.is_some() => {
+            let (bytes, ctype) = reply.raw.unwrap_or_default();
+            b = b.header("content-type", ctype);
+            Bytes::from(bytes)
+        }
         Some(json) => {
             b = b.header("content-type", "application/json; charset=utf-8");
             Bytes::from(json.to_string())

@@ -242,6 +242,8 @@ pub struct Invocation {
 pub(crate) struct Cleanup {
     partials: Arc<Partials>,
     access: Mutex<Option<Arc<DiskAccess>>>,
+    /// The grant for a diff's or `verify --since`'s older snapshot.
+    base_access: Mutex<Option<Arc<DiskAccess>>>,
     /// A fleet task's export slot, given back after the grant.
     pub(crate) lease: Mutex<Option<flr_fleet::Lease>>,
 }
@@ -253,6 +255,14 @@ impl Cleanup {
         self.partials.remove_all();
         if let Some(a) = self
             .access
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            access::end_access(a, &mut err);
+        }
+        if let Some(a) = self
+            .base_access
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
@@ -279,6 +289,9 @@ pub struct Session {
     pub(crate) access: Option<Arc<DiskAccess>>,
     pub(crate) blob: Option<Arc<BlobSource>>,
     blob_parents: Option<BlobParentResolver>,
+    /// The older snapshot's grant, blob and parents (diff, verify --since).
+    base_access: Option<Arc<DiskAccess>>,
+    base_blob: Option<(Arc<BlobSource>, BlobParentResolver)>,
     streams: Streams,
     started: Instant,
 }
@@ -391,6 +404,8 @@ impl Session {
             access: None,
             blob: None,
             blob_parents: None,
+            base_access: None,
+            base_blob: None,
             streams: Streams::default(),
             started: Instant::now(),
         }
@@ -552,12 +567,8 @@ impl Session {
     pub(crate) fn costs(&self) -> (u64, u64) {
         let mut bytes = 0;
         let mut requests = 0;
-        if let Some(b) = &self.blob {
-            let mut all = vec![b.stats()];
-            if let Some(p) = &self.blob_parents {
-                all.extend(p.opened().iter().map(|p| p.stats()));
-            }
-            if let Some(s) = flr_blob::Stats::combined(&all) {
+        if let Some(s) = self.blob_stats() {
+            {
                 bytes = s.bytes_fetched;
                 requests = s.requests;
             }
@@ -565,7 +576,27 @@ impl Session {
         if let Some(a) = &self.access {
             requests += a.client().requests() as u64;
         }
+        if let Some(a) = &self.base_access {
+            requests += a.client().requests() as u64;
+        }
         (bytes, requests)
+    }
+
+    /// What the blobs read cost together: the image, its parents, and a
+    /// pair's older snapshot with its parents.
+    fn blob_stats(&self) -> Option<flr_blob::Stats> {
+        let mut all = Vec::new();
+        if let Some(b) = &self.blob {
+            all.push(b.stats());
+            if let Some(p) = &self.blob_parents {
+                all.extend(p.opened().iter().map(|p| p.stats()));
+            }
+        }
+        if let Some((b, p)) = &self.base_blob {
+            all.push(b.stats());
+            all.extend(p.opened().iter().map(|p| p.stats()));
+        }
+        flr_blob::Stats::combined(&all)
     }
 
     fn dispatch(&mut self, cmd: Command, chain: Option<&ChainSummary>) -> Result<i32, OpsError> {
@@ -828,7 +859,7 @@ impl Session {
                     since: since.as_ref().map(|s| s.0.clone()),
                 };
                 let report = match since {
-                    Some((_, pair)) => crate::verify(&pair.new, chain, &opts)?,
+                    Some((_, new)) => crate::verify(&new, chain, &opts)?,
                     None => self.verify_report(&image, &opts, chain)?,
                 };
                 if let (Some(p), Some(m)) = (&write_manifest, &report.new_manifest) {
@@ -890,18 +921,38 @@ impl Session {
             let parents = flr_io::FileParentResolver::new(Path::new(image));
             return Ok(flr_engine::open_disks(disks, &parents, scan, &self.keys)?);
         }
+        let (blob, parents, shown) = self.open_blob(image)?;
+        self.blob = Some(blob.clone());
+        self.blob_parents = Some(parents.clone());
+        Ok(flr_engine::open_source(
+            blob, &shown, &parents, scan, &self.keys,
+        )?)
+    }
+
+    /// Opens a blob URL (a SAS, or an Entra token as configured): the
+    /// source, the resolver of a differencing disk's parents beside it,
+    /// and its location without the SAS.
+    fn open_blob(
+        &mut self,
+        image: &str,
+    ) -> Result<(Arc<BlobSource>, BlobParentResolver, String), OpsError> {
         let loc = BlobLocation::parse(image).map_err(|e| OpsError::Usage(e.to_string()))?;
         let shown = loc.shown().to_string();
         let opts = BlobOptions {
             concurrency: self.globals.concurrency,
             ..BlobOptions::from_environment(&self.env)
         };
-        let opts = if loc.has_sas() || opts.bearer.is_some() {
+        let mut opts = if loc.has_sas() || opts.bearer.is_some() {
             opts
         } else {
             let cfg = self.config()?;
             access::storage_auth(&loc, &opts, cfg)?
         };
+        // `[azure] ca_file` is trusted for SAS URLs too (test servers,
+        // TLS-inspecting proxies).
+        if opts.ca_file.is_none() {
+            opts.ca_file = self.config()?.azure.ca_file.clone();
+        }
         // A differencing disk's parents are blobs beside it, read with the
         // same SAS or token; the resolver keeps them for --stats.
         let parents = BlobParentResolver::new(loc.clone(), opts.clone());
@@ -912,34 +963,163 @@ impl Session {
                 source: std::io::Error::other(e.to_string()),
             })
         })?;
-        let blob = Arc::new(blob);
-        self.blob = Some(blob.clone());
-        self.blob_parents = Some(parents.clone());
-        Ok(flr_engine::open_source(
-            blob, &shown, &parents, scan, &self.keys,
-        )?)
+        Ok((Arc::new(blob), parents, shown))
     }
 
     /// OLD and NEW opened as a pair, NEW's stack answering `changed`
-    /// against OLD (local images: a differencing chain, else a block
-    /// comparison).
+    /// against OLD. Local images: a differencing chain, else a block
+    /// comparison. Blobs (URLs, snapshot URLs, resource ids, each granted
+    /// and revoked): the Blob service's page-range diff when both are
+    /// snapshots of one blob (`prevsnapshot`) or of one managed disk
+    /// (`x-ms-previous-snapshot-url`), else a block comparison.
     fn open_pair(&mut self, old: &str, new: &str) -> Result<flr_engine::Pair, OpsError> {
-        if is_remote(old) || is_remote(new) {
-            return Err(OpsError::Usage(
-                "diff and verify --since read local images only in this version".into(),
-            ));
-        }
         let opts = flr_engine::CompareOptions {
             scan: Scan::Full,
             threads: self.globals.concurrency.clamp(2, 16),
             ..Default::default()
         };
-        Ok(flr_engine::open_pair_paths(
-            Path::new(old),
-            Path::new(new),
+        if !is_remote(old) && !is_remote(new) {
+            return Ok(flr_engine::open_pair_paths(
+                Path::new(old),
+                Path::new(new),
+                &opts,
+                &self.keys,
+            )?);
+        }
+        // The newer image's grant was made by `prepare`; the older one's here.
+        if flr_arm::is_resource_id(old)
+            && self
+                .access
+                .as_ref()
+                .and_then(|a| access::sas_for(a, old))
+                .is_none()
+        {
+            let keep = self.globals.keep_access;
+            let (grant, _) =
+                access::begin_access(old, self.config()?, keep, false, &mut std::io::stderr())?;
+            *self
+                .cleanup
+                .base_access
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(grant.clone());
+            self.base_access = Some(grant);
+        }
+        let resolve = |s: &Session, arg: &str| -> String {
+            s.access
+                .as_ref()
+                .and_then(|a| access::sas_for(a, arg))
+                .or_else(|| s.base_access.as_ref().and_then(|a| access::sas_for(a, arg)))
+                .unwrap_or_else(|| arg.to_string())
+        };
+        let (old_url, new_url) = (resolve(self, old), resolve(self, new));
+        let both_disks = flr_arm::is_resource_id(old) && flr_arm::is_resource_id(new);
+
+        enum Opened {
+            Local(flr_io::Source, flr_io::FileParentResolver, String),
+            Blob(Arc<BlobSource>, Box<BlobParentResolver>, String),
+        }
+        let open_side = |s: &mut Session, url: &str, base: bool| -> Result<Opened, OpsError> {
+            if flr_blob::is_remote(url) {
+                let (b, p, shown) = s.open_blob(url)?;
+                if base {
+                    s.base_blob = Some((b.clone(), p.clone()));
+                } else {
+                    s.blob = Some(b.clone());
+                    s.blob_parents = Some(p.clone());
+                }
+                Ok(Opened::Blob(b, Box::new(p), shown))
+            } else {
+                let f: flr_io::Source = Arc::new(
+                    flr_io::FileSource::open(Path::new(url))
+                        .map_err(flr_engine::EngineError::from)?,
+                );
+                Ok(Opened::Local(
+                    f,
+                    flr_io::FileParentResolver::new(Path::new(url)),
+                    url.to_string(),
+                ))
+            }
+        };
+        let o = open_side(self, &old_url, true)?;
+        let n = open_side(self, &new_url, false)?;
+        let mut note = None;
+        let known = match (&o, &n) {
+            (Opened::Blob(ob, _, _), Opened::Blob(nb, _, _)) => {
+                let (ol, nl) = (
+                    BlobLocation::parse(&old_url).map_err(|e| OpsError::Usage(e.to_string()))?,
+                    BlobLocation::parse(&new_url).map_err(|e| OpsError::Usage(e.to_string()))?,
+                );
+                let prev = if both_disks {
+                    Some(flr_blob::PreviousSnapshot::Url(ol.clone()))
+                } else if let (true, Some(t)) = (ol.same_blob(&nl), ol.snapshot()) {
+                    Some(flr_blob::PreviousSnapshot::Snapshot(t))
+                } else if ol.snapshot().is_some() && nl.snapshot().is_some() {
+                    Some(flr_blob::PreviousSnapshot::Url(ol.clone()))
+                } else {
+                    note = Some(
+                        "the older blob is not a snapshot of the newer one's blob or disk"
+                            .to_string(),
+                    );
+                    None
+                };
+                match prev {
+                    Some(_)
+                        if flr_io::ReadAt::len(ob.as_ref()) != flr_io::ReadAt::len(nb.as_ref()) =>
+                    {
+                        note = Some("the snapshots differ in size".into());
+                        None
+                    }
+                    Some(p) => match nb.changed_since(&p) {
+                        Ok(d) => Some(flr_engine::KnownChanges {
+                            ranges: flr_io::RangeSet::from_extents(
+                                d.ranges.iter().map(|&(s, e)| (s, e - s)),
+                            ),
+                            bytes_read: d.bytes,
+                            requests: d.requests,
+                            seconds: d.seconds,
+                        }),
+                        Err(e) => {
+                            note = Some(format!("the Blob service gave no page-range diff ({e})"));
+                            None
+                        }
+                    },
+                    None => None,
+                }
+            }
+            _ => {
+                note = Some("one side is a local image".into());
+                None
+            }
+        };
+        let split = |x: Opened| -> (flr_io::Source, Box<dyn flr_io::ParentResolver>, String) {
+            match x {
+                Opened::Local(f, p, shown) => (f, Box::new(p), shown),
+                Opened::Blob(b, p, shown) => (b, p, shown),
+            }
+        };
+        let (os, op, oshown) = split(o);
+        let (ns, np, nshown) = split(n);
+        let mut pair = flr_engine::open_pair(
+            flr_engine::Side {
+                source: os,
+                location: oshown,
+                parents: op.as_ref(),
+            },
+            flr_engine::Side {
+                source: ns,
+                location: nshown,
+                parents: np.as_ref(),
+            },
+            known,
             &opts,
             &self.keys,
-        )?)
+        )?;
+        if pair.facts.note.is_none() {
+            pair.facts.note = note;
+        } else if let Some(n) = note {
+            pair.facts.note = pair.facts.note.take().map(|m| format!("{n}; {m}"));
+        }
+        Ok(pair)
     }
 
     /// `verify --since MANIFEST [--base OLD]`: the baseline and the pair.
@@ -948,23 +1128,26 @@ impl Session {
         manifest: &Path,
         base: Option<&str>,
         image: &str,
-    ) -> Result<(crate::Since, flr_engine::Pair), OpsError> {
+    ) -> Result<(crate::Since, Image), OpsError> {
         let text = std::fs::read_to_string(manifest)
             .map_err(|e| OpsError::Usage(format!("--since {}: {e}", manifest.display())))?;
         let m = crate::read_manifest(&text)
             .map_err(|e| OpsError::Usage(format!("--since {}: {e}", manifest.display())))?;
         let base = base.map(str::to_string).unwrap_or_else(|| m.image.clone());
         let pair = self.open_pair(&base, image)?;
+        // Ids and messages name the baseline without its SAS.
+        let base = shown_location(&base);
         let f = &pair.facts;
         let _ = writeln!(
             std::io::stderr(),
-            "flr: verify --since {}: changed ranges by {}: {} bytes in {} ranges ({} bytes read to find them, {:.2} s)",
+            "flr: verify --since {}: changed ranges by {}: {} bytes in {} ranges ({} bytes read to find them, {:.2} s){}",
             base,
             f.method.as_str(),
             f.changed_bytes,
             f.ranges,
             f.bytes_read,
-            f.seconds
+            f.seconds,
+            f.note.as_deref().map(|n| format!("; {n}")).unwrap_or_default()
         );
         let mut distrusted = Vec::new();
         for v in pair.old.volumes.iter().filter(|v| v.is_readable()) {
@@ -974,23 +1157,19 @@ impl Session {
                 }
             }
         }
+        let flr_engine::Pair { old, new, .. } = pair;
         let since = crate::Since {
             manifest: m,
             id: base,
             distrusted,
+            old: Some(Arc::new(old)),
         };
-        Ok((since, pair))
+        Ok((since, new))
     }
 
     /// `--stats`: what reading the image cost, on stderr.
     fn print_stats(&self, json: bool, remote: bool) {
-        let stats = self.blob.as_ref().and_then(|b| {
-            let mut all = vec![b.stats()];
-            if let Some(p) = &self.blob_parents {
-                all.extend(p.opened().iter().map(|p| p.stats()));
-            }
-            flr_blob::Stats::combined(&all)
-        });
+        let stats = self.blob_stats();
         let secs = self.started.elapsed().as_secs_f64();
         let line = match (stats, json) {
             (Some(s), true) => s.json(),
@@ -1011,6 +1190,9 @@ impl Session {
     /// Revokes the read grant, if one was made (and not kept).
     pub(crate) fn end_access(&self, err: &mut dyn Write) {
         if let Some(a) = &self.access {
+            access::end_access(a, err);
+        }
+        if let Some(a) = &self.base_access {
             access::end_access(a, err);
         }
     }

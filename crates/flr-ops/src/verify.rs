@@ -53,7 +53,7 @@ pub struct VerifyOptions {
 }
 
 /// The baseline of `verify --since`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Since {
     /// The previous snapshot's manifest (with file ids).
     pub manifest: Manifest,
@@ -62,6 +62,21 @@ pub struct Since {
     /// Volumes whose older filesystem's view is not its bytes (a journal
     /// replayed in memory): nothing is carried there.
     pub distrusted: Vec<String>,
+    /// The older image, opened as the pair's base: a file whose metadata
+    /// blocks changed (an inode-table block shared with a changed
+    /// neighbour) is still carried when its older version maps the same
+    /// data extents and none of them changed.
+    pub old: Option<std::sync::Arc<flr_engine::Image>>,
+}
+
+impl std::fmt::Debug for Since {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Since")
+            .field("id", &self.id)
+            .field("distrusted", &self.distrusted)
+            .field("old", &self.old.as_ref().map(|i| i.location.clone()))
+            .finish_non_exhaustive()
+    }
 }
 
 /// A file that could not be read.
@@ -539,6 +554,11 @@ pub fn verify(
             }
             mv.map(|mv| mv.entries.iter().map(|e| (e.key(), e)).collect())
         });
+        // The same volume of the older image, for its files' extents.
+        let old_fs: Option<Box<dyn flr_fs::Filesystem>> = baseline.as_ref().and_then(|_| {
+            let old = opts.since.as_ref()?.old.as_ref()?;
+            old.volume(&v.id).ok()?.open_fs().ok()
+        });
         let carry = |f: &crate::manifest::Found| -> Option<FileOutcome> {
             let s = opts.since.as_ref()?;
             let b = baseline.as_ref()?;
@@ -554,7 +574,19 @@ pub fn verify(
             }
             let x = fs.extents(&f.path).ok()??;
             if x.changed(v.source().as_ref()) != flr_io::Change::Unchanged {
-                return None;
+                // Its metadata blocks changed, perhaps only for a neighbour:
+                // the same data extents as before, none of them changed,
+                // and the same size (checked above) hold the same bytes.
+                let ofs = old_fs.as_ref()?;
+                let a = ofs.extents(&f.path).ok()??;
+                let src = v.source();
+                let data_unchanged = x
+                    .data
+                    .iter()
+                    .all(|&(o, l)| src.changed(o, l) == flr_io::Change::Unchanged);
+                if a.data != x.data || !data_unchanged {
+                    return None;
+                }
             }
             Some(FileOutcome::Carried {
                 sha: sha.clone(),
