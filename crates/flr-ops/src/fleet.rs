@@ -807,7 +807,7 @@ fn verify_item(
         write_manifest: item.write_manifest.is_some(),
     };
     let report = match since {
-        Some((_, pair)) => crate::verify(&pair.new, chain.as_ref(), &opts)?,
+        Some((_, new)) => crate::verify(&new, chain.as_ref(), &opts)?,
         None => s.verify_report(&item.image, &opts, chain.as_ref())?,
     };
     if let (Some(p), Some(m)) = (&item.write_manifest, &report.new_manifest) {
