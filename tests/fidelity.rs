@@ -312,3 +312,39 @@ fn mount_shows_xattrs() {
         assert!(!o.status.success());
     }
 }
+
+#[test]
+fn ls_shows_access_change_and_birth_times() {
+    if !flr_testdata::have_tool("date") {
+        flr_testdata::loud("SKIPPED ls_shows_access_change_and_birth_times: no date(1)");
+        return;
+    }
+    // `date -u` formats the generator's stat figures (epoch seconds).
+    let utc = |secs: &str| {
+        let whole = secs.split('.').next().unwrap();
+        tool(
+            "date",
+            &["-u", "-d", &format!("@{whole}"), "+%F %T"],
+            Path::new("/"),
+        )
+        .trim()
+        .to_string()
+    };
+    for fs in FILESYSTEMS {
+        let img = fixture(&format!("fidelity/{fs}.img.zst"));
+        let want = stats(&expected(&format!("{fs}.stat")));
+        let w = &want["./times.txt"];
+        let out = run_ok(&["--format", "json", "ls", p(&img), "disk:/times.txt"]);
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["atime"], "1999-12-31 23:59:58", "{fs}: {j}");
+        assert_eq!(j["mtime"], "2001-02-03 04:05:06", "{fs}: {j}");
+        assert_eq!(j["atime"], utc(&w[6]), "{fs}: {j}");
+        assert_eq!(j["btime"], utc(&w[8]), "{fs}: {j}");
+        assert!(j["ctime"].is_string(), "{fs}: {j}");
+        let long = stdout(&run_ok(&["ls", "-l", p(&img), "disk:/times.txt"]));
+        assert!(
+            long.contains(&format!("2001-02-03 04:05:06 {} times.txt", utc(&w[8]))),
+            "{long}"
+        );
+    }
+}
