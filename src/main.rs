@@ -214,7 +214,7 @@ enum Cmd {
         image: String,
         /// ID:/folder (e.g. p2:/etc).
         path: String,
-        /// Long listing: mode, owner, size, mtime.
+        /// Long listing: mode, owner, size, mtime, creation (birth) time.
         #[arg(short = 'l', long)]
         long: bool,
         /// Recurse into subfolders.

@@ -312,3 +312,89 @@ fn mount_shows_xattrs() {
         assert!(!o.status.success());
     }
 }
+
+#[test]
+fn ls_shows_access_change_and_birth_times() {
+    if !flr_testdata::have_tool("date") {
+        flr_testdata::loud("SKIPPED ls_shows_access_change_and_birth_times: no date(1)");
+        return;
+    }
+    // `date -u` formats the generator's stat figures (epoch seconds).
+    let utc = |secs: &str| {
+        let whole = secs.split('.').next().unwrap();
+        tool(
+            "date",
+            &["-u", "-d", &format!("@{whole}"), "+%F %T"],
+            Path::new("/"),
+        )
+        .trim()
+        .to_string()
+    };
+    for fs in FILESYSTEMS {
+        let img = fixture(&format!("fidelity/{fs}.img.zst"));
+        let want = stats(&expected(&format!("{fs}.stat")));
+        let w = &want["./times.txt"];
+        let out = run_ok(&["--format", "json", "ls", p(&img), "disk:/times.txt"]);
+        let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(j["atime"], "1999-12-31 23:59:58", "{fs}: {j}");
+        assert_eq!(j["mtime"], "2001-02-03 04:05:06", "{fs}: {j}");
+        assert_eq!(j["atime"], utc(&w[6]), "{fs}: {j}");
+        assert_eq!(j["btime"], utc(&w[8]), "{fs}: {j}");
+        assert!(j["ctime"].is_string(), "{fs}: {j}");
+        let long = stdout(&run_ok(&["ls", "-l", p(&img), "disk:/times.txt"]));
+        assert!(
+            long.contains(&format!("2001-02-03 04:05:06 {} times.txt", utc(&w[8]))),
+            "{long}"
+        );
+    }
+}
+
+#[test]
+fn cat_into_a_file_skips_holes_and_into_a_pipe_writes_zeros() {
+    if !flr_testdata::have_tool("stat") || !flr_testdata::have_tool("sh") {
+        flr_testdata::loud("SKIPPED cat_into_a_file_skips_holes…: no stat or sh");
+        return;
+    }
+    let img = fixture("fidelity/ext4.img.zst");
+    let dir = tempfile::tempdir_in(flr_testdata::repo_root().join("target")).unwrap();
+    let flr = env!("CARGO_BIN_EXE_flr");
+    let sh = |script: &str| {
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .env("FLR", flr)
+            .env("IMG", &img)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    // Into a file: sparse, as the source (16 blocks of 512 bytes).
+    sh(r#""$FLR" cat "$IMG" disk:/sparse.bin > out.bin"#);
+    let blocks: u64 = sh("stat --format=%b out.bin").parse().unwrap();
+    assert!(blocks <= 24, "cat > file took {blocks} blocks");
+    // After something already written, and appended (>>: every byte).
+    sh(r#"{ printf head; "$FLR" cat "$IMG" disk:/sparse.bin; printf tail; } > mid.bin"#);
+    sh(
+        r#"printf head > app.bin; "$FLR" cat "$IMG" disk:/sparse.bin >> app.bin; printf tail >> app.bin"#,
+    );
+    // Into a pipe: every zero is written.
+    let n = sh(r#""$FLR" cat "$IMG" disk:/sparse.bin | wc -c"#);
+    assert_eq!(n, (8u64 << 20).to_string());
+    let data = std::fs::read(dir.path().join("out.bin")).unwrap();
+    assert_eq!(data.len(), 8 << 20);
+    let mut framed = b"head".to_vec();
+    framed.extend_from_slice(&data);
+    framed.extend_from_slice(b"tail");
+    for f in ["mid.bin", "app.bin"] {
+        assert!(std::fs::read(dir.path().join(f)).unwrap() == framed, "{f}");
+    }
+    // The data blocks (at 1 MiB and 5 MiB) are really there.
+    assert!(data[1 << 20..(1 << 20) + 4096].iter().any(|&b| b != 0));
+    assert!(data[5 << 20..(5 << 20) + 4096].iter().any(|&b| b != 0));
+}

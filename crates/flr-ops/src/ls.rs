@@ -12,7 +12,7 @@ use flr_fs::{display_component, display_name, display_path};
 /// Options of `ls`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LsOptions {
-    /// Long format: mode, owner, size, mtime.
+    /// Long format: mode, owner, size, mtime, creation (birth) time.
     pub long: bool,
     /// Recurse into subfolders.
     pub recursive: bool,
@@ -97,6 +97,14 @@ struct JsonEntry<'a> {
     kind: FileKind,
     size: u64,
     mtime: Option<String>,
+    /// Last access, status change and creation (birth) times, where the
+    /// filesystem has them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    atime: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ctime: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    btime: Option<String>,
     mode: Option<String>,
     uid: Option<u32>,
     gid: Option<u32>,
@@ -387,6 +395,9 @@ fn print_line(
             kind: m.kind,
             size: m.size,
             mtime: m.mtime.map(format_time),
+            atime: m.atime.map(format_time),
+            ctime: m.ctime.map(format_time),
+            btime: m.btime.map(format_time),
             mode: m.mode.map(|x| format!("{x:04o}")),
             uid: m.uid,
             gid: m.gid,
@@ -408,9 +419,11 @@ fn print_line(
         _ => format!("{:>5} {:>5}", "-", "-"),
     };
     let time = m.mtime.map(format_time).unwrap_or_else(|| "-".repeat(19));
+    // The creation (birth) time, as `stat` shows it: `-` where unknown.
+    let born = m.btime.map(format_time).unwrap_or_else(|| "-".repeat(19));
     write!(
         ctx.out,
-        "{} {owner} {:>12} {time} {name}",
+        "{} {owner} {:>12} {time} {born} {name}",
         mode_string(m, windows),
         m.size
     )?;

@@ -80,6 +80,13 @@ pub struct Entry {
     /// Modification time, UTC, RFC 3339 with nanoseconds when not whole.
     #[serde(default)]
     pub mtime: Option<String>,
+    /// Creation (birth) time, where the filesystem has one (same format);
+    /// informative: a restore cannot set it, `verify` does not compare it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub btime: Option<String>,
+    /// Last status change time, where the filesystem has one; informative.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctime: Option<String>,
     /// Unix permission bits, octal, where the filesystem has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<String>,
@@ -178,6 +185,8 @@ impl Found {
             kind: kind_name(self.meta.kind).into(),
             size: self.meta.size,
             mtime: self.meta.mtime.map(rfc3339),
+            btime: self.meta.btime.map(rfc3339),
+            ctime: self.meta.ctime.map(rfc3339),
             mode: self.meta.mode.map(|m| format!("{:04o}", m & 0o7777)),
             sha256: None,
             target: self
@@ -525,6 +534,8 @@ mod tests {
                         kind: "file".into(),
                         size: 3,
                         mtime: Some("2023-11-14T22:13:20Z".into()),
+                        btime: None,
+                        ctime: None,
                         mode: Some("0644".into()),
                         sha256: Some("00".into()),
                         target: None,
@@ -539,6 +550,8 @@ mod tests {
                         kind: "dir".into(),
                         size: 0,
                         mtime: None,
+                        btime: None,
+                        ctime: None,
                         mode: None,
                         sha256: None,
                         target: None,
