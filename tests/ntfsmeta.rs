@@ -298,7 +298,8 @@ fn ls_long_shows_windows_attributes_for_ntfs() {
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             Some((
-                f.get(6)?.trim_start_matches('/').to_string(),
+                // mode, uid, gid, size, mtime (2), btime (2), name
+                f.get(8)?.trim_start_matches('/').to_string(),
                 f[0].to_string(),
             ))
         })
