@@ -519,6 +519,13 @@ impl Session {
                 .and_then(|n| usize::try_from(n).ok())
                 .unwrap_or(self.globals.concurrency);
             self.streams = Streams::parallel(count);
+            // Files are hashed (and their extents asked) on rayon's pool:
+            // over the network each thread mostly waits for a round trip,
+            // so more of them than cores keep requests in flight. Only the
+            // first call in a process takes effect.
+            let _ = rayon::ThreadPoolBuilder::new()
+                .num_threads(self.globals.concurrency.clamp(4, 32))
+                .build_global();
         }
         if let Some(m) = self
             .env

@@ -11,7 +11,8 @@
 //! that round trip to every exchange. `--page-blob` makes a page blob of
 //! the first file and a snapshot, then for each further file writes the
 //! 4 KiB pieces that differ and takes another snapshot; it prints
-//! `snapshot=CONTAINER/NAME FILE TIME WRITTEN_BYTES` per snapshot.
+//! `snapshot=CONTAINER/NAME FILE TIME WRITTEN_BYTES SAS` per snapshot (SAS:
+//! a read SAS query for that snapshot, valid a day).
 //! `ready` is printed last.
 
 use std::io::Write;
@@ -50,7 +51,8 @@ fn main() {
                 for f in files.split(',').filter(|f| !f.is_empty()) {
                     let written = kv.sync_page_blob(container, name, std::path::Path::new(f));
                     let t = kv.snapshot_blob(container, name);
-                    let _ = writeln!(out, "snapshot={container}/{name} {f} {t} {written}");
+                    let sas = kv.blob_sas(container, name, Some(&t), "r", 24 * 3600);
+                    let _ = writeln!(out, "snapshot={container}/{name} {f} {t} {written} {sas}");
                 }
             }
             other => {
