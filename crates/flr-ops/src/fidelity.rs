@@ -218,6 +218,16 @@ pub(crate) fn timestamps(atime: Timestamp, mtime: Timestamp) -> Timestamps {
     }
 }
 
+impl Extra {
+    /// Just a mode: for files flr makes itself (stream side files).
+    pub(crate) fn mode_only(mode: u32) -> Extra {
+        Extra {
+            mode: Some(mode),
+            ..Extra::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,15 +240,5 @@ mod tests {
         assert!(p.acl && p.owner && !p.xattrs);
         assert!(Preserve::parse("bogus").is_err());
         assert!(p.wants(acl::ACCESS) && !p.wants(b"user.x"));
-    }
-}
-
-impl Extra {
-    /// Just a mode: for files flr makes itself (stream side files).
-    pub(crate) fn mode_only(mode: u32) -> Extra {
-        Extra {
-            mode: Some(mode),
-            ..Extra::default()
-        }
     }
 }
