@@ -25,6 +25,7 @@ mod lvm;
 mod md;
 mod mount;
 mod output;
+mod progress;
 mod scanner;
 mod tools;
 mod verify;

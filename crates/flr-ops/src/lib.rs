@@ -24,6 +24,7 @@ mod mount;
 mod names;
 mod pipe;
 mod probe;
+mod progress;
 mod prompt;
 pub mod select;
 mod session;
@@ -231,18 +232,24 @@ pub(crate) fn fs_err(volume: &str) -> impl FnOnce(FsError) -> OpsError + '_ {
 
 /// Streams a file (or, for an empty path, the whole volume) to `out`;
 /// messages go to `err`.
+///
+/// `progress`: draw a bar on stderr (the session decides: stderr a
+/// terminal, stdout not, output for people).
 pub fn cat(
     image: &Image,
     spec: &VolPath,
     streams: Streams,
     out: &mut dyn Write,
     err: &mut dyn Write,
+    progress: bool,
 ) -> Result<(), OpsError> {
     let vol = image.volume(&spec.volume)?;
     if spec.raw_path.is_empty() {
         // A locked volume is never streamed: its bytes are ciphertext, not the
         // volume; nor one whose bytes cannot be given.
         let src = vol.bytes()?;
+        let bar =
+            progress::Progress::new(progress, &format!("cat {}:", vol.id), Some(src.len()), 0);
         let mut chunk = AlignedBuf::new(CHUNK);
         let buf = chunk.as_mut();
         let mut off = 0u64;
@@ -251,13 +258,21 @@ pub fn cat(
             src.read_exact_at(off, &mut buf[..n])
                 .map_err(|e| OpsError::Engine(EngineError::Io(e)))?;
             out.write_all(&buf[..n])?;
+            bar.bytes(n as u64);
             off += n as u64;
         }
+        bar.finish();
         return Ok(());
     }
     let fs = vol.open_fs()?;
     warn_consistency(err, &vol.id, fs.as_ref())?;
     let meta = fs.metadata(&spec.path).map_err(fs_err(&vol.id))?;
+    let bar = progress::Progress::new(
+        progress && meta.kind == FileKind::File,
+        &format!("cat {}:{}", vol.id, display_path(&spec.path)),
+        Some(meta.size),
+        1,
+    );
     if meta.kind != FileKind::File {
         return Err(OpsError::Fs {
             volume: vol.id.clone(),
@@ -266,15 +281,18 @@ pub fn cat(
             },
         });
     }
-    copy_file_streams(fs.as_ref(), &spec.path, streams, |b| out.write_all(b)).map_err(
-        |e| match e {
-            CopyError::Fs(source) => OpsError::Fs {
-                volume: vol.id.clone(),
-                source,
-            },
-            CopyError::Out(e) => OpsError::Output(e),
+    copy_file_streams(fs.as_ref(), &spec.path, streams, |b| {
+        bar.bytes(b.len() as u64);
+        out.write_all(b)
+    })
+    .map_err(|e| match e {
+        CopyError::Fs(source) => OpsError::Fs {
+            volume: vol.id.clone(),
+            source,
         },
-    )?;
+        CopyError::Out(e) => OpsError::Output(e),
+    })?;
+    bar.finish();
     Ok(())
 }
 
