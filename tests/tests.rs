@@ -28,6 +28,7 @@ mod md;
 mod mount;
 mod ntfsmeta;
 mod output;
+mod progress;
 mod scanner;
 mod tools;
 mod verify;

@@ -8,7 +8,7 @@
 //! then rename). With `--dry-run` the same decisions are printed as `plan`
 //! records and nothing is created.
 
-use std::cell::OnceCell;
+use std::cell::{Cell, OnceCell};
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,6 +20,7 @@ use sha2::Digest;
 use crate::extract::{DestDir, Existing, ExistingKind, Overwrite, WriteError};
 use crate::ls::{Listing, MAX_DEPTH};
 use crate::names::safe_component;
+use crate::progress::Progress;
 use crate::select::Selection;
 use crate::{copy_file_streams, fs_err, Context, CopyError, OpsError, OutputFormat, VolPath};
 use flr_fs::{display_name, display_path};
@@ -82,6 +83,8 @@ pub struct GetOptions {
     pub partials: std::sync::Arc<crate::extract::Partials>,
     /// What is kept besides data, mode and times (`--preserve`).
     pub preserve: crate::Preserve,
+    /// Draw a progress bar on stderr (the session decides when).
+    pub progress: bool,
 }
 
 /// What `get` did (docs/json.md: `report_version` 1).
@@ -201,6 +204,51 @@ struct Job<'a, 'c> {
     /// Inodes of the folders being restored, root first: an entry that points
     /// back at one of them (a damaged image) would otherwise recurse forever.
     ancestors: HashSet<u64>,
+    bar: &'a Progress,
+    /// Files done (written, kept or failed), for the bar.
+    done: &'a Cell<u64>,
+}
+
+/// Bytes and files that a restore of `path` will write, for the progress
+/// bar's total (the same selection as the walk; loops and depth bounded).
+#[allow(clippy::too_many_arguments)]
+fn count(
+    fs: &dyn Filesystem,
+    sel: &Selection,
+    path: &FsPath,
+    meta: &Metadata,
+    selected: bool,
+    depth: usize,
+    ancestors: &mut HashSet<u64>,
+    n: &mut (u64, u64),
+) {
+    if !path.is_root() && sel.excluded(path) {
+        return;
+    }
+    let selected = selected || (!path.is_root() && sel.included(path));
+    match meta.kind {
+        FileKind::File if selected && meta.unreadable.is_none() => {
+            n.0 += meta.size;
+            n.1 += 1;
+        }
+        FileKind::Dir if depth < MAX_DEPTH => {
+            if meta.inode.is_some_and(|i| !ancestors.insert(i)) {
+                return;
+            }
+            if let Ok(listing) = Listing::read(fs, path) {
+                for e in listing.flatten() {
+                    if e.name != b"." && e.name != b".." {
+                        let p = path.join(&e.name);
+                        count(fs, sel, &p, &e.meta, selected, depth + 1, ancestors, n);
+                    }
+                }
+            }
+            if let Some(i) = meta.inode {
+                ancestors.remove(&i);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Restores each `spec` into `opts.dest`: a file lands as `DEST/name`, a
@@ -221,9 +269,7 @@ pub fn get(
     };
     let _ = root.slot.set(slot);
     let mut filesystems: HashMap<String, Box<dyn Filesystem>> = HashMap::new();
-    let mut total = GetSummary::default();
-    let mut root_names = HashSet::new();
-    let mut first = true;
+    let mut items = Vec::with_capacity(specs.len());
     for spec in specs {
         let vol = image.volume(&spec.volume)?;
         if !filesystems.contains_key(&vol.id) {
@@ -233,13 +279,51 @@ pub fn get(
         }
         let fs = filesystems[&vol.id].as_ref();
         let meta = fs.metadata(&spec.path).map_err(fs_err(&vol.id))?;
+        items.push((spec, vol.id, meta));
+    }
+    // The bar's total comes from one walk of the metadata first (only when
+    // a bar is drawn), so it can show an ETA.
+    let bar = if opts.progress && !opts.dry_run {
+        let mut n = (0u64, 0u64);
+        for (spec, vol, meta) in &items {
+            let fs = filesystems[vol].as_ref();
+            let top = !spec.path.is_root();
+            count(
+                fs,
+                &opts.selection,
+                &spec.path,
+                meta,
+                top,
+                0,
+                &mut HashSet::new(),
+                &mut n,
+            );
+        }
+        Progress::new(true, "get", Some(n.0), n.1)
+    } else {
+        Progress::off()
+    };
+    let done = Cell::new(0u64);
+    let mut lifted = bar.wrap(&mut *ctx.err);
+    let mut ctx = Context {
+        out: &mut *ctx.out,
+        err: &mut lifted,
+        format: ctx.format,
+    };
+    let mut total = GetSummary::default();
+    let mut root_names = HashSet::new();
+    let mut first = true;
+    for (spec, vol, meta) in &items {
+        let fs = filesystems[vol].as_ref();
         let mut job = Job {
-            vol: &vol.id,
+            vol,
             fs,
             opts,
-            ctx: &mut *ctx,
+            ctx: &mut ctx,
             sum: GetSummary::default(),
             ancestors: HashSet::new(),
+            bar: &bar,
+            done: &done,
         };
         if first {
             first = false;
@@ -258,14 +342,15 @@ pub fn get(
         } else {
             let name = spec.path.file_name().unwrap_or(b"").to_vec();
             // The path asked for is selected as a whole, unless excluded.
-            job.restore(&spec.path, &name, &meta, &root, &mut root_names, true, 0);
+            job.restore(&spec.path, &name, meta, &root, &mut root_names, true, 0);
         }
         total.add(&job.sum);
     }
+    bar.finish();
     total.report_version = GET_REPORT_VERSION;
     total.kind = "summary";
     total.dry_run = opts.dry_run;
-    print_summary(&total, opts, ctx)?;
+    print_summary(&total, opts, &mut ctx)?;
     if total.failed > 0 {
         let all = total.files + total.symlinks + total.failed;
         return Err(OpsError::Partial {
@@ -772,6 +857,10 @@ impl Job<'_, '_> {
         match action {
             Action::Keep { why } => {
                 self.sum.kept += 1;
+                if is_file {
+                    self.bar.bytes(meta.size);
+                    self.tick();
+                }
                 if self.opts.dry_run {
                     self.plan("keep", path, &rel, size, why);
                 } else if self.opts.checksum && is_file {
@@ -839,6 +928,14 @@ impl Job<'_, '_> {
         }
     }
 
+    /// One more file done, for the bar.
+    fn tick(&self) {
+        if self.bar.is_live() {
+            self.done.set(self.done.get() + 1);
+            self.bar.set_files(self.done.get());
+        }
+    }
+
     fn count_written(&mut self, meta: &Metadata, replace: bool, beside: bool) {
         if meta.kind == FileKind::File {
             self.sum.files += 1;
@@ -884,11 +981,13 @@ impl Job<'_, '_> {
         let file_streams = self.opts.streams;
         let extra = self.extra(path, meta);
         let mut sparse = crate::sparse::SparseWriter::for_file(fs, path, meta.size);
+        let bar = self.bar;
         let res = dir.write_file(name, ow, &extra, |f| {
             let n = copy_file_streams(fs, path, file_streams, |b| {
                 if let Some(h) = hasher.as_mut() {
                     h.update(b);
                 }
+                bar.bytes(b.len() as u64);
                 sparse.write(f, b)
             })?;
             sparse.finish(f).map_err(CopyError::Out)?;
@@ -897,6 +996,7 @@ impl Job<'_, '_> {
             }
             Ok(n)
         });
+        self.tick();
         if matches!(res, Ok(Ok(_))) {
             if ads == crate::NtfsStreams::Files {
                 streams = crate::winmeta::streams_to_files(fs, path, name, dir, ow);

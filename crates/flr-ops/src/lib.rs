@@ -25,6 +25,7 @@ mod mount;
 mod names;
 mod pipe;
 mod probe;
+mod progress;
 mod prompt;
 pub mod select;
 mod session;
@@ -236,14 +237,18 @@ pub(crate) fn fs_err(volume: &str) -> impl FnOnce(FsError) -> OpsError + '_ {
 
 /// Streams a file (or, for an empty path, the whole volume) to `out`;
 /// messages go to `err`.
+///
+/// `progress`: draw a bar on stderr (the session decides: stderr a
+/// terminal, stdout not, output for people).
 pub fn cat(
     image: &Image,
     spec: &VolPath,
     streams: Streams,
     out: &mut dyn Write,
     err: &mut dyn Write,
+    progress: bool,
 ) -> Result<(), OpsError> {
-    cat_to(image, spec, streams, out, None, err)
+    cat_to(image, spec, streams, out, None, err, progress)
 }
 
 /// [`cat`], writing a file's data sparsely into `file` (a regular file at
@@ -256,12 +261,15 @@ pub(crate) fn cat_to(
     out: &mut dyn Write,
     file: Option<(std::fs::File, u64)>,
     err: &mut dyn Write,
+    progress: bool,
 ) -> Result<(), OpsError> {
     let vol = image.volume(&spec.volume)?;
     if spec.raw_path.is_empty() {
         // A locked volume is never streamed: its bytes are ciphertext, not the
         // volume; nor one whose bytes cannot be given.
         let src = vol.bytes()?;
+        let bar =
+            progress::Progress::new(progress, &format!("cat {}:", vol.id), Some(src.len()), 0);
         let mut chunk = AlignedBuf::new(CHUNK);
         let buf = chunk.as_mut();
         let mut off = 0u64;
@@ -270,8 +278,10 @@ pub(crate) fn cat_to(
             src.read_exact_at(off, &mut buf[..n])
                 .map_err(|e| OpsError::Engine(EngineError::Io(e)))?;
             out.write_all(&buf[..n])?;
+            bar.bytes(n as u64);
             off += n as u64;
         }
+        bar.finish();
         return Ok(());
     }
     let fs = vol.open_fs()?;
@@ -288,6 +298,12 @@ pub(crate) fn cat_to(
         return Ok(());
     }
     let meta = fs.metadata(&spec.path).map_err(fs_err(&vol.id))?;
+    let bar = progress::Progress::new(
+        progress && meta.kind == FileKind::File,
+        &format!("cat {}:{}", vol.id, display_path(&spec.path)),
+        Some(meta.size),
+        1,
+    );
     if meta.kind != FileKind::File {
         return Err(OpsError::Fs {
             volume: vol.id.clone(),
@@ -299,13 +315,18 @@ pub(crate) fn cat_to(
     let copied = match file {
         Some((mut f, start)) => {
             let mut w = sparse::SparseWriter::at(fs.as_ref(), &spec.path, meta.size, start);
-            copy_file_streams(fs.as_ref(), &spec.path, streams, |b| w.write(&f, b))
-                .and_then(|_| w.finish(&mut f).map_err(CopyError::Out))
-                .map(|_| ())
+            copy_file_streams(fs.as_ref(), &spec.path, streams, |b| {
+                bar.bytes(b.len() as u64);
+                w.write(&f, b)
+            })
+            .and_then(|_| w.finish(&mut f).map_err(CopyError::Out))
+            .map(|_| ())
         }
-        None => {
-            copy_file_streams(fs.as_ref(), &spec.path, streams, |b| out.write_all(b)).map(|_| ())
-        }
+        None => copy_file_streams(fs.as_ref(), &spec.path, streams, |b| {
+            bar.bytes(b.len() as u64);
+            out.write_all(b)
+        })
+        .map(|_| ()),
     };
     copied.map_err(|e| match e {
         CopyError::Fs(source) => OpsError::Fs {
@@ -314,6 +335,7 @@ pub(crate) fn cat_to(
         },
         CopyError::Out(e) => OpsError::Output(e),
     })?;
+    bar.finish();
     Ok(())
 }
 

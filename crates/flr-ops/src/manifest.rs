@@ -327,6 +327,8 @@ pub(crate) fn hash_file(
 pub struct ManifestOptions {
     /// Only these volumes (all readable ones when empty).
     pub volumes: Vec<String>,
+    /// Draw a progress bar on stderr (the session decides when).
+    pub progress: bool,
 }
 
 /// Writes the manifest of every readable volume (or those asked for) to
@@ -362,6 +364,14 @@ pub fn manifest(
         let fs = v.open_fs()?;
         let mut errors = Vec::new();
         let found = walk(fs.as_ref(), &mut errors);
+        let hashed = |f: &&Found| f.meta.kind == FileKind::File && f.meta.unreadable.is_none();
+        let bar = crate::progress::Progress::new(
+            opts.progress,
+            &format!("manifest {}", v.id),
+            Some(found.iter().filter(hashed).map(|f| f.meta.size).sum()),
+            found.iter().filter(hashed).count() as u64,
+        );
+        let files_done = std::sync::atomic::AtomicU64::new(0);
         let (entries, win_errors): (Vec<Entry>, Vec<Option<String>>) = found
             .par_iter()
             .map(|f| {
@@ -373,8 +383,15 @@ pub fn manifest(
                     }
                     Err(err) => Some(format!("{}: Windows metadata not read: {err}", e.path)),
                 };
-                if f.meta.kind == FileKind::File && f.meta.unreadable.is_none() {
-                    match hash_file(fs.as_ref(), &f.path, |_| true) {
+                if hashed(&f) {
+                    let r = hash_file(fs.as_ref(), &f.path, |n| {
+                        bar.bytes(n);
+                        true
+                    });
+                    bar.set_files(
+                        files_done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1,
+                    );
+                    match r {
                         Ok((sha, _)) => e.sha256 = Some(sha),
                         Err(HashError::Fs(err)) => e.unreadable = Some(err.to_string()),
                         Err(HashError::Stopped) => {}
@@ -384,6 +401,7 @@ pub fn manifest(
             })
             .unzip();
         errors.extend(win_errors.into_iter().flatten());
+        bar.finish();
         for e in entries.iter().filter(|e| e.unreadable.is_some()) {
             problems += 1;
             writeln!(

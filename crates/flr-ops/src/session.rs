@@ -610,8 +610,13 @@ impl Session {
         let stdout = std::io::stdout();
         let stderr = std::io::stderr();
         let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-        let mut err = crate::LogWriter::new(stderr.lock(), self.globals.log);
+        // Not locked for the whole command: progress bars draw from worker
+        // threads (verify, manifest hash in parallel) and from a ticker.
+        let mut err = crate::LogWriter::new(stderr, self.globals.log);
         let global_json = self.globals.format == OutputFormat::Json;
+        // A bar on stderr: a terminal, output for people, not quiet (each
+        // command adds its own JSON switch).
+        let progress = crate::progress::wanted(self.globals.format, self.globals.log);
         let fmt = |json: bool| {
             if json || global_json {
                 OutputFormat::Json
@@ -710,6 +715,7 @@ impl Session {
                     ntfs_streams,
                     partials: self.cleanup.partials.clone(),
                     preserve,
+                    progress: progress && !json,
                 };
                 crate::get(&img, &specs, &opts, &mut ctx)?;
                 exit::OK
@@ -733,6 +739,9 @@ impl Session {
                 }
                 // Into a regular file, holes are skipped (it stays sparse).
                 let file = crate::sparse::regular_file(std::io::stdout());
+                // To a file or a pipe only: on a terminal the bar would
+                // mix with the file's bytes.
+                let bar = progress && !std::io::IsTerminal::is_terminal(&std::io::stdout());
                 crate::cat_to(
                     &img,
                     &spec,
@@ -740,6 +749,7 @@ impl Session {
                     &mut std::io::stdout().lock(),
                     file,
                     &mut err,
+                    bar,
                 )?;
                 exit::OK
             }
@@ -750,7 +760,13 @@ impl Session {
                 daemon: _,
                 allow_other,
             } => {
-                let img = self.open(&image, Scan::Full)?;
+                // The first scan (every volume of the image) can take a while
+                // on a blob: a spinner until it is done.
+                let scan = crate::progress::Progress::spinner(progress, "mount");
+                scan.note(format!("scanning {}", shown_location(&image)));
+                let img = self.open(&image, Scan::Full);
+                scan.finish();
+                let img = img?;
                 let mut ctx = Context {
                     out: &mut out,
                     err: &mut err,
@@ -771,7 +787,8 @@ impl Session {
                     err: &mut err,
                     format: OutputFormat::Json,
                 };
-                crate::manifest(&img, &crate::ManifestOptions { volumes }, &mut ctx)?;
+                let opts = crate::ManifestOptions { volumes, progress };
+                crate::manifest(&img, &opts, &mut ctx)?;
                 exit::OK
             }
             Command::Diff {
@@ -785,9 +802,13 @@ impl Session {
                     .map(VolPath::parse)
                     .transpose()
                     .map_err(OpsError::Usage)?;
-                let pair = self.open_pair(&old, &image)?;
+                let spin = crate::progress::Progress::spinner(progress && !json, "diff");
+                spin.note("comparing the disks' blocks".into());
+                let pair = self.open_pair(&old, &image);
+                spin.finish();
+                let pair = pair?;
                 let json = json || self.globals.format == OutputFormat::Json;
-                let mut ctx = Context {
+                let ctx = Context {
                     out: &mut out,
                     err: &mut err,
                     format: fmt(json),
@@ -804,12 +825,22 @@ impl Session {
                         pair.facts.note.as_deref().map(|n| format!("; {n}")).unwrap_or_default()
                     )?;
                 }
-                crate::diff(
+                let spin = crate::progress::Progress::spinner(progress && !json, "diff");
+                spin.note("comparing the changed files".into());
+                let mut lifted = spin.wrap(ctx.err);
+                let mut ctx = Context {
+                    out: ctx.out,
+                    err: &mut lifted,
+                    format: ctx.format,
+                };
+                let r = crate::diff(
                     &pair.old,
                     &pair.new,
                     &crate::DiffOptions { path: spec },
                     &mut ctx,
-                )?;
+                );
+                spin.finish();
+                r?;
                 exit::OK
             }
             Command::FleetPlan(_) | Command::FleetRun(_) | Command::FleetReport(_) => {
@@ -861,7 +892,7 @@ impl Session {
                         .transpose()
                         .map_err(|e| OpsError::Usage(format!("--max-time: {e}")))?,
                     volumes,
-                    progress: json.is_none() && !global_json,
+                    progress: progress && json.is_none(),
                     write_manifest: write_manifest.is_some(),
                     since: since.as_ref().map(|s| s.0.clone()),
                 };

@@ -11,7 +11,6 @@
 //! sequential reads; sha2 uses SHA-NI where the CPU has it).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -595,7 +594,13 @@ pub fn verify(
             })
         };
         let total_bytes: u64 = chosen.iter().map(|i| found[*i].meta.size).sum();
-        let bar = progress_bar(opts.progress, &v.id, total_bytes);
+        let bar = crate::progress::Progress::new(
+            opts.progress && total_bytes > 0,
+            &format!("verify {}", v.id),
+            Some(total_bytes),
+            chosen.len() as u64,
+        );
+        let files_done = std::sync::atomic::AtomicU64::new(0);
         let outcomes: Vec<(usize, FileOutcome)> = chosen
             .par_iter()
             .map(|&i| {
@@ -616,11 +621,10 @@ pub fn verify(
                     return (i, FileOutcome::NotChecked);
                 }
                 let res = hash_file(fs.as_ref(), &f.path, |n| {
-                    if let Some(b) = &bar {
-                        b.inc(n);
-                    }
+                    bar.bytes(n);
                     !budget.late()
                 });
+                bar.set_files(files_done.fetch_add(1, Ordering::Relaxed) + 1);
                 let o = match res {
                     Ok((sha, bytes)) => FileOutcome::Read { sha, bytes },
                     Err(HashError::Stopped) => {
@@ -639,9 +643,7 @@ pub fn verify(
                 (i, o)
             })
             .collect();
-        if let Some(b) = bar {
-            b.finish_and_clear();
-        }
+        bar.finish();
         r.files_not_checked = (files.len() - chosen.len()) as u64;
         let mut shas: HashMap<usize, String> = HashMap::new();
         let mut carried: HashMap<usize, String> = HashMap::new();
@@ -842,22 +844,6 @@ fn differences(want: &Entry, got: &Entry) -> Vec<&'static str> {
         }
     }
     f
-}
-
-fn progress_bar(enabled: bool, id: &str, total: u64) -> Option<indicatif::ProgressBar> {
-    if !enabled || !std::io::stderr().is_terminal() || total == 0 {
-        return None;
-    }
-    let b = indicatif::ProgressBar::new(total);
-    b.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    b.set_prefix(format!("verify {id}"));
-    Some(b)
 }
 
 /// Writes the report as pretty JSON.
