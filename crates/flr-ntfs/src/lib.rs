@@ -671,9 +671,23 @@ impl NtfsFs {
             });
         }
         let file = self.file(&mut fs, node.rec)?;
-        let data = self.data_of(&mut fs, &file).map_err(|e| match e {
+        let data = self.data_of(&mut fs, &file);
+        self.handle(data, &path.to_string())
+    }
+}
+
+impl NtfsFs {
+    /// A handle on a stream's data, once its runs are known to cover its
+    /// size; an unsupported stream is reported under `shown` (the file's
+    /// path, with `:stream` for a named one).
+    pub(crate) fn handle(
+        &self,
+        data: Result<Data, FsError>,
+        shown: &str,
+    ) -> Result<Box<dyn FileHandle + '_>, FsError> {
+        let data = data.map_err(|e| match e {
             FsError::Unsupported { reason, .. } => FsError::Unsupported {
-                path: path.to_string(),
+                path: shown.to_string(),
                 reason,
             },
             e => e,
@@ -683,7 +697,7 @@ impl NtfsFs {
             if have < *size {
                 return Err(corrupt(
                     0,
-                    format!("{path}: data runs cover {have} of {size} bytes"),
+                    format!("{shown}: data runs cover {have} of {size} bytes"),
                 ));
             }
         }

@@ -8,7 +8,6 @@ use flr_io::ReaderCursor;
 use ntfs::{NtfsAttributeType, NtfsFile};
 
 use crate::attrs::{is_ty, parse_list};
-use crate::data::{Data, NtfsHandle};
 use crate::{nt, utf16, NtfsFs};
 
 /// `$DATA`.
@@ -92,24 +91,7 @@ impl NtfsFs {
         let Some(found) = found else {
             return Err(FsError::NotFound { path: shown });
         };
-        let data = self
-            .stream_of(&mut fs, &file, NtfsAttributeType::Data, found)
-            .map_err(|e| match e {
-                FsError::Unsupported { reason, .. } => FsError::Unsupported {
-                    path: shown.clone(),
-                    reason,
-                },
-                e => e,
-            })?;
-        if let Data::Runs { runs, size, .. } = &data {
-            let have = runs.last().map_or(0, |r| r.vstart + r.len);
-            if have < *size {
-                return Err(crate::corrupt(
-                    0,
-                    format!("{shown}: data runs cover {have} of {size} bytes"),
-                ));
-            }
-        }
-        Ok(Box::new(NtfsHandle::new(self.src.clone(), data)))
+        let data = self.stream_of(&mut fs, &file, NtfsAttributeType::Data, found);
+        self.handle(data, &shown)
     }
 }

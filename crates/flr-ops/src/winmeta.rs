@@ -98,14 +98,7 @@ pub(crate) fn streams_to_xattrs(
     path: &FsPath,
     file: impl AsFd,
 ) -> StreamReport {
-    let mut r = StreamReport::default();
-    let streams = match fs.streams(path) {
-        Ok(s) => s,
-        Err(e) => {
-            r.problems.push(format!("cannot list its streams: {e}"));
-            return r;
-        }
-    };
+    let (mut r, streams) = listed(fs, path);
     for s in streams {
         let name = format!("{XATTR_PREFIX}{}", s.name);
         let fail =
@@ -156,6 +149,18 @@ pub(crate) fn streams_to_xattrs(
     r
 }
 
+/// The streams of `path`, or a report of why they could not be listed.
+fn listed(fs: &dyn Filesystem, path: &FsPath) -> (StreamReport, Vec<flr_fs::StreamInfo>) {
+    let mut r = StreamReport::default();
+    match fs.streams(path) {
+        Ok(s) => (r, s),
+        Err(e) => {
+            r.problems.push(format!("cannot list its streams: {e}"));
+            (r, Vec::new())
+        }
+    }
+}
+
 /// Writes each stream of `path` as a side file `SAFE:STREAM` beside the
 /// restored file `safe` in `into` (the name made safe as any other: a
 /// stream name never leads out of DEST).
@@ -166,14 +171,7 @@ pub(crate) fn streams_to_files(
     into: &DestDir,
     ow: Overwrite,
 ) -> StreamReport {
-    let mut r = StreamReport::default();
-    let streams = match fs.streams(path) {
-        Ok(s) => s,
-        Err(e) => {
-            r.problems.push(format!("cannot list its streams: {e}"));
-            return r;
-        }
-    };
+    let (mut r, streams) = listed(fs, path);
     for s in streams {
         let mut side = safe.to_vec();
         side.push(b':');
@@ -187,14 +185,16 @@ pub(crate) fn streams_to_files(
         let shown = String::from_utf8_lossy(&side).into_owned();
         match res {
             Ok(Ok(_)) => r.restored += 1,
-            Ok(Err(CopyError::Fs(e))) => r.problems.push(format!(
-                "stream {:?} not restored as {shown:?}: {e}",
-                s.name
-            )),
-            Ok(Err(CopyError::Out(e))) => r.problems.push(format!(
-                "stream {:?} not restored as {shown:?}: {e}",
-                s.name
-            )),
+            Ok(Err(e)) => {
+                let e = match e {
+                    CopyError::Fs(e) => e.to_string(),
+                    CopyError::Out(e) => e.to_string(),
+                };
+                r.problems.push(format!(
+                    "stream {:?} not restored as {shown:?}: {e}",
+                    s.name
+                ))
+            }
             Err(e) => r
                 .problems
                 .push(format!("stream {:?} not restored: {e}", s.name)),
