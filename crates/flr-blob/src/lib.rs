@@ -528,6 +528,54 @@ impl BlobSource {
         self.inner.pages.is_some()
     }
 
+    /// Starts fetching `ranges` (`(start, end)` byte offsets) into the block
+    /// cache without waiting, so reads that follow find them cached or in
+    /// flight instead of each paying a round trip in turn. The ranges are
+    /// fetched in the order given, as coalesced requests kept in flight up
+    /// to the concurrency; blocks already cached, pending or never written
+    /// are skipped. At most half the cache budget is prefetched, so what is
+    /// fetched stays cached until it is read. Returns the bytes asked for.
+    pub fn prefetch(&self, ranges: &[(u64, u64)]) -> u64 {
+        let inner = &*self.inner;
+        let bs = inner.opts.block_size;
+        let room = inner.opts.cache_bytes / 2;
+        let mut want = Vec::new();
+        let mut asked = 0u64;
+        {
+            let mut st = inner.lock();
+            'ranges: for &(s, e) in ranges {
+                let e = e.min(inner.len);
+                if s >= e {
+                    continue;
+                }
+                for b in s / bs..e.div_ceil(bs) {
+                    if st.slots.contains_key(&b) || inner.unwritten_block(b) {
+                        continue;
+                    }
+                    if asked + inner.block_len(b) > room {
+                        break 'ranges;
+                    }
+                    asked += inner.block_len(b);
+                    st.slots.insert(b, Slot::Pending);
+                    want.push(b);
+                }
+            }
+        }
+        // Runs in the order asked (the caller puts what is needed first
+        // first), each run coalesced up to the largest request.
+        let per_req = inner.opts.max_request / bs;
+        let mut start = 0;
+        for i in 1..=want.len() {
+            if i == want.len() || want[i] != want[i - 1] + 1 {
+                for (first, count) in coalesce(&want[start..i], per_req) {
+                    self.spawn(first, count);
+                }
+                start = i;
+            }
+        }
+        asked
+    }
+
     fn spawn(&self, first: u64, count: u64) {
         let inner = Arc::clone(&self.inner);
         if let Some(rt) = &self.rt {

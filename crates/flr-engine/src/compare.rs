@@ -207,8 +207,15 @@ pub fn open_pair(
             let c: Source = Arc::new(Compared::new(s.source, k.ranges.clone()));
             crate::open_source(c, &s.location, s.parents, opts.scan, keys)
         };
-        let old_img = wrap(old)?;
-        let new_img = wrap(new)?;
+        // Both opened at once: over a network each probe (partition
+        // tables, superblocks, group descriptors) is a round trip, and the
+        // two images' probes need not wait for each other.
+        let (old_img, new_img) = std::thread::scope(|sc| {
+            let o = sc.spawn(|| wrap(old));
+            let n = wrap(new);
+            (o.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), n)
+        });
+        let (old_img, new_img) = (old_img?, new_img?);
         return Ok(Pair {
             old: old_img,
             new: new_img,

@@ -208,20 +208,53 @@ pub(crate) fn walk(fs: &dyn Filesystem, errors: &mut Vec<String>) -> Vec<Found> 
     let mut out = Vec::new();
     let root_inode = fs.metadata(&FsPath::root()).ok().and_then(|m| m.inode);
     // (folder, depth, ancestors' inodes)
-    let mut stack: Vec<(FsPath, usize, Vec<u64>)> =
+    // One level of folders at a time, listed in parallel: over a network
+    // each listing is a round trip or more, and sibling folders' listings
+    // need not wait for each other. The results are taken in name order.
+    let mut level: Vec<(FsPath, usize, Vec<u64>)> =
         vec![(FsPath::root(), 0, root_inode.into_iter().collect())];
-    while let Some((dir, depth, ancestors)) = stack.pop() {
-        if depth > MAX_DEPTH {
+    while !level.is_empty() {
+        let listed: Vec<_> = level
+            .par_iter()
+            .map(|(dir, depth, _)| (*depth <= MAX_DEPTH).then(|| fs.read_dir(dir)))
+            .collect();
+        let mut next = Vec::new();
+        for ((dir, depth, ancestors), listing) in level.into_iter().zip(listed) {
+            walk_listing(
+                fs, dir, depth, ancestors, listing, &mut out, &mut next, errors,
+            );
+        }
+        level = next;
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    out
+}
+
+/// One folder's listing in [`walk`]: its entries to `out`, its subfolders
+/// to `next`.
+#[allow(clippy::too_many_arguments)]
+fn walk_listing(
+    fs: &dyn Filesystem,
+    dir: FsPath,
+    depth: usize,
+    ancestors: Vec<u64>,
+    listing: Option<Result<Vec<flr_fs::DirEntry>, FsError>>,
+    out: &mut Vec<Found>,
+    next: &mut Vec<(FsPath, usize, Vec<u64>)>,
+    errors: &mut Vec<String>,
+) {
+    {
+        let Some(listing) = listing else {
             errors.push(format!(
                 "{dir}: folders nested deeper than {MAX_DEPTH} levels (a loop?)"
             ));
-            continue;
-        }
-        let mut entries = match fs.read_dir(&dir) {
+            return;
+        };
+        let mut entries = match listing {
             Ok(e) => e,
             Err(e) => {
                 errors.push(format!("{dir}: cannot list the folder: {e}"));
-                continue;
+                return;
             }
         };
         entries.sort_by(|a, b| a.name.cmp(&b.name));
@@ -264,11 +297,8 @@ pub(crate) fn walk(fs: &dyn Filesystem, errors: &mut Vec<String>) -> Vec<Found> 
                 target,
             });
         }
-        // Reverse, so the stack pops them in name order.
-        stack.extend(subdirs.into_iter().rev());
+        next.extend(subdirs);
     }
-    out.sort_by(|a, b| a.path.cmp(&b.path));
-    out
 }
 
 /// Read size for hashing: large sequential reads.

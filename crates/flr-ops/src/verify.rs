@@ -514,7 +514,22 @@ pub fn verify(
         };
         r.fs_type = Some(fs.info().fs_type);
         r.consistency = Some(fs.consistency());
-        let found = walk(fs.as_ref(), &mut r.structural_errors);
+        // The same volume of the older image (`--since`), for its files'
+        // extents: opened while this one is walked, as over a network each
+        // of its probes is a round trip of its own.
+        let open_old = || -> Option<Box<dyn flr_fs::Filesystem>> {
+            let old = opts.since.as_ref()?.old.as_ref()?;
+            old.volume(&v.id).ok()?.open_fs().ok()
+        };
+        let (found, old_fs) = rayon::join(
+            || {
+                let mut errors = Vec::new();
+                (walk(fs.as_ref(), &mut errors), errors)
+            },
+            open_old,
+        );
+        let (found, errors) = found;
+        r.structural_errors.extend(errors);
         r.objects = found.len() as u64;
         let files: Vec<usize> = found
             .iter()
@@ -553,11 +568,7 @@ pub fn verify(
             }
             mv.map(|mv| mv.entries.iter().map(|e| (e.key(), e)).collect())
         });
-        // The same volume of the older image, for its files' extents.
-        let old_fs: Option<Box<dyn flr_fs::Filesystem>> = baseline.as_ref().and_then(|_| {
-            let old = opts.since.as_ref()?.old.as_ref()?;
-            old.volume(&v.id).ok()?.open_fs().ok()
-        });
+        let old_fs = old_fs.filter(|_| baseline.is_some());
         let carry = |f: &crate::manifest::Found| -> Option<FileOutcome> {
             let s = opts.since.as_ref()?;
             let b = baseline.as_ref()?;
