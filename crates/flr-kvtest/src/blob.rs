@@ -363,6 +363,14 @@ fn ranges(
         .filter(|ci| ci * CHUNK < hi && (ci + 1) * CHUNK > lo)
     {
         let t = target.chunks.get(&ci);
+        let was_chunk = prev.and_then(|(p, _)| p.chunks.get(&ci));
+        // A chunk still shared with the older snapshot was not written
+        // since (writes copy a shared chunk first): nothing changed in it.
+        if let (Some(t), Some(w)) = (t, was_chunk) {
+            if Arc::ptr_eq(t, w) {
+                continue;
+            }
+        }
         for i in 0..PAGES_PER_CHUNK {
             let s = ci * CHUNK + (i as u64) * PAGE;
             let tseq = t.map_or(0, |c| c.seq[i]);
@@ -372,8 +380,8 @@ fn ranges(
                         push(s, false);
                     }
                 }
-                Some((p, pseq)) => {
-                    let was = p.chunks.get(&ci).map_or(0, |c| c.seq[i]);
+                Some((_, pseq)) => {
+                    let was = was_chunk.map_or(0, |c| c.seq[i]);
                     if tseq > pseq {
                         push(s, false);
                     } else if tseq == 0 && was != 0 {
