@@ -264,9 +264,10 @@ enum Cmd {
         skip_existing: bool,
         /// How --skip-existing and if-different decide "identical"
         ///
-        /// sha256: same size and content (both files are read); size-mtime: same size and
-        /// mtime, nothing is read: quick, but blind to a change that kept both.
-        #[arg(long, value_enum, value_name = "HOW", default_value_t = Compare::Sha256,
+        /// content: same size and bytes (both files are read and compared); sha256: the same,
+        /// by hashing both; size-mtime: same size and mtime, nothing is read: quick, but
+        /// blind to a change that kept both.
+        #[arg(long, value_enum, value_name = "HOW", default_value_t = Compare::Content,
               help_heading = "Selection and safety")]
         compare: Compare,
         /// Restore only entries matching GLOB, and what matching folders hold (repeatable)
@@ -546,6 +547,8 @@ enum OverwritePolicy {
 /// `get --compare`.
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Compare {
+    /// Same size and bytes.
+    Content,
     /// Same size and sha256.
     Sha256,
     /// Same size and mtime.
@@ -642,6 +645,7 @@ impl Cli {
                 },
                 skip_existing,
                 compare: match compare {
+                    Compare::Content => flr_ops::Compare::Content,
                     Compare::Sha256 => flr_ops::Compare::Sha256,
                     Compare::SizeMtime => flr_ops::Compare::SizeMtime,
                 },

@@ -263,7 +263,106 @@ fn skip_existing_resumes_an_interrupted_restore() {
     assert_eq!(s["files"], 1, "{s}");
     assert_eq!(s["kept"], inodes.len() as u64, "{s}");
     assert_eq!(s["stale_partials"], 1, "{s}");
-    assert_eq!(leaves(d), names(&all));
+    // The first restore kept no journal: every file was compared with the
+    // image, and what was found identical went into the journal.
+    assert_eq!(s["kept_by_journal"], 0, "{s}");
+    let mut want = names(&all);
+    want.insert(".flr-restore.jsonl".into());
+    assert_eq!(leaves(d), want);
+}
+
+/// The restore journal: a resumable restore (`--skip-existing`) records
+/// each file it writes; a resume keeps the files untouched since without
+/// reading them or the image; a chmod (change time moved, bytes the same)
+/// is hashed against the record and kept; bytes changed with size and
+/// mtime put back are found; lines that do not parse are ignored; a dry
+/// run creates no journal.
+#[test]
+fn the_restore_journal_proves_untouched_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path();
+    let planned = get(&["p2:/etc", "-o", p(d), "--skip-existing", "--dry-run"]);
+    assert!(planned.status.success(), "{}", stderr(&planned));
+    assert!(
+        !d.join(".flr-restore.jsonl").exists(),
+        "a dry run wrote a journal"
+    );
+
+    let out = get(&["p2:/etc", "-o", p(d), "--skip-existing", "--format", "json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let want = expected(|p| p.starts_with("etc/"));
+    let files = want.iter().filter(|e| e.kind == 'f').count() as u64;
+    assert_eq!(files, 2, "{files}");
+    let links = want.iter().filter(|e| e.kind == 'l').count() as u64;
+    check_files(d, &want);
+    let journal = d.join(".flr-restore.jsonl");
+    let meta = std::fs::metadata(&journal).expect("the journal is written");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let text = std::fs::read_to_string(&journal).unwrap();
+    assert_eq!(text.lines().count() as u64, files, "{text}");
+    assert!(!text.contains("etc/"), "paths in the journal: {text}");
+
+    let again = || get(&["p2:/etc", "-o", p(d), "--skip-existing", "--format", "json"]);
+    let out = again();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = summary(&out);
+    assert_eq!(
+        (s["kept"].as_u64(), s["kept_by_journal"].as_u64()),
+        (Some(files + links), Some(files)),
+        "{s}"
+    );
+    assert_eq!(s["files"], 0, "{s}");
+
+    // chmod: the change time moves, the bytes do not.
+    let fstab = d.join("etc/fstab");
+    let mut perm = std::fs::metadata(&fstab).unwrap().permissions();
+    perm.set_mode(perm.mode() ^ 0o004);
+    std::fs::set_permissions(&fstab, perm).unwrap();
+    // Junk and a line for no file in DEST are ignored.
+    let mut t = std::fs::read_to_string(&journal).unwrap();
+    t.push_str("not json\n{\"v\":1,\"ino\":1,\"size\":0}\n");
+    std::fs::write(&journal, t).unwrap();
+    let out = again();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = summary(&out);
+    assert_eq!(s["kept"].as_u64(), Some(files + links), "{s}");
+    assert_eq!(s["kept_by_journal"].as_u64(), Some(files - 1), "{s}");
+    // Recorded again with its new change time.
+    let s = summary(&again());
+    assert_eq!(s["kept_by_journal"].as_u64(), Some(files), "{s}");
+
+    // Bytes changed in place, size and mtime put back.
+    let hosts = d.join("etc/hosts");
+    let before = std::fs::metadata(&hosts).unwrap();
+    let mut changed = std::fs::read(&hosts).unwrap();
+    changed[0] ^= 0x20;
+    std::fs::write(&hosts, &changed).unwrap();
+    set_mtime(&hosts, filetime_of(&before));
+    let out = again();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("etc/hosts"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read(&hosts).unwrap(),
+        changed,
+        "hosts was replaced"
+    );
+    let out = get(&[
+        "p2:/etc",
+        "-o",
+        p(d),
+        "--overwrite=if-different",
+        "--format",
+        "json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let s = summary(&out);
+    assert_eq!(
+        (s["replaced"].as_u64(), s["files"].as_u64()),
+        (Some(1), Some(1)),
+        "{s}"
+    );
+    check_files(d, &want);
 }
 
 /// A file changed in DEST with its size and mtime kept: the sha256

@@ -95,7 +95,15 @@ pub(crate) struct Core {
     pub(crate) vol: Vol,
     pub(crate) sb: Superblock,
     tables: Vec<u64>,
+    /// Inode-table blocks read lately, by block number: the inodes of one
+    /// folder's files mostly lie side by side, and each is read more than
+    /// once (listing, then opening), so one read serves many. The image
+    /// never changes under the reader; emptied when full.
+    itable: Mutex<HashMap<u64, Arc<[u8]>>>,
 }
+
+/// Most inode-table blocks kept in [`Core::itable`] (1 MiB of 4 KiB blocks).
+const ITABLE_BLOCKS: usize = 256;
 
 impl Core {
     pub(crate) fn bs_usize(&self) -> usize {
@@ -133,9 +141,35 @@ impl Core {
 
     pub(crate) fn read_inode(&self, ino: u32) -> Result<Inode, FsError> {
         let off = self.inode_offset(ino)?;
-        let mut raw = vec![0u8; self.sb.inode_size as usize];
+        let isz = self.sb.inode_size as usize;
+        let (blk, within) = (off / self.sb.bs, (off % self.sb.bs) as usize);
+        if within + isz <= self.bs_usize() {
+            if let Some(block) = self.itable_block(blk) {
+                return Ok(Inode::parse(ino, &block[within..within + isz], &self.sb));
+            }
+        }
+        let mut raw = vec![0u8; isz];
         self.vol.read(off, &mut raw)?;
         Ok(Inode::parse(ino, &raw, &self.sb))
+    }
+
+    /// Block `blk` of an inode table, from [`Core::itable`] or read into
+    /// it; `None` when the whole block cannot be read (the caller then
+    /// reads the one inode).
+    fn itable_block(&self, blk: u64) -> Option<Arc<[u8]>> {
+        let lock = || self.itable.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(b) = lock().get(&blk) {
+            return Some(b.clone());
+        }
+        let mut raw = vec![0u8; self.bs_usize()];
+        self.vol.read(blk.checked_mul(self.sb.bs)?, &mut raw).ok()?;
+        let block: Arc<[u8]> = raw.into();
+        let mut cache = lock();
+        if cache.len() >= ITABLE_BLOCKS {
+            cache.clear();
+        }
+        cache.insert(blk, block.clone());
+        Some(block)
     }
 }
 
@@ -174,9 +208,15 @@ impl Ext4Fs {
             },
             sb,
             tables,
+            itable: Mutex::new(HashMap::new()),
         };
         let (jmap, journal) = core.journal();
         core.vol.jmap = jmap;
+        // What was read before the journal's blocks were known is stale.
+        core.itable
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         if !core.vol.jmap.is_empty() {
             // The superblock itself may have a newer copy in the journal
             // (label, free counts); take it when the geometry agrees.

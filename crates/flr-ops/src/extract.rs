@@ -50,6 +50,20 @@ pub(crate) struct Existing {
     pub(crate) kind: ExistingKind,
     pub(crate) size: u64,
     pub(crate) mtime: Timestamp,
+    pub(crate) ino: u64,
+    pub(crate) ctime: Timestamp,
+}
+
+impl Existing {
+    /// What the restore journal compares.
+    pub(crate) fn stat(&self) -> crate::journal::DestStat {
+        crate::journal::DestStat {
+            ino: self.ino,
+            size: self.size,
+            mtime: self.mtime,
+            ctime: self.ctime,
+        }
+    }
 }
 
 /// An error while writing into the destination.
@@ -281,20 +295,46 @@ impl DestDir {
                 secs: st.st_mtime,
                 nanos: u32::try_from(st.st_mtime_nsec).unwrap_or(0),
             },
+            ino: st.st_ino,
+            ctime: Timestamp {
+                secs: st.st_ctime,
+                nanos: u32::try_from(st.st_ctime_nsec).unwrap_or(0),
+            },
         })
     }
 
-    /// The sha256 of the regular file at `name` (never through a symlink).
-    pub(crate) fn sha256_of(&self, name: &[u8]) -> std::io::Result<[u8; 32]> {
-        use sha2::Digest;
-        use std::io::Read;
+    /// The restore journal at `name`, opened to be read and appended to
+    /// (created with mode 0600 if missing; never through a symlink).
+    pub(crate) fn open_journal(&self, name: &[u8]) -> std::io::Result<File> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDWR | OFlags::CREATE | OFlags::APPEND | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )?;
+        let f = File::from(fd);
+        if !f.metadata()?.is_file() {
+            return Err(std::io::Error::other("not a regular file"));
+        }
+        Ok(f)
+    }
+
+    /// The file at `name`, opened for reading (never through a symlink).
+    pub(crate) fn open_read(&self, name: &[u8]) -> std::io::Result<File> {
         let fd = rustix::fs::openat(
             &self.fd,
             name,
             OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )?;
-        let mut f = File::from(fd);
+        Ok(File::from(fd))
+    }
+
+    /// The sha256 of the regular file at `name` (never through a symlink).
+    pub(crate) fn sha256_of(&self, name: &[u8]) -> std::io::Result<[u8; 32]> {
+        use sha2::Digest;
+        use std::io::Read;
+        let mut f = self.open_read(name)?;
         let mut h = sha2::Sha256::new();
         let mut buf = vec![0u8; crate::CHUNK];
         loop {

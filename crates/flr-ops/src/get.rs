@@ -18,6 +18,7 @@ use flr_fs::{FileKind, Filesystem, FsPath, Metadata};
 use sha2::Digest;
 
 use crate::extract::{DestDir, Existing, ExistingKind, Overwrite, WriteError};
+use crate::journal::{source_id, Journal, Verdict};
 use crate::ls::{Listing, MAX_DEPTH};
 use crate::names::safe_component;
 use crate::progress::Progress;
@@ -45,8 +46,12 @@ pub enum OverwritePolicy {
 /// file already in DEST is the one being restored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compare {
-    /// Same size and same sha256 (both files are read).
+    /// Same size and the same bytes: both files are read side by side and
+    /// compared, stopping at the first difference (equal bytes, so equal
+    /// sha256, without hashing either).
     #[default]
+    Content,
+    /// Same size and same sha256 (both files are read and hashed).
     Sha256,
     /// Same size and same mtime (to the nanosecond, or to the second when
     /// DEST keeps whole seconds): no data is read, so a file changed in
@@ -122,6 +127,10 @@ pub struct GetSummary {
     pub excluded: u64,
     /// Temporary files of an interrupted earlier restore removed from DEST.
     pub stale_partials: u64,
+    /// Of `kept`: files the restore journal proved identical without
+    /// reading them or the image (written by flr from the same source
+    /// file, untouched since).
+    pub kept_by_journal: u64,
     /// `--dry-run`: the counts are what would be done; nothing was written.
     pub dry_run: bool,
     /// Objects restored without some of what `--preserve` asked for (an
@@ -207,6 +216,28 @@ struct Job<'a, 'c> {
     bar: &'a Progress,
     /// Files done (written, kept or failed), for the bar.
     done: &'a Cell<u64>,
+    /// Verdicts of [`Job::compare_ahead`]: image path → (name in DEST,
+    /// identical?), taken when the file is reached.
+    verdicts: HashMap<FsPath, Ahead>,
+    /// The restore journal (`--skip-existing`, `if-different`).
+    journal: Option<&'a mut Journal>,
+    /// The image's location, for the journal's source identities.
+    location: &'a str,
+}
+
+/// A verdict of [`Job::compare_ahead`]: the name in DEST it is for, what
+/// was there, and whether it is identical.
+type Ahead = (Vec<u8>, Existing, Result<Same, String>);
+
+/// Whether a file already in DEST is the one being restored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Same {
+    Differs,
+    /// Equal; with the sha256 of the image file's bytes when it was
+    /// worked out on the way (to go into the journal).
+    Equal(Option<[u8; 32]>),
+    /// Equal by the restore journal, nothing read.
+    Untouched,
 }
 
 /// Bytes and files that a restore of `path` will write, for the progress
@@ -312,6 +343,17 @@ pub fn get(
     };
     let mut total = GetSummary::default();
     let mut root_names = HashSet::new();
+    let keeps = opts.skip_existing || opts.overwrite == OverwritePolicy::IfDifferent;
+    let mut journal = match root.slot.get() {
+        Some(Slot::Open(d)) if keeps => Some(Journal::open(d, opts.dry_run)),
+        _ => None,
+    };
+    if let Some(p) = journal.as_mut().and_then(|j| j.problem.take()) {
+        let _ = writeln!(ctx.err, "flr: {p}");
+    }
+    if journal.is_some() {
+        root_names.insert(crate::journal::NAME.to_vec());
+    }
     let mut first = true;
     for (spec, vol, meta) in &items {
         let fs = filesystems[vol].as_ref();
@@ -324,6 +366,9 @@ pub fn get(
             ancestors: HashSet::new(),
             bar: &bar,
             done: &done,
+            verdicts: HashMap::new(),
+            journal: journal.as_mut(),
+            location: &image.location,
         };
         if first {
             first = false;
@@ -345,6 +390,12 @@ pub fn get(
             job.restore(&spec.path, &name, meta, &root, &mut root_names, true, 0);
         }
         total.add(&job.sum);
+    }
+    if let Some(j) = journal.as_mut() {
+        j.flush();
+        if let Some(p) = j.problem.take() {
+            let _ = writeln!(ctx.err, "flr: {p}");
+        }
     }
     bar.finish();
     total.report_version = GET_REPORT_VERSION;
@@ -375,6 +426,7 @@ impl GetSummary {
         self.written_beside += s.written_beside;
         self.excluded += s.excluded;
         self.stale_partials += s.stale_partials;
+        self.kept_by_journal += s.kept_by_journal;
         self.not_preserved += s.not_preserved;
         self.streams += s.streams;
     }
@@ -592,39 +644,84 @@ impl Job<'_, '_> {
         safe
     }
 
-    /// The sha256 of the image file (read as `get` reads it).
-    fn source_sha256(&self, path: &FsPath) -> Result<[u8; 32], String> {
-        let mut h = sha2::Sha256::new();
-        copy_file_streams(self.fs, path, self.opts.streams, |b| {
-            h.update(b);
-            Ok(())
-        })
-        .map_err(|e| match e {
-            CopyError::Fs(e) => e.to_string(),
-            CopyError::Out(e) => e.to_string(),
-        })?;
-        Ok(h.finalize().into())
-    }
-
-    /// Whether the file already at `name` in `dir` is the one being restored.
+    /// Whether the file already at `name` in `dir` is the one being restored
+    /// (the verdict worked out ahead for its folder, if there is one).
     fn identical_file(
-        &self,
+        &mut self,
         path: &FsPath,
         meta: &Metadata,
         dir: &DestDir,
         name: &[u8],
         ex: Existing,
-    ) -> Result<bool, String> {
-        if ex.kind != ExistingKind::File || ex.size != meta.size {
-            return Ok(false);
+        ahead: Option<Result<Same, String>>,
+    ) -> Result<Same, String> {
+        if let Some(v) = ahead {
+            return v;
         }
-        if self.opts.compare == Compare::SizeMtime && meta.mtime.is_some() {
-            return Ok(same_mtime(ex, meta.mtime));
+        let j = self
+            .journal
+            .as_deref()
+            .map(|j| (j, self.location, self.vol));
+        same_file(self.fs, self.opts, j, path, meta, dir, name, ex)
+    }
+
+    /// Works out, in parallel, whether each file of a folder whose name is
+    /// already taken in DEST by a file of its size is identical to it, so
+    /// that a resumed restore compares many files at once instead of one
+    /// after another (`--skip-existing`, `if-different`; not for
+    /// size-mtime, which reads nothing).
+    fn compare_ahead(
+        &mut self,
+        dir: &FsPath,
+        entries: &[flr_fs::DirEntry],
+        into: &Target<'_>,
+        selected: bool,
+    ) {
+        if !self.keeps_identical() || self.opts.compare == Compare::SizeMtime {
+            return;
         }
-        let Ok(there) = dir.sha256_of(name) else {
-            return Ok(false);
+        let Some(Slot::Open(d)) = into.slot.get() else {
+            return;
         };
-        Ok(there == self.source_sha256(path)?)
+        let sel = &self.opts.selection;
+        let mut todo = Vec::new();
+        let mut seen = HashSet::new();
+        for e in entries {
+            if e.meta.kind != FileKind::File || e.meta.unreadable.is_some() {
+                continue;
+            }
+            let path = dir.join(&e.name);
+            if sel.excluded(&path) || !(selected || sel.included(&path)) {
+                continue;
+            }
+            // Only names that stay as they are (a renamed one is decided
+            // when it is reached).
+            if safe_component(&e.name).0 != e.name || !seen.insert(e.name.clone()) {
+                continue;
+            }
+            if let Some(ex) = d.existing(&e.name) {
+                if ex.kind == ExistingKind::File && ex.size == e.meta.size {
+                    todo.push((path, e, ex));
+                }
+            }
+        }
+        if todo.len() < 2 {
+            return;
+        }
+        use rayon::prelude::*;
+        let (fs, opts) = (self.fs, self.opts);
+        let j = self
+            .journal
+            .as_deref()
+            .map(|j| (j, self.location, self.vol));
+        let verdicts: Vec<_> = todo
+            .into_par_iter()
+            .map(|(path, e, ex)| {
+                let v = same_file(fs, opts, j, &path, &e.meta, d, &e.name, ex);
+                (path, (e.name.clone(), ex, v))
+            })
+            .collect();
+        self.verdicts.extend(verdicts);
     }
 
     /// Decides what happens to one file or symlink whose safe name is `safe`.
@@ -636,7 +733,12 @@ impl Job<'_, '_> {
         safe: &[u8],
         used: &mut HashSet<Vec<u8>>,
     ) -> Result<Action, String> {
-        let Some(ex) = dir.and_then(|d| d.existing(safe)) else {
+        let ahead = self.verdicts.remove(path).filter(|(n, _, _)| n == safe);
+        let (ex, ahead) = match ahead {
+            Some((_, ex, v)) => (Some(ex), Some(v)),
+            None => (dir.and_then(|d| d.existing(safe)), None),
+        };
+        let Some(ex) = ex else {
             return Ok(Action::Write {
                 name: safe.to_vec(),
                 replace: false,
@@ -649,7 +751,22 @@ impl Job<'_, '_> {
                     ex.kind == ExistingKind::Symlink
                         && self.fs.read_link(path).ok() == dir.link_target(safe)
                 }
-                _ => self.identical_file(path, meta, dir, safe, ex)?,
+                _ => {
+                    let same = self.identical_file(path, meta, dir, safe, ex, ahead)?;
+                    match same {
+                        Same::Untouched => self.sum.kept_by_journal += 1,
+                        // Found identical by reading: into the journal, so
+                        // the next resume need not read it again.
+                        Same::Equal(Some(sha)) => {
+                            let src = source_id(self.location, self.vol, path, meta);
+                            if let Some(j) = self.journal.as_deref_mut() {
+                                j.record(&ex.stat(), src, &sha);
+                            }
+                        }
+                        Same::Equal(None) | Same::Differs => {}
+                    }
+                    same != Same::Differs
+                }
             };
             if same {
                 return Ok(Action::Keep { why: "identical" });
@@ -799,16 +916,23 @@ impl Job<'_, '_> {
             Err(e) => return self.fail(dir, e),
         };
         let mut broken = listing.error.take();
-        let mut used = HashSet::new();
-        let mut names = HashSet::new();
+        let mut entries = Vec::new();
         for e in listing {
-            let e = match e {
-                Ok(e) => e,
+            match e {
+                Ok(e) => entries.push(e),
                 Err(e) => {
                     broken = Some(e);
                     break;
                 }
-            };
+            }
+        }
+        self.compare_ahead(dir, &entries, into, selected);
+        let mut used = HashSet::new();
+        if into.parent.is_none() && self.journal.is_some() {
+            used.insert(crate::journal::NAME.to_vec());
+        }
+        let mut names = HashSet::new();
+        for e in entries {
             let path = dir.join(&e.name);
             // A corrupt folder can hold two entries with one name; a path reaches only
             // the first, so the second cannot be restored faithfully.
@@ -974,7 +1098,8 @@ impl Job<'_, '_> {
         name: &[u8],
         ow: Overwrite,
     ) -> bool {
-        let mut hasher = self.opts.checksum.then(sha2::Sha256::new);
+        let journaling = self.journal.as_ref().is_some_and(|j| j.writing());
+        let mut hasher = (self.opts.checksum || journaling).then(sha2::Sha256::new);
         let fs = self.fs;
         let ads = self.opts.ntfs_streams;
         let mut streams = crate::winmeta::StreamReport::default();
@@ -1009,13 +1134,23 @@ impl Job<'_, '_> {
         match res {
             Ok(Ok(n)) => {
                 self.report_refused(path, &extra);
-                if let Some(h) = hasher {
+                let digest: Option<[u8; 32]> = hasher.map(|h| h.finalize().into());
+                if let (Some(sha), Some(j)) = (digest, self.journal.as_deref_mut()) {
+                    if let Some(ex) = dir.existing(name).filter(|_| journaling) {
+                        j.record(
+                            &ex.stat(),
+                            source_id(self.location, self.vol, path, meta),
+                            &sha,
+                        );
+                    }
+                }
+                if let Some(sha) = digest.filter(|_| self.opts.checksum) {
                     let rel = if dir.rel.is_empty() {
                         display_name(name)
                     } else {
                         format!("{}/{}", dir.rel, display_name(name))
                     };
-                    self.print_checksum(&rel, n, &hex::encode(h.finalize()), "file");
+                    self.print_checksum(&rel, n, &hex::encode(sha), "file");
                 }
                 true
             }
@@ -1070,6 +1205,102 @@ impl Job<'_, '_> {
                 false
             }
         }
+    }
+}
+
+/// The sha256 of the image file (read as `get` reads it).
+fn source_sha256(
+    fs: &dyn Filesystem,
+    streams: crate::Streams,
+    path: &FsPath,
+) -> Result<[u8; 32], String> {
+    let mut h = sha2::Sha256::new();
+    copy_file_streams(fs, path, streams, |b| {
+        h.update(b);
+        Ok(())
+    })
+    .map_err(|e| match e {
+        CopyError::Fs(e) => e.to_string(),
+        CopyError::Out(e) => e.to_string(),
+    })?;
+    Ok(h.finalize().into())
+}
+
+/// Whether the file already at `name` in `dir` is the one being restored.
+#[allow(clippy::too_many_arguments)]
+fn same_file(
+    fs: &dyn Filesystem,
+    opts: &GetOptions,
+    journal: Option<(&Journal, &str, &str)>,
+    path: &FsPath,
+    meta: &Metadata,
+    dir: &DestDir,
+    name: &[u8],
+    ex: Existing,
+) -> Result<Same, String> {
+    let same = |b: bool| if b { Same::Equal(None) } else { Same::Differs };
+    if ex.kind != ExistingKind::File || ex.size != meta.size {
+        return Ok(Same::Differs);
+    }
+    if opts.compare == Compare::SizeMtime && meta.mtime.is_some() {
+        return Ok(same(same_mtime(ex, meta.mtime)));
+    }
+    if let Some((j, location, vol)) = journal {
+        match j.verdict(&ex.stat(), &source_id(location, vol, path, meta)) {
+            Verdict::Untouched => return Ok(Same::Untouched),
+            // Touched since flr wrote it: its bytes against the recorded
+            // hash of the image file's (the image is not read again).
+            // Equal: recorded again with the file's new change time.
+            Verdict::Touched(sha) => {
+                return Ok(if dir.sha256_of(name).is_ok_and(|h| h == sha) {
+                    Same::Equal(Some(sha))
+                } else {
+                    Same::Differs
+                });
+            }
+            Verdict::Unknown => {}
+        }
+    }
+    if opts.compare == Compare::Sha256 {
+        let Ok(there) = dir.sha256_of(name) else {
+            return Ok(Same::Differs);
+        };
+        let sha = source_sha256(fs, opts.streams, path)?;
+        return Ok(if there == sha {
+            Same::Equal(Some(sha))
+        } else {
+            Same::Differs
+        });
+    }
+    let Ok(mut there) = dir.open_read(name) else {
+        return Ok(Same::Differs);
+    };
+    let mut buf = Vec::new();
+    // Hashed on the way only when the verdict can go into the journal.
+    let mut hasher = journal
+        .filter(|(j, _, _)| j.writing())
+        .map(|_| sha2::Sha256::new());
+    let compared = copy_file_streams(fs, path, opts.streams, |b| {
+        use std::io::Read;
+        if let Some(h) = hasher.as_mut() {
+            h.update(b);
+        }
+        buf.resize(b.len(), 0);
+        there.read_exact(&mut buf)?;
+        if buf[..] == *b {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("the bytes differ"))
+        }
+    });
+    match compared {
+        // Equal so far: the copy in DEST must end where the image's does.
+        Ok(_) if std::io::Read::read(&mut there, &mut [0u8; 1]).ok() == Some(0) => {
+            Ok(Same::Equal(hasher.map(|h| h.finalize().into())))
+        }
+        Ok(_) => Ok(Same::Differs),
+        Err(CopyError::Out(_)) => Ok(Same::Differs),
+        Err(CopyError::Fs(e)) => Err(e.to_string()),
     }
 }
 

@@ -16,6 +16,7 @@ mod extract;
 mod fidelity;
 pub mod fleet;
 mod get;
+mod journal;
 mod keychain;
 mod keys;
 pub mod log;
