@@ -92,6 +92,29 @@ fn check_files(dest: &Path, entries: &[ManifestEntry]) {
     }
 }
 
+/// Flips a bit of the file's first byte and puts its mtime back: a change
+/// that size and mtime do not show. Returns the new bytes.
+fn change_in_place(path: &Path) -> Vec<u8> {
+    let before = std::fs::metadata(path).unwrap();
+    let mut changed = std::fs::read(path).unwrap();
+    changed[0] ^= 0x20;
+    std::fs::write(path, &changed).unwrap();
+    set_mtime(path, filetime_of(&before));
+    changed
+}
+
+/// `get p2:/etc -o d --overwrite=if-different`, JSON summary.
+fn if_different(d: &Path) -> std::process::Output {
+    get(&[
+        "p2:/etc",
+        "-o",
+        p(d),
+        "--overwrite=if-different",
+        "--format",
+        "json",
+    ])
+}
+
 fn inode(path: &Path) -> u64 {
     std::fs::symlink_metadata(path).unwrap().ino()
 }
@@ -334,11 +357,7 @@ fn the_restore_journal_proves_untouched_files() {
 
     // Bytes changed in place, size and mtime put back.
     let hosts = d.join("etc/hosts");
-    let before = std::fs::metadata(&hosts).unwrap();
-    let mut changed = std::fs::read(&hosts).unwrap();
-    changed[0] ^= 0x20;
-    std::fs::write(&hosts, &changed).unwrap();
-    set_mtime(&hosts, filetime_of(&before));
+    let changed = change_in_place(&hosts);
     let out = again();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("etc/hosts"), "{}", stderr(&out));
@@ -347,14 +366,7 @@ fn the_restore_journal_proves_untouched_files() {
         changed,
         "hosts was replaced"
     );
-    let out = get(&[
-        "p2:/etc",
-        "-o",
-        p(d),
-        "--overwrite=if-different",
-        "--format",
-        "json",
-    ]);
+    let out = if_different(d);
     assert!(out.status.success(), "{}", stderr(&out));
     let s = summary(&out);
     assert_eq!(
@@ -375,12 +387,7 @@ fn compare_modes_and_if_different() {
     let d = dest.path();
     assert!(get(&["p2:/etc", "-o", p(d)]).status.success());
     let hosts = d.join("etc/hosts");
-    let before = std::fs::metadata(&hosts).unwrap();
-    let mut changed = std::fs::read(&hosts).unwrap();
-    changed[0] ^= 0x20;
-    std::fs::write(&hosts, &changed).unwrap();
-    let t = filetime_of(&before);
-    set_mtime(&hosts, t);
+    let changed = change_in_place(&hosts);
     let fstab_ino = inode(&d.join("etc/fstab"));
 
     let out = get(&["p2:/etc", "-o", p(d), "--skip-existing"]);
@@ -399,14 +406,7 @@ fn compare_modes_and_if_different() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(std::fs::read(&hosts).unwrap(), changed);
 
-    let out = get(&[
-        "p2:/etc",
-        "-o",
-        p(d),
-        "--overwrite=if-different",
-        "--format",
-        "json",
-    ]);
+    let out = if_different(d);
     assert!(out.status.success(), "{}", stderr(&out));
     let want = expected(|p| p == "etc/hosts");
     check_files(d, &want);
