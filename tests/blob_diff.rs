@@ -332,3 +332,57 @@ fn remote_diff_of_unrelated_blobs_compares_blocks() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     expected(fs, &parse_diff(&out.stdout));
 }
+
+/// The JSON summary (the last line) of a `--format json get`.
+fn get_summary(out: &Output) -> serde_json::Value {
+    let t = text(&out.stdout);
+    let last = t.lines().last().expect("a summary line");
+    serde_json::from_str(last).unwrap()
+}
+
+/// A restore from a snapshot, resumed: the restore journal the first run
+/// wrote keeps every file without fetching its data again. The server
+/// counts the blob bytes it serves: the resume is served only metadata
+/// (superblock, group descriptors, inode tables and folders, in the
+/// reader's 16 KiB blocks), here about an eighth of the first run.
+#[test]
+fn a_resumed_remote_restore_fetches_no_file_data_again() {
+    let r = Remote::new();
+    let (_, t_new) = r.upload("ext4");
+    let url = r.url("ext4", &t_new);
+    let dest = tempfile::tempdir().unwrap();
+    let d = dest.path().to_str().unwrap();
+    let args = [
+        "--format",
+        "json",
+        "get",
+        &url,
+        "disk:/",
+        "-o",
+        d,
+        "--skip-existing",
+    ];
+    let b0 = r.kv.blob_bytes_served();
+    let out = r.flr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first = r.kv.blob_bytes_served() - b0;
+    let s1 = get_summary(&out);
+    let files = s1["files"].as_u64().unwrap();
+    let bytes = s1["bytes"].as_u64().unwrap();
+    assert!(files >= 20 && bytes >= 800_000, "{s1}");
+    assert!(first >= bytes, "{first} bytes served for {bytes} restored");
+
+    let b1 = r.kv.blob_bytes_served();
+    let out = r.flr(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let again = r.kv.blob_bytes_served() - b1;
+    let s2 = get_summary(&out);
+    assert_eq!(s2["files"], 0, "{s2}");
+    assert_eq!(s2["kept_by_journal"].as_u64(), Some(files), "{s2}");
+    // Only metadata (superblock, group descriptors, inode tables, folders).
+    assert!(
+        again * 4 < first,
+        "the resume fetched {again} bytes; the first restore {first}"
+    );
+    eprintln!("remote resume: {again} bytes served against {first} for the first restore");
+}
