@@ -258,10 +258,15 @@ enum Cmd {
         force: bool,
         /// Resume: files already in DEST and identical are not rewritten
         ///
-        /// Identical by --compare; the others follow --overwrite. Temporary files never
-        /// count, and those an interrupted run left behind are removed.
+        /// Identical by the restore journal (DEST/.flr-restore.jsonl), else by --compare; the
+        /// others follow --overwrite. Temporary files never count, and those an interrupted
+        /// run left behind are removed.
         #[arg(long = "skip-existing", help_heading = "Selection and safety")]
         skip_existing: bool,
+        /// Neither read nor write the restore journal: every file already in DEST is compared
+        /// by --compare
+        #[arg(long = "no-journal", help_heading = "Selection and safety")]
+        no_journal: bool,
         /// How --skip-existing and if-different decide "identical"
         ///
         /// content: same size and bytes (both files are read and compared); sha256: the same,
@@ -619,6 +624,7 @@ impl Cli {
                 overwrite,
                 force,
                 skip_existing,
+                no_journal,
                 compare,
                 include,
                 exclude,
@@ -644,6 +650,7 @@ impl Cli {
                     }
                 },
                 skip_existing,
+                journal: !no_journal,
                 compare: match compare {
                     Compare::Content => flr_ops::Compare::Content,
                     Compare::Sha256 => flr_ops::Compare::Sha256,

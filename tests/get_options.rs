@@ -366,6 +366,25 @@ fn the_restore_journal_proves_untouched_files() {
         changed,
         "hosts was replaced"
     );
+    // --no-journal: everything compared with the image, nothing recorded.
+    let lines = std::fs::read_to_string(&journal).unwrap().lines().count();
+    let out = get(&[
+        "p2:/etc",
+        "-o",
+        p(d),
+        "--skip-existing",
+        "--no-journal",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let s = summary(&out);
+    assert_eq!(s["kept_by_journal"], 0, "{s}");
+    assert_eq!(s["kept"].as_u64(), Some(files - 1 + links), "{s}");
+    assert_eq!(
+        std::fs::read_to_string(&journal).unwrap().lines().count(),
+        lines
+    );
     let out = if_different(d);
     assert!(out.status.success(), "{}", stderr(&out));
     let s = summary(&out);

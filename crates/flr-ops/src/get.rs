@@ -69,6 +69,9 @@ pub struct GetOptions {
     /// Keep a file already in DEST when it is identical (resume of an
     /// interrupted restore); others follow `overwrite`.
     pub skip_existing: bool,
+    /// Use the restore journal (read it, and add to it) when identical
+    /// files are kept (`--no-journal` clears it).
+    pub journal: bool,
     /// How "identical" is decided.
     pub compare: Compare,
     /// `--include`/`--exclude`.
@@ -343,7 +346,8 @@ pub fn get(
     };
     let mut total = GetSummary::default();
     let mut root_names = HashSet::new();
-    let keeps = opts.skip_existing || opts.overwrite == OverwritePolicy::IfDifferent;
+    let keeps =
+        opts.journal && (opts.skip_existing || opts.overwrite == OverwritePolicy::IfDifferent);
     let mut journal = match root.slot.get() {
         Some(Slot::Open(d)) if keeps => Some(Journal::open(d, opts.dry_run)),
         _ => None,

@@ -101,6 +101,8 @@ pub enum Command {
         overwrite: crate::OverwritePolicy,
         /// `--skip-existing`.
         skip_existing: bool,
+        /// Not `--no-journal`.
+        journal: bool,
         /// `--compare`.
         compare: crate::Compare,
         /// `--include` patterns.
@@ -681,6 +683,7 @@ impl Session {
                 dest,
                 overwrite,
                 skip_existing,
+                journal,
                 compare,
                 include,
                 exclude,
@@ -707,6 +710,7 @@ impl Session {
                     dest,
                     overwrite,
                     skip_existing,
+                    journal,
                     compare,
                     selection,
                     dry_run: self.globals.dry_run,
