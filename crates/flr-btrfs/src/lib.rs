@@ -91,7 +91,6 @@ mod extents;
 mod file;
 mod items;
 mod layer;
-mod raid6;
 mod sb;
 mod subvol;
 mod tree;

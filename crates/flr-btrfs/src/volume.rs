@@ -9,8 +9,8 @@ use flr_fs::FsError;
 use flr_io::{Bounce, Source};
 
 use crate::chunk::{Chunk, Place};
-use crate::raid6;
 use crate::sb::Superblock;
+use flr_raid6 as raid6;
 
 /// The devices present, by devid, and the chunk map.
 pub(crate) struct Volume {
@@ -250,7 +250,7 @@ impl Volume {
                 read(nd, out)?;
                 for i in (0..nd).filter(|&i| i != data) {
                     read(i, &mut tmp)?;
-                    raid6::mul_xor(out, &tmp, 1);
+                    raid6::mul_xor_into(out, &tmp, 1);
                 }
             }
             ([], false, true) => {
@@ -258,9 +258,9 @@ impl Volume {
                 read(nd + 1, out)?;
                 for i in (0..nd).filter(|&i| i != data) {
                     read(i, &mut tmp)?;
-                    raid6::mul_xor(out, &tmp, raid6::pow2(i));
+                    raid6::mul_xor_into(out, &tmp, raid6::pow_g(i));
                 }
-                raid6::scale(out, raid6::inv(raid6::pow2(data)));
+                raid6::scale(out, raid6::inv(raid6::pow_g(data)));
             }
             (&[y], true, true) => {
                 // Pxy = P + sum Di, Qxy = Q + sum g^i Di over the others;
@@ -270,11 +270,11 @@ impl Volume {
                 read(nd + 1, out)?;
                 for i in (0..nd).filter(|&i| i != data && i != y) {
                     read(i, &mut tmp)?;
-                    raid6::mul_xor(&mut pxy, &tmp, 1);
-                    raid6::mul_xor(out, &tmp, raid6::pow2(i));
+                    raid6::mul_xor_into(&mut pxy, &tmp, 1);
+                    raid6::mul_xor_into(out, &tmp, raid6::pow_g(i));
                 }
-                raid6::mul_xor(out, &pxy, raid6::pow2(y));
-                raid6::scale(out, raid6::inv(raid6::pow2(data) ^ raid6::pow2(y)));
+                raid6::mul_xor_into(out, &pxy, raid6::pow_g(y));
+                raid6::scale(out, raid6::inv(raid6::pow_g(data) ^ raid6::pow_g(y)));
             }
             _ => {
                 let gone = avoid.iter().filter(|&&a| a).count();

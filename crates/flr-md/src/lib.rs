@@ -69,7 +69,6 @@
 mod layer;
 pub use layer::{MdFormat, ARRAY_KIND, FORMAT};
 mod format;
-mod gf;
 mod layout;
 mod read;
 

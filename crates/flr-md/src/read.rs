@@ -6,8 +6,8 @@
 
 use flr_io::{check_range, IoError, ReadAt, Source};
 
-use crate::gf;
 use crate::layout::{Geometry, Parity};
+use flr_raid6 as gf;
 
 /// A source in a struct that derives `Debug`.
 #[derive(Clone)]
@@ -232,14 +232,13 @@ impl ArraySource {
         self.read_leg(q, off, out, at)?;
         for &m in data.iter().filter(|m| !lost.contains(m)) {
             self.read_leg(m, off, &mut scratch, at)?;
-            let t = gf::mul_table(gf::pow_g(g.q_slot(stripe, m)));
-            gf::mul_xor_into(out, &scratch, &t);
+            gf::mul_xor_into(out, &scratch, gf::pow_g(g.q_slot(stripe, m)));
         }
         let sx = g.q_slot(stripe, want);
         match lost.as_slice() {
             [_] => {
                 // Data and P lost: D = Q' / g^sx.
-                gf::mul_in_place(out, &gf::mul_table(gf::inv(gf::pow_g(sx))));
+                gf::scale(out, gf::inv(gf::pow_g(sx)));
                 Ok(())
             }
             [a, b] if p_ok => {
@@ -254,12 +253,12 @@ impl ArraySource {
                 }
                 // D_x = (Q' ⊕ g^sy·P') / (g^sx ⊕ g^sy).
                 let gy = gf::pow_g(sy);
-                gf::mul_xor_into(out, &scratch, &gf::mul_table(gy));
+                gf::mul_xor_into(out, &scratch, gy);
                 let denom = gf::pow_g(sx) ^ gy;
                 if denom == 0 {
                     return Err(fail("two data blocks share a Q coefficient"));
                 }
-                gf::mul_in_place(out, &gf::mul_table(gf::inv(denom)));
+                gf::scale(out, gf::inv(denom));
                 Ok(())
             }
             _ => Err(fail(
