@@ -1,15 +1,15 @@
-//! Lists an ext2/3/4 image recursively (kind, size, inode, path, notes):
-//! `cargo run -p flr-ext4 --example ls -- IMAGE`.
+//! Lists an NTFS image recursively (kind, size, inode, path, notes):
+//! `cargo run -p flr-ntfs --example ntfs_ls -- IMAGE`.
 
 use std::sync::Arc;
 
-use flr_ext4::Ext4Fs;
 use flr_fs::{FileKind, Filesystem, FsPath};
 use flr_io::FileSource;
+use flr_ntfs::NtfsFs;
 
 fn main() {
     let img = std::env::args().nth(1).expect("usage: ls IMAGE");
-    let fs = Ext4Fs::open(Arc::new(FileSource::open(&img).expect("open"))).expect("ext4");
+    let fs = NtfsFs::open(Arc::new(FileSource::open(&img).expect("open"))).expect("ntfs");
     println!("{:?}", fs.info());
     let mut todo = vec![FsPath::root()];
     while let Some(d) = todo.pop() {
@@ -27,7 +27,7 @@ fn main() {
                         _ => m.unreadable.clone().unwrap_or_default(),
                     };
                     println!("{:?}\t{}\t{:?}\t{}\t{}", m.kind, m.size, m.inode, p, note);
-                    if m.kind == FileKind::Dir && m.unreadable.is_none() {
+                    if m.kind == FileKind::Dir {
                         todo.push(p);
                     }
                 }
