@@ -475,3 +475,53 @@ fn windows_made_ntfs_descriptors() {
     }
     assert!(n > 100 && bins == 1, "{n} objects, {bins} recycle bins");
 }
+
+/// `flr mount` shows each named stream that fits an xattr value (64 KiB)
+/// as the read-only xattr `user.ntfs.stream.NAME`, the bytes gen.sh wrote
+/// (streams.tsv); the larger ones are left out (cat reads them).
+#[test]
+fn mount_shows_streams_as_xattrs() {
+    if !flr_testdata::have_tool("getfattr") {
+        flr_testdata::loud(
+            "SKIPPED mount_shows_streams_as_xattrs: no getfattr (Debian package attr)",
+        );
+        return;
+    }
+    if !crate::mount::fuse_available("mount_shows_streams_as_xattrs") {
+        return;
+    }
+    let m = crate::mount::Mount::new(&img(), &["--volume", "disk"]);
+    let (mut shown, mut left_out) = (0, 0);
+    for s in &streams() {
+        let name = format!("user.ntfs.stream.{}", s.name);
+        let file = m.path().join(&s.path);
+        let g = std::process::Command::new("getfattr")
+            .args(["--only-values", "-n", &name, p(&file)])
+            .output()
+            .unwrap();
+        if s.size > 64 << 10 {
+            assert!(!g.status.success(), "{name} is too large for an xattr");
+            left_out += 1;
+            continue;
+        }
+        assert!(
+            g.status.success(),
+            "{name} on {}: {}",
+            file.display(),
+            stderr(&g)
+        );
+        assert_eq!(g.stdout.len() as u64, s.size, "{name}");
+        assert_eq!(sha256_hex(&g.stdout), s.sha256, "{name}");
+        shown += 1;
+    }
+    assert!(
+        shown >= 3 && left_out >= 1,
+        "{shown} shown, {left_out} left out"
+    );
+    let o = std::process::Command::new("setfattr")
+        .args(["-n", "user.ntfs.stream.new", "-v", "1"])
+        .arg(m.path().join("ads.txt"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a write went through");
+}

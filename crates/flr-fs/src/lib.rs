@@ -24,7 +24,7 @@ use serde::Serialize;
 pub use consistency::{Consistency, Journal, NotReplayed, Unmount};
 pub use flr_io::IoError;
 pub use names::{display_component, display_name, display_path};
-pub use windows::{Reparse, SecurityDescriptor, StreamInfo, WindowsMeta};
+pub use windows::{Reparse, SecurityDescriptor, StreamInfo, WindowsMeta, STREAM_XATTR_PREFIX};
 
 pub mod acl;
 mod consistency;

@@ -10,6 +10,11 @@
 
 use serde::Serialize;
 
+/// The xattr name prefix a named data stream is shown under where xattrs
+/// carry them (`get --streams=xattr`, `mount`): stream `NAME` is the xattr
+/// `user.ntfs.stream.NAME`.
+pub const STREAM_XATTR_PREFIX: &str = "user.ntfs.stream.";
+
 /// One named data stream of a file (an NTFS alternate data stream).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StreamInfo {

@@ -208,6 +208,49 @@ fn meta_attr(m: &Metadata, owner: Owner) -> FileAttr {
     }
 }
 
+/// Linux's largest xattr value (XATTR_SIZE_MAX) and longest name.
+const XATTR_SIZE_MAX: u64 = 64 << 10;
+const XATTR_NAME_MAX: usize = 255;
+
+/// The named data streams (NTFS alternate data streams) of `path` as
+/// read-only xattrs `user.ntfs.stream.NAME`, as `get --streams=xattr`
+/// restores them; streams too large for an xattr value (over 64 KiB) or
+/// with too long a name are left out (`flr cat ID:/path:stream` reads
+/// them), and one that cannot be read is noted and left out.
+fn stream_xattrs(fs: &dyn Filesystem, path: &FsPath) -> Vec<flr_fs::Xattr> {
+    let Ok(streams) = fs.streams(path) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for s in streams {
+        let name = format!("{}{}", flr_fs::STREAM_XATTR_PREFIX, s.name);
+        if s.size > XATTR_SIZE_MAX || name.len() > XATTR_NAME_MAX {
+            continue;
+        }
+        let read = |h: &mut dyn flr_fs::FileHandle| -> Result<Vec<u8>, FsError> {
+            let mut v = vec![0u8; usize::try_from(h.size().min(XATTR_SIZE_MAX)).unwrap_or(0)];
+            let mut at = 0;
+            while at < v.len() {
+                let n = h.read_at(at as u64, &mut v[at..])?;
+                if n == 0 {
+                    break;
+                }
+                at += n;
+            }
+            v.truncate(at);
+            Ok(v)
+        };
+        match fs
+            .open_stream(path, &s.name)
+            .and_then(|mut h| read(h.as_mut()))
+        {
+            Ok(v) => out.push((name.into_bytes(), v)),
+            Err(e) => note(format_args!("{path}:{}: {e}", s.name)),
+        }
+    }
+    out
+}
+
 /// Answers a getxattr/listxattr: the size when asked with 0, the bytes
 /// when they fit, `ERANGE` when not.
 fn reply_xattr(reply: ReplyXattr, size: u32, data: &[u8]) {
@@ -370,10 +413,14 @@ impl FlrFuse {
     /// the synthetic folders).
     fn xattrs(&self, ino: u64) -> Result<Vec<flr_fs::Xattr>, Errno> {
         match self.fs_path(ino) {
-            Ok((vol, path, _)) => self.vols[vol]
-                .fs
-                .xattrs(&path)
-                .map_err(|e| self.fs_errno(vol, &path, &e)),
+            Ok((vol, path, _)) => {
+                let fs = &self.vols[vol].fs;
+                let mut xs = fs
+                    .xattrs(&path)
+                    .map_err(|e| self.fs_errno(vol, &path, &e))?;
+                xs.extend(stream_xattrs(fs.as_ref(), &path));
+                Ok(xs)
+            }
             Err(Errno::EISDIR) => Ok(Vec::new()),
             Err(e) => Err(e),
         }

@@ -40,7 +40,7 @@ impl std::str::FromStr for NtfsStreams {
 }
 
 /// The xattr name a stream is restored as.
-pub const XATTR_PREFIX: &str = "user.ntfs.stream.";
+pub const XATTR_PREFIX: &str = flr_fs::STREAM_XATTR_PREFIX;
 /// Linux's largest xattr value (XATTR_SIZE_MAX).
 const XATTR_MAX: u64 = 64 << 10;
 /// Linux's longest xattr name (XATTR_NAME_MAX).
