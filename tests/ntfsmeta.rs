@@ -525,3 +525,88 @@ fn mount_shows_streams_as_xattrs() {
         .unwrap();
     assert!(!o.status.success(), "a write went through");
 }
+
+/// `verify --manifest` compares the Windows metadata a manifest records:
+/// the image against its own manifest is ok; the same manifest with one
+/// object's SDDL and another's attribute bits edited (as if the volume had
+/// changed) names exactly those fields; `verify --write-manifest` records
+/// the same `windows` objects as `manifest`.
+#[test]
+fn verify_compares_windows_metadata() {
+    let img = img();
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base.json");
+    let m = run_ok(&["manifest", p(&img)]);
+    std::fs::write(&base, &m.stdout).unwrap();
+    let written = dir.path().join("written.json");
+    let report = dir.path().join("r.json");
+    run_ok(&[
+        "verify",
+        p(&img),
+        "--manifest",
+        p(&base),
+        "--write-manifest",
+        p(&written),
+        "--json",
+        p(&report),
+    ]);
+    let doc = |path: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let r = doc(&report);
+    assert_eq!(r["status"], "ok", "{r}");
+    let windows = |d: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
+        d["volumes"][0]["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                (
+                    e["path"].as_str().unwrap().to_string(),
+                    e["windows"].clone(),
+                )
+            })
+            .collect()
+    };
+    let want = windows(&doc(&base));
+    assert!(want.iter().filter(|(_, w)| w["sddl"].is_string()).count() >= 5);
+    assert_eq!(windows(&doc(&written)), want);
+
+    // Edit two entries of the manifest.
+    let (sd_path, attr_path) = ("/ads.txt", "/folder");
+    let mut edited = doc(&base);
+    for e in edited["volumes"][0]["entries"].as_array_mut().unwrap() {
+        if e["path"] == sd_path {
+            e["windows"]["sddl"] = "O:SYG:SYD:(A;;FA;;;WD)".into();
+        }
+        if e["path"] == attr_path {
+            e["windows"]["attributes"] = "0x00000016".into();
+        }
+    }
+    std::fs::write(&base, serde_json::to_vec(&edited).unwrap()).unwrap();
+    let out = run(&[
+        "verify",
+        p(&img),
+        "--manifest",
+        p(&base),
+        "--json",
+        p(&report),
+    ]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let r = doc(&report);
+    let mut changed: Vec<(String, serde_json::Value)> = r["volumes"][0]["changed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["path"].as_str().unwrap().to_string(), c["fields"].clone()))
+        .collect();
+    changed.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        changed,
+        vec![
+            (sd_path.to_string(), serde_json::json!(["sddl"])),
+            (attr_path.to_string(), serde_json::json!(["attributes"])),
+        ],
+        "{r}"
+    );
+}

@@ -97,7 +97,8 @@ pub struct Unreadable {
 pub struct Changed {
     /// Path in the volume.
     pub path: String,
-    /// What differs: `type`, `size`, `mtime`, `mode`, `target`, `sha256`.
+    /// What differs: `type`, `size`, `mtime`, `mode`, `target`, `sha256`,
+    /// and for NTFS and FAT `attributes`, `reparse`, `owner_sid`, `sddl`.
     pub fields: Vec<&'static str>,
     /// The manifest's entry.
     pub expected: Entry,
@@ -690,6 +691,23 @@ pub fn verify(
                 FileOutcome::NotChecked => r.files_not_checked += 1,
             }
         }
+        // Windows metadata (NTFS, FAT) for the manifest written, and for
+        // the comparison when the manifest has it.
+        let wants_windows = expected.is_some_and(|m| m.entries.iter().any(|e| e.windows.is_some()));
+        let windows: HashMap<usize, crate::WindowsEntry> = if opts.write_manifest || wants_windows {
+            found
+                .par_iter()
+                .enumerate()
+                .filter_map(|(i, f)| {
+                    crate::winmeta::entry_of(fs.as_ref(), &f.path)
+                        .ok()
+                        .flatten()
+                        .map(|w| (i, w))
+                })
+                .collect()
+        } else {
+            HashMap::new()
+        };
         if opts.write_manifest {
             let info = v.content.fs.clone().unwrap_or_else(|| fs.info());
             new_manifest.push(crate::manifest::ManifestVolume {
@@ -704,6 +722,7 @@ pub fn verify(
                         let mut e = f.entry();
                         e.sha256 = shas.get(&i).cloned();
                         e.carried = carried.get(&i).cloned();
+                        e.windows = windows.get(&i).cloned();
                         if let Some(u) = r.unreadable.iter().find(|u| u.path == f.path.to_string())
                         {
                             e.unreadable = Some(u.reason.clone());
@@ -718,6 +737,7 @@ pub fn verify(
             for (i, f) in found.iter().enumerate() {
                 let mut e = f.entry();
                 e.sha256 = shas.get(&i).cloned();
+                e.windows = windows.get(&i).cloned();
                 mine.insert(e.key(), e);
             }
             let theirs: BTreeMap<Vec<u8>, &Entry> =
@@ -852,6 +872,25 @@ fn differences(want: &Entry, got: &Entry) -> Vec<&'static str> {
     if let (Some(a), Some(b)) = (&want.sha256, &got.sha256) {
         if a != b {
             f.push("sha256");
+        }
+    }
+    // Windows metadata, where the manifest has it (NTFS, FAT; manifests
+    // written before it was recorded have none).
+    if let Some(a) = &want.windows {
+        let b = got.windows.as_ref();
+        if b.map(|b| &b.attributes) != Some(&a.attributes) {
+            f.push("attributes");
+        }
+        if b.and_then(|b| b.reparse_tag.as_ref()) != a.reparse_tag.as_ref() {
+            f.push("reparse");
+        }
+        if b.and_then(|b| b.owner.as_ref()) != a.owner.as_ref()
+            || b.and_then(|b| b.group.as_ref()) != a.group.as_ref()
+        {
+            f.push("owner_sid");
+        }
+        if b.and_then(|b| b.sddl.as_ref()) != a.sddl.as_ref() {
+            f.push("sddl");
         }
     }
     f
