@@ -1,6 +1,7 @@
 //! `flr diff` and `verify --since` on testdata/diff (ext4, XFS, NTFS, Btrfs
 //! and FAT in fixed VHDs, the newer copy changed by the kernel, ntfs-3g or
-//! mtools; ext4 and NTFS also as differencing children of the older copy):
+//! mtools; ext4 and NTFS also as differencing VHD children of the older copy,
+//! ext4 also as a VHDX chain):
 //! the diff lists exactly the changes the generator made (its expected
 //! lists), and `verify --since` with the older snapshot's manifest gives
 //! every file the hash a full read of the newer image gives.
@@ -113,16 +114,17 @@ fn diff_lists_exactly_what_the_generator_changed() {
     }
 }
 
-/// A differencing child of the older image, holding exactly the blocks
-/// the kernel or ntfs-3g changed: the diff lists what the generator
+/// A differencing child of the older image (VHD; for ext4 also a VHDX
+/// chain), holding exactly the blocks the kernel or ntfs-3g changed: the
+/// diff lists what the generator
 /// changed, learns the changed blocks from the child's sector bitmaps
 /// alone (no byte of either disk read to find them), and reads of the
 /// parent beyond metadata are the hashes of files whose data changed.
 #[test]
 fn diff_parent_child_lists_what_the_child_changed() {
-    for fs in ["ext4", "ntfs"] {
-        let parent = flr_testdata::fixture(&format!("diff/{fs}-old.vhd.zst"));
-        let child = flr_testdata::fixture(&format!("diff/{fs}-child.vhd.zst"));
+    for (fs, ext) in [("ext4", "vhd"), ("ntfs", "vhd"), ("ext4", "vhdx")] {
+        let parent = flr_testdata::fixture(&format!("diff/{fs}-old.{ext}.zst"));
+        let child = flr_testdata::fixture(&format!("diff/{fs}-child.{ext}.zst"));
         assert_eq!(
             parent.parent(),
             child.parent(),

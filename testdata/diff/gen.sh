@@ -9,7 +9,8 @@
 #   change <TAB> path <TAB> former path (renames) <TAB> a field that must be among the differences
 # FAT has no file ids, so its rename is a removal and an addition, and no
 # modes; the FAT pair is made with mtools (see below). `./gen.sh btrfs fat` remakes only those pairs (default: all five),
-# `./gen.sh child` only the differencing children (from the committed pairs).
+# `./gen.sh child` only the differencing children (from the committed pairs;
+# ext4 also as a VHDX parent and child).
 # Needs root (loop mounts), e2fsprogs, xfsprogs, btrfs-progs, dosfstools,
 # ntfs-3g, mtools, qemu-img, libvhdi-utils, python3, zstd.
 set -euo pipefail
@@ -214,6 +215,19 @@ for fs in ext4 ntfs; do
   want_sha=$(sha256sum <"$work/$fs-new.raw" | cut -d' ' -f1)
   [ "$got" = "$want_sha" ] || { echo "$fs-child.vhd: libvhdi reads $got, $fs-new is $want_sha" >&2; exit 1; }
   zstd -q -19 -f "$work/$fs-child.vhd" -o "$fs-child.vhd.zst"
-  rm -f "$work/$fs"-*.raw "$work/$fs"-*.vhd
+  # ext4 also as a VHDX chain: the older disk as a dynamic VHDX by qemu-img
+  # (1 MiB blocks), its child by mkdiff.py's VHDX writer, read back the same way.
+  if [ $fs = ext4 ]; then
+    qemu-img convert -f raw -O vhdx -o subformat=dynamic,block_size=1M "$work/$fs-old.raw" "$work/$fs-old.vhdx"
+    python3 mkchild.py "$work/$fs-old.vhdx" "$work/$fs-old.raw" "$work/$fs-new.raw" "$work/$fs-child.vhdx"
+    vhdimount "$work/$fs-child.vhdx" "$work/vhdi" >/dev/null
+    last=$(ls "$work/vhdi" | sort -V | tail -1)
+    got=$(sha256sum <"$work/vhdi/$last" | cut -d' ' -f1)
+    fusermount -u "$work/vhdi" 2>/dev/null || umount "$work/vhdi"
+    [ "$got" = "$want_sha" ] || { echo "$fs-child.vhdx: libvhdi reads $got, $fs-new is $want_sha" >&2; exit 1; }
+    zstd -q -19 -f "$work/$fs-old.vhdx" -o "$fs-old.vhdx.zst"
+    zstd -q -19 -f "$work/$fs-child.vhdx" -o "$fs-child.vhdx.zst"
+  fi
+  rm -f "$work/$fs"-*.raw "$work/$fs"-*.vhd "$work/$fs"-*.vhdx
 done
 ls -l ./*.zst

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""A differencing VHD child of PARENT.vhd holding exactly the 4 KiB groups
-of sectors in which NEW.raw differs from PARENT.raw (what the kernel or ntfs-3g changed
-on a copy of the parent), written by testdata/container/mkdiff.py's VHD
-writer (from the format specification, not from flr).
+"""A differencing VHD (or VHDX) child of PARENT.vhd (PARENT.vhdx) holding
+exactly the 4 KiB groups of sectors in which NEW.raw differs from PARENT.raw
+(what the kernel or ntfs-3g changed on a copy of the parent), written by
+testdata/container/mkdiff.py's VHD or VHDX writer (from the format
+specifications, not from flr); the format follows OUT's extension.
 
   mkchild.py PARENT.vhd PARENT.raw NEW.raw OUT.vhd
+  mkchild.py PARENT.vhdx PARENT.raw NEW.raw OUT.vhdx
 """
 
 import os
@@ -33,7 +35,10 @@ def main():
         if a[s] != b[s]:
             for lba in range(g * 8, g * 8 + 8):
                 writes[lba] = b[lba * SECTOR:(lba + 1) * SECTOR]
-    mkdiff.make_vhd_child(parent, out, writes)
+    if out.endswith(".vhdx"):
+        mkdiff.make_vhdx_child(parent, out, writes)
+    else:
+        mkdiff.make_vhd_child(parent, out, writes)
     print(f"{out}: {len(writes)} sectors held")
 
 
