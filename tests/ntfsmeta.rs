@@ -39,6 +39,19 @@ fn streams() -> Vec<Stream> {
         .collect()
 }
 
+/// getfattr's answer `g` for stream `s` of `file` is the bytes gen.sh wrote.
+fn check_stream_value(s: &Stream, file: &std::path::Path, g: &std::process::Output) {
+    let name = format!("user.ntfs.stream.{}", s.name);
+    assert!(
+        g.status.success(),
+        "{name} on {}: {}",
+        file.display(),
+        stderr(g)
+    );
+    assert_eq!(g.stdout.len() as u64, s.size, "{name}");
+    assert_eq!(sha256_hex(&g.stdout), s.sha256, "{name}");
+}
+
 fn img() -> std::path::PathBuf {
     fixture("ntfsmeta/ntfsmeta.img.zst")
 }
@@ -225,14 +238,7 @@ fn get_restores_streams_as_xattrs_by_default() {
             );
             continue;
         }
-        assert!(
-            g.status.success(),
-            "{name} on {}: {}",
-            file.display(),
-            stderr(&g)
-        );
-        assert_eq!(g.stdout.len() as u64, s.size, "{name}");
-        assert_eq!(sha256_hex(&g.stdout), s.sha256, "{name}");
+        check_stream_value(s, &file, &g);
     }
     // --streams=none restores the data alone.
     let dest2 = base.path().join("none");
@@ -504,14 +510,7 @@ fn mount_shows_streams_as_xattrs() {
             left_out += 1;
             continue;
         }
-        assert!(
-            g.status.success(),
-            "{name} on {}: {}",
-            file.display(),
-            stderr(&g)
-        );
-        assert_eq!(g.stdout.len() as u64, s.size, "{name}");
-        assert_eq!(sha256_hex(&g.stdout), s.sha256, "{name}");
+        check_stream_value(s, &file, &g);
         shown += 1;
     }
     assert!(
