@@ -29,7 +29,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{BufRead, BufReader, BufWriter, Write};
 
 use flr_fs::{FsPath, Metadata, Timestamp};
 use serde::{Deserialize, Serialize};
@@ -65,6 +65,33 @@ pub(crate) struct Record {
     sha256: String,
 }
 
+/// A [`Record`] as kept in memory (the hashes as bytes: a journal of a
+/// million files stays near 100 MiB).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Known {
+    size: u64,
+    mtime: (i64, u32),
+    ctime: (i64, u32),
+    src: [u8; 32],
+    sha256: [u8; 32],
+}
+
+impl Known {
+    fn of(r: &Record) -> Option<Known> {
+        let mut src = [0u8; 32];
+        let mut sha256 = [0u8; 32];
+        hex::decode_to_slice(&r.src, &mut src).ok()?;
+        hex::decode_to_slice(&r.sha256, &mut sha256).ok()?;
+        Some(Known {
+            size: r.size,
+            mtime: r.mtime,
+            ctime: r.ctime,
+            src,
+            sha256,
+        })
+    }
+}
+
 /// What a file in DEST looks like now (`fstatat`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct DestStat {
@@ -88,7 +115,7 @@ pub(crate) enum Verdict {
 
 /// The journal of one `get`: the lines read, and the writer for new ones.
 pub(crate) struct Journal {
-    records: HashMap<u64, Record>,
+    records: HashMap<u64, Known>,
     out: Option<BufWriter<File>>,
     pending: usize,
     /// A problem with the journal, reported once by the caller.
@@ -122,15 +149,15 @@ impl Journal {
                 return j;
             }
         };
-        let mut text = Vec::new();
-        if file.read_to_end(&mut text).is_ok() {
-            for line in text.split(|&b| b == b'\n') {
-                if let Ok(r) = serde_json::from_slice::<Record>(line) {
-                    if r.v == VERSION {
-                        j.records.insert(r.ino, r);
-                    }
+        let mut lines = BufReader::new(&mut file);
+        let mut line = Vec::new();
+        while matches!(lines.read_until(b'\n', &mut line), Ok(n) if n > 0) {
+            if let Ok(r) = serde_json::from_slice::<Record>(&line) {
+                if let Some(k) = Known::of(&r).filter(|_| r.v == VERSION) {
+                    j.records.insert(r.ino, k);
                 }
             }
+            line.clear();
         }
         if !read_only {
             j.out = Some(BufWriter::new(file));
@@ -140,13 +167,11 @@ impl Journal {
 
     /// What the journal says of the file `now` in DEST, to be restored
     /// from the source file whose identity is `src`.
-    pub(crate) fn verdict(&self, now: &DestStat, src: &str) -> Verdict {
+    pub(crate) fn verdict(&self, now: &DestStat, src: &[u8; 32]) -> Verdict {
         let Some(r) = self.records.get(&now.ino) else {
             return Verdict::Unknown;
         };
-        let mut sha = [0u8; 32];
-        if r.src != src || r.size != now.size || hex::decode_to_slice(&r.sha256, &mut sha).is_err()
-        {
+        if r.src != *src || r.size != now.size {
             return Verdict::Unknown;
         }
         // A change time in whole seconds (a destination that keeps no
@@ -155,19 +180,26 @@ impl Journal {
         if r.mtime == pair(now.mtime) && r.ctime == pair(now.ctime) && r.ctime.1 != 0 {
             Verdict::Untouched
         } else {
-            Verdict::Touched(sha)
+            Verdict::Touched(r.sha256)
         }
     }
 
     /// Appends the line for a file just finished.
-    pub(crate) fn record(&mut self, now: &DestStat, src: String, sha256: &[u8; 32]) {
-        let r = Record {
-            v: VERSION,
-            ino: now.ino,
+    pub(crate) fn record(&mut self, now: &DestStat, src: [u8; 32], sha256: &[u8; 32]) {
+        let k = Known {
             size: now.size,
             mtime: pair(now.mtime),
             ctime: pair(now.ctime),
             src,
+            sha256: *sha256,
+        };
+        let r = Record {
+            v: VERSION,
+            ino: now.ino,
+            size: k.size,
+            mtime: k.mtime,
+            ctime: k.ctime,
+            src: hex::encode(src),
             sha256: hex::encode(sha256),
         };
         if let Some(out) = self.out.as_mut() {
@@ -183,7 +215,7 @@ impl Journal {
                 self.flush();
             }
         }
-        self.records.insert(r.ino, r);
+        self.records.insert(now.ino, k);
     }
 
     /// Writes out what is buffered.
@@ -217,7 +249,7 @@ fn pair(t: Timestamp) -> (i64, u32) {
 /// query dropped, but for a snapshot or version id, so no SAS token is
 /// kept), the volume, the path and the file's inode, size, mtime and
 /// change time in the image.
-pub(crate) fn source_id(location: &str, vol: &str, path: &FsPath, meta: &Metadata) -> String {
+pub(crate) fn source_id(location: &str, vol: &str, path: &FsPath, meta: &Metadata) -> [u8; 32] {
     let mut h = sha2::Sha256::new();
     let (base, query) = location.split_once('?').unwrap_or((location, ""));
     h.update(base.as_bytes());
@@ -246,7 +278,7 @@ pub(crate) fn source_id(location: &str, vol: &str, path: &FsPath, meta: &Metadat
     ] {
         h.update(n.to_le_bytes());
     }
-    hex::encode(h.finalize())
+    h.finalize().into()
 }
 
 #[cfg(test)]
@@ -277,14 +309,12 @@ mod tests {
         let j = Journal {
             records: HashMap::from([(
                 7,
-                Record {
-                    v: 1,
-                    ino: 7,
+                Known {
                     size: 3,
                     mtime: (10, 1),
                     ctime: (20, 2),
-                    src: "s".into(),
-                    sha256: hex::encode([9u8; 32]),
+                    src: [1; 32],
+                    sha256: [9; 32],
                 },
             )]),
             out: None,
@@ -297,16 +327,16 @@ mod tests {
             mtime: ts(10, 1),
             ctime: ts(20, 2),
         };
-        assert_eq!(j.verdict(&now, "s"), Verdict::Untouched);
-        assert_eq!(j.verdict(&now, "other"), Verdict::Unknown);
+        assert_eq!(j.verdict(&now, &[1; 32]), Verdict::Untouched);
+        assert_eq!(j.verdict(&now, &[2; 32]), Verdict::Unknown);
         let chmod = DestStat {
             ctime: ts(21, 0),
             ..now
         };
-        assert_eq!(j.verdict(&chmod, "s"), Verdict::Touched([9; 32]));
+        assert_eq!(j.verdict(&chmod, &[1; 32]), Verdict::Touched([9; 32]));
         let grown = DestStat { size: 4, ..now };
-        assert_eq!(j.verdict(&grown, "s"), Verdict::Unknown);
+        assert_eq!(j.verdict(&grown, &[1; 32]), Verdict::Unknown);
         let other = DestStat { ino: 8, ..now };
-        assert_eq!(j.verdict(&other, "s"), Verdict::Unknown);
+        assert_eq!(j.verdict(&other, &[1; 32]), Verdict::Unknown);
     }
 }
