@@ -12,11 +12,12 @@
 # `./gen.sh child` only the differencing children (from the committed pairs;
 # ext4 also as a VHDX parent and child).
 # Needs root (loop mounts), e2fsprogs, xfsprogs, btrfs-progs, dosfstools,
-# ntfs-3g, mtools, qemu-img, libvhdi-utils, python3, zstd.
+# ntfs-3g, mtools, qemu-img, libvhdi-utils, python3, zstd, util-linux
+# (fallocate).
 set -euo pipefail
 cd "$(dirname "$0")"
 work=$(mktemp -d)
-trap 'umount -q "$work/mnt" 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'umount -q "$work/inner-mnt" 2>/dev/null || true; umount -q "$work/mnt" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir "$work/mnt"
 export TZ=UTC
 
@@ -83,20 +84,37 @@ to_vhd() { # raw image, output name
   zstd -q -19 -f "$work/out.vhd" -o "$2.vhd.zst"
 }
 
-targets=${*:-ext4 xfs ntfs btrfs fat}
+targets=${*:-ext4 xfs ntfs btrfs fat nested}
 want() { case " $targets " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+
+# ext4 and XFS can shift a file's extents (fallocate --collapse-range):
+# shift.bin starts as a hole then one 4 KiB block, and ends as that block
+# (not moved on the volume, not rewritten) then a hole, the same size:
+# the same data ranges, other bytes.
+shift_make() { # $1: mount point
+  head -c 4096 /dev/urandom | dd of="$1/shift.bin" bs=4096 seek=1 status=none
+  touch -d "2024-01-02 03:04:05" "$1/shift.bin"
+}
+shift_change() { # $1: mount point, $2: the expected list to add to
+  fallocate --collapse-range -o 0 -l 4096 "$1/shift.bin"
+  truncate -s 8192 "$1/shift.bin"
+  sync
+  printf 'changed\t/shift.bin\t\tcontent\n' >>"$2"
+}
 
 kernel_pair() { # $1: fs, $2: modes or nomodes, $3: ids or noids, $4: populate's "many"
   local fs=$1 img=$work/$1.img
   mount -o loop "$img" "$work/mnt"
   populate "$work/mnt" "${4:-}"
+  case $fs in ext4 | xfs) shift_make "$work/mnt" ;; esac
   umount "$work/mnt"
   to_vhd "$img" "$fs-old"
   mount -o loop "$img" "$work/mnt"
   change "$work/mnt" "$2"
+  expected "$fs" "$2" "$3"
+  case $fs in ext4 | xfs) shift_change "$work/mnt" "$fs.expected.tsv" ;; esac
   umount "$work/mnt"
   to_vhd "$img" "$fs-new"
-  expected "$fs" "$2" "$3"
 }
 
 for fs in ext4 xfs; do
@@ -195,6 +213,40 @@ umount "$work/mnt"
 to_vhd "$img" ntfs-new
 expected ntfs nomodes
 fi
+# A disk image stored as a file (an FSLogix profile disk on a file
+# server): nested-old.vhd is an ext4 volume holding /images/inner.vhd, a
+# fixed VHD of an ext4 volume populated as above; nested-new.vhd is a copy
+# in which the kernel changed the inner volume through a loop device on the
+# outer volume's file (so the file's blocks stay where they were, and
+# the inner changes are all that changed). nested.expected.tsv is the
+# inner volume's change list.
+if want nested; then
+  img=$work/nested.img inner=$work/inner.img
+  truncate -s 16M "$inner"
+  mkfs.ext4 -q -F -b 4096 -U 0d1ff000-0000-4000-8000-000000000008 -L inner "$inner"
+  mount -o loop "$inner" "$work/mnt"
+  populate "$work/mnt"
+  umount "$work/mnt"
+  qemu-img convert -f raw -O vpc -o subformat=fixed "$inner" "$work/inner.vhd"
+  truncate -s 40M "$img"
+  mkfs.ext4 -q -F -b 4096 -U 0d1ff000-0000-4000-8000-000000000009 -L outer "$img"
+  mount -o loop "$img" "$work/mnt"
+  mkdir "$work/mnt/images"
+  cp --sparse=never "$work/inner.vhd" "$work/mnt/images/inner.vhd"
+  echo "outer" >"$work/mnt/outer.txt"
+  touch -d "2024-01-02 03:04:05" "$work/mnt/images/inner.vhd" "$work/mnt/outer.txt" "$work/mnt/images"
+  umount "$work/mnt"
+  to_vhd "$img" nested-old
+  mount -o loop "$img" "$work/mnt"
+  mkdir -p "$work/inner-mnt"
+  mount -o loop "$work/mnt/images/inner.vhd" "$work/inner-mnt"
+  change "$work/inner-mnt" modes
+  umount "$work/inner-mnt"
+  umount "$work/mnt"
+  to_vhd "$img" nested-new
+  expected nested modes ids
+fi
+
 # Differencing children: <fs>-child.vhd names <fs>-old.vhd as its parent
 # (relative locator) and holds exactly the 4 KiB groups in which <fs>-new
 # differs from it (mkchild.py), so `flr diff <fs>-old.vhd <fs>-child.vhd`

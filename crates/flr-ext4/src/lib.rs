@@ -495,23 +495,39 @@ impl Filesystem for Ext4Fs {
             _ => !inode.has_flag(inode::FL_INLINE_DATA),
         };
         let mut data = Vec::new();
+        let mut layout = None;
         if mapped {
             let (runs, nodes) = c.map_inode_with_nodes(&inode)?;
             data.extend(runs.iter().map(|e| (e.pblk * bs, e.len * bs)));
             meta.extend(nodes.iter().map(|&b| (b * bs, bs)));
+            if inode.kind() == FileKind::File {
+                layout = Some(
+                    runs.iter()
+                        .map(|e| flr_fs::FileRun {
+                            file: e.lblk * bs,
+                            volume: e.pblk * bs,
+                            len: e.len * bs,
+                        })
+                        .collect(),
+                );
+            }
         }
-        // A block the journal replaces is read from its copy there.
+        // A block the journal replaces is read from its copy there (and
+        // the file's bytes are then not where its extents say).
         let mut copies = Vec::new();
         if !c.vol.jmap.is_empty() {
-            for &(off, len) in data.iter().chain(&meta) {
+            for (i, &(off, len)) in data.iter().chain(&meta).enumerate() {
                 let (first, last) = (off / bs, (off + len).div_ceil(bs));
                 for t in c.vol.jmap.range(first..last).map(|(_, t)| t) {
                     copies.push((t.pblk.saturating_mul(bs), bs));
+                    if i < data.len() {
+                        layout = None;
+                    }
                 }
             }
         }
         meta.extend(copies);
-        Ok(Some(FileExtents { data, meta }))
+        Ok(Some(FileExtents { data, meta, layout }))
     }
 
     fn xattrs(&self, path: &FsPath) -> Result<Vec<flr_fs::Xattr>, FsError> {

@@ -484,6 +484,23 @@ impl FatFs {
         };
         x.data = self.run_ranges(&runs);
         x.meta.extend(self.fat_ranges(&runs));
+        if !e.is_dir() {
+            // A chain's clusters hold the file's bytes one after another.
+            let mut file = 0;
+            x.layout = Some(
+                x.data
+                    .iter()
+                    .map(|&(volume, len)| {
+                        file += len;
+                        flr_fs::FileRun {
+                            file: file - len,
+                            volume,
+                            len,
+                        }
+                    })
+                    .collect(),
+            );
+        }
         Ok(x)
     }
 }

@@ -240,9 +240,47 @@ pub struct FileExtents {
     /// entries of its chain, the directory entry that holds its metadata,
     /// journal copies that replace any of these.
     pub meta: Vec<(u64, u64)>,
+    /// For a regular file whose bytes are stored as they are (not
+    /// compressed, resident in a record, inline in an inode or encrypted):
+    /// where each byte lies on the volume, in file order. File bytes no
+    /// run covers read as zeros (holes, unwritten extents, bytes past
+    /// NTFS's valid data length). `None` for anything else, or when the
+    /// reader does not say.
+    pub layout: Option<Vec<FileRun>>,
+}
+
+/// One piece of a file stored as it is: file bytes `file..file + len` are
+/// the volume's bytes `volume..volume + len` (see [`FileExtents::layout`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FileRun {
+    /// Offset in the file.
+    pub file: u64,
+    /// Offset in the volume.
+    pub volume: u64,
+    /// Bytes.
+    pub len: u64,
 }
 
 impl FileExtents {
+    /// Whether this file holds the same bytes as `old`, the same file (of
+    /// the same size) in the base `src` is compared against, without
+    /// reading either: both lay their bytes out alike (the same volume
+    /// offsets at the same file offsets, holes in the same places) and none
+    /// of the data ranges changed. Without a layout on both sides (a
+    /// compressed file) the data ranges must be equal, in order.
+    pub fn same_data(&self, old: &FileExtents, src: &dyn flr_io::ReadAt) -> bool {
+        let alike = match (&self.layout, &old.layout) {
+            (Some(a), Some(b)) => a == b,
+            (None, None) => self.data == old.data,
+            _ => false,
+        };
+        alike
+            && self
+                .data
+                .iter()
+                .all(|&(o, l)| src.changed(o, l) == flr_io::Change::Unchanged)
+    }
+
     /// Every range, data then metadata.
     pub fn all(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.data.iter().chain(&self.meta).copied()
@@ -332,6 +370,56 @@ pub trait FileHandle: Send {
     fn data_ranges(&mut self) -> Result<Option<Vec<(u64, u64)>>, FsError> {
         Ok(None)
     }
+}
+
+/// Whether file bytes `offset..offset + len` may differ from the base,
+/// given where the file lays them out now (`new`) and in the base (`old`,
+/// `old_size` bytes long), both sorted by file offset, on a volume `src`
+/// that answers [`flr_io::ReadAt::changed`] against the base. A piece laid
+/// out alike on both sides answers as the volume does; a hole on both
+/// sides is unchanged; anything else (moved, newly allocated or freed, past
+/// the base's end) is changed.
+pub fn layout_changed(
+    new: &[FileRun],
+    old: &[FileRun],
+    old_size: u64,
+    offset: u64,
+    len: u64,
+    src: &dyn flr_io::ReadAt,
+) -> flr_io::Change {
+    use flr_io::Change;
+    let Some(end) = offset.checked_add(len) else {
+        return Change::Unknown;
+    };
+    if end > old_size {
+        return Change::Changed;
+    }
+    // Where `pos` lies (a volume offset, or a hole) and where that piece ends.
+    fn piece(runs: &[FileRun], pos: u64) -> (Option<u64>, u64) {
+        let i = runs.partition_point(|r| r.file.saturating_add(r.len) <= pos);
+        match runs.get(i) {
+            Some(r) if r.file <= pos => (Some(r.volume + (pos - r.file)), r.file + r.len),
+            Some(r) => (None, r.file),
+            None => (None, u64::MAX),
+        }
+    }
+    let mut answer = Change::Unchanged;
+    let mut pos = offset;
+    while pos < end {
+        let (a, a_end) = piece(new, pos);
+        let (b, b_end) = piece(old, pos);
+        let next = a_end.min(b_end).min(end);
+        answer = answer.and(match (a, b) {
+            (None, None) => Change::Unchanged,
+            (Some(x), Some(y)) if x == y => src.changed(x, next - pos),
+            _ => Change::Changed,
+        });
+        if answer == Change::Changed {
+            break;
+        }
+        pos = next;
+    }
+    answer
 }
 
 /// Clips `(offset, len)` ranges to `size` and merges touching ones: the
@@ -463,5 +551,68 @@ mod tests {
             FsPath(vec![b"a".to_vec(), b"b".to_vec()])
         );
         assert_eq!(FsPath::parse("a/b").to_string(), "/a/b");
+    }
+
+    /// A volume of 64 KiB compared against a base in which only 4096..8192
+    /// differs.
+    fn volume() -> flr_io::Compared {
+        let m: flr_io::Source = std::sync::Arc::new(flr_io::MemSource::new(vec![0; 65536]));
+        flr_io::Compared::new(m, flr_io::RangeSet::from_extents([(4096, 4096)]))
+    }
+
+    fn run(file: u64, volume: u64, len: u64) -> FileRun {
+        FileRun { file, volume, len }
+    }
+
+    #[test]
+    fn layout_changed_follows_each_piece() {
+        use flr_io::Change::*;
+        let v = volume();
+        // File 0..8192 at volume 0..8192, a hole, then 12288..16384 at 32768.
+        let new = [run(0, 0, 8192), run(12288, 32768, 4096)];
+        let same = new;
+        let c = |o, l, old: &[FileRun], old_size| layout_changed(&new, old, old_size, o, l, &v);
+        assert_eq!(c(0, 4096, &same, 16384), Unchanged);
+        assert_eq!(c(0, 8192, &same, 16384), Changed, "volume 4096.. changed");
+        assert_eq!(
+            c(8192, 4096, &same, 16384),
+            Unchanged,
+            "a hole on both sides"
+        );
+        assert_eq!(c(12288, 4096, &same, 16384), Unchanged);
+        assert_eq!(c(12288, 4096, &same, 12288), Changed, "past the base's end");
+        // The base had the last piece elsewhere, or not at all, or held
+        // the hole's bytes.
+        let moved = [run(0, 0, 8192), run(12288, 40960, 4096)];
+        assert_eq!(c(12288, 4096, &moved, 16384), Changed);
+        assert_eq!(c(12288, 4096, &new[..1], 16384), Changed);
+        let filled = [run(0, 0, 16384)];
+        assert_eq!(c(8192, 4096, &filled, 16384), Changed);
+        assert_eq!(c(0, 4096, &filled, 16384), Unchanged);
+        assert_eq!(c(u64::MAX, 2, &same, 16384), Unknown);
+    }
+
+    #[test]
+    fn same_data_needs_the_same_layout() {
+        let v = volume();
+        let x = |layout: Vec<FileRun>| FileExtents {
+            data: layout.iter().map(|r| (r.volume, r.len)).collect(),
+            meta: vec![(4096, 256)],
+            layout: Some(layout),
+        };
+        // One unchanged block that moved from after a hole to before it:
+        // the same data ranges, other bytes.
+        let old = x(vec![run(4096 * 4, 16384, 4096)]);
+        let new = x(vec![run(0, 16384, 4096)]);
+        assert!(!new.same_data(&old, &v));
+        assert!(old.same_data(&old, &v), "metadata changes do not count");
+        let on_changed = x(vec![run(0, 4096, 4096)]);
+        assert!(!on_changed.same_data(&on_changed, &v));
+        let unmapped = FileExtents {
+            layout: None,
+            ..new.clone()
+        };
+        assert!(unmapped.same_data(&unmapped, &v));
+        assert!(!unmapped.same_data(&new, &v));
     }
 }

@@ -23,6 +23,21 @@ fn stored(runs: &[Run]) -> impl Iterator<Item = (u64, u64)> + '_ {
     runs.iter().filter_map(|r| r.phys.map(|p| (p, r.len)))
 }
 
+/// Where a stream's bytes lie: its stored runs, cut at the valid data
+/// length `init` (bytes past it read as zeros).
+fn layout(runs: &[Run], init: u64) -> Vec<flr_fs::FileRun> {
+    runs.iter()
+        .filter(|r| r.vstart < init)
+        .filter_map(|r| {
+            r.phys.map(|p| flr_fs::FileRun {
+                file: r.vstart,
+                volume: p,
+                len: r.len.min(init - r.vstart),
+            })
+        })
+        .collect()
+}
+
 impl NtfsFs {
     pub(crate) fn extents_inner(&self, path: &FsPath) -> Result<Option<FileExtents>, FsError> {
         let mut fs = self.cursor();
@@ -53,7 +68,13 @@ impl NtfsFs {
         };
         match self.stream_of(&mut fs, &file, ty, name) {
             Ok(Data::Resident(_)) => {}
-            Ok(Data::Runs { runs, .. } | Data::Compressed { runs, .. }) => {
+            Ok(Data::Runs { runs, init, .. }) => {
+                x.data.extend(stored(&runs));
+                if node.kind == FileKind::File {
+                    x.layout = Some(layout(&runs, init));
+                }
+            }
+            Ok(Data::Compressed { runs, .. }) => {
                 x.data.extend(stored(&runs));
             }
             // An encrypted stream or an unknown compression method: flr

@@ -613,11 +613,7 @@ impl Walker<'_> {
         }
         if self.trust {
             if let (Ok(Some(a)), Ok(Some(b))) = (self.old.extents(op), self.new.extents(np)) {
-                let data_unchanged = b
-                    .data
-                    .iter()
-                    .all(|&(o, l)| self.src.changed(o, l) == Change::Unchanged);
-                if a.data == b.data && data_unchanged {
+                if b.same_data(&a, self.src) {
                     return Ok(true);
                 }
             }

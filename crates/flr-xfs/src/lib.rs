@@ -503,16 +503,25 @@ impl Filesystem for XfsFs {
         let mut x = FileExtents {
             data: Vec::new(),
             meta: vec![(inode.at, u64::from(self.sb.inodesize))],
+            layout: None,
         };
         if inode.kind() != FileKind::Special && matches!(inode.format, FMT_EXTENTS | FMT_BTREE) {
             let mut nodes = Vec::new();
             let runs = bmap::map_with_nodes(self.src.as_ref(), &self.sb, &inode, &mut nodes)?;
-            x.data.extend(
-                runs.iter()
-                    .filter(|e| !e.unwritten)
-                    .map(|e| (e.pblk * bs, e.len * bs)),
-            );
+            let written = || runs.iter().filter(|e| !e.unwritten);
+            x.data.extend(written().map(|e| (e.pblk * bs, e.len * bs)));
             x.meta.extend(nodes.into_iter().map(|at| (at, bs)));
+            if inode.kind() == FileKind::File {
+                x.layout = Some(
+                    written()
+                        .map(|e| flr_fs::FileRun {
+                            file: e.lblk * bs,
+                            volume: e.pblk * bs,
+                            len: e.len * bs,
+                        })
+                        .collect(),
+                );
+            }
         }
         Ok(Some(x))
     }
