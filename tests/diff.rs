@@ -1,7 +1,8 @@
 //! `flr diff` and `verify --since` on testdata/diff (ext4, XFS, NTFS, Btrfs
 //! and FAT in fixed VHDs, the newer copy changed by the kernel, ntfs-3g or
 //! mtools; ext4 and NTFS also as differencing VHD children of the older copy,
-//! ext4 also as a VHDX chain):
+//! ext4 also as a VHDX chain; an ext4 image stored as a file on ext4,
+//! changed inside through a loop device):
 //! the diff lists exactly the changes the generator made (its expected
 //! lists), and `verify --since` with the older snapshot's manifest gives
 //! every file the hash a full read of the newer image gives.
@@ -42,11 +43,11 @@ fn expected(fs: &str) -> BTreeMap<(String, String, String), String> {
     want
 }
 
-/// Runs `flr diff OLD NEW --json` and checks its list against the
+/// Runs `flr diff OLD NEW [ID:/] --json` and checks its list against the
 /// generator's; returns the summary line.
-fn diff_matches(fs: &str, old: &str, new: &str) -> serde_json::Value {
+fn diff_matches(fs: &str, old: &str, new: &str, volume: &[&str]) -> serde_json::Value {
     {
-        let out = flr(&["diff", old, new, "--json"]);
+        let out = flr(&[&["diff", old, new][..], volume, &["--json"]].concat());
         assert!(
             out.status.success(),
             "{fs}: {}",
@@ -102,7 +103,7 @@ fn diff_matches(fs: &str, old: &str, new: &str) -> serde_json::Value {
 fn diff_lists_exactly_what_the_generator_changed() {
     for fs in ALL {
         let (old, new) = pair(fs);
-        let s = diff_matches(fs, &old, &new);
+        let s = diff_matches(fs, &old, &new, &[]);
         // Every filesystem maps files to blocks: the untouched tree is
         // proven equal without reading it (changed ranges are 4 KiB
         // blocks: an inode-table block, an MFT record block, a Btrfs leaf
@@ -131,7 +132,7 @@ fn diff_parent_child_lists_what_the_child_changed() {
             "the child finds its parent beside it"
         );
         let (p, c) = (parent.display().to_string(), child.display().to_string());
-        let s = diff_matches(fs, &p, &c);
+        let s = diff_matches(fs, &p, &c, &[]);
         assert_eq!(s["mode"], "changed-folders", "{fs}: {s}");
         // Only same-size files whose data blocks changed are hashed
         // (rewrite.bin; NTFS also the files whose resident data lives in a
@@ -150,6 +151,32 @@ fn diff_parent_child_lists_what_the_child_changed() {
             "{fs}: {line}"
         );
     }
+}
+
+/// A disk image stored as a file, changed inside through a loop device
+/// (nested-old/new.vhd: /images/inner.vhd on ext4): the diff of its volume
+/// lists what the generator changed in it, and proves the untouched files
+/// equal from the outer volume's changed blocks and the file's layout on
+/// both sides, without hashing them.
+#[test]
+fn diff_inside_a_disk_image_stored_as_a_file() {
+    let (old, new) = pair("nested");
+    let inner = "disk:/images/inner.vhd::disk:/";
+    let s = diff_matches("nested", &old, &new, &[inner]);
+    assert_eq!(s["mode"], "changed-folders", "{s}");
+    assert!(s["proven_unchanged"].as_u64().unwrap() >= 10, "{s}");
+    assert!(s["files_hashed"].as_u64().unwrap() <= 2, "{s}");
+    // The outer volume: the image file changed, nothing else.
+    let out = flr(&["diff", &old, &new, "--json"]);
+    assert!(out.status.success());
+    let rows: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["type"] != "summary")
+        .collect();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["path"], "/images/inner.vhd");
 }
 
 /// path → sha256 of every file in a manifest document.

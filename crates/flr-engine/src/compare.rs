@@ -144,7 +144,7 @@ impl Default for CompareOptions {
 /// [`ReadAt::changed`](flr_io::ReadAt::changed) against the other.
 pub struct Pair {
     /// The older image (the base).
-    pub old: Image,
+    pub old: Arc<Image>,
     /// The newer image.
     pub new: Image,
     /// What finding the changed ranges took.
@@ -216,12 +216,7 @@ pub fn open_pair(
             (o.join().unwrap_or_else(|p| std::panic::resume_unwind(p)), n)
         });
         let (old_img, new_img) = (old_img?, new_img?);
-        return Ok(Pair {
-            old: old_img,
-            new: new_img,
-            facts,
-            changes: k.ranges,
-        });
+        return Ok(Pair::new(old_img, new_img, facts, k.ranges));
     }
     let started = Instant::now();
     let o = Container::open(old.source.clone(), old.parents)?;
@@ -272,12 +267,20 @@ pub fn open_pair(
         opts,
         keys,
     )?;
-    Ok(Pair {
-        old: old_img,
-        new: new_img,
-        facts,
-        changes,
-    })
+    Ok(Pair::new(old_img, new_img, facts, changes))
+}
+
+impl Pair {
+    fn new(old: Image, mut new: Image, facts: CompareFacts, changes: RangeSet) -> Pair {
+        let old = Arc::new(old);
+        new.base = Some(old.clone());
+        Pair {
+            old,
+            new,
+            facts,
+            changes,
+        }
+    }
 }
 
 /// An image's container, opened ahead of the scan so that the changed

@@ -353,12 +353,22 @@ pub struct Image {
     keys: KeyRing,
     scan: Scan,
     nested: Mutex<HashMap<String, Arc<Image>>>,
+    /// The older image of a [`Pair`] this one is compared against: a disk
+    /// image stored in one of its files is then compared against the same
+    /// file's older version (see [`FsFile`]).
+    base: Option<Arc<Image>>,
 }
 
 impl Image {
     /// The virtual disk's bytes.
     pub fn disk(&self) -> &Source {
         &self.disk
+    }
+
+    /// The image this one is compared against, when it is the newer of a
+    /// [`Pair`].
+    pub fn base(&self) -> Option<&Arc<Image>> {
+        self.base.as_ref()
     }
 
     /// The reports of the groups whose JSON section is `section`

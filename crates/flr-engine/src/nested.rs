@@ -9,8 +9,10 @@
 
 use std::sync::{Arc, Mutex};
 
-use flr_fs::{FileHandle, FileKind, Filesystem, FsError, FsPath};
-use flr_io::{check_range, locator_paths, IoError, LocatorPath, ParentResolver, ReadAt, Source};
+use flr_fs::{FileHandle, FileKind, FileRun, Filesystem, FsError, FsPath};
+use flr_io::{
+    check_range, locator_paths, Change, IoError, LocatorPath, ParentResolver, ReadAt, Source,
+};
 
 use crate::{EngineError, Image, Volume};
 
@@ -39,6 +41,17 @@ pub struct FsFile {
     len: u64,
     layer: String,
     pool: Mutex<Vec<OpenFile>>,
+    base: Option<FileBase>,
+}
+
+/// What answers [`ReadAt::changed`] for a file compared against its older
+/// version: where the file's bytes lie now and did then, on a volume that
+/// answers the question for its own bytes.
+struct FileBase {
+    new: Vec<FileRun>,
+    old: Vec<FileRun>,
+    old_size: u64,
+    volume: Source,
 }
 
 impl FsFile {
@@ -59,7 +72,40 @@ impl FsFile {
             len,
             layer: format!("file {name}"),
             pool: Mutex::new(vec![first]),
+            base: None,
         })
+    }
+
+    /// Compares this file against its older version, the same path on
+    /// `old_fs` (the older version of the volume), so that
+    /// [`ReadAt::changed`] answers for its bytes: `volume` is what this
+    /// file's filesystem reads, answering the question for its own bytes.
+    /// Both versions must be laid out as they are stored (see
+    /// [`flr_fs::FileExtents::layout`]); otherwise the file still answers
+    /// [`Change::Unknown`], and the reason is returned.
+    pub fn compare_with(&mut self, old_fs: &dyn Filesystem, volume: Source) -> Result<(), String> {
+        let layout = |fs: &dyn Filesystem, which: &str| -> Result<Vec<FileRun>, String> {
+            match fs.extents(&self.path) {
+                Ok(Some(x)) => x
+                    .layout
+                    .ok_or_else(|| format!("the {which} file's bytes are not stored as they are")),
+                Ok(None) => Err(format!("the {which} filesystem cannot map files")),
+                Err(e) => Err(format!("the {which} file: {e}")),
+            }
+        };
+        let new = layout(self.fs.as_ref(), "newer")?;
+        let old = layout(old_fs, "older")?;
+        let old_size = old_fs
+            .metadata(&self.path)
+            .map_err(|e| format!("the older file: {e}"))?
+            .size;
+        self.base = Some(FileBase {
+            new,
+            old,
+            old_size,
+            volume,
+        });
+        Ok(())
     }
 }
 
@@ -106,6 +152,15 @@ impl ReadAt for FsFile {
 
     fn layer(&self) -> &str {
         &self.layer
+    }
+
+    fn changed(&self, offset: u64, len: u64) -> Change {
+        match (&self.base, offset.checked_add(len)) {
+            (Some(b), Some(end)) if end <= self.len => {
+                flr_fs::layout_changed(&b.new, &b.old, b.old_size, offset, len, b.volume.as_ref())
+            }
+            _ => Change::Unknown,
+        }
     }
 }
 
@@ -238,7 +293,7 @@ pub(crate) fn open(image: &Image, vol: &Volume, path: &str) -> Result<Image, Eng
     let fs: Arc<dyn Filesystem> = Arc::from(vol.open_fs()?);
     let fs_path = FsPath::parse(path);
     let name = format!("{}:{path}", vol.id);
-    let file = FsFile::open(fs.clone(), fs_path.clone(), &name).map_err(|e| match e {
+    let mut file = FsFile::open(fs.clone(), fs_path.clone(), &name).map_err(|e| match e {
         FsError::NotAFile { .. } => EngineError::NotAnImage {
             volume: vol.id.clone(),
             path: path.to_string(),
@@ -249,6 +304,11 @@ pub(crate) fn open(image: &Image, vol: &Volume, path: &str) -> Result<Image, Eng
             source,
         },
     })?;
+    // The newer of a pair: the same file in the older image is its base,
+    // and that file's image the base of this one.
+    let base = image
+        .base()
+        .and_then(|old| older(old, vol, path, &mut file));
     let parents = FsParentResolver::new(fs, &fs_path, &vol.id);
     let roots = vec![crate::scan::RootSpec {
         source: Arc::new(file),
@@ -257,7 +317,22 @@ pub(crate) fn open(image: &Image, vol: &Volume, path: &str) -> Result<Image, Eng
         parents: &parents,
     }];
     let mut images = crate::scan::scan(roots, image.scan, &image.keys)?;
-    Ok(images.remove(0))
+    let mut img = images.remove(0);
+    img.base = base;
+    Ok(img)
+}
+
+/// The older version of the image in file `path` of `vol`, found in `old`,
+/// with `file` set to compare against its file; `None` when the older
+/// image has no such volume or file, or it does not open (the newer one
+/// then answers "unknown" for every change).
+fn older(old: &Image, vol: &Volume, path: &str, file: &mut FsFile) -> Option<Arc<Image>> {
+    let old_vol = old.volume(&vol.id).ok()?;
+    let old_img = old.nested_image(&old_vol, path).ok()?;
+    let old_fs = old_vol.open_fs().ok()?;
+    file.compare_with(old_fs.as_ref(), vol.source().clone())
+        .ok()?;
+    Some(old_img)
 }
 
 #[cfg(test)]

@@ -849,6 +849,7 @@ impl Scanner<'_> {
                 keys: self.keys.clone(),
                 scan: self.scan,
                 nested: Default::default(),
+                base: None,
             })
             .collect();
         for i in 0..self.nodes.len() {

@@ -1207,7 +1207,7 @@ impl Session {
             manifest: m,
             id: base,
             distrusted,
-            old: Some(Arc::new(old)),
+            old: Some(old),
         };
         Ok((since, new))
     }
