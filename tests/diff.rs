@@ -2,7 +2,7 @@
 //! and FAT in fixed VHDs, the newer copy changed by the kernel, ntfs-3g or
 //! mtools; ext4 and NTFS also as differencing VHD children of the older copy,
 //! ext4 also as a VHDX chain; an ext4 image stored as a file on ext4,
-//! changed inside through a loop device):
+//! changed inside through a loop device; the ext4 pair on an LVM thin LV):
 //! the diff lists exactly the changes the generator made (its expected
 //! lists), and `verify --since` with the older snapshot's manifest gives
 //! every file the hash a full read of the newer image gives.
@@ -193,10 +193,26 @@ fn hashes(doc: &str) -> BTreeMap<String, String> {
     out
 }
 
+/// ext4 on an LVM thin LV (thin-old/new.vhd: the ext4 pair laid out in a
+/// thin pool, the newer with its changed blocks rewritten in place or
+/// copied on write to fresh data blocks): the thin LV compares its block
+/// mappings with the older pool's, so the diff walks only changed folders
+/// and still lists exactly the ext4 pair's changes.
+#[test]
+fn diff_on_a_thin_lv_compares_its_mappings() {
+    let (old, new) = pair("thin");
+    let s = diff_matches("thin", &old, &new, &[]);
+    assert_eq!(s["volume"], "disk/thindiff/data", "{s}");
+    assert_eq!(s["mode"], "changed-folders", "{s}");
+    assert!(s["proven_unchanged"].as_u64().unwrap() >= 10, "{s}");
+    // Chunks are 64 KiB: small files sharing a rewritten chunk are hashed.
+    assert!(s["files_hashed"].as_u64().unwrap() <= 8, "{s}");
+}
+
 #[test]
 fn verify_since_agrees_with_a_full_verify() {
     let dir = tempfile::tempdir().unwrap();
-    for fs in ALL {
+    for fs in ALL.into_iter().chain(["nested", "thin"]) {
         let (old, new) = pair(fs);
         let base = dir.path().join(format!("{fs}-old.json"));
         let next = dir.path().join(format!("{fs}-next.json"));
@@ -234,7 +250,7 @@ fn verify_since_agrees_with_a_full_verify() {
             "{fs}: carried and read hashes against a full read"
         );
         let t = &report["totals"];
-        if fs == "ext4" {
+        if fs == "ext4" || fs == "thin" {
             assert!(t["files_carried"].as_u64().unwrap() >= 10, "{fs}: {t}");
             assert!(t["files_read"].as_u64().unwrap() <= 14, "{fs}: {t}");
             assert!(

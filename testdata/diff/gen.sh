@@ -13,11 +13,12 @@
 # ext4 also as a VHDX parent and child).
 # Needs root (loop mounts), e2fsprogs, xfsprogs, btrfs-progs, dosfstools,
 # ntfs-3g, mtools, qemu-img, libvhdi-utils, python3, zstd, util-linux
-# (fallocate).
+# (fallocate, losetup), lvm2 and thin-provisioning-tools (thin).
 set -euo pipefail
 cd "$(dirname "$0")"
 work=$(mktemp -d)
-trap 'umount -q "$work/inner-mnt" 2>/dev/null || true; umount -q "$work/mnt" 2>/dev/null || true; rm -rf "$work"' EXIT
+loop=
+trap 'umount -q "$work/inner-mnt" 2>/dev/null || true; umount -q "$work/mnt" 2>/dev/null || true; [ -z "$loop" ] || losetup -d "$loop" 2>/dev/null || true; rm -rf "$work"' EXIT
 mkdir "$work/mnt"
 export TZ=UTC
 
@@ -84,7 +85,7 @@ to_vhd() { # raw image, output name
   zstd -q -19 -f "$work/out.vhd" -o "$2.vhd.zst"
 }
 
-targets=${*:-ext4 xfs ntfs btrfs fat nested}
+targets=${*:-ext4 xfs ntfs btrfs fat nested thin}
 want() { case " $targets " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
 # ext4 and XFS can shift a file's extents (fallocate --collapse-range):
@@ -245,6 +246,49 @@ if want nested; then
   umount "$work/mnt"
   to_vhd "$img" nested-new
   expected nested modes ids
+fi
+
+# An ext4 volume on an LVM thin LV (thin-old/new.vhd): the ext4 pair's two
+# volumes (changed by the kernel) laid out in a thin pool by thin.py, the
+# newer with its changed 64 KiB blocks written as dm-thin writes them (in
+# place, or copied on write to a fresh data block). lvcreate
+# (--driverloaded n) makes the PV and two linear LVs, vgcfgrestore writes
+# thin.py's VG text, thin_restore/thin_check the pool metadata. There is no
+# device-mapper here, so the kernel cannot write through the thin LV
+# itself. thin.expected.tsv is the ext4 pair's list.
+if want thin; then
+  CFG='devices { use_devicesfile = 0 obtain_device_list_from_udev = 0 } activation { udev_sync = 0 udev_rules = 0 } global { use_lvmpolld = 0 }'
+  export LVM_SUPPRESS_FD_WARNINGS=1
+  lvm_() { "$@" --config "$CFG" --driverloaded n 2> >(grep -v -e 'Activation disabled' -e 'not zeroed' -e 'device-mapper' -e 'libdevmapper' -e 'mapper/control' -e 'active volumes' >&2); }
+  for v in old new; do
+    zstd -qdf "ext4-$v.vhd.zst" -o "$work/ext4-$v.vhd"
+    qemu-img convert -f vpc -O raw "$work/ext4-$v.vhd" "$work/ext4-$v.raw"
+    # The volume is 24 MiB; the VHD's geometry adds a few zero sectors.
+    truncate -s 24M "$work/ext4-$v.raw"
+  done
+  truncate -s 40M "$work/thin.img"
+  loop=$(losetup -f --show "$work/thin.img")
+  lvm_ pvcreate -q -u dddddd-1111-2222-3333-4444-5555-dddddd --norestorefile "$loop"
+  lvm_ vgcreate -q -s 1M thindiff "$loop"
+  lvm_ lvcreate -q --activate n --zero n -n m -L 4M thindiff
+  lvm_ lvcreate -q --activate n --zero n -n d -L 32M thindiff
+  lvm_ vgcfgbackup -q -f "$work/vg.txt" thindiff
+  python3 thin.py "$work/vg.txt" "$work/ext4-old.raw" "$work/ext4-new.raw" "$work"
+  lvm_ vgcfgrestore -q --force -f "$work/vg-thin.txt" thindiff
+  pe_start=$(lvm_ pvs --noheadings --units b --nosuffix -o pe_start "$loop" | tr -d ' ')
+  lvm_ vgchange -q -an thindiff >/dev/null 2>&1 || true
+  losetup -d "$loop"
+  loop=
+  for v in old new; do
+    cp "$work/thin.img" "$work/thin-$v.img"
+    truncate -s 4M "$work/tmeta-$v.img"
+    thin_restore -q -i "$work/$v.xml" -o "$work/tmeta-$v.img"
+    thin_check -q "$work/tmeta-$v.img"
+    dd if="$work/tmeta-$v.img" of="$work/thin-$v.img" bs=1M seek=$((pe_start / 1048576)) conv=notrunc status=none
+    dd if="$work/$v-tdata.img" of="$work/thin-$v.img" bs=1M seek=$((pe_start / 1048576 + 4)) conv=notrunc status=none
+    to_vhd "$work/thin-$v.img" "thin-$v"
+  done
+  cp ext4.expected.tsv thin.expected.tsv
 fi
 
 # Differencing children: <fs>-child.vhd names <fs>-old.vhd as its parent

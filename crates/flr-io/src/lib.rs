@@ -77,6 +77,23 @@ pub trait ReadAt: Send + Sync {
     fn changed(&self, _offset: u64, _len: u64) -> Change {
         Change::Unknown
     }
+
+    /// Gives this layer its older self, `base` (the same layer in the older
+    /// stack of a pair), for a layer whose map from its offsets to the
+    /// layer below is data that may differ between the two versions (a
+    /// thin LV's block mappings, an LV's segments): it then answers
+    /// [`ReadAt::changed`] by comparing the two maps, and says changed
+    /// where they differ. Returns whether it took the base. The default,
+    /// for a layer mapped by fixed arithmetic or not at all, ignores it.
+    fn set_base(&self, _base: &dyn ReadAt) -> bool {
+        false
+    }
+
+    /// This layer as [`std::any::Any`], for [`ReadAt::set_base`] to find
+    /// its older self's own structures; `None` by default.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
 }
 
 /// A shared handle to a [`ReadAt`].
@@ -97,6 +114,12 @@ impl<T: ReadAt + ?Sized> ReadAt for Arc<T> {
     }
     fn changed(&self, offset: u64, len: u64) -> Change {
         (**self).changed(offset, len)
+    }
+    fn set_base(&self, base: &dyn ReadAt) -> bool {
+        (**self).set_base(base)
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        (**self).as_any()
     }
 }
 

@@ -750,6 +750,7 @@ impl VolumeGroup {
             layer: format!("lv {}/{}", self.name, lv.name),
             size: pieces.last().map_or(0, |p| p.start + p.len),
             pieces,
+            moved: std::sync::OnceLock::new(),
         }))
     }
 
@@ -858,6 +859,25 @@ struct LvSource {
     layer: String,
     size: u64,
     pieces: Vec<Piece>,
+    /// Set by [`ReadAt::set_base`]: for each piece, whether the older LV
+    /// had a different piece there (moved, resized or restriped), whose
+    /// bytes then cannot be compared place for place.
+    moved: std::sync::OnceLock<Vec<bool>>,
+}
+
+impl Piece {
+    /// Whether `other` maps the same LV bytes to the same places.
+    fn same_place(&self, other: &Piece) -> bool {
+        self.start == other.start
+            && self.len == other.len
+            && self.chunk == other.chunk
+            && self.legs.len() == other.legs.len()
+            && self
+                .legs
+                .iter()
+                .zip(&other.legs)
+                .all(|((a, x), (b, y))| x == y && a.layer() == b.layer())
+    }
 }
 
 impl LvSource {
@@ -916,10 +936,15 @@ impl ReadAt for LvSource {
         };
         let mut pos = offset;
         let mut answer = Change::Unchanged;
+        let moved = self.moved.get();
         while pos < end {
             let Some((src, at, take)) = self.locate(pos) else {
                 return Change::Unknown;
             };
+            let piece = self.pieces.partition_point(|p| p.start + p.len <= pos);
+            if moved.is_some_and(|m| m.get(piece).copied().unwrap_or(true)) {
+                return Change::Unknown;
+            }
             let take = take.min(end - pos);
             answer = answer.and(src.changed(at, take));
             if answer == Change::Changed {
@@ -929,6 +954,36 @@ impl ReadAt for LvSource {
         }
         answer
     }
+    /// The older LV's pieces: those in the same place pass the base on to
+    /// their legs (a thin LV's one leg is its thin device); the others
+    /// answer `Unknown` from now on.
+    fn set_base(&self, base: &dyn ReadAt) -> bool {
+        let Some(old) = base.as_any().and_then(|a| a.downcast_ref::<LvSource>()) else {
+            return false;
+        };
+        let moved: Vec<bool> = self
+            .pieces
+            .iter()
+            .map(|p| {
+                let i = old.pieces.partition_point(|q| q.start + q.len <= p.start);
+                match old.pieces.get(i).filter(|q| p.same_place(q)) {
+                    Some(q) => {
+                        for ((leg, _), (old_leg, _)) in p.legs.iter().zip(&q.legs) {
+                            leg.set_base(old_leg.as_ref());
+                        }
+                        false
+                    }
+                    None => true,
+                }
+            })
+            .collect();
+        self.moved.set(moved).is_ok()
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
+
     fn is_known_zero(&self, offset: u64, len: u64) -> bool {
         // Only within one unstriped piece (thin LVs are one such piece).
         let Some(end) = offset.checked_add(len).filter(|&e| e <= self.size) else {
@@ -1025,6 +1080,36 @@ vg1 {
         assert!(
             matches!(&vgs[0].lvs.iter().find(|l| l.name == "origin").unwrap().status, LvStatus::MissingPv(r) if r.contains("PVA") && r.contains("/dev/sda2"))
         );
+    }
+
+    #[test]
+    fn an_lv_compared_with_its_older_self_distrusts_moved_segments() {
+        use flr_io::{Change, Compared, RangeSet};
+        // pv0's bytes are unchanged but for its extent 6 (pe_start is 8
+        // sectors, extents 4 KiB).
+        let vg_of = |meta: &str| {
+            let mut p = pv("PVA", 0);
+            p.meta = Some(parse_meta(meta.as_bytes()).unwrap());
+            let changes = RangeSet::from_extents([(4096 + 6 * 4096, 4096)]);
+            p.source = Arc::new(Compared::new(p.source.clone(), changes));
+            assemble(&[p, pv("PVB", 0)]).remove(0)
+        };
+        let old = vg_of(META);
+        let same = vg_of(META);
+        let moved = vg_of(&META.replace(r#"stripes = ["pv0", 4]"#, r#"stripes = ["pv0", 6]"#));
+        let o = old.open_lv("origin").unwrap();
+        let (s, m) = (
+            same.open_lv("origin").unwrap(),
+            moved.open_lv("origin").unwrap(),
+        );
+        // Before a base is set, the PV's answer for the current place.
+        assert_eq!(m.changed(0, 4096), Change::Changed);
+        assert!(s.set_base(o.as_ref()) && m.set_base(o.as_ref()));
+        assert_eq!(s.changed(0, 4096), Change::Unchanged);
+        assert_eq!(m.changed(0, 4096), Change::Unknown, "the segment moved");
+        // Not an LV: ignored.
+        let plain: Source = Arc::new(MemSource::new(vec![0; 4096]));
+        assert!(!same.open_lv("m").unwrap().set_base(plain.as_ref()));
     }
 
     #[test]

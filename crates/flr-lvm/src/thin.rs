@@ -32,9 +32,9 @@
 //! needed to read.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use flr_io::{check_range, IoError, ReadAt, Source};
+use flr_io::{check_range, Change, IoError, ReadAt, Source};
 
 use crate::LvmError;
 
@@ -392,7 +392,20 @@ impl ThinPool {
             pool: self.clone(),
             root,
             size,
+            base: OnceLock::new(),
         }))
+    }
+
+    /// The mapped (virtual block, data block) pairs in `first..end` of the
+    /// device whose block tree is at `root`.
+    fn mappings(&self, root: u64, first: u64, end: u64) -> Result<Vec<(u64, u64)>, LvmError> {
+        let mut raw = Vec::new();
+        let limit = usize::try_from(end.saturating_sub(first)).unwrap_or(usize::MAX);
+        self.collect(root, first, end, limit, 8, &mut raw)?;
+        Ok(raw
+            .into_iter()
+            .map(|(k, v)| (k, le64(&v, 0) >> 24))
+            .collect())
     }
 }
 
@@ -402,25 +415,72 @@ struct ThinVolume {
     pool: Arc<ThinPool>,
     root: u64,
     size: u64,
+    /// The same device in the older version of the pool (see
+    /// [`ReadAt::set_base`]): its pool and block-tree root.
+    base: OnceLock<(Arc<ThinPool>, u64)>,
 }
+
+/// Blocks whose mappings [`ThinVolume::changed`] looks up at once.
+const CHANGED_WINDOW: u64 = 4096;
 
 impl ThinVolume {
     /// The mapped (virtual block, data block) pairs in `first..end`.
-    fn mappings(&self, first: u64, end: u64, limit: usize) -> Result<Vec<(u64, u64)>, IoError> {
-        let mut raw = Vec::new();
-        self.pool
-            .collect(self.root, first, end, limit, 8, &mut raw)
-            .map_err(|e| {
-                IoError::corrupt(
-                    self.layer.clone(),
-                    first.saturating_mul(self.pool.block_bytes),
-                    e,
-                )
-            })?;
-        Ok(raw
-            .into_iter()
-            .map(|(k, v)| (k, le64(&v, 0) >> 24))
-            .collect())
+    fn mappings(&self, first: u64, end: u64) -> Result<Vec<(u64, u64)>, IoError> {
+        self.pool.mappings(self.root, first, end).map_err(|e| {
+            IoError::corrupt(
+                self.layer.clone(),
+                first.saturating_mul(self.pool.block_bytes),
+                e,
+            )
+        })
+    }
+
+    /// [`ReadAt::changed`] for `offset..end` (inside the device), against
+    /// the older device `old` (its pool and root): a block mapped to the
+    /// same data block in both answers as the pool's data device does for
+    /// it; unmapped in both, unchanged; anything else (newly mapped,
+    /// unmapped, remapped by a copy-on-write or a discard) changed.
+    fn changed_against(&self, old: &(Arc<ThinPool>, u64), offset: u64, end: u64) -> Change {
+        let (opool, oroot) = old;
+        let bs = self.pool.block_bytes;
+        if opool.block_bytes != bs || end <= offset {
+            return Change::Unknown;
+        }
+        let (first, last) = (offset / bs, (end - 1) / bs + 1);
+        let mut answer = Change::Unchanged;
+        let mut w = first;
+        while w < last {
+            let we = last.min(w.saturating_add(CHANGED_WINDOW));
+            let (Ok(new), Ok(old)) = (self.mappings(w, we), opool.mappings(*oroot, w, we)) else {
+                return Change::Unknown;
+            };
+            let (mut i, mut j) = (0, 0);
+            for vb in w..we {
+                let find = |maps: &[(u64, u64)], k: &mut usize| {
+                    while maps.get(*k).is_some_and(|&(b, _)| b < vb) {
+                        *k += 1;
+                    }
+                    maps.get(*k).filter(|&&(b, _)| b == vb).map(|&(_, d)| d)
+                };
+                let (n, o) = (find(&new, &mut i), find(&old, &mut j));
+                let lo = offset.max(vb * bs);
+                let hi = end.min((vb + 1) * bs);
+                answer = answer.and(match (n, o) {
+                    (None, None) => Change::Unchanged,
+                    (Some(a), Some(b)) if a == b => {
+                        a.checked_mul(bs).map_or(Change::Unknown, |at| {
+                            self.pool.data.changed(at + (lo - vb * bs), hi - lo)
+                        })
+                    }
+                    _ => Change::Changed,
+                });
+                if answer == Change::Changed {
+                    return answer;
+                }
+            }
+            w = we;
+        }
+        answer
     }
 }
 
@@ -434,8 +494,7 @@ impl ReadAt for ThinVolume {
         let total = buf.len() as u64;
         let first = offset / bs;
         let end = (offset + total - 1) / bs + 1;
-        // OK to narrow: at most one entry per block the buffer covers.
-        let maps = self.mappings(first, end, (end - first) as usize)?;
+        let maps = self.mappings(first, end)?;
         let mut done = 0u64;
         let mut mi = 0;
         while done < total {
@@ -504,8 +563,28 @@ impl ReadAt for ThinVolume {
             return false;
         };
         let bs = self.pool.block_bytes;
-        self.mappings(offset / bs, (end - 1) / bs + 1, 1)
-            .is_ok_and(|m| m.is_empty())
+        let mut raw = Vec::new();
+        self.pool
+            .collect(self.root, offset / bs, (end - 1) / bs + 1, 1, 8, &mut raw)
+            .is_ok_and(|()| raw.is_empty())
+    }
+
+    fn changed(&self, offset: u64, len: u64) -> Change {
+        match (self.base.get(), offset.checked_add(len)) {
+            (Some(old), Some(end)) if end <= self.size => self.changed_against(old, offset, end),
+            _ => Change::Unknown,
+        }
+    }
+
+    fn set_base(&self, base: &dyn ReadAt) -> bool {
+        let Some(old) = base.as_any().and_then(|a| a.downcast_ref::<ThinVolume>()) else {
+            return false;
+        };
+        self.base.set((old.pool.clone(), old.root)).is_ok()
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }
 
