@@ -272,15 +272,8 @@ pub fn open_pair(
 
 impl Pair {
     fn new(old: Image, mut new: Image, facts: CompareFacts, changes: RangeSet) -> Pair {
-        // Layers whose maps are data (LV segments, thin mappings) compare
-        // theirs with their older selves, volume by volume.
-        for v in &new.volumes {
-            if let Some(o) = old.volumes.iter().find(|o| o.id == v.id) {
-                v.source().set_base(o.source().as_ref());
-            }
-        }
         let old = Arc::new(old);
-        new.base = Some(old.clone());
+        new.set_base(old.clone());
         Pair {
             old,
             new,

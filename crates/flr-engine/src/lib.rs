@@ -371,6 +371,20 @@ impl Image {
         self.base.as_ref()
     }
 
+    /// Makes this image the newer of a pair with `old`: layers whose maps
+    /// are data (LV segments, thin mappings) compare theirs with their
+    /// older selves, volume by volume (same id; see
+    /// [`ReadAt::set_base`](flr_io::ReadAt::set_base)), and images stored
+    /// in its files with their older versions.
+    pub(crate) fn set_base(&mut self, old: Arc<Image>) {
+        for v in &self.volumes {
+            if let Some(o) = old.volumes.iter().find(|o| o.id == v.id) {
+                v.source().set_base(o.source().as_ref());
+            }
+        }
+        self.base = Some(old);
+    }
+
     /// The reports of the groups whose JSON section is `section`
     /// (`volume_groups`).
     pub fn groups_in(&self, section: &str) -> impl Iterator<Item = &Group> + '_ {

@@ -318,7 +318,9 @@ pub(crate) fn open(image: &Image, vol: &Volume, path: &str) -> Result<Image, Eng
     }];
     let mut images = crate::scan::scan(roots, image.scan, &image.keys)?;
     let mut img = images.remove(0);
-    img.base = base;
+    if let Some(b) = base {
+        img.set_base(b);
+    }
     Ok(img)
 }
 
