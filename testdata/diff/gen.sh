@@ -257,9 +257,7 @@ fi
 # device-mapper here, so the kernel cannot write through the thin LV
 # itself. thin.expected.tsv is the ext4 pair's list.
 if want thin; then
-  CFG='devices { use_devicesfile = 0 obtain_device_list_from_udev = 0 } activation { udev_sync = 0 udev_rules = 0 } global { use_lvmpolld = 0 }'
-  export LVM_SUPPRESS_FD_WARNINGS=1
-  lvm_() { "$@" --config "$CFG" --driverloaded n 2> >(grep -v -e 'Activation disabled' -e 'not zeroed' -e 'device-mapper' -e 'libdevmapper' -e 'mapper/control' -e 'active volumes' >&2); }
+  . ../lvm/nodm.sh
   for v in old new; do
     zstd -qdf "ext4-$v.vhd.zst" -o "$work/ext4-$v.vhd"
     qemu-img convert -f vpc -O raw "$work/ext4-$v.vhd" "$work/ext4-$v.raw"

@@ -21,11 +21,10 @@ changed by the kernel). vg.txt is the VG backup of two linear LVs `m` and
                 rewritten block's old bytes stay in its old data block).
 """
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lvm"))
-from thin import lv_text  # noqa: E402  (the LV stanza writer of the LVM thin fixture)
+from thin import pool_vg_text  # noqa: E402  (the VG text writer of the LVM thin fixture)
 
 BLOCK = 64 * 1024
 DATA_BLOCKS = 512  # 32 MiB data LV
@@ -68,27 +67,8 @@ def main(vg_txt, old_raw, new_raw, out):
             tdata_new[fresh] = b[v]
             fresh += 1
     assert fresh <= DATA_BLOCKS
-    text = open(vg_txt).read()
-    text = text.replace("\t\tm {", "\t\tpool_tmeta {").replace("\t\td {", "\t\tpool_tdata {")
-    # The pool's sub-LVs are hidden (no VISIBLE).
-    text = re.sub(r'(pool_t(meta|data) \{\n\t\t\tid = "[^"]*"\n\t\t\tstatus = )\[[^\]]*\]', r'\1["READ", "WRITE"]', text)
-    extra = lv_text("pool", "pool00-aaaa-bbbb-cccc-dddd-eeee-ffffff", ["READ", "WRITE", "VISIBLE"], """				start_extent = 0
-				extent_count = 32
-				type = "thin-pool"
-				metadata = "pool_tmeta"
-				pool = "pool_tdata"
-				transaction_id = 1
-				chunk_size = 128
-				discards = "passdown"
-				zero_new_blocks = 1""")
-    extra += lv_text("data", "data00-aaaa-bbbb-cccc-dddd-eeee-ffffff", ["READ", "WRITE", "VISIBLE"], """				start_extent = 0
-				extent_count = %d
-				type = "thin"
-				thin_pool = "pool"
-				transaction_id = 0
-				device_id = 1""" % (len(a) * BLOCK >> 20))
-    at = text.rstrip().rfind("}", 0, text.rstrip().rfind("}"))
-    text = text[:at] + extra.lstrip("\n") + "\t" + text[at:]
+    mib = len(a) * BLOCK >> 20
+    text = pool_vg_text(open(vg_txt).read(), DATA_BLOCKS * BLOCK >> 20, 1, [("data", 1, mib, None)])
     open(out + "/vg-thin.txt", "w").write(text)
     open(out + "/old.xml", "w").write(xml(old))
     open(out + "/new.xml", "w").write(xml(new))

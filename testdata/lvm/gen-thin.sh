@@ -21,9 +21,7 @@ W=$(mktemp -d)
 LOOP=
 cleanup() { [ -n "$LOOP" ] && losetup -d "$LOOP" 2>/dev/null; rm -rf "$W"; }
 trap cleanup EXIT
-CFG='devices { use_devicesfile = 0 obtain_device_list_from_udev = 0 } activation { udev_sync = 0 udev_rules = 0 } global { use_lvmpolld = 0 }'
-export LVM_SUPPRESS_FD_WARNINGS=1
-lvm_() { "$@" --config "$CFG" --driverloaded n 2> >(grep -v -e 'Activation disabled' -e 'not zeroed' -e 'device-mapper' -e 'libdevmapper' -e 'mapper/control' -e 'active volumes' >&2); }
+. ./nodm.sh
 
 truncate -s 40M "$W/disk.img"
 LOOP=$(losetup -f --show "$W/disk.img")

@@ -23,9 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 export QA_CHECK_FS=1 TEST_DIR=1 TEST_DEV=1
-CFG='devices { use_devicesfile = 0 obtain_device_list_from_udev = 0 } activation { udev_sync = 0 udev_rules = 0 } global { use_lvmpolld = 0 }'
-export LVM_SUPPRESS_FD_WARNINGS=1
-lvm_() { "$@" --config "$CFG" --driverloaded n 2> >(grep -v -e 'Activation disabled' -e 'not zeroed' >&2); }
+. ./nodm.sh
 mkdir -p "$W/mnt"
 
 manifest() { # SRC OUT

@@ -67,20 +67,23 @@ def lv_text(name, lvid, status, seg):
 """ % (name, lvid, ", ".join('"%s"' % s for s in status), seg)
 
 
-def main(vg_txt, out):
-    text = open(vg_txt).read()
+def pool_vg_text(text, pool_extents, transaction, thins):
+    """The VG backup `text` of two linear LVs `m` and `d`, turned into a thin
+    pool `pool` of `pool_extents` extents (64 KiB chunks) with m and d as its
+    hidden metadata and data sub-LVs, holding `thins`: (name, device id,
+    MiB, origin LV or None) each."""
     text = text.replace("\t\tm {", "\t\tpool_tmeta {").replace("\t\td {", "\t\tpool_tdata {")
     text = re.sub(r'(pool_t(meta|data) \{\n\t\t\tid = "[^"]*"\n\t\t\tstatus = )\[[^\]]*\]', r'\1["READ", "WRITE"]', text)
     extra = lv_text("pool", "pool00-aaaa-bbbb-cccc-dddd-eeee-ffffff", ["READ", "WRITE", "VISIBLE"], """				start_extent = 0
-				extent_count = 24
+				extent_count = %d
 				type = "thin-pool"
 				metadata = "pool_tmeta"
 				pool = "pool_tdata"
-				transaction_id = 3
+				transaction_id = %d
 				chunk_size = 128
 				discards = "passdown"
-				zero_new_blocks = 1""")
-    for name, dev, mib, _, origin in DEVICES:
+				zero_new_blocks = 1""" % (pool_extents, transaction))
+    for name, dev, mib, origin in thins:
         seg = """				start_extent = 0
 				extent_count = %d
 				type = "thin"
@@ -89,11 +92,16 @@ def main(vg_txt, out):
 				device_id = %d""" % (mib, dev - 1, dev)
         if origin:
             seg += '\n				origin = "%s"' % origin
-        extra += lv_text(name, "%s0-aaaa-bbbb-cccc-dddd-eeee-ffffff" % name, ["READ", "WRITE", "VISIBLE"], seg)
+        lvid = (name + "000000")[:6] + "-aaaa-bbbb-cccc-dddd-eeee-ffffff"
+        extra += lv_text(name, lvid, ["READ", "WRITE", "VISIBLE"], seg)
     # Insert the new LVs at the end of logical_volumes (its closing brace is
     # the second-last closing brace of the file).
     at = text.rstrip().rfind("}", 0, text.rstrip().rfind("}"))
-    text = text[:at] + extra.lstrip("\n") + "\t" + text[at:]
+    return text[:at] + extra.lstrip("\n") + "\t" + text[at:]
+
+
+def main(vg_txt, out):
+    text = pool_vg_text(open(vg_txt).read(), 24, 3, [(n, d, m, o) for n, d, m, _, o in DEVICES])
     open(out + "/vg-thin.txt", "w").write(text)
 
     xml = ['<superblock uuid="" time="1" transaction="3" flags="0" version="2" data_block_size="128" nr_data_blocks="%d">' % DATA_BLOCKS]
