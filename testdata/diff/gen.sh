@@ -266,11 +266,7 @@ if want thin; then
   done
   truncate -s 40M "$work/thin.img"
   loop=$(losetup -f --show "$work/thin.img")
-  lvm_ pvcreate -q -u dddddd-1111-2222-3333-4444-5555-dddddd --norestorefile "$loop"
-  lvm_ vgcreate -q -s 1M thindiff "$loop"
-  lvm_ lvcreate -q --activate n --zero n -n m -L 4M thindiff
-  lvm_ lvcreate -q --activate n --zero n -n d -L 32M thindiff
-  lvm_ vgcfgbackup -q -f "$work/vg.txt" thindiff
+  pool_parts "$loop" thindiff dddddd-1111-2222-3333-4444-5555-dddddd 32M "$work/vg.txt"
   python3 thin.py "$work/vg.txt" "$work/ext4-old.raw" "$work/ext4-new.raw" "$work"
   lvm_ vgcfgrestore -q --force -f "$work/vg-thin.txt" thindiff
   pe_start=$(lvm_ pvs --noheadings --units b --nosuffix -o pe_start "$loop" | tr -d ' ')

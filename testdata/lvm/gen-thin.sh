@@ -25,11 +25,7 @@ trap cleanup EXIT
 
 truncate -s 40M "$W/disk.img"
 LOOP=$(losetup -f --show "$W/disk.img")
-lvm_ pvcreate -q -u cccccc-1111-2222-3333-4444-5555-cccccc --norestorefile "$LOOP"
-lvm_ vgcreate -q -s 1M thinvg "$LOOP"
-lvm_ lvcreate -q --activate n --zero n -n m -L 4M thinvg
-lvm_ lvcreate -q --activate n --zero n -n d -L 24M thinvg
-lvm_ vgcfgbackup -q -f "$W/vg.txt" thinvg
+pool_parts "$LOOP" thinvg cccccc-1111-2222-3333-4444-5555-cccccc 24M "$W/vg.txt"
 python3 thin.py "$W/vg.txt" "$W"
 lvm_ vgcfgrestore -q --force -f "$W/vg-thin.txt" thinvg
 lvm_ lvs -a -o lv_name,lv_attr,lv_size,pool_lv,origin,thin_id,seg_pe_ranges thinvg | sed "s#$LOOP#disk#g" > thin-lvs.txt
