@@ -9,11 +9,13 @@
 //! verify of the newer snapshot. The service answers at most a few ranges
 //! per page so continuation markers are followed.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use flr_kvtest::TestVault;
+
+use crate::diff::{check_expected, parse_diff};
 
 const CLIENT: &str = "flr-diff-app";
 const CLIENT_SECRET: &str = "diff-secret";
@@ -103,62 +105,6 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-type Changes = BTreeMap<(String, String, String), BTreeSet<String>>;
-
-/// The `flr diff --json` lines as (change, path, old_path) → fields.
-fn parse_diff(stdout: &[u8]) -> Changes {
-    let mut got = BTreeMap::new();
-    for l in text(stdout).lines() {
-        let v: serde_json::Value = serde_json::from_str(l).unwrap();
-        if v["type"] == "summary" {
-            continue;
-        }
-        let key = (
-            v["change"].as_str().unwrap().to_string(),
-            v["path"].as_str().unwrap().to_string(),
-            v["old_path"].as_str().unwrap_or("").to_string(),
-        );
-        let fields = v["fields"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f.as_str().unwrap().to_string())
-            .collect();
-        got.insert(key, fields);
-    }
-    got
-}
-
-/// The generator's list (testdata/diff/{fs}.expected.tsv).
-fn expected(fs: &str, got: &Changes) {
-    let tsv = std::fs::read_to_string(
-        flr_testdata::testdata_dir().join(format!("diff/{fs}.expected.tsv")),
-    )
-    .unwrap();
-    let mut want = BTreeMap::new();
-    for l in tsv.lines() {
-        let c: Vec<&str> = l.split('\t').collect();
-        want.insert(
-            (c[0].to_string(), c[1].to_string(), c[2].to_string()),
-            c[3].to_string(),
-        );
-    }
-    assert_eq!(
-        got.keys().collect::<Vec<_>>(),
-        want.keys().collect::<Vec<_>>(),
-        "{fs}: the change list"
-    );
-    for (k, field) in &want {
-        if !field.is_empty() {
-            assert!(
-                got[k].contains(field),
-                "{fs}: {k:?} lacks {field}: {:?}",
-                got[k]
-            );
-        }
-    }
-}
-
 /// path → sha256 of every file in a manifest document.
 fn hashes(doc: &str) -> BTreeMap<String, String> {
     let v: serde_json::Value = serde_json::from_str(doc).unwrap();
@@ -194,7 +140,7 @@ fn remote_diff_of_two_snapshots_lists_what_the_generator_changed() {
             "--stats",
         ]);
         assert!(out.status.success(), "{fs}: {}", text(&out.stderr));
-        expected(fs, &parse_diff(&out.stdout));
+        check_expected(fs, &parse_diff(&out.stdout).0);
         let log = r.kv.requests();
         let diffs: Vec<_> = log
             .iter()
@@ -288,7 +234,7 @@ fn remote_diff_of_snapshot_resource_ids_grants_and_revokes_both() {
     r.kv.reset_log();
     let out = r.flr(&["diff", &id_old, &id_new, "--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    expected(fs, &parse_diff(&out.stdout));
+    check_expected(fs, &parse_diff(&out.stdout).0);
     assert_eq!(
         r.kv.disk_access(&id_old),
         (1, 1, false),
@@ -330,7 +276,7 @@ fn remote_diff_of_unrelated_blobs_compares_blocks() {
         "--json",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    expected(fs, &parse_diff(&out.stdout));
+    check_expected(fs, &parse_diff(&out.stdout).0);
 }
 
 /// The JSON summary (the last line) of a `--format json get`.

@@ -43,60 +43,75 @@ fn expected(fs: &str) -> BTreeMap<(String, String, String), String> {
     want
 }
 
+/// What `flr diff --json` listed: (change, path, former path) → fields.
+pub(crate) type Changes = BTreeMap<(String, String, String), BTreeSet<String>>;
+
+/// The `flr diff --json` lines: the changes, and the summary lines.
+pub(crate) fn parse_diff(stdout: &[u8]) -> (Changes, Vec<serde_json::Value>) {
+    let mut got = BTreeMap::new();
+    let mut summaries = Vec::new();
+    for l in String::from_utf8_lossy(stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["version"], 1);
+        if v["type"] == "summary" {
+            summaries.push(v);
+            continue;
+        }
+        let key = (
+            v["change"].as_str().unwrap().to_string(),
+            v["path"].as_str().unwrap().to_string(),
+            v["old_path"].as_str().unwrap_or("").to_string(),
+        );
+        let fields = v["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_string())
+            .collect();
+        got.insert(key, fields);
+    }
+    (got, summaries)
+}
+
+/// Checks a diff's changes against the generator's list for `fs`
+/// (testdata/diff/{fs}.expected.tsv): the same entries, each with the
+/// field the generator names among its differences.
+pub(crate) fn check_expected(fs: &str, got: &Changes) {
+    let want = expected(fs);
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>(),
+        "{fs}: the change list"
+    );
+    for (k, field) in &want {
+        if !field.is_empty() {
+            assert!(
+                got[k].contains(field),
+                "{fs}: {k:?} lacks {field}: {:?}",
+                got[k]
+            );
+        }
+    }
+}
+
 /// Runs `flr diff OLD NEW [ID:/] --json` and checks its list against the
 /// generator's; returns the summary line.
 fn diff_matches(fs: &str, old: &str, new: &str, volume: &[&str]) -> serde_json::Value {
-    {
-        let out = flr(&[&["diff", old, new][..], volume, &["--json"]].concat());
-        assert!(
-            out.status.success(),
-            "{fs}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut got = BTreeMap::new();
-        let mut summary = None;
-        for l in String::from_utf8(out.stdout).unwrap().lines() {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            assert_eq!(v["version"], 1);
-            if v["type"] == "summary" {
-                summary = Some(v);
-                continue;
-            }
-            let key = (
-                v["change"].as_str().unwrap().to_string(),
-                v["path"].as_str().unwrap().to_string(),
-                v["old_path"].as_str().unwrap_or("").to_string(),
-            );
-            let fields: BTreeSet<String> = v["fields"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|f| f.as_str().unwrap().to_string())
-                .collect();
-            got.insert(key, fields);
-        }
-        let want = expected(fs);
-        assert_eq!(
-            got.keys().collect::<Vec<_>>(),
-            want.keys().collect::<Vec<_>>(),
-            "{fs}: the change list"
-        );
-        for (k, field) in &want {
-            if !field.is_empty() {
-                assert!(
-                    got[k].contains(field),
-                    "{fs}: {k:?} lacks {field}: {:?}",
-                    got[k]
-                );
-            }
-        }
-        let s = summary.expect("a summary line");
-        let count = |c: &str| want.keys().filter(|k| k.0 == c).count();
-        for c in ["added", "removed", "renamed", "changed"] {
-            assert_eq!(s[c], count(c), "{fs}: {c} in {s}");
-        }
-        s
+    let out = flr(&[&["diff", old, new][..], volume, &["--json"]].concat());
+    assert!(
+        out.status.success(),
+        "{fs}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (got, summaries) = parse_diff(&out.stdout);
+    check_expected(fs, &got);
+    let s = summaries.into_iter().next().expect("a summary line");
+    let want = expected(fs);
+    let count = |c: &str| want.keys().filter(|k| k.0 == c).count();
+    for c in ["added", "removed", "renamed", "changed"] {
+        assert_eq!(s[c], count(c), "{fs}: {c} in {s}");
     }
+    s
 }
 
 #[test]
