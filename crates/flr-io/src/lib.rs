@@ -35,7 +35,8 @@ pub use changes::{set_runs, Change, Compared, RangeSet};
 pub use cursor::{ReadOnlyCursor, ReaderCursor};
 pub use error::IoError;
 pub use parent::{
-    locator_paths, quote_list, FileParentResolver, LocatorPath, NoParentResolver, ParentResolver,
+    inherit_chain, locator_paths, open_parent_step, quote_list, ChainError, FileParentResolver,
+    LocatorPath, NoParentResolver, ParentResolver,
 };
 pub use source::{FileSource, MemSource, Refused, Slice, Zeros};
 

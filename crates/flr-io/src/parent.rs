@@ -267,6 +267,80 @@ impl ParentResolver for NoParentResolver {
     }
 }
 
+/// Why one step down a differencing chain failed (see [`open_parent_step`]),
+/// for the format to turn into its own error.
+#[derive(Debug)]
+pub enum ChainError<E> {
+    /// Too many parents, or a cycle; the message names the chain so far.
+    Chain(String),
+    /// None of the candidates opened.
+    NotFound(IoError),
+    /// The parent found at `path` did not open as a disk.
+    Parent {
+        /// Where it was found.
+        path: String,
+        /// The format's error.
+        error: E,
+    },
+}
+
+/// One step down a differencing chain, the same for every format: refuses
+/// a chain of more than `max` parents, opens the first of `candidates` the
+/// resolver finds, refuses one already opened further up (`seen`, the
+/// paths so far, gets the parent's), and opens it with `open` (the format's
+/// opener, given the parent's bytes, the resolver for its own parent and
+/// `seen`). Returns the parent and the path it was found at.
+pub fn open_parent_step<D, E>(
+    parents: &dyn ParentResolver,
+    candidates: &[String],
+    seen: &mut Vec<String>,
+    max: usize,
+    open: impl FnOnce(Source, &dyn ParentResolver, &mut Vec<String>) -> Result<D, E>,
+) -> Result<(D, String), ChainError<E>> {
+    if seen.len() >= max {
+        return Err(ChainError::Chain(format!(
+            "more than {max} parents: {}",
+            seen.join(" -> ")
+        )));
+    }
+    let (src, path) = parents
+        .open_parent(candidates)
+        .map_err(ChainError::NotFound)?;
+    if seen.contains(&path) {
+        return Err(ChainError::Chain(format!(
+            "cycle: {} -> {path}",
+            seen.join(" -> ")
+        )));
+    }
+    seen.push(path.clone());
+    let resolver = parents.for_parent(&path);
+    match open(src, resolver.as_ref(), seen) {
+        Ok(d) => Ok((d, path)),
+        Err(error) => Err(ChainError::Parent { path, error }),
+    }
+}
+
+/// What a child records of the parent it opened at `path`: the parent then
+/// the parent's own chain, and the parent's warnings, each prefixed with
+/// the parent's path unless it is already about a parent.
+pub fn inherit_chain(
+    chain: &mut Vec<String>,
+    warnings: &mut Vec<String>,
+    path: &str,
+    parent_chain: &[String],
+    parent_warnings: &[String],
+) {
+    chain.push(path.to_string());
+    chain.extend(parent_chain.iter().cloned());
+    for w in parent_warnings {
+        if w.starts_with("parent ") {
+            warnings.push(w.clone());
+        } else {
+            warnings.push(format!("parent {path}: {w}"));
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -502,29 +502,24 @@ impl VhdDisk {
                 "the differencing disk stores no parent locator and no parent name",
             )));
         }
-        if seen.len() >= MAX_CHAIN_DEPTH {
-            return Err(VhdError::Chain(format!(
-                "more than {MAX_CHAIN_DEPTH} parents: {}",
-                seen.join(" -> ")
-            )));
-        }
-        let (psrc, ppath) = parents
-            .open_parent(&candidates)
-            .map_err(VhdError::ParentNotFound)?;
-        if seen.contains(&ppath) {
-            return Err(VhdError::Chain(format!(
-                "cycle: {} -> {ppath}",
-                seen.join(" -> ")
-            )));
-        }
-        seen.push(ppath.clone());
-        let presolver = parents.for_parent(&ppath);
-        let parent = Self::open_chain(psrc, presolver.as_ref(), seen).map_err(|e| match e {
+        let (parent, ppath) = flr_io::open_parent_step(
+            parents,
+            &candidates,
+            seen,
+            MAX_CHAIN_DEPTH,
+            Self::open_chain,
+        )
+        .map_err(|e| match e {
+            flr_io::ChainError::Chain(m) => VhdError::Chain(m),
+            flr_io::ChainError::NotFound(e) => VhdError::ParentNotFound(e),
             // Keep chain errors flat so the message stays readable.
-            e @ VhdError::Chain(_) => e,
-            e => VhdError::Parent {
-                path: ppath.clone(),
-                source: Box::new(e),
+            flr_io::ChainError::Parent {
+                error: e @ VhdError::Chain(_),
+                ..
+            } => e,
+            flr_io::ChainError::Parent { path, error } => VhdError::Parent {
+                path,
+                source: Box::new(error),
             },
         })?;
         let pid = parent.info.unique_id.clone();
@@ -540,15 +535,13 @@ impl VhdDisk {
                 parent.info.virtual_size, info.virtual_size
             ));
         }
-        info.chain.push(ppath.clone());
-        info.chain.extend(parent.info.chain.iter().cloned());
-        for w in &parent.info.warnings {
-            if w.starts_with("parent ") {
-                info.warnings.push(w.clone());
-            } else {
-                info.warnings.push(format!("parent {ppath}: {w}"));
-            }
-        }
+        flr_io::inherit_chain(
+            &mut info.chain,
+            &mut info.warnings,
+            &ppath,
+            &parent.info.chain,
+            &parent.info.warnings,
+        );
         Ok(parent)
     }
 

@@ -559,28 +559,23 @@ impl VhdxDisk {
                 "the parent locator holds no relative_path, volume_path or absolute_win32_path",
             )));
         }
-        if seen.len() >= MAX_CHAIN_DEPTH {
-            return Err(VhdxError::Chain(format!(
-                "more than {MAX_CHAIN_DEPTH} parents: {}",
-                seen.join(" -> ")
-            )));
-        }
-        let (psrc, ppath) = parents
-            .open_parent(&candidates)
-            .map_err(VhdxError::ParentNotFound)?;
-        if seen.contains(&ppath) {
-            return Err(VhdxError::Chain(format!(
-                "cycle: {} -> {ppath}",
-                seen.join(" -> ")
-            )));
-        }
-        seen.push(ppath.clone());
-        let presolver = parents.for_parent(&ppath);
-        let parent = Self::open_chain(psrc, presolver.as_ref(), seen).map_err(|e| match e {
-            e @ VhdxError::Chain(_) => e,
-            e => VhdxError::Parent {
-                path: ppath.clone(),
-                source: Box::new(e),
+        let (parent, ppath) = flr_io::open_parent_step(
+            parents,
+            &candidates,
+            seen,
+            MAX_CHAIN_DEPTH,
+            Self::open_chain,
+        )
+        .map_err(|e| match e {
+            flr_io::ChainError::Chain(m) => VhdxError::Chain(m),
+            flr_io::ChainError::NotFound(e) => VhdxError::ParentNotFound(e),
+            flr_io::ChainError::Parent {
+                error: e @ VhdxError::Chain(_),
+                ..
+            } => e,
+            flr_io::ChainError::Parent { path, error } => VhdxError::Parent {
+                path,
+                source: Box::new(error),
             },
         })?;
         let pdwg = parent.info.data_write_guid.clone();
@@ -605,15 +600,13 @@ impl VhdxDisk {
                 parent.info.logical_sector_size, info.logical_sector_size
             ));
         }
-        info.chain.push(ppath.clone());
-        info.chain.extend(parent.info.chain.iter().cloned());
-        for w in &parent.info.warnings {
-            if w.starts_with("parent ") {
-                info.warnings.push(w.clone());
-            } else {
-                info.warnings.push(format!("parent {ppath}: {w}"));
-            }
-        }
+        flr_io::inherit_chain(
+            &mut info.chain,
+            &mut info.warnings,
+            &ppath,
+            &parent.info.chain,
+            &parent.info.warnings,
+        );
         Ok(parent)
     }
 
