@@ -7,6 +7,8 @@
 //! `None`; it prints a loud `SKIPPED` line so a skip is never silent.
 #![deny(missing_docs)]
 
+pub mod chains;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -584,83 +584,23 @@ fn parent_cycles_are_detected() {
 
 #[test]
 fn corpus_virtual_disks_hash_as_qemu_and_libvhdi_say() {
-    let Some((unpacked, corpus)) = flr_testdata::corpus("flr-vhdx corpus") else {
-        return;
-    };
-    let tsv = std::fs::read_to_string(corpus.join("expected/vhd-vhdx.virtual-disk-sha256.tsv"))
-        .expect("read vhd-vhdx tsv");
-    let mut seen = 0;
-    for line in tsv.lines().skip(1) {
-        let c: Vec<&str> = line.split('\t').collect();
-        if c.len() < 6 || c[1] != "vhdx" {
-            continue;
-        }
-        let rel = c[0].replace("/unpacked/", "/");
-        let d = open(&unpacked.join(&rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
-        assert_eq!(d.len(), c[3].parse::<u64>().unwrap(), "{rel}");
-        assert_eq!(
-            format!("{:?}", d.info().disk_type),
-            c[2],
-            "{rel}: disk type"
-        );
-        let h = flr_testdata::sha256_reader(flr_io::ReaderCursor::new(Arc::new(d)));
-        assert_eq!(h, c[4], "{rel}: qemu-img");
-        assert_eq!(h, c[5], "{rel}: libvhdi");
-        seen += 1;
-    }
-    assert_eq!(seen, 2, "expected two VHDX images in the corpus");
-}
-
-/// Bytes shared by every copy of the endless chain.
-struct Shared(Arc<Vec<u8>>);
-
-impl ReadAt for Shared {
-    fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> Result<(), flr_io::IoError> {
-        flr_io::check_range("shared", offset, buf.len(), self.len())?;
-        let o = offset as usize;
-        buf.copy_from_slice(&self.0[o..o + buf.len()]);
-        Ok(())
-    }
-    fn len(&self) -> u64 {
-        self.0.len() as u64
-    }
-}
-
-/// A resolver that hands out a new copy of the same differencing disk under a
-/// new name every time: an endless chain without a cycle.
-struct Endless {
-    image: Arc<Vec<u8>>,
-    counter: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-impl flr_io::ParentResolver for Endless {
-    fn open_parent(&self, _candidates: &[String]) -> Result<(Source, String), flr_io::IoError> {
-        let n = self
-            .counter
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok((Arc::new(Shared(self.image.clone())), format!("copy{n}")))
-    }
-    fn for_parent(&self, _parent_path: &str) -> Box<dyn flr_io::ParentResolver> {
-        Box::new(Endless {
-            image: self.image.clone(),
-            counter: self.counter.clone(),
-        })
+    let seen =
+        flr_testdata::chains::check_corpus_virtual_disks("flr-vhdx corpus", "vhdx", |path| {
+            let d = open(path).map_err(|e| e.to_string())?;
+            Ok((d.len(), format!("{:?}", d.info().disk_type), Arc::new(d)))
+        });
+    if let Some(seen) = seen {
+        assert_eq!(seen, 2, "expected two VHDX images in the corpus");
     }
 }
 
 #[test]
 fn endless_chains_stop_at_the_depth_cap() {
     let image = bytes("vhdx-diff1.vhdx");
-    let res = Endless {
-        image: Arc::new(image.clone()),
-        counter: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-    };
+    let res = flr_testdata::chains::EndlessParents::new(image.clone());
     let err = VhdxDisk::open(Arc::new(MemSource::new(image)), &res)
         .unwrap_err()
         .to_string();
     assert!(err.contains("more than 64 parents"), "{err}");
-    assert_eq!(
-        res.counter.load(std::sync::atomic::Ordering::Relaxed),
-        flr_vhdx::MAX_CHAIN_DEPTH
-    );
+    assert_eq!(res.opened(), flr_vhdx::MAX_CHAIN_DEPTH);
 }
