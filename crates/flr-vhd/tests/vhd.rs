@@ -2,43 +2,18 @@
 //! and by testdata/container/mkdiff.py, with virtual-disk hashes from libvhdi
 //! and qemu-img (testdata/container/expected.tsv).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use flr_io::{FileParentResolver, FileSource, MemSource, NoParentResolver, ReadAt, Source};
 use flr_vhd::{probe, DiskType, VhdDisk, VhdError};
 
+use flr_testdata::chains::{container_fixture as fixture, read_all};
 use flr_testdata::container_expected as expected;
-
-/// Decompresses a fixture and, recursively, its parents (so the parent sits
-/// beside the child under the name its locator gives).
-fn fixture(name: &str) -> PathBuf {
-    let exp = expected();
-    let mut n = Some(name.to_string());
-    let mut first = None;
-    while let Some(cur) = n {
-        let p = flr_testdata::fixture(&format!("container/{cur}.zst"));
-        first.get_or_insert(p);
-        n = exp.get(&cur).and_then(|e| e.parent.clone());
-    }
-    first.expect("fixture path")
-}
 
 fn open(path: &Path) -> Result<VhdDisk, VhdError> {
     let src: Source = Arc::new(FileSource::open(path).expect("open fixture"));
     VhdDisk::open(src, &FileParentResolver::new(path))
-}
-
-fn read_all(d: &dyn ReadAt, chunk: usize) -> Vec<u8> {
-    let mut out = vec![0u8; d.len() as usize];
-    let mut off = 0usize;
-    while off < out.len() {
-        let n = chunk.min(out.len() - off);
-        d.read_exact_at(off as u64, &mut out[off..off + n])
-            .expect("read virtual disk");
-        off += n;
-    }
-    out
 }
 
 const VHD_FIXTURES: &[&str] = &[
@@ -51,29 +26,11 @@ const VHD_FIXTURES: &[&str] = &[
 
 #[test]
 fn every_fixture_hashes_as_the_oracles_say() {
-    let exp = expected();
-    for name in VHD_FIXTURES {
-        let e = &exp[*name];
-        let disk = open(&fixture(name)).unwrap_or_else(|err| panic!("{name}: {err}"));
-        assert_eq!(disk.len(), e.size, "{name}");
-        assert!(
-            disk.info().warnings.is_empty(),
-            "{name}: {:?}",
-            disk.info().warnings
-        );
-        // One big read, and many reads of an odd size: both must hash the same.
-        let all = read_all(&disk, usize::MAX);
-        assert_eq!(
-            flr_testdata::sha256_hex(&all),
-            e.sha256,
-            "{name} (one read)"
-        );
-        let odd = read_all(&disk, 77_777);
-        assert!(
-            odd == all,
-            "{name}: odd-sized reads differ from one big read"
-        );
-    }
+    flr_testdata::chains::check_container_fixtures(VHD_FIXTURES, 77_777, |path| {
+        let d = open(path).map_err(|e| e.to_string())?;
+        let warnings = d.info().warnings.clone();
+        Ok((Arc::new(d), warnings))
+    });
 }
 
 #[test]
