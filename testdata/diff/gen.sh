@@ -13,7 +13,8 @@
 # ext4 also as a VHDX parent and child).
 # Needs root (loop mounts), e2fsprogs, xfsprogs, btrfs-progs, dosfstools,
 # ntfs-3g, mtools, qemu-img, libvhdi-utils, python3, zstd, util-linux
-# (fallocate, losetup), lvm2 and thin-provisioning-tools (thin).
+# (fallocate, losetup), xfsprogs (xfs_io), lvm2 and thin-provisioning-tools
+# (thin).
 set -euo pipefail
 cd "$(dirname "$0")"
 work=$(mktemp -d)
@@ -88,17 +89,23 @@ to_vhd() { # raw image, output name
 targets=${*:-ext4 xfs ntfs btrfs fat nested thin}
 want() { case " $targets " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 
-# ext4 and XFS can shift a file's extents (fallocate --collapse-range):
-# shift.bin starts as a hole then one 4 KiB block, and ends as that block
-# (not moved on the volume, not rewritten) then a hole, the same size:
-# the same data ranges, other bytes.
+# ext4 and XFS can shift a file's extents (fallocate --collapse-range),
+# Btrfs clone one (xfs_io reflink): shift.bin starts as a hole then one
+# 4 KiB block, and ends as that block (not moved on the volume, not
+# rewritten) then a hole, the same size: the same data ranges, other bytes.
 shift_make() { # $1: mount point
   head -c 4096 /dev/urandom | dd of="$1/shift.bin" bs=4096 seek=1 status=none
   touch -d "2024-01-02 03:04:05" "$1/shift.bin"
 }
-shift_change() { # $1: mount point, $2: the expected list to add to
-  fallocate --collapse-range -o 0 -l 4096 "$1/shift.bin"
-  truncate -s 8192 "$1/shift.bin"
+shift_change() { # $1: mount point, $2: the expected list to add to, $3: fs
+  if [ "${3:-}" = btrfs ]; then
+    # Btrfs cannot collapse a range; the block is cloned to the front of
+    # the file (the same extent, shared) and the old place punched out.
+    xfs_io -c "reflink $1/shift.bin 4096 0 4096" -c "fpunch 4096 4096" "$1/shift.bin"
+  else
+    fallocate --collapse-range -o 0 -l 4096 "$1/shift.bin"
+    truncate -s 8192 "$1/shift.bin"
+  fi
   sync
   printf 'changed\t/shift.bin\t\tcontent\n' >>"$2"
 }
@@ -107,13 +114,13 @@ kernel_pair() { # $1: fs, $2: modes or nomodes, $3: ids or noids, $4: populate's
   local fs=$1 img=$work/$1.img
   mount -o loop "$img" "$work/mnt"
   populate "$work/mnt" "${4:-}"
-  case $fs in ext4 | xfs) shift_make "$work/mnt" ;; esac
+  case $fs in ext4 | xfs | btrfs) shift_make "$work/mnt" ;; esac
   umount "$work/mnt"
   to_vhd "$img" "$fs-old"
   mount -o loop "$img" "$work/mnt"
   change "$work/mnt" "$2"
   expected "$fs" "$2" "$3"
-  case $fs in ext4 | xfs) shift_change "$work/mnt" "$fs.expected.tsv" ;; esac
+  case $fs in ext4 | xfs | btrfs) shift_change "$work/mnt" "$fs.expected.tsv" $fs ;; esac
   umount "$work/mnt"
   to_vhd "$img" "$fs-new"
 }

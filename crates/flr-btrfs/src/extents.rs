@@ -58,6 +58,35 @@ impl BtrfsFs {
         Ok(true)
     }
 
+    /// Appends where file bytes `file..+len`, at logical `logical`, lie at
+    /// the first copy of their chunk (the one a read tries first).
+    fn first_copies(
+        &self,
+        file: u64,
+        logical: u64,
+        len: u64,
+        out: &mut Vec<flr_fs::FileRun>,
+    ) -> Result<(), FsError> {
+        let vol = &self.inner.trees.vol;
+        let mut done = 0u64;
+        while done < len {
+            let c = vol.chunk(logical + done)?;
+            let (place, run) = c.place(logical + done);
+            let take = run.min(len - done);
+            if let Place::Copies { slots, rel } = place {
+                if let Some(&s) = slots.first() {
+                    out.push(flr_fs::FileRun {
+                        file: file + done,
+                        volume: c.stripes[s].offset + rel,
+                        len: take,
+                    });
+                }
+            }
+            done += take;
+        }
+        Ok(())
+    }
+
     pub(crate) fn extents_inner(&self, path: &FsPath) -> Result<Option<FileExtents>, FsError> {
         if self.inner.sb.num_devices != 1 || self.inner.trees.vol.devices.len() != 1 {
             return Ok(None);
@@ -92,25 +121,37 @@ impl BtrfsFs {
             Err(FsError::Unsupported { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
+        // The layout: every piece of an uncompressed extent at the copy the
+        // reader tries first; none once an extent is inline or compressed.
+        let is_file = self.inode(o)?.kind() == flr_fs::FileKind::File;
+        let mut layout = is_file.then(Vec::new);
         for e in extents {
-            if let ExtentKind::Regular {
-                compression,
-                disk_bytenr,
-                disk_num_bytes,
-                offset,
-                ..
-            } = e.kind
-            {
-                let (at, len) = if compression == COMPRESS_NONE {
-                    (disk_bytenr + offset, e.len)
-                } else {
-                    (disk_bytenr, disk_num_bytes)
-                };
-                if !self.device_ranges(at, len, &mut x.data)? {
-                    return Ok(None);
+            match e.kind {
+                ExtentKind::Regular {
+                    compression,
+                    disk_bytenr,
+                    disk_num_bytes,
+                    offset,
+                    ..
+                } => {
+                    let (at, len) = if compression == COMPRESS_NONE {
+                        (disk_bytenr + offset, e.len)
+                    } else {
+                        layout = None;
+                        (disk_bytenr, disk_num_bytes)
+                    };
+                    if !self.device_ranges(at, len, &mut x.data)? {
+                        return Ok(None);
+                    }
+                    if let Some(l) = layout.as_mut() {
+                        self.first_copies(e.start, at, len, l)?;
+                    }
                 }
+                ExtentKind::Inline { .. } => layout = None,
+                ExtentKind::Prealloc | ExtentKind::Hole => {}
             }
         }
+        x.layout = layout;
         Ok(Some(x))
     }
 }
