@@ -397,6 +397,9 @@ pub struct BlobSource {
     inner: Arc<Inner>,
     rt: Option<tokio::runtime::Runtime>,
     opened: Instant,
+    /// A newer snapshot of this blob and the ranges written between the
+    /// two (see [`BlobSource::read_unchanged_from`]).
+    newer: std::sync::OnceLock<(Arc<BlobSource>, flr_io::RangeSet)>,
 }
 
 impl BlobSource {
@@ -460,6 +463,7 @@ impl BlobSource {
             inner,
             rt: Some(rt),
             opened,
+            newer: std::sync::OnceLock::new(),
         })
     }
 
@@ -526,6 +530,21 @@ impl BlobSource {
     /// pages).
     pub fn has_page_map(&self) -> bool {
         self.inner.pages.is_some()
+    }
+
+    /// Reads of this snapshot's bytes outside `changed` (the page ranges
+    /// the Blob service lists as written between it and `newer`, a later
+    /// snapshot of the same blob or disk, as `(start, end)` pairs) are
+    /// served by `newer` from then on: those bytes are the same in both,
+    /// so what one side of a diff already fetched (a folder, an inode
+    /// table the other also reads) is not fetched again. Set once; `false`
+    /// if it was already set or the sizes differ.
+    pub fn read_unchanged_from(&self, newer: Arc<BlobSource>, changed: &[(u64, u64)]) -> bool {
+        if newer.inner.len != self.inner.len {
+            return false;
+        }
+        let set = flr_io::RangeSet::from_extents(changed.iter().map(|&(s, e)| (s, e - s)));
+        self.newer.set((newer, set)).is_ok()
     }
 
     /// Starts fetching `ranges` (`(start, end)` byte offsets) into the block
@@ -785,6 +804,11 @@ impl ReadAt for BlobSource {
                 len,
                 size: inner.len,
             });
+        }
+        if let Some((newer, changed)) = self.newer.get() {
+            if !changed.intersects(offset, len) {
+                return newer.read_exact_at(offset, buf);
+            }
         }
         match self.read_direct(offset, buf) {
             Some(r) => r,

@@ -978,8 +978,14 @@ impl Session {
         &mut self,
         image: &str,
     ) -> Result<(Arc<BlobSource>, BlobParentResolver, String), OpsError> {
+        let (loc, opts) = self.blob_options(image)?;
+        open_prepared(loc, opts)
+    }
+
+    /// Where blob `image` is and how to read it (credentials, CA, the
+    /// global concurrency).
+    fn blob_options(&mut self, image: &str) -> Result<(BlobLocation, BlobOptions), OpsError> {
         let loc = BlobLocation::parse(image).map_err(|e| OpsError::Usage(e.to_string()))?;
-        let shown = loc.shown().to_string();
         let opts = BlobOptions {
             concurrency: self.globals.concurrency,
             ..BlobOptions::from_environment(&self.env)
@@ -995,19 +1001,30 @@ impl Session {
         if opts.ca_file.is_none() {
             opts.ca_file = self.config()?.azure.ca_file.clone();
         }
-        // A differencing disk's parents are blobs beside it, read with the
-        // same SAS or token; the resolver keeps them for --stats.
-        let parents = BlobParentResolver::new(loc.clone(), opts.clone());
-        let blob = BlobSource::open(loc, opts).map_err(|e| {
-            flr_engine::EngineError::from(flr_io::IoError::Os {
-                layer: "blob".into(),
-                offset: 0,
-                source: std::io::Error::other(e.to_string()),
-            })
-        })?;
-        Ok((Arc::new(blob), parents, shown))
+        Ok((loc, opts))
     }
+}
 
+/// Opens the blob at `loc` (its properties, then a page blob's page map).
+fn open_prepared(
+    loc: BlobLocation,
+    opts: BlobOptions,
+) -> Result<(Arc<BlobSource>, BlobParentResolver, String), OpsError> {
+    let shown = loc.shown().to_string();
+    // A differencing disk's parents are blobs beside it, read with the
+    // same SAS or token; the resolver keeps them for --stats.
+    let parents = BlobParentResolver::new(loc.clone(), opts.clone());
+    let blob = BlobSource::open(loc, opts).map_err(|e| {
+        flr_engine::EngineError::from(flr_io::IoError::Os {
+            layer: "blob".into(),
+            offset: 0,
+            source: std::io::Error::other(e.to_string()),
+        })
+    })?;
+    Ok((Arc::new(blob), parents, shown))
+}
+
+impl Session {
     /// OLD and NEW opened as a pair, NEW's stack answering `changed`
     /// against OLD. Local images: a differencing chain, else a block
     /// comparison. Blobs (URLs, snapshot URLs, resource ids, each granted
@@ -1060,9 +1077,29 @@ impl Session {
             Local(flr_io::Source, flr_io::FileParentResolver, String),
             Blob(Arc<BlobSource>, Box<BlobParentResolver>, String),
         }
-        let open_side = |s: &mut Session, url: &str, base: bool| -> Result<Opened, OpsError> {
+        type Prepared = (Arc<BlobSource>, BlobParentResolver, String);
+        // Two blobs are opened at once: each open is several round trips
+        // (connection, properties, page map).
+        let mut pre: (Option<Prepared>, Option<Prepared>) = (None, None);
+        if flr_blob::is_remote(&old_url) && flr_blob::is_remote(&new_url) {
+            let (a, b) = (self.blob_options(&old_url)?, self.blob_options(&new_url)?);
+            let (ra, rb) = std::thread::scope(|sc| {
+                let h = sc.spawn(|| open_prepared(a.0, a.1));
+                let rb = open_prepared(b.0, b.1);
+                (
+                    h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+                    rb,
+                )
+            });
+            pre = (Some(ra?), Some(rb?));
+        }
+        let mut open_side = |s: &mut Session, url: &str, base: bool| -> Result<Opened, OpsError> {
             if flr_blob::is_remote(url) {
-                let (b, p, shown) = s.open_blob(url)?;
+                let ready = if base { pre.0.take() } else { pre.1.take() };
+                let (b, p, shown) = match ready {
+                    Some(r) => r,
+                    None => s.open_blob(url)?,
+                };
                 if base {
                     s.base_blob = Some((b.clone(), p.clone()));
                 } else {
@@ -1114,6 +1151,7 @@ impl Session {
                     Some(p) => match nb.changed_since(&p) {
                         Ok(d) => {
                             prefetch_changed(ob, nb, &d.ranges);
+                            ob.read_unchanged_from(nb.clone(), &d.ranges);
                             Some(flr_engine::KnownChanges {
                                 ranges: flr_io::RangeSet::from_extents(
                                     d.ranges.iter().map(|&(s, e)| (s, e - s)),
