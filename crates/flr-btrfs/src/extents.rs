@@ -32,12 +32,16 @@ use crate::BtrfsFs;
 
 impl BtrfsFs {
     /// Appends the device ranges holding logical `logical..+len`; `false`
-    /// when a piece does not lie in copies on the one device.
+    /// when a piece does not lie in copies on the one device. With
+    /// `layout` (`file`: the file offset of `logical`), also appends where
+    /// each piece lies at the first copy of its chunk (the one a read
+    /// tries first).
     fn device_ranges(
         &self,
         logical: u64,
         len: u64,
         out: &mut Vec<(u64, u64)>,
+        mut layout: Option<(u64, &mut Vec<flr_fs::FileRun>)>,
     ) -> Result<bool, FsError> {
         let vol = &self.inner.trees.vol;
         let mut done = 0u64;
@@ -49,6 +53,13 @@ impl BtrfsFs {
             let Place::Copies { slots, rel } = place else {
                 return Ok(false);
             };
+            if let (Some((file, l)), Some(&s)) = (layout.as_mut(), slots.first()) {
+                l.push(flr_fs::FileRun {
+                    file: *file + done,
+                    volume: c.stripes[s].offset + rel,
+                    len: take,
+                });
+            }
             for s in slots {
                 let st = c.stripes[s];
                 out.push((st.offset + rel, take));
@@ -56,35 +67,6 @@ impl BtrfsFs {
             done += take;
         }
         Ok(true)
-    }
-
-    /// Appends where file bytes `file..+len`, at logical `logical`, lie at
-    /// the first copy of their chunk (the one a read tries first).
-    fn first_copies(
-        &self,
-        file: u64,
-        logical: u64,
-        len: u64,
-        out: &mut Vec<flr_fs::FileRun>,
-    ) -> Result<(), FsError> {
-        let vol = &self.inner.trees.vol;
-        let mut done = 0u64;
-        while done < len {
-            let c = vol.chunk(logical + done)?;
-            let (place, run) = c.place(logical + done);
-            let take = run.min(len - done);
-            if let Place::Copies { slots, rel } = place {
-                if let Some(&s) = slots.first() {
-                    out.push(flr_fs::FileRun {
-                        file: file + done,
-                        volume: c.stripes[s].offset + rel,
-                        len: take,
-                    });
-                }
-            }
-            done += take;
-        }
-        Ok(())
     }
 
     pub(crate) fn extents_inner(&self, path: &FsPath) -> Result<Option<FileExtents>, FsError> {
@@ -112,7 +94,7 @@ impl BtrfsFs {
             }
         }
         for leaf in leaves {
-            if !self.device_ranges(leaf, ns, &mut x.meta)? {
+            if !self.device_ranges(leaf, ns, &mut x.meta, None)? {
                 return Ok(None);
             }
         }
@@ -140,11 +122,9 @@ impl BtrfsFs {
                         layout = None;
                         (disk_bytenr, disk_num_bytes)
                     };
-                    if !self.device_ranges(at, len, &mut x.data)? {
+                    let l = layout.as_mut().map(|l| (e.start, l));
+                    if !self.device_ranges(at, len, &mut x.data, l)? {
                         return Ok(None);
-                    }
-                    if let Some(l) = layout.as_mut() {
-                        self.first_copies(e.start, at, len, l)?;
                     }
                 }
                 ExtentKind::Inline { .. } => layout = None,

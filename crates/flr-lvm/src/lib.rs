@@ -881,10 +881,11 @@ impl Piece {
 }
 
 impl LvSource {
-    /// Where the LV's byte `pos` lies: the leg's source, the offset in it,
-    /// and how many bytes from there stay on that leg (to the end of the
-    /// stripe chunk or of the segment). `None` past every segment.
-    fn locate(&self, pos: u64) -> Option<(&Source, u64, u64)> {
+    /// Where the LV's byte `pos` lies: the piece's index, the leg's source,
+    /// the offset in it, and how many bytes from there stay on that leg (to
+    /// the end of the stripe chunk or of the segment). `None` past every
+    /// segment.
+    fn locate(&self, pos: u64) -> Option<(usize, &Source, u64, u64)> {
         let i = self.pieces.partition_point(|p| p.start + p.len <= pos);
         let p = self.pieces.get(i)?;
         let rel = pos - p.start;
@@ -902,7 +903,7 @@ impl LvSource {
             }
         };
         let (src, base) = &p.legs[leg];
-        Some((src, base + at, take))
+        Some((i, src, base + at, take))
     }
 }
 
@@ -912,7 +913,7 @@ impl ReadAt for LvSource {
         let mut pos = offset;
         let mut done = 0usize;
         while done < buf.len() {
-            let (src, at, take) = self.locate(pos).ok_or_else(|| {
+            let (_, src, at, take) = self.locate(pos).ok_or_else(|| {
                 IoError::corrupt(self.layer.clone(), pos, "no segment maps this offset")
             })?;
             let take = take.min((buf.len() - done) as u64) as usize;
@@ -938,10 +939,9 @@ impl ReadAt for LvSource {
         let mut answer = Change::Unchanged;
         let moved = self.moved.get();
         while pos < end {
-            let Some((src, at, take)) = self.locate(pos) else {
+            let Some((piece, src, at, take)) = self.locate(pos) else {
                 return Change::Unknown;
             };
-            let piece = self.pieces.partition_point(|p| p.start + p.len <= pos);
             if moved.is_some_and(|m| m.get(piece).copied().unwrap_or(true)) {
                 return Change::Unknown;
             }
