@@ -35,7 +35,7 @@ pub use changes::{set_runs, Change, Compared, RangeSet};
 pub use cursor::{ReadOnlyCursor, ReaderCursor};
 pub use error::IoError;
 pub use parent::{
-    inherit_chain, locator_paths, open_parent_step, quote_list, ChainError, FileParentResolver,
+    inherit_chain, locator_paths, open_parent_step, quote_list, ChainFailure, FileParentResolver,
     LocatorPath, NoParentResolver, ParentResolver,
 };
 pub use source::{FileSource, MemSource, Refused, Slice, Zeros};

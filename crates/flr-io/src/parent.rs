@@ -267,21 +267,18 @@ impl ParentResolver for NoParentResolver {
     }
 }
 
-/// Why one step down a differencing chain failed (see [`open_parent_step`]),
-/// for the format to turn into its own error.
-#[derive(Debug)]
-pub enum ChainError<E> {
+/// The errors a differencing format gives when its chain of parents
+/// cannot be followed (see [`open_parent_step`]).
+pub trait ChainFailure: Sized {
     /// Too many parents, or a cycle; the message names the chain so far.
-    Chain(String),
-    /// None of the candidates opened.
-    NotFound(IoError),
+    fn chain(message: String) -> Self;
+    /// None of the candidate parents opened.
+    fn not_found(error: IoError) -> Self;
     /// The parent found at `path` did not open as a disk.
-    Parent {
-        /// Where it was found.
-        path: String,
-        /// The format's error.
-        error: E,
-    },
+    fn parent(path: String, error: Self) -> Self;
+    /// Whether this is a [`ChainFailure::chain`] error; one from further
+    /// up is passed on as it is, so that its message stays flat.
+    fn is_chain(&self) -> bool;
 }
 
 /// One step down a differencing chain, the same for every format: refuses
@@ -290,33 +287,29 @@ pub enum ChainError<E> {
 /// paths so far, gets the parent's), and opens it with `open` (the format's
 /// opener, given the parent's bytes, the resolver for its own parent and
 /// `seen`). Returns the parent and the path it was found at.
-pub fn open_parent_step<D, E>(
+pub fn open_parent_step<D, E: ChainFailure>(
     parents: &dyn ParentResolver,
     candidates: &[String],
     seen: &mut Vec<String>,
     max: usize,
     open: impl FnOnce(Source, &dyn ParentResolver, &mut Vec<String>) -> Result<D, E>,
-) -> Result<(D, String), ChainError<E>> {
+) -> Result<(D, String), E> {
     if seen.len() >= max {
-        return Err(ChainError::Chain(format!(
+        return Err(E::chain(format!(
             "more than {max} parents: {}",
             seen.join(" -> ")
         )));
     }
-    let (src, path) = parents
-        .open_parent(candidates)
-        .map_err(ChainError::NotFound)?;
+    let (src, path) = parents.open_parent(candidates).map_err(E::not_found)?;
     if seen.contains(&path) {
-        return Err(ChainError::Chain(format!(
-            "cycle: {} -> {path}",
-            seen.join(" -> ")
-        )));
+        return Err(E::chain(format!("cycle: {} -> {path}", seen.join(" -> "))));
     }
     seen.push(path.clone());
     let resolver = parents.for_parent(&path);
     match open(src, resolver.as_ref(), seen) {
         Ok(d) => Ok((d, path)),
-        Err(error) => Err(ChainError::Parent { path, error }),
+        Err(e) if e.is_chain() => Err(e),
+        Err(e) => Err(E::parent(path, e)),
     }
 }
 

@@ -180,6 +180,24 @@ pub enum VhdError {
     Io(#[from] IoError),
 }
 
+impl flr_io::ChainFailure for VhdError {
+    fn chain(message: String) -> Self {
+        VhdError::Chain(message)
+    }
+    fn not_found(error: IoError) -> Self {
+        VhdError::ParentNotFound(error)
+    }
+    fn parent(path: String, error: Self) -> Self {
+        VhdError::Parent {
+            path,
+            source: Box::new(error),
+        }
+    }
+    fn is_chain(&self) -> bool {
+        matches!(self, VhdError::Chain(_))
+    }
+}
+
 impl From<VhdError> for IoError {
     fn from(e: VhdError) -> Self {
         match e {
@@ -508,20 +526,7 @@ impl VhdDisk {
             seen,
             MAX_CHAIN_DEPTH,
             Self::open_chain,
-        )
-        .map_err(|e| match e {
-            flr_io::ChainError::Chain(m) => VhdError::Chain(m),
-            flr_io::ChainError::NotFound(e) => VhdError::ParentNotFound(e),
-            // Keep chain errors flat so the message stays readable.
-            flr_io::ChainError::Parent {
-                error: e @ VhdError::Chain(_),
-                ..
-            } => e,
-            flr_io::ChainError::Parent { path, error } => VhdError::Parent {
-                path,
-                source: Box::new(error),
-            },
-        })?;
+        )?;
         let pid = parent.info.unique_id.clone();
         if info.parent_unique_id.as_deref() != Some(pid.as_str()) {
             info.warnings.push(format!(

@@ -175,6 +175,24 @@ pub enum VhdxError {
     Io(#[from] IoError),
 }
 
+impl flr_io::ChainFailure for VhdxError {
+    fn chain(message: String) -> Self {
+        VhdxError::Chain(message)
+    }
+    fn not_found(error: IoError) -> Self {
+        VhdxError::ParentNotFound(error)
+    }
+    fn parent(path: String, error: Self) -> Self {
+        VhdxError::Parent {
+            path,
+            source: Box::new(error),
+        }
+    }
+    fn is_chain(&self) -> bool {
+        matches!(self, VhdxError::Chain(_))
+    }
+}
+
 fn parent_message(e: &IoError) -> String {
     match e {
         IoError::Os { source, .. } => source.to_string(),
@@ -565,19 +583,7 @@ impl VhdxDisk {
             seen,
             MAX_CHAIN_DEPTH,
             Self::open_chain,
-        )
-        .map_err(|e| match e {
-            flr_io::ChainError::Chain(m) => VhdxError::Chain(m),
-            flr_io::ChainError::NotFound(e) => VhdxError::ParentNotFound(e),
-            flr_io::ChainError::Parent {
-                error: e @ VhdxError::Chain(_),
-                ..
-            } => e,
-            flr_io::ChainError::Parent { path, error } => VhdxError::Parent {
-                path,
-                source: Box::new(error),
-            },
-        })?;
+        )?;
         let pdwg = parent.info.data_write_guid.clone();
         let matches = [&linkage, &linkage2]
             .iter()
