@@ -534,17 +534,16 @@ impl BlobSource {
 
     /// Reads of this snapshot's bytes outside `changed` (the page ranges
     /// the Blob service lists as written between it and `newer`, a later
-    /// snapshot of the same blob or disk, as `(start, end)` pairs) are
-    /// served by `newer` from then on: those bytes are the same in both,
-    /// so what one side of a diff already fetched (a folder, an inode
-    /// table the other also reads) is not fetched again. Set once; `false`
-    /// if it was already set or the sizes differ.
-    pub fn read_unchanged_from(&self, newer: Arc<BlobSource>, changed: &[(u64, u64)]) -> bool {
+    /// snapshot of the same blob or disk) are served by `newer` from then
+    /// on: those bytes are the same in both, so what one side of a diff
+    /// already fetched (a folder, an inode table the other also reads) is
+    /// not fetched again. Set once; `false` if it was already set or the
+    /// sizes differ.
+    pub fn read_unchanged_from(&self, newer: Arc<BlobSource>, changed: flr_io::RangeSet) -> bool {
         if newer.inner.len != self.inner.len {
             return false;
         }
-        let set = flr_io::RangeSet::from_extents(changed.iter().map(|&(s, e)| (s, e - s)));
-        self.newer.set((newer, set)).is_ok()
+        self.newer.set((newer, changed)).is_ok()
     }
 
     /// Starts fetching `ranges` (`(start, end)` byte offsets) into the block

@@ -1003,28 +1003,6 @@ impl Session {
         }
         Ok((loc, opts))
     }
-}
-
-/// Opens the blob at `loc` (its properties, then a page blob's page map).
-fn open_prepared(
-    loc: BlobLocation,
-    opts: BlobOptions,
-) -> Result<(Arc<BlobSource>, BlobParentResolver, String), OpsError> {
-    let shown = loc.shown().to_string();
-    // A differencing disk's parents are blobs beside it, read with the
-    // same SAS or token; the resolver keeps them for --stats.
-    let parents = BlobParentResolver::new(loc.clone(), opts.clone());
-    let blob = BlobSource::open(loc, opts).map_err(|e| {
-        flr_engine::EngineError::from(flr_io::IoError::Os {
-            layer: "blob".into(),
-            offset: 0,
-            source: std::io::Error::other(e.to_string()),
-        })
-    })?;
-    Ok((Arc::new(blob), parents, shown))
-}
-
-impl Session {
     /// OLD and NEW opened as a pair, NEW's stack answering `changed`
     /// against OLD. Local images: a differencing chain, else a block
     /// comparison. Blobs (URLs, snapshot URLs, resource ids, each granted
@@ -1151,11 +1129,12 @@ impl Session {
                     Some(p) => match nb.changed_since(&p) {
                         Ok(d) => {
                             prefetch_changed(ob, nb, &d.ranges);
-                            ob.read_unchanged_from(nb.clone(), &d.ranges);
+                            let ranges = flr_io::RangeSet::from_extents(
+                                d.ranges.iter().map(|&(s, e)| (s, e - s)),
+                            );
+                            ob.read_unchanged_from(nb.clone(), ranges.clone());
                             Some(flr_engine::KnownChanges {
-                                ranges: flr_io::RangeSet::from_extents(
-                                    d.ranges.iter().map(|&(s, e)| (s, e - s)),
-                                ),
+                                ranges,
                                 bytes_read: d.bytes,
                                 requests: d.requests,
                                 seconds: d.seconds,
@@ -1284,6 +1263,25 @@ impl Session {
 /// Changed runs at most this long are taken for metadata (inode tables,
 /// extent and directory blocks, bitmaps) and prefetched on both sides.
 const SMALL_RUN: u64 = 256 << 10;
+
+/// Opens the blob at `loc` (its properties, then a page blob's page map).
+fn open_prepared(
+    loc: BlobLocation,
+    opts: BlobOptions,
+) -> Result<(Arc<BlobSource>, BlobParentResolver, String), OpsError> {
+    let shown = loc.shown().to_string();
+    // A differencing disk's parents are blobs beside it, read with the
+    // same SAS or token; the resolver keeps them for --stats.
+    let parents = BlobParentResolver::new(loc.clone(), opts.clone());
+    let blob = BlobSource::open(loc, opts).map_err(|e| {
+        flr_engine::EngineError::from(flr_io::IoError::Os {
+            layer: "blob".into(),
+            offset: 0,
+            source: std::io::Error::other(e.to_string()),
+        })
+    })?;
+    Ok((Arc::new(blob), parents, shown))
+}
 
 /// Starts fetching what a diff or `verify --since` of a blob pair will read
 /// from the ranges that changed, all at once rather than one round trip
